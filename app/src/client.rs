@@ -1,0 +1,173 @@
+//! The browser side of the chat socket (compiled only with `hydrate`).
+//!
+//! One task owns the WebSocket for the life of the page: it reconnects with
+//! jittered exponential backoff, rejoins with the same nickname and session,
+//! asks for the events it missed, and sends what the person typed in order.
+//! Frames typed while the socket is down wait in the queue instead of being
+//! lost.
+
+use crate::protocol::{ClientMessage, ErrorCode, ServerEvent, DEFAULT_ROOM};
+use crate::state::{ChatState, Status};
+use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use futures::{stream, SinkExt, StreamExt};
+use gloo_net::websocket::{futures::WebSocket, Message};
+use gloo_timers::future::sleep;
+use std::time::Duration;
+use uuid::Uuid;
+
+const SESSION_KEY: &str = "chat.session";
+const PSEUDO_KEY: &str = "chat.pseudo";
+const MAX_BACKOFF_MS: f64 = 10_000.0;
+
+/// The handle the page uses to send frames.
+#[derive(Clone)]
+pub struct Connection {
+    outbox: UnboundedSender<ClientMessage>,
+}
+
+impl Connection {
+    pub fn send(&self, msg: ClientMessage) {
+        // The receiver lives as long as the page, so this cannot fail.
+        let _ = self.outbox.unbounded_send(msg);
+    }
+}
+
+/// Starts the socket task. A nickname kept from before a reload is rejoined
+/// at once.
+pub fn connect(state: ChatState) -> Connection {
+    let (outbox, queue) = unbounded();
+    leptos::task::spawn_local(run(state, queue, stored(PSEUDO_KEY)));
+    Connection { outbox }
+}
+
+/// The per-tab session token: survives reloads of the tab (sessionStorage),
+/// so the server lets this tab reclaim its nickname from a stale socket.
+pub fn session() -> Uuid {
+    if let Some(id) = stored(SESSION_KEY).and_then(|s| s.parse().ok()) {
+        return id;
+    }
+    let id = Uuid::new_v4();
+    store(SESSION_KEY, Some(&id.to_string()));
+    id
+}
+
+enum Event {
+    Frame(Message),
+    Closed,
+    Outgoing(ClientMessage),
+}
+
+async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, saved: Option<String>) {
+    let session = session();
+    // The nickname to take again on every (re)connection.
+    let mut pseudo = saved;
+    let mut failures: u32 = 0;
+    loop {
+        state.status.set(Status::Connecting);
+        if let Ok(socket) = WebSocket::open(&socket_url(state.last_seen())) {
+            let (mut sink, incoming) = socket.split();
+            let mut rejoining = false;
+            if let Some(p) = pseudo.clone() {
+                rejoining = sink.send(encode(&ClientMessage::Join { pseudo: p, session: Some(session) })).await.is_ok();
+            }
+            let incoming = incoming
+                .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
+                .chain(stream::once(async { Event::Closed }));
+            let mut events = stream::select(incoming, queue.by_ref().map(Event::Outgoing));
+            while let Some(event) = events.next().await {
+                match event {
+                    Event::Frame(Message::Text(text)) => {
+                        state.status.set(Status::Connected);
+                        failures = 0;
+                        let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else {
+                            continue;
+                        };
+                        let joined = matches!(&event, ServerEvent::Joined { .. });
+                        let error = state.apply(event);
+                        if joined {
+                            rejoining = false;
+                            pseudo = state.me.get_untracked();
+                            store(PSEUDO_KEY, pseudo.as_deref());
+                        } else if rejoining
+                            && matches!(error, Some(ErrorCode::PseudoTaken | ErrorCode::InvalidPseudo))
+                        {
+                            // Somebody took the nickname while we were away.
+                            rejoining = false;
+                            pseudo = None;
+                            state.me.set(None);
+                            store(PSEUDO_KEY, None);
+                        }
+                    }
+                    Event::Frame(Message::Bytes(_)) => {}
+                    Event::Outgoing(msg) => {
+                        if sink.send(encode(&msg)).await.is_err() {
+                            state.error.set(Some("not sent: the connection dropped".into()));
+                            break;
+                        }
+                    }
+                    Event::Closed => break,
+                }
+            }
+        }
+        state.status.set(Status::Disconnected);
+        failures = failures.saturating_add(1);
+        sleep(backoff(failures)).await;
+    }
+}
+
+fn encode(msg: &ClientMessage) -> Message {
+    // Serializing these plain structs cannot fail.
+    Message::Text(serde_json::to_string(msg).unwrap_or_default())
+}
+
+/// 0.5 s, 1 s, 2 s ... capped at 10 s, with full jitter so that a restarted
+/// server is not hit by every client at the same instant.
+fn backoff(failures: u32) -> Duration {
+    let ceiling = (500.0 * 2f64.powi(failures.min(10) as i32 - 1)).min(MAX_BACKOFF_MS);
+    let ms = ceiling / 2.0 + js_sys::Math::random() * ceiling / 2.0;
+    Duration::from_millis(ms as u64)
+}
+
+fn socket_url(last_seen: Option<Uuid>) -> String {
+    let location = web_sys::window().expect("a browser window").location();
+    let secure = location.protocol().map(|p| p == "https:").unwrap_or(false);
+    let host = location.host().unwrap_or_default();
+    let room = room_from_query(&location.search().unwrap_or_default());
+    let mut url = format!(
+        "{}://{host}/ws?room={room}",
+        if secure { "wss" } else { "ws" }
+    );
+    if let Some(id) = last_seen {
+        url.push_str(&format!("&last_seen={id}"));
+    }
+    url
+}
+
+/// `?room=name` picks a room; anything invalid falls back to the default
+/// (the server checks again).
+fn room_from_query(search: &str) -> String {
+    search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("room="))
+        .filter(|room| crate::protocol::valid_room(room))
+        .unwrap_or(DEFAULT_ROOM)
+        .to_owned()
+}
+
+fn storage() -> Option<web_sys::Storage> {
+    web_sys::window()?.session_storage().ok()?
+}
+
+fn stored(key: &str) -> Option<String> {
+    storage()?.get_item(key).ok()?
+}
+
+fn store(key: &str, value: Option<&str>) {
+    if let Some(storage) = storage() {
+        let _ = match value {
+            Some(v) => storage.set_item(key, v),
+            None => storage.remove_item(key),
+        };
+    }
+}

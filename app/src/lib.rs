@@ -1,0 +1,16 @@
+//! The shared crate: the chat wire protocol and its validation rules, and the
+//! Leptos UI. The server builds it with `ssr`, the browser with `hydrate`.
+//!
+//! - [`protocol`]: message types (tagged by `"type"`) and the nickname,
+//!   message and room rules, used on both sides of the socket.
+//! - [`state`]: what the page shows, and how each server event changes it.
+//! - [`ui`]: the page components and the HTML shell.
+//! - `client` (browser only): the reconnecting WebSocket task.
+
+#[cfg(feature = "hydrate")]
+mod client;
+pub mod protocol;
+pub mod state;
+pub mod ui;
+
+pub use ui::{shell, App};

@@ -1,0 +1,448 @@
+//! The chat wire protocol, shared by the browser and the server.
+//!
+//! Every frame is one JSON object tagged by a `"type"` field. The rules that
+//! decide what is valid (nickname and message limits) live here too, so the
+//! browser refuses bad input at once and the server refuses it again with the
+//! very same code. `docs/protocol.md` describes the protocol for other clients.
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use uuid::Uuid;
+
+/// Longest nickname, in characters (after trimming).
+pub const MAX_PSEUDO_CHARS: usize = 32;
+/// Longest chat message, in characters.
+pub const MAX_TEXT_CHARS: usize = 2000;
+/// Longest room name, in characters.
+pub const MAX_ROOM_CHARS: usize = 64;
+/// How many recent events a room keeps for newcomers and reconnecting clients.
+pub const HISTORY_LEN: usize = 100;
+/// The room a client joins when it names none.
+pub const DEFAULT_ROOM: &str = "general";
+
+/// A frame sent by a chat client.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ClientMessage {
+    /// Take a nickname in the room. `session` lets a reconnecting client
+    /// reclaim its own nickname from its previous, stale connection.
+    Join {
+        pseudo: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        session: Option<Uuid>,
+    },
+    /// Change the nickname of a client that has joined.
+    Rename { pseudo: String },
+    /// Post a message to the room.
+    Say { text: String },
+}
+
+/// A frame sent by the server.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+pub enum ServerEvent {
+    /// Recent events of the room, oldest first: sent once right after the
+    /// socket opens (only those after `last_seen` when the client gave one).
+    History { events: Vec<ServerEvent> },
+    /// The client's own identity, after a successful join or rename.
+    Joined {
+        pseudo: String,
+        session: Uuid,
+        room: String,
+    },
+    /// A chat message from a participant.
+    Message(ChatMessage),
+    /// Somebody joined, changed nickname or left.
+    System(SystemMessage),
+    /// How many participants the room has, across all server instances.
+    Count { count: u64 },
+    /// The last frame from the client was refused; the connection stays open.
+    Error { code: ErrorCode, message: String },
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ChatMessage {
+    pub id: Uuid,
+    pub author: String,
+    pub text: String,
+    /// Milliseconds since the Unix epoch, set by the server that received it.
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SystemMessage {
+    pub id: Uuid,
+    pub kind: SystemKind,
+    /// The nickname concerned (the new one for a rename).
+    pub pseudo: String,
+    /// The former nickname, for a rename.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<String>,
+    pub ts: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SystemKind {
+    Joined,
+    Renamed,
+    Left,
+}
+
+impl SystemMessage {
+    /// The sentence a person reads, e.g. "alice is now bob".
+    pub fn text(&self) -> String {
+        match (self.kind, &self.previous) {
+            (SystemKind::Joined, _) => format!("{} joined", self.pseudo),
+            (SystemKind::Renamed, Some(old)) => format!("{old} is now {}", self.pseudo),
+            (SystemKind::Renamed, None) => format!("{} changed nickname", self.pseudo),
+            (SystemKind::Left, _) => format!("{} left", self.pseudo),
+        }
+    }
+}
+
+impl ServerEvent {
+    /// The id of a history-worthy event (chat or system message).
+    pub fn event_id(&self) -> Option<Uuid> {
+        match self {
+            ServerEvent::Message(m) => Some(m.id),
+            ServerEvent::System(s) => Some(s.id),
+            _ => None,
+        }
+    }
+}
+
+/// Why a frame was refused. Stable strings, meant for programs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    /// The frame is not JSON.
+    InvalidJson,
+    /// The `type` is missing or not one the server knows.
+    UnknownType,
+    /// The JSON has the right type but wrong or missing fields.
+    InvalidMessage,
+    /// The nickname breaks the nickname rule.
+    InvalidPseudo,
+    /// Another participant of the room holds that nickname.
+    PseudoTaken,
+    /// The message is empty or too long.
+    InvalidText,
+    /// `say` or `rename` before `join`.
+    NotJoined,
+    /// `join` on a connection that has already joined (use `rename`).
+    AlreadyJoined,
+    /// The frame is larger than the server accepts.
+    TooLarge,
+    /// Binary frames are not part of the protocol.
+    BinaryFrame,
+    /// Too many frames too fast.
+    RateLimited,
+}
+
+impl ErrorCode {
+    /// The wire name, e.g. `"pseudo_taken"` (also a metrics label).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::InvalidJson => "invalid_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::InvalidMessage => "invalid_message",
+            ErrorCode::InvalidPseudo => "invalid_pseudo",
+            ErrorCode::PseudoTaken => "pseudo_taken",
+            ErrorCode::InvalidText => "invalid_text",
+            ErrorCode::NotJoined => "not_joined",
+            ErrorCode::AlreadyJoined => "already_joined",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::BinaryFrame => "binary_frame",
+            ErrorCode::RateLimited => "rate_limited",
+        }
+    }
+}
+
+/// A frame the server could not turn into a [`ClientMessage`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DecodeError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ClientMessage {
+    /// Decodes a text frame, telling apart "not JSON", "unknown type" and
+    /// "bad fields" so that the client gets a precise error.
+    pub fn decode(frame: &str) -> Result<Self, DecodeError> {
+        serde_json::from_str(frame).map_err(|err| {
+            let code = if serde_json::from_str::<serde::de::IgnoredAny>(frame).is_err() {
+                ErrorCode::InvalidJson
+            } else {
+                let text = err.to_string();
+                if text.contains("unknown variant") || text.contains("missing field `type`") {
+                    ErrorCode::UnknownType
+                } else {
+                    ErrorCode::InvalidMessage
+                }
+            };
+            DecodeError {
+                code,
+                message: err.to_string(),
+            }
+        })
+    }
+}
+
+/// A nickname that passed the rule: trimmed, 1 to [`MAX_PSEUDO_CHARS`]
+/// characters, no control characters.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Pseudo(String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PseudoError {
+    Empty,
+    TooLong,
+    ControlCharacter,
+}
+
+impl fmt::Display for PseudoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PseudoError::Empty => write!(f, "the nickname is empty"),
+            PseudoError::TooLong => write!(
+                f,
+                "the nickname is longer than {MAX_PSEUDO_CHARS} characters"
+            ),
+            PseudoError::ControlCharacter => {
+                write!(f, "the nickname contains a control character")
+            }
+        }
+    }
+}
+
+impl Pseudo {
+    pub fn parse(raw: &str) -> Result<Self, PseudoError> {
+        let trimmed = raw.trim();
+        if trimmed.is_empty() {
+            return Err(PseudoError::Empty);
+        }
+        if trimmed.chars().count() > MAX_PSEUDO_CHARS {
+            return Err(PseudoError::TooLong);
+        }
+        if trimmed.chars().any(char::is_control) {
+            return Err(PseudoError::ControlCharacter);
+        }
+        Ok(Pseudo(trimmed.to_owned()))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+
+    /// The form under which nicknames are unique: "Alice" and "alice" are
+    /// the same person to a reader, so they cannot both be in a room.
+    pub fn key(&self) -> String {
+        self.0.to_lowercase()
+    }
+}
+
+impl fmt::Display for Pseudo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// The text of a chat message: not blank, at most [`MAX_TEXT_CHARS`]
+/// characters. Kept as typed (not trimmed) so that code blocks survive.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MessageText(String);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TextError {
+    Empty,
+    TooLong,
+}
+
+impl fmt::Display for TextError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TextError::Empty => write!(f, "the message is empty"),
+            TextError::TooLong => {
+                write!(f, "the message is longer than {MAX_TEXT_CHARS} characters")
+            }
+        }
+    }
+}
+
+impl MessageText {
+    pub fn parse(raw: &str) -> Result<Self, TextError> {
+        if raw.trim().is_empty() {
+            return Err(TextError::Empty);
+        }
+        if raw.chars().count() > MAX_TEXT_CHARS {
+            return Err(TextError::TooLong);
+        }
+        Ok(MessageText(raw.to_owned()))
+    }
+
+    pub fn into_string(self) -> String {
+        self.0
+    }
+}
+
+/// Checks a room name: 1 to [`MAX_ROOM_CHARS`] ASCII letters, digits, `-`
+/// or `_`, so that it is safe inside Redis key names and URLs.
+pub fn valid_room(room: &str) -> bool {
+    !room.is_empty()
+        && room.len() <= MAX_ROOM_CHARS
+        && room
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn client_messages_round_trip() {
+        let session = Uuid::new_v4();
+        for msg in [
+            ClientMessage::Join {
+                pseudo: "alice".into(),
+                session: Some(session),
+            },
+            ClientMessage::Join {
+                pseudo: "bob".into(),
+                session: None,
+            },
+            ClientMessage::Rename {
+                pseudo: "carol".into(),
+            },
+            ClientMessage::Say {
+                text: "hello <b>".into(),
+            },
+        ] {
+            let json = serde_json::to_string(&msg).unwrap();
+            assert_eq!(ClientMessage::decode(&json).unwrap(), msg);
+        }
+    }
+
+    #[test]
+    fn wire_format_is_tagged_by_type() {
+        let json = serde_json::to_value(ClientMessage::Say { text: "hi".into() }).unwrap();
+        assert_eq!(json, serde_json::json!({"type": "say", "text": "hi"}));
+        let msg = ServerEvent::Message(ChatMessage {
+            id: Uuid::nil(),
+            author: "a".into(),
+            text: "t".into(),
+            ts: 5,
+        });
+        let json = serde_json::to_value(&msg).unwrap();
+        assert_eq!(
+            json,
+            serde_json::json!({"type": "message", "id": Uuid::nil(), "author": "a", "text": "t", "ts": 5})
+        );
+        let count = serde_json::to_value(ServerEvent::Count { count: 2 }).unwrap();
+        assert_eq!(count, serde_json::json!({"type": "count", "count": 2}));
+        let err = serde_json::to_value(ServerEvent::Error {
+            code: ErrorCode::PseudoTaken,
+            message: "x".into(),
+        })
+        .unwrap();
+        assert_eq!(err["code"], "pseudo_taken");
+    }
+
+    #[test]
+    fn server_events_round_trip() {
+        let system = ServerEvent::System(SystemMessage {
+            id: Uuid::new_v4(),
+            kind: SystemKind::Renamed,
+            pseudo: "new".into(),
+            previous: Some("old".into()),
+            ts: 1,
+        });
+        let history = ServerEvent::History {
+            events: vec![system.clone()],
+        };
+        for event in [system, history] {
+            let json = serde_json::to_string(&event).unwrap();
+            assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), event);
+        }
+    }
+
+    #[test]
+    fn decode_tells_errors_apart() {
+        let code = |frame: &str| ClientMessage::decode(frame).unwrap_err().code;
+        assert_eq!(code("not json"), ErrorCode::InvalidJson);
+        assert_eq!(code("{\"type\":\"say\""), ErrorCode::InvalidJson);
+        assert_eq!(code("{\"type\":\"dance\"}"), ErrorCode::UnknownType);
+        assert_eq!(code("{\"text\":\"hi\"}"), ErrorCode::UnknownType);
+        assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code("{\"type\":\"say\"}"), ErrorCode::InvalidMessage);
+        assert_eq!(code("{\"type\":\"say\",\"text\":5}"), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code("{\"type\":\"join\",\"pseudo\":\"a\",\"session\":\"nope\"}"),
+            ErrorCode::InvalidMessage
+        );
+    }
+
+    #[test]
+    fn pseudo_rule() {
+        assert_eq!(Pseudo::parse("  alice ").unwrap().as_str(), "alice");
+        assert_eq!(Pseudo::parse(""), Err(PseudoError::Empty));
+        assert_eq!(Pseudo::parse("   "), Err(PseudoError::Empty));
+        assert_eq!(Pseudo::parse(&"é".repeat(32)).unwrap().as_str().chars().count(), 32);
+        assert_eq!(Pseudo::parse(&"a".repeat(33)), Err(PseudoError::TooLong));
+        assert_eq!(Pseudo::parse("a\u{7}b"), Err(PseudoError::ControlCharacter));
+        assert_eq!(Pseudo::parse("a\nb"), Err(PseudoError::ControlCharacter));
+        assert_eq!(Pseudo::parse("Alice").unwrap().key(), "alice");
+    }
+
+    #[test]
+    fn text_rule() {
+        assert!(MessageText::parse("hi").is_ok());
+        assert_eq!(MessageText::parse(""), Err(TextError::Empty));
+        assert_eq!(MessageText::parse(" \n "), Err(TextError::Empty));
+        assert!(MessageText::parse(&"x".repeat(2000)).is_ok());
+        assert_eq!(MessageText::parse(&"x".repeat(2001)), Err(TextError::TooLong));
+        assert_eq!(
+            MessageText::parse("  keep spaces ").unwrap().into_string(),
+            "  keep spaces "
+        );
+    }
+
+    #[test]
+    fn room_rule() {
+        assert!(valid_room("general"));
+        assert!(valid_room("a-b_9"));
+        assert!(!valid_room(""));
+        assert!(!valid_room("a b"));
+        assert!(!valid_room("a:b"));
+        assert!(!valid_room(&"a".repeat(65)));
+    }
+
+    #[test]
+    fn error_code_names_match_the_wire() {
+        use ErrorCode::*;
+        for code in [
+            InvalidJson, UnknownType, InvalidMessage, InvalidPseudo, PseudoTaken, InvalidText,
+            NotJoined, AlreadyJoined, TooLarge, BinaryFrame, RateLimited,
+        ] {
+            assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+        }
+    }
+
+    #[test]
+    fn system_text() {
+        let mut sys = SystemMessage {
+            id: Uuid::nil(),
+            kind: SystemKind::Joined,
+            pseudo: "bob".into(),
+            previous: None,
+            ts: 0,
+        };
+        assert_eq!(sys.text(), "bob joined");
+        sys.kind = SystemKind::Left;
+        assert_eq!(sys.text(), "bob left");
+        sys.kind = SystemKind::Renamed;
+        sys.previous = Some("al".into());
+        assert_eq!(sys.text(), "al is now bob");
+    }
+}

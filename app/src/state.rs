@@ -1,0 +1,203 @@
+//! What the chat page shows, as signals, and how each server event changes it.
+//! Plain logic with no browser API, so the server can render it and native
+//! tests can exercise it.
+
+use crate::protocol::{ChatMessage, ErrorCode, ServerEvent, SystemMessage};
+use leptos::prelude::*;
+use uuid::Uuid;
+
+/// Entries kept on screen; older ones scroll away for good.
+const MAX_ENTRIES: usize = 500;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Status {
+    Connecting,
+    Connected,
+    Disconnected,
+}
+
+impl Status {
+    pub fn label(self) -> &'static str {
+        match self {
+            Status::Connecting => "connecting",
+            Status::Connected => "connected",
+            Status::Disconnected => "disconnected",
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Entry {
+    Message(ChatMessage),
+    System(SystemMessage),
+}
+
+impl Entry {
+    pub fn id(&self) -> Uuid {
+        match self {
+            Entry::Message(m) => m.id,
+            Entry::System(s) => s.id,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy)]
+pub struct ChatState {
+    pub status: RwSignal<Status>,
+    pub count: RwSignal<u64>,
+    pub entries: RwSignal<Vec<Entry>>,
+    /// The nickname the server confirmed, once joined.
+    pub me: RwSignal<Option<String>>,
+    /// Every nickname this page held, so that own messages stay marked
+    /// after a rename.
+    pub my_names: RwSignal<Vec<String>>,
+    pub error: RwSignal<Option<String>>,
+}
+
+impl ChatState {
+    pub fn new() -> Self {
+        Self {
+            status: RwSignal::new(Status::Connecting),
+            count: RwSignal::new(0),
+            entries: RwSignal::new(Vec::new()),
+            me: RwSignal::new(None),
+            my_names: RwSignal::new(Vec::new()),
+            error: RwSignal::new(None),
+        }
+    }
+
+    /// The id of the newest event shown, which a reconnecting client sends so
+    /// that the server replays only what it missed.
+    pub fn last_seen(&self) -> Option<Uuid> {
+        self.entries.with_untracked(|e| e.last().map(Entry::id))
+    }
+
+    /// Applies one server event. Returns the error code when it is an error.
+    pub fn apply(&self, event: ServerEvent) -> Option<ErrorCode> {
+        match event {
+            ServerEvent::History { events } => {
+                for event in events {
+                    self.apply(event);
+                }
+            }
+            ServerEvent::Joined { pseudo, .. } => {
+                self.error.set(None);
+                self.my_names.update(|names| {
+                    if !names.contains(&pseudo) {
+                        names.push(pseudo.clone());
+                    }
+                });
+                self.me.set(Some(pseudo));
+            }
+            ServerEvent::Message(m) => self.push(Entry::Message(m)),
+            ServerEvent::System(s) => self.push(Entry::System(s)),
+            ServerEvent::Count { count } => self.count.set(count),
+            ServerEvent::Error { code, message } => {
+                self.error.set(Some(message));
+                return Some(code);
+            }
+        }
+        None
+    }
+
+    /// Adds an entry unless it is already shown: history replayed after a
+    /// reconnect may overlap what arrived live.
+    fn push(&self, entry: Entry) {
+        let id = entry.id();
+        if self
+            .entries
+            .with_untracked(|e| e.iter().rev().any(|x| x.id() == id))
+        {
+            return;
+        }
+        self.entries.update(|e| {
+            e.push(entry);
+            if e.len() > MAX_ENTRIES {
+                e.drain(..e.len() - MAX_ENTRIES);
+            }
+        });
+    }
+}
+
+impl Default for ChatState {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::SystemKind;
+
+    fn message(text: &str) -> ChatMessage {
+        ChatMessage {
+            id: Uuid::new_v4(),
+            author: "a".into(),
+            text: text.into(),
+            ts: 0,
+        }
+    }
+
+    #[test]
+    fn replayed_events_are_shown_once() {
+        Owner::new().with(replayed_events_are_shown_once_in_owner);
+    }
+
+    fn replayed_events_are_shown_once_in_owner() {
+        let state = ChatState::new();
+        let first = message("one");
+        state.apply(ServerEvent::Message(first.clone()));
+        state.apply(ServerEvent::History {
+            events: vec![
+                ServerEvent::Message(first.clone()),
+                ServerEvent::Message(message("two")),
+            ],
+        });
+        let texts: Vec<String> = state.entries.with_untracked(|e| {
+            e.iter()
+                .map(|x| match x {
+                    Entry::Message(m) => m.text.clone(),
+                    Entry::System(_) => String::new(),
+                })
+                .collect()
+        });
+        assert_eq!(texts, ["one", "two"]);
+        assert_ne!(state.last_seen(), Some(first.id));
+    }
+
+    #[test]
+    fn joined_records_names_and_errors_are_reported() {
+        Owner::new().with(joined_records_names_and_errors_are_reported_in_owner);
+    }
+
+    fn joined_records_names_and_errors_are_reported_in_owner() {
+        let state = ChatState::new();
+        let session = Uuid::new_v4();
+        for pseudo in ["al", "bo", "al"] {
+            state.apply(ServerEvent::Joined {
+                pseudo: pseudo.into(),
+                session,
+                room: "r".into(),
+            });
+        }
+        assert_eq!(state.me.get_untracked().as_deref(), Some("al"));
+        assert_eq!(state.my_names.get_untracked(), ["al", "bo"]);
+        let code = state.apply(ServerEvent::Error {
+            code: ErrorCode::PseudoTaken,
+            message: "taken".into(),
+        });
+        assert_eq!(code, Some(ErrorCode::PseudoTaken));
+        assert_eq!(state.error.get_untracked().as_deref(), Some("taken"));
+        state.apply(ServerEvent::System(SystemMessage {
+            id: Uuid::new_v4(),
+            kind: SystemKind::Joined,
+            pseudo: "x".into(),
+            previous: None,
+            ts: 0,
+        }));
+        state.apply(ServerEvent::Count { count: 3 });
+        assert_eq!(state.count.get_untracked(), 3);
+        assert_eq!(state.entries.with_untracked(Vec::len), 1);
+    }
+}

@@ -1,0 +1,82 @@
+//! Delivery of a topic's frames to its listeners on every instance.
+//!
+//! [`Bus::broadcast`] hands the frame to this process's listeners directly
+//! (so local delivery never depends on Redis) and publishes it once for the
+//! other instances, which deliver it to theirs. The frame is encoded once by
+//! the caller; instances forward its bytes without parsing them.
+
+mod envelope;
+pub mod memory;
+pub mod redis;
+
+use crate::hub::{ConnId, Hub, Peer, Topic};
+use axum::extract::ws::Utf8Bytes;
+pub use envelope::Envelope;
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub struct Bus {
+    instance: Uuid,
+    hub: Arc<Hub>,
+    backend: Backend,
+}
+
+pub enum Backend {
+    /// In-process: instances sharing one [`memory::MemoryBus`] (one, in the
+    /// embedded mode) see each other's frames.
+    Memory(memory::MemoryBus),
+    /// Redis pub/sub, for instances in separate processes or machines.
+    Redis(redis::RedisBus),
+}
+
+impl Bus {
+    pub fn new(instance: Uuid, hub: Arc<Hub>, backend: Backend) -> Self {
+        Bus {
+            instance,
+            hub,
+            backend,
+        }
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    /// Adds a local listener. When it is this instance's first on the topic,
+    /// waits (briefly) until frames from other instances flow, so that a
+    /// history read afterwards leaves no gap.
+    pub async fn subscribe(&self, topic: &Topic, id: ConnId, peer: Peer) {
+        if self.hub.insert(topic, id, peer) {
+            if let Backend::Redis(redis) = &self.backend {
+                redis.sync_subscriptions().await;
+            }
+        }
+    }
+
+    pub fn unsubscribe(&self, topic: &Topic, id: ConnId) {
+        if self.hub.remove(topic, id) {
+            if let Backend::Redis(redis) = &self.backend {
+                redis.request_sync();
+            }
+        }
+    }
+
+    /// Delivers to every listener of the topic on every instance, except the
+    /// connection `except` (a relay sender does not get its own frames).
+    pub async fn broadcast(&self, topic: &Topic, frame: Utf8Bytes, except: Option<ConnId>) {
+        self.hub.deliver(topic, &frame, except);
+        let envelope = Envelope::new(self.instance, except, frame);
+        match &self.backend {
+            Backend::Memory(memory) => memory.publish(topic.clone(), envelope),
+            Backend::Redis(redis) => redis.publish(topic, &envelope).await,
+        }
+    }
+
+    /// Tells every instance that the participants of a room changed, so
+    /// that each pushes the new count to its clients.
+    pub async fn presence_changed(&self, room: &str) {
+        if let Backend::Redis(redis) = &self.backend {
+            redis.publish_presence(room).await;
+        }
+    }
+}

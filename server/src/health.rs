@@ -1,0 +1,92 @@
+//! `GET /healthz` (can this instance serve, and how is its Redis link) and
+//! `GET /metrics` (Prometheus text format).
+
+use crate::hub::Kind;
+use crate::{metrics, AppState};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::IntoResponse;
+use axum::Json;
+use serde::Serialize;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+/// The two halves of the Redis link, set by the tasks that use them.
+#[derive(Default)]
+pub struct RedisStatus {
+    pubsub: AtomicBool,
+    commands: AtomicBool,
+}
+
+impl RedisStatus {
+    pub fn set_pubsub(&self, up: bool) {
+        self.pubsub.store(up, Ordering::Relaxed);
+        metrics::redis_up(self.is_up());
+    }
+
+    pub fn set_commands(&self, up: bool) {
+        self.commands.store(up, Ordering::Relaxed);
+        metrics::redis_up(self.is_up());
+    }
+
+    pub fn commands_up(&self) -> bool {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    fn is_up(&self) -> bool {
+        self.pubsub.load(Ordering::Relaxed) && self.commands.load(Ordering::Relaxed)
+    }
+}
+
+#[derive(Serialize)]
+struct Health {
+    /// "ok", or "draining" once shutdown started.
+    status: &'static str,
+    instance: String,
+    version: &'static str,
+    uptime_secs: u64,
+    connections: Connections,
+    /// "ok", "degraded" (unreachable: local clients only) or "disabled".
+    redis: &'static str,
+}
+
+#[derive(Serialize)]
+struct Connections {
+    chat: usize,
+    relay: usize,
+}
+
+pub async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    let redis = match &app.redis_status {
+        None => "disabled",
+        Some(status) if status.is_up() => "ok",
+        Some(_) => "degraded",
+    };
+    let draining = app.shutdown.is_cancelled();
+    let health = Health {
+        status: if draining { "draining" } else { "ok" },
+        instance: app.instance.to_string(),
+        version: env!("CARGO_PKG_VERSION"),
+        uptime_secs: app.started.elapsed().as_secs(),
+        connections: Connections {
+            chat: app.bus.hub().connections(Kind::Chat),
+            relay: app.bus.hub().connections(Kind::Relay),
+        },
+        redis,
+    };
+    // Degraded Redis still serves local clients: only draining is unhealthy,
+    // so a load balancer stops sending new clients to a stopping instance.
+    let code = if draining {
+        StatusCode::SERVICE_UNAVAILABLE
+    } else {
+        StatusCode::OK
+    };
+    (code, Json(health))
+}
+
+pub async fn metrics_text(State(app): State<Arc<AppState>>) -> impl IntoResponse {
+    (
+        [("content-type", "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+}

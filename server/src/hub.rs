@@ -1,0 +1,237 @@
+//! The connections of this process, grouped by topic (a chat room or a relay
+//! action). Delivery never waits on a client: each connection has a bounded
+//! queue, and a client whose queue is full is disconnected and counted.
+
+use crate::metrics;
+use axum::extract::ws::Utf8Bytes;
+use std::collections::HashMap;
+use std::sync::{Arc, OnceLock, RwLock};
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+pub type ConnId = Uuid;
+
+/// Where a frame goes. Rooms and actions live in separate namespaces, so a
+/// relay action named like a chat room never sees chat traffic.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Topic {
+    Room(String),
+    Action(String),
+}
+
+impl Topic {
+    pub fn kind(&self) -> Kind {
+        match self {
+            Topic::Room(_) => Kind::Chat,
+            Topic::Action(_) => Kind::Relay,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    Chat,
+    Relay,
+}
+
+impl Kind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Kind::Chat => "chat",
+            Kind::Relay => "relay",
+        }
+    }
+}
+
+/// WebSocket close codes this server uses.
+pub mod close {
+    pub const NORMAL: u16 = 1000;
+    pub const GOING_AWAY: u16 = 1001;
+    pub const POLICY: u16 = 1008;
+    pub const TOO_BIG: u16 = 1009;
+    pub const RESTART: u16 = 1012;
+    pub const TRY_AGAIN_LATER: u16 = 1013;
+}
+
+/// Asks a connection's writer to send a close frame and stop. The first
+/// reason given wins.
+#[derive(Clone, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Arc<OnceLock<(u16, &'static str)>>,
+}
+
+impl Closer {
+    pub fn close(&self, code: u16, reason: &'static str) {
+        let _ = self.reason.set((code, reason));
+        self.token.cancel();
+    }
+
+    pub async fn closed(&self) -> (u16, &'static str) {
+        self.token.cancelled().await;
+        self.reason()
+    }
+
+    pub fn reason(&self) -> (u16, &'static str) {
+        self.reason
+            .get()
+            .copied()
+            .unwrap_or((close::NORMAL, "closed"))
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// The sending half of one connection: its bounded queue and its closer.
+#[derive(Clone)]
+pub struct Peer {
+    pub kind: Kind,
+    tx: mpsc::Sender<Utf8Bytes>,
+    pub closer: Closer,
+}
+
+impl Peer {
+    pub fn new(kind: Kind, queue: usize) -> (Self, mpsc::Receiver<Utf8Bytes>) {
+        let (tx, rx) = mpsc::channel(queue);
+        let peer = Peer {
+            kind,
+            tx,
+            closer: Closer::default(),
+        };
+        (peer, rx)
+    }
+
+    /// Queues a frame without waiting. A full queue means the client reads
+    /// slower than it is sent to: it is disconnected rather than buffered.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        match self.tx.try_send(frame) {
+            Ok(()) => true,
+            Err(mpsc::error::TrySendError::Full(_)) => {
+                if !self.closer.is_closed() {
+                    metrics::slow_consumer(self.kind);
+                    self.closer
+                        .close(close::TRY_AGAIN_LATER, "slow consumer: outbound queue full");
+                }
+                false
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => false,
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    topics: RwLock<HashMap<Topic, HashMap<ConnId, Peer>>>,
+}
+
+impl Hub {
+    /// Adds a listener; true when it is the first of this process on the topic.
+    pub fn insert(&self, topic: &Topic, id: ConnId, peer: Peer) -> bool {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let listeners = topics.entry(topic.clone()).or_default();
+        listeners.insert(id, peer);
+        listeners.len() == 1
+    }
+
+    /// Removes a listener; true when it was the last of this process.
+    pub fn remove(&self, topic: &Topic, id: ConnId) -> bool {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let Some(listeners) = topics.get_mut(topic) else {
+            return false;
+        };
+        listeners.remove(&id);
+        if listeners.is_empty() {
+            topics.remove(topic);
+            return true;
+        }
+        false
+    }
+
+    /// Queues the same bytes for every local listener but `except`; returns
+    /// how many got it.
+    pub fn deliver(&self, topic: &Topic, frame: &Utf8Bytes, except: Option<ConnId>) -> usize {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let Some(listeners) = topics.get(topic) else {
+            return 0;
+        };
+        let delivered = listeners
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .filter(|(_, peer)| peer.send(frame.clone()))
+            .count();
+        metrics::delivered(topic.kind(), delivered, frame.len());
+        delivered
+    }
+
+    pub fn topics(&self) -> Vec<Topic> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.keys().cloned().collect()
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .keys()
+            .filter_map(|t| match t {
+                Topic::Room(room) => Some(room.clone()),
+                Topic::Action(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn has_listeners(&self, topic: &Topic) -> bool {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.contains_key(topic)
+    }
+
+    /// Open connections of a kind (each connection listens on one topic).
+    pub fn connections(&self, kind: Kind) -> usize {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .iter()
+            .filter(|(t, _)| t.kind() == kind)
+            .map(|(_, l)| l.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn delivers_to_all_but_the_excluded_and_tracks_first_and_last() {
+        let hub = Hub::default();
+        let topic = Topic::Action("a".into());
+        let (a, mut ra) = Peer::new(Kind::Relay, 4);
+        let (b, mut rb) = Peer::new(Kind::Relay, 4);
+        let (ida, idb) = (Uuid::new_v4(), Uuid::new_v4());
+        assert!(hub.insert(&topic, ida, a));
+        assert!(!hub.insert(&topic, idb, b));
+        assert_eq!(hub.deliver(&topic, &"x".into(), Some(ida)), 1);
+        assert!(ra.try_recv().is_err());
+        assert_eq!(rb.try_recv().unwrap().as_str(), "x");
+        assert_eq!(hub.deliver(&Topic::Room("a".into()), &"y".into(), None), 0);
+        assert!(!hub.remove(&topic, ida));
+        assert!(hub.remove(&topic, idb));
+        assert!(!hub.has_listeners(&topic));
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_slow_peer() {
+        let hub = Hub::default();
+        let topic = Topic::Room("r".into());
+        let (peer, _rx) = Peer::new(Kind::Chat, 2);
+        let closer = peer.closer.clone();
+        hub.insert(&topic, Uuid::new_v4(), peer);
+        assert_eq!(hub.deliver(&topic, &"1".into(), None), 1);
+        assert_eq!(hub.deliver(&topic, &"2".into(), None), 1);
+        assert!(!closer.is_closed());
+        assert_eq!(hub.deliver(&topic, &"3".into(), None), 0);
+        assert!(closer.is_closed());
+        assert_eq!(closer.reason().0, close::TRY_AGAIN_LATER);
+    }
+}

@@ -1,0 +1,260 @@
+//! The chat and action-relay server.
+//!
+//! - [`config`]: settings from flags, environment and `.env`.
+//! - [`listener`]: listening sockets (SO_REUSEPORT for zero-downtime reloads).
+//! - [`hub`]: this process's connections by topic, bounded queues, fan-out.
+//! - [`bus`]: delivery to the other instances (in-process, or Redis pub/sub).
+//! - [`store`]: presence, nicknames, history and relay registry (memory or Redis).
+//! - [`cluster`]: heartbeat, re-registration and sweeping of dead instances.
+//! - [`counts`]: coalesced participant-count pushes.
+//! - [`socket`]: one WebSocket's life: limits, keepalive, close handshake.
+//! - [`chat`], [`relay`]: the two protocols.
+//! - [`health`], [`metrics`]: `/healthz` and `/metrics`.
+//! - [`logging`]: tracing subscriber, text or JSON.
+
+pub mod bus;
+pub mod chat;
+pub mod cluster;
+pub mod config;
+pub mod counts;
+pub mod health;
+pub mod hub;
+pub mod listener;
+pub mod logging;
+pub mod metrics;
+pub mod relay;
+pub mod socket;
+pub mod store;
+
+use anyhow::Context;
+use app::protocol::ServerEvent;
+use axum::extract::ws::Utf8Bytes;
+use axum::routing::get;
+use axum::Router;
+use bus::{Backend, Bus};
+use config::Config;
+use counts::Counts;
+use health::RedisStatus;
+use hub::Hub;
+use leptos::config::LeptosOptions;
+use leptos_axum::{generate_route_list, LeptosRoutes};
+use metrics_exporter_prometheus::PrometheusHandle;
+use socket::Limits;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use store::{keys::Keys, RedisStore, Store};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// Everything the handlers share, behind one `Arc`.
+pub struct AppState {
+    pub config: Config,
+    pub limits: Limits,
+    /// This process's id in Redis and in bus envelopes.
+    pub instance: Uuid,
+    pub started: Instant,
+    pub bus: Bus,
+    pub store: Store,
+    pub counts: Arc<Counts>,
+    /// None in embedded mode.
+    pub redis_status: Option<Arc<RedisStatus>>,
+    /// Cancelled on SIGTERM/SIGINT: every socket closes with 1012.
+    pub shutdown: CancellationToken,
+    /// Every WebSocket task, so shutdown can wait for their cleanup (axum's
+    /// graceful shutdown does not wait for upgraded connections).
+    pub tasks: TaskTracker,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// The participants of a room changed: recount here and everywhere.
+    pub async fn presence_changed(&self, room: &str) {
+        self.counts.mark(room);
+        self.bus.presence_changed(room).await;
+    }
+}
+
+/// Serializes a server event once; the bytes go to every recipient.
+pub fn encode(event: &ServerEvent) -> Utf8Bytes {
+    // Plain structs of strings and numbers: serialization cannot fail.
+    serde_json::to_string(event)
+        .expect("server events serialize")
+        .into()
+}
+
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Binds the ports, serves until `shutdown` is cancelled, then drains:
+/// closes every socket with 1012, waits for their cleanup (bounded by the
+/// grace period) and removes this instance from Redis.
+pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate().map_err(anyhow::Error::msg)?;
+    let http_addr = config.http_addr();
+    let http = listener::bind(http_addr, config.reuse_port).with_context(|| {
+        format!("cannot listen on {http_addr}: set PORT (or BIND) to a free port")
+    })?;
+    let relay = match config.relay_addr() {
+        Some(addr) => Some(listener::bind(addr, config.reuse_port).with_context(|| {
+            format!("cannot listen on {addr}: set RELAY_PORT to a free port, or 0 to disable the relay")
+        })?),
+        None => None,
+    };
+    let http_addr = http.local_addr()?;
+    let relay_addr = relay.as_ref().map(TcpListener::local_addr).transpose()?;
+
+    let app = state(config, shutdown.clone())?;
+    let redis = app.store.redis().cloned();
+    tracing::info!(
+        http = %http_addr,
+        relay = relay_addr.map(|a| a.to_string()),
+        instance = %app.instance,
+        redis = app.config.redis_url.as_deref().map(redact),
+        "listening"
+    );
+
+    let mut servers = tokio::task::JoinSet::new();
+    let site = web_routes(&app, http_addr);
+    servers.spawn(serve(http, site, shutdown.clone()));
+    if let Some(relay) = relay {
+        let relay_routes = Router::new()
+            .fallback(get(relay::upgrade))
+            .with_state(app.clone());
+        servers.spawn(serve(relay, relay_routes, shutdown.clone()));
+    }
+    while let Some(result) = servers.join_next().await {
+        result.context("server task failed")??;
+    }
+
+    app.tasks.close();
+    let grace = app.config.shutdown_grace();
+    if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+        tracing::warn!(open = app.tasks.len(), "grace period over; closing the rest");
+    }
+    if let Some(redis) = redis {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), redis.remove_instance()).await {
+            Ok(Ok(())) => tracing::info!("removed this instance from Redis"),
+            _ => tracing::warn!("could not remove this instance from Redis; the others will sweep it"),
+        }
+    }
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn serve(listener: TcpListener, routes: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+    axum::serve(listener, routes)
+        .with_graceful_shutdown(shutdown.cancelled_owned())
+        .await
+        .context("HTTP server failed")
+}
+
+fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppState>> {
+    let instance = Uuid::new_v4();
+    let hub = Arc::new(Hub::default());
+    let counts = Arc::new(Counts::default());
+    let tasks = TaskTracker::new();
+    let (backend, store, redis_status) = match &config.redis_url {
+        None => {
+            let memory = bus::memory::MemoryBus::default();
+            tokio::spawn(memory.clone().pump(instance, hub.clone()));
+            (Backend::Memory(memory), Store::new(None), None)
+        }
+        Some(url) => {
+            let client = redis::Client::open(url.as_str()).context("REDIS_URL is invalid")?;
+            let keys = Keys::new(&config.redis_prefix);
+            let redis = RedisStore::new(client.clone(), keys.clone(), instance)
+                .context("cannot set up the Redis connection (REDIS_URL)")?;
+            let status = Arc::new(RedisStatus::default());
+            let supervisor = bus::redis::Supervisor {
+                client,
+                keys,
+                instance,
+                hub: hub.clone(),
+                counts: counts.clone(),
+                status: status.clone(),
+                shutdown: shutdown.clone(),
+            };
+            let (bus, subscriber) = bus::redis::RedisBus::start(redis.connection(), supervisor);
+            tokio::spawn(subscriber);
+            (Backend::Redis(bus), Store::new(Some(redis)), Some(status))
+        }
+    };
+    let app = Arc::new(AppState {
+        limits: Limits::from_config(&config),
+        config,
+        instance,
+        started: Instant::now(),
+        bus: Bus::new(instance, hub, backend),
+        store,
+        counts,
+        redis_status: redis_status.clone(),
+        shutdown,
+        tasks,
+        metrics: metrics::install(),
+    });
+    tokio::spawn(counts::run(app.clone()));
+    if let (Some(redis), Some(status)) = (app.store.redis().cloned(), redis_status) {
+        tokio::spawn(cluster::run(app.clone(), redis, status));
+    }
+    Ok(app)
+}
+
+/// The page (server-rendered Leptos app and its static files), the chat
+/// socket, the relay on `/relay`, health and metrics.
+fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
+    let options = leptos_options(&app.config, addr);
+    let pages = generate_route_list(app::App);
+    let site = Router::new()
+        .leptos_routes(&options, pages, {
+            let options = options.clone();
+            move || app::shell(options.clone())
+        })
+        .fallback(leptos_axum::file_and_error_handler(app::shell))
+        .with_state(options);
+    Router::new()
+        .route("/ws", get(chat::upgrade))
+        .route("/relay", get(relay::upgrade))
+        .route("/healthz", get(health::healthz))
+        .route("/metrics", get(health::metrics_text))
+        .with_state(app.clone())
+        .merge(site)
+}
+
+/// Under `cargo leptos watch` the Leptos settings (live-reload port, ...)
+/// come from its environment; a plain run uses the built site's layout.
+fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
+    let from_cargo_leptos = std::env::var_os("LEPTOS_OUTPUT_NAME")
+        .and_then(|_| leptos::config::get_configuration(None).ok())
+        .map(|conf| conf.leptos_options);
+    let mut options = from_cargo_leptos
+        .unwrap_or_else(|| LeptosOptions::builder().output_name("chat").build());
+    options.site_root = config.site_root.as_str().into();
+    options.site_addr = addr;
+    options
+}
+
+/// The URL without its password, for logs.
+fn redact(url: &str) -> String {
+    match url.split_once('@') {
+        Some((scheme_user, host)) => match scheme_user.split_once("://") {
+            Some((scheme, _)) => format!("{scheme}://***@{host}"),
+            None => format!("***@{host}"),
+        },
+        None => url.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn redact_hides_credentials() {
+        assert_eq!(super::redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
+        assert_eq!(super::redact("redis://h:1"), "redis://h:1");
+    }
+}

@@ -1,0 +1,76 @@
+//! Prometheus metrics through the `metrics` facade and its Prometheus
+//! exporter (the ecosystem's standard pair): call sites stay one line, the
+//! exporter owns the text format. Names are documented in the README.
+
+use crate::hub::Kind;
+use metrics::{counter, gauge, histogram};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+/// Installs the process-wide recorder once and returns its handle.
+pub fn install() -> PrometheusHandle {
+    static HANDLE: OnceLock<PrometheusHandle> = OnceLock::new();
+    HANDLE
+        .get_or_init(|| {
+            PrometheusBuilder::new()
+                .set_buckets_for_metric(
+                    Matcher::Full(DELIVERY_LATENCY.into()),
+                    &[
+                        0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                    ],
+                )
+                // Only the bucket list above can be wrong, and it is constant.
+                .expect("valid histogram buckets")
+                .install_recorder()
+                // Fails only if another recorder is installed, which this OnceLock prevents.
+                .expect("one metrics recorder per process")
+        })
+        .clone()
+}
+
+const DELIVERY_LATENCY: &str = "bus_delivery_latency_seconds";
+
+pub fn connection_opened(kind: Kind) {
+    counter!("ws_connections_opened_total", "kind" => kind.as_str()).increment(1);
+    gauge!("ws_connections", "kind" => kind.as_str()).increment(1.0);
+}
+
+pub fn connection_closed(kind: Kind) {
+    gauge!("ws_connections", "kind" => kind.as_str()).decrement(1.0);
+}
+
+pub fn received(kind: Kind, bytes: usize) {
+    counter!("messages_in_total", "kind" => kind.as_str()).increment(1);
+    counter!("bytes_in_total", "kind" => kind.as_str()).increment(bytes as u64);
+}
+
+pub fn delivered(kind: Kind, frames: usize, bytes_each: usize) {
+    if frames == 0 {
+        return;
+    }
+    counter!("messages_out_total", "kind" => kind.as_str()).increment(frames as u64);
+    counter!("bytes_out_total", "kind" => kind.as_str()).increment((frames * bytes_each) as u64);
+}
+
+pub fn slow_consumer(kind: Kind) {
+    counter!("slow_consumers_total", "kind" => kind.as_str()).increment(1);
+}
+
+/// A refused frame or a failed operation, by kind and a stable error name.
+pub fn error(kind: &'static str, error: &'static str) {
+    counter!("errors_total", "kind" => kind, "error" => error).increment(1);
+}
+
+pub fn redis_up(up: bool) {
+    gauge!("redis_up").set(if up { 1.0 } else { 0.0 });
+}
+
+pub fn redis_reconnected() {
+    counter!("redis_reconnects_total").increment(1);
+}
+
+/// Time from the publish on one instance to the delivery on another.
+pub fn delivery_latency(latency: Duration) {
+    histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
+}

@@ -1,0 +1,159 @@
+//! The action relay, wire-compatible with the original Node `ws` server.
+//!
+//! The first frame registers: a JSON object with a non-empty string
+//! `action`. The client gets an id, recorded under the action in Redis, and
+//! from then on every JSON frame it sends is forwarded byte for byte to every
+//! other client of the same action, on every instance.
+
+use crate::hub::{close, ConnId, Kind, Peer, Topic};
+use crate::socket::{self, Handler};
+use crate::{metrics, AppState};
+use app::protocol::ErrorCode;
+use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+/// Longest action name, in bytes: it becomes part of Redis key names.
+const MAX_ACTION_BYTES: usize = 256;
+
+pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Response {
+    if app.shutdown.is_cancelled() {
+        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
+    }
+    let tracked = app.clone();
+    socket::configure(ws, &app.config).on_upgrade(move |socket| {
+        tracked.tasks.clone().track_future(session(tracked, socket))
+    })
+}
+
+async fn session(app: Arc<AppState>, socket: WebSocket) {
+    let id = Uuid::new_v4();
+    let opened = Instant::now();
+    let (peer, queue) = Peer::new(Kind::Relay, app.config.outbound_queue as usize);
+    metrics::connection_opened(Kind::Relay);
+    tracing::info!(conn = %id, kind = "relay", "connection opened");
+    let mut relay = RelaySession {
+        app: app.clone(),
+        id,
+        peer: peer.clone(),
+        action: None,
+    };
+    let reason = socket::drive(socket, peer, queue, &mut relay, &app.limits, &app.shutdown).await;
+    let action = relay.action.take();
+    if let Some((action, topic)) = &action {
+        app.bus.unsubscribe(topic, id);
+        app.store.relay_unregister(action, id).await;
+    }
+    metrics::connection_closed(Kind::Relay);
+    tracing::info!(
+        conn = %id,
+        kind = "relay",
+        action = action.map(|(a, _)| a),
+        duration_ms = opened.elapsed().as_millis() as u64,
+        reason,
+        "connection closed"
+    );
+}
+
+struct RelaySession {
+    app: Arc<AppState>,
+    id: ConnId,
+    peer: Peer,
+    action: Option<(String, Topic)>,
+}
+
+impl Handler for RelaySession {
+    const KIND: Kind = Kind::Relay;
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Option<(u16, &'static str)> {
+        let Some((action, topic)) = &self.action else {
+            return self.register(text).await;
+        };
+        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+            metrics::error("relay", "invalid_json");
+            self.peer
+                .send(error_frame(&format!("message is not valid JSON: {err}")));
+            return None;
+        }
+        tracing::debug!(conn = %self.id, action, message = %text, "relay message");
+        self.app.bus.broadcast(topic, text, Some(self.id)).await;
+        None
+    }
+
+    fn error_frame(&self, _code: ErrorCode, message: &str) -> Utf8Bytes {
+        error_frame(message)
+    }
+}
+
+impl RelaySession {
+    async fn register(&mut self, text: Utf8Bytes) -> Option<(u16, &'static str)> {
+        let action = match registration_action(&text) {
+            Ok(action) => action,
+            Err(reason) => {
+                metrics::error("relay", "registration");
+                self.peer.send(error_frame(&reason));
+                return Some((close::POLICY, "registration refused"));
+            }
+        };
+        let topic = Topic::Action(action.clone());
+        self.app.store.relay_register(&action, self.id, &text).await;
+        self.app.bus.subscribe(&topic, self.id, self.peer.clone()).await;
+        let reply = json!({"type": "registered", "id": self.id, "action": action});
+        self.peer.send(reply.to_string().into());
+        tracing::info!(conn = %self.id, action, "relay client registered");
+        self.action = Some((action, topic));
+        None
+    }
+}
+
+/// The action of a registration frame, or why it is refused.
+fn registration_action(text: &str) -> Result<String, String> {
+    let value: Value = serde_json::from_str(text)
+        .map_err(|err| format!("the first message must be JSON: {err}"))?;
+    let Value::Object(fields) = value else {
+        return Err("the first message must be a JSON object with an \"action\" key".into());
+    };
+    match fields.get("action") {
+        None => Err("the first message must have an \"action\" key".into()),
+        Some(Value::String(action)) if action.is_empty() => {
+            Err("\"action\" must not be empty".into())
+        }
+        Some(Value::String(action)) if action.len() > MAX_ACTION_BYTES => Err(format!(
+            "\"action\" must be at most {MAX_ACTION_BYTES} bytes"
+        )),
+        Some(Value::String(action)) => Ok(action.clone()),
+        Some(_) => Err("\"action\" must be a string".into()),
+    }
+}
+
+fn error_frame(reason: &str) -> Utf8Bytes {
+    json!({"type": "error", "error": reason}).to_string().into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registration_rules() {
+        assert_eq!(registration_action(r#"{"action":"a","x":1}"#), Ok("a".into()));
+        for bad in [
+            "nope",
+            "[]",
+            "\"action\"",
+            "{}",
+            r#"{"action":""}"#,
+            r#"{"action":5}"#,
+            r#"{"action":null}"#,
+        ] {
+            assert!(registration_action(bad).is_err(), "{bad}");
+        }
+        let long = format!(r#"{{"action":"{}"}}"#, "a".repeat(257));
+        assert!(registration_action(&long).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! The life of one WebSocket connection, shared by the chat and the relay:
+//! a writer that drains the connection's bounded queue and sends keepalive
+//! pings, a reader that enforces the size limit, the rate limit and the
+//! keepalive timeout and hands text frames to the protocol [`Handler`], and
+//! the close handshake with a reason (including 1012 on shutdown).
+
+use crate::config::Config;
+use crate::hub::{close, Closer, Kind, Peer};
+use crate::metrics;
+use app::protocol::ErrorCode;
+use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use futures::stream::{SplitSink, SplitStream};
+use futures::{SinkExt, StreamExt};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::future::Future;
+use std::num::NonZeroU32;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio::time::{interval_at, timeout, Instant};
+use tokio_util::sync::CancellationToken;
+
+/// Buffers sized for chat frames: tungstenite zero-fills its whole read
+/// buffer before each read, so the 128 KiB default costs CPU per message.
+const READ_BUFFER: usize = 8 * 1024;
+/// Frames written in one go before a flush.
+const WRITE_BATCH: usize = 64;
+/// How long a closing connection may take to flush its queue and close frame.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// What a protocol does with the frames of one connection.
+pub trait Handler: Send {
+    const KIND: Kind;
+
+    /// Handles a text frame that passed the limits; `Some` closes the
+    /// connection with that code and reason.
+    fn on_text(
+        &mut self,
+        text: Utf8Bytes,
+    ) -> impl Future<Output = Option<(u16, &'static str)>> + Send;
+
+    /// An error frame in this protocol's shape.
+    fn error_frame(&self, code: ErrorCode, message: &str) -> Utf8Bytes;
+}
+
+/// Applies the configured limits to an upgrade request.
+pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
+    let max = config.max_message_bytes as usize;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(READ_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+}
+
+pub struct Limits {
+    pub max_message_bytes: u64,
+    pub ping_interval: Duration,
+    pub rate: Quota,
+}
+
+impl Limits {
+    pub fn from_config(config: &Config) -> Self {
+        let nonzero = |n: u32| NonZeroU32::new(n.max(1)).unwrap_or(NonZeroU32::MIN);
+        Limits {
+            max_message_bytes: config.max_message_bytes,
+            ping_interval: config.ping_interval(),
+            rate: Quota::per_second(nonzero(config.rate_limit_per_sec))
+                .allow_burst(nonzero(config.rate_limit_burst)),
+        }
+    }
+}
+
+/// Runs the connection until either side closes it or `shutdown` fires.
+/// Returns why it ended, for the log.
+pub async fn drive<H: Handler>(
+    socket: WebSocket,
+    peer: Peer,
+    queue: mpsc::Receiver<Utf8Bytes>,
+    handler: &mut H,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+) -> String {
+    let (sink, stream) = socket.split();
+    let writer = write(sink, queue, peer.closer.clone(), limits.ping_interval);
+    tokio::pin!(writer);
+    let mut writer_done = false;
+    let reason = {
+        let reader = read(stream, handler, &peer, limits);
+        tokio::select! {
+            reason = reader => reason,
+            _ = &mut writer => {
+                writer_done = true;
+                "connection lost while writing".to_owned()
+            }
+            _ = shutdown.cancelled() => {
+                peer.closer.close(close::RESTART, "service restart");
+                String::new()
+            }
+        }
+    };
+    if peer.closer.is_closed() {
+        if !writer_done {
+            let _ = timeout(CLOSE_FLUSH, &mut writer).await;
+        }
+        return peer.closer.reason().1.to_owned();
+    }
+    reason
+}
+
+async fn write(
+    mut sink: SplitSink<WebSocket, Message>,
+    mut queue: mpsc::Receiver<Utf8Bytes>,
+    closer: Closer,
+    ping_every: Duration,
+) {
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    loop {
+        tokio::select! {
+            biased;
+            (code, reason) = closer.closed() => {
+                // Flush what is queued first: it often explains the close.
+                while let Ok(frame) = queue.try_recv() {
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                let frame = CloseFrame { code, reason: reason.into() };
+                let _ = sink.send(Message::Close(Some(frame))).await;
+                return;
+            }
+            frame = queue.recv() => {
+                let Some(frame) = frame else { return };
+                if sink.feed(Message::Text(frame)).await.is_err() {
+                    return;
+                }
+                for _ in 1..WRITE_BATCH {
+                    let Ok(frame) = queue.try_recv() else { break };
+                    if sink.feed(Message::Text(frame)).await.is_err() {
+                        return;
+                    }
+                }
+                if sink.flush().await.is_err() {
+                    return;
+                }
+            }
+            _ = ping.tick() => {
+                if sink.send(Message::Ping(Default::default())).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+async fn read<H: Handler>(
+    mut stream: SplitStream<WebSocket>,
+    handler: &mut H,
+    peer: &Peer,
+    limits: &Limits,
+) -> String {
+    let kind = H::KIND.as_str();
+    let rate: DefaultDirectRateLimiter = RateLimiter::direct(limits.rate);
+    // Frames refused for rate get an error each; refusing this many more
+    // than the rate allows again is sustained abuse and closes the socket.
+    let abuse: DefaultDirectRateLimiter = RateLimiter::direct(limits.rate);
+    // Pings go out every interval; a healthy client answers each one.
+    let idle = limits.ping_interval * 2 + Duration::from_secs(1);
+    loop {
+        let message = match timeout(idle, stream.next()).await {
+            Err(_) => {
+                metrics::error(kind, "ping_timeout");
+                peer.closer.close(close::GOING_AWAY, "ping timeout");
+                return "ping timeout".to_owned();
+            }
+            Ok(None) => return "client went away".to_owned(),
+            Ok(Some(Err(err))) => {
+                if is_too_big(err) {
+                    metrics::error(kind, "too_large");
+                    let text = format!("message larger than {} bytes", limits.max_message_bytes);
+                    peer.send(handler.error_frame(ErrorCode::TooLarge, &text));
+                    peer.closer.close(close::TOO_BIG, "message too big");
+                    return "message too big".to_owned();
+                }
+                return "read error".to_owned();
+            }
+            Ok(Some(Ok(message))) => message,
+        };
+        let bytes = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) => data.len(),
+            Message::Close(_) => return "client closed".to_owned(),
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        metrics::received(H::KIND, bytes);
+        if rate.check().is_err() {
+            metrics::error(kind, "rate_limited");
+            let error = handler.error_frame(ErrorCode::RateLimited, "too many messages: slow down");
+            peer.send(error);
+            if abuse.check().is_err() {
+                peer.closer.close(close::POLICY, "rate limit exceeded");
+                return "rate limit exceeded".to_owned();
+            }
+            continue;
+        }
+        let Message::Text(text) = message else {
+            metrics::error(kind, "binary");
+            let error = handler.error_frame(
+                ErrorCode::BinaryFrame,
+                "binary frames are not supported: send JSON as text",
+            );
+            peer.send(error);
+            continue;
+        };
+        if let Some((code, reason)) = handler.on_text(text).await {
+            peer.closer.close(code, reason);
+            return reason.to_owned();
+        }
+    }
+}
+
+fn is_too_big(err: axum::Error) -> bool {
+    matches!(
+        err.into_inner().downcast::<tungstenite::Error>().map(|e| *e),
+        Ok(tungstenite::Error::Capacity(_))
+    )
+}
