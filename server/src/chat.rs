@@ -66,6 +66,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
     // arrives twice at worst (clients drop repeats by id), never not at all.
     app.bus.subscribe(&topic, id, peer.clone()).await;
     let history = app.store.history(&room, last_seen).await;
+    let replayed = socket::Replayed::new(&history);
     peer.send(history_frame(&history));
     peer.send(encode(&ServerEvent::Count {
         count: app.store.count(&room).await,
@@ -79,7 +80,16 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
         peer: peer.clone(),
         member: None,
     };
-    let reason = socket::drive(socket, peer, queue, &mut chat, &app.limits, &app.shutdown).await;
+    let reason = socket::drive(
+        socket,
+        peer,
+        queue,
+        replayed,
+        &mut chat,
+        &app.limits,
+        &app.shutdown,
+    )
+    .await;
     let pseudo = chat.member.as_ref().map(|m| m.pseudo.to_string());
     chat.leave().await;
     metrics::connection_closed(Kind::Chat);

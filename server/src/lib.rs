@@ -85,6 +85,16 @@ pub fn encode(event: &ServerEvent) -> Utf8Bytes {
         .into()
 }
 
+/// The `id` of an encoded chat or system event, read without decoding the
+/// rest of it.
+pub fn event_id(frame: &str) -> Option<Uuid> {
+    #[derive(serde::Deserialize)]
+    struct Id {
+        id: Option<Uuid>,
+    }
+    serde_json::from_str::<Id>(frame).ok()?.id
+}
+
 pub fn now_ms() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)

@@ -43,7 +43,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket) {
         peer: peer.clone(),
         action: None,
     };
-    let reason = socket::drive(socket, peer, queue, &mut relay, &app.limits, &app.shutdown).await;
+    let reason = socket::drive(socket, peer, queue, None, &mut relay, &app.limits, &app.shutdown).await;
     let action = relay.action.take();
     if let Some((action, topic)) = &action {
         app.bus.unsubscribe(topic, id);

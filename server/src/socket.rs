@@ -6,18 +6,20 @@
 
 use crate::config::Config;
 use crate::hub::{close, Closer, Kind, Peer};
-use crate::metrics;
+use crate::{event_id, metrics};
 use app::protocol::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::time::Duration;
 use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, Instant};
 use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
 
 /// Buffers sized for chat frames: tungstenite zero-fills its whole read
 /// buffer before each read, so the 128 KiB default costs CPU per message.
@@ -69,22 +71,51 @@ impl Limits {
     }
 }
 
+/// Events a new chat connection got in its history: for a short while, the
+/// same events arriving live (published while the history was read) are
+/// not sent again, so a reconnecting client gets each missed event once.
+pub struct Replayed {
+    ids: HashSet<Uuid>,
+    until: Instant,
+}
+
+impl Replayed {
+    const WINDOW: Duration = Duration::from_secs(5);
+
+    pub fn new(frames: &[Utf8Bytes]) -> Option<Self> {
+        let ids: HashSet<Uuid> = frames.iter().filter_map(|f| event_id(f)).collect();
+        (!ids.is_empty()).then(|| Replayed {
+            ids,
+            until: Instant::now() + Self::WINDOW,
+        })
+    }
+
+    /// True if the frame was already sent in the history.
+    fn seen(&mut self, frame: &str) -> bool {
+        if Instant::now() > self.until {
+            self.ids.clear();
+        }
+        !self.ids.is_empty() && event_id(frame).is_some_and(|id| self.ids.remove(&id))
+    }
+}
+
 /// Runs the connection until either side closes it or `shutdown` fires.
 /// Returns why it ended, for the log.
 pub async fn drive<H: Handler>(
     socket: WebSocket,
     peer: Peer,
     queue: mpsc::Receiver<Utf8Bytes>,
+    replayed: Option<Replayed>,
     handler: &mut H,
     limits: &Limits,
     shutdown: &CancellationToken,
 ) -> String {
-    let (sink, stream) = socket.split();
-    let writer = write(sink, queue, peer.closer.clone(), limits.ping_interval);
+    let (sink, mut stream) = socket.split();
+    let writer = write(sink, queue, replayed, peer.closer.clone(), limits.ping_interval);
     tokio::pin!(writer);
     let mut writer_done = false;
     let reason = {
-        let reader = read(stream, handler, &peer, limits);
+        let reader = read(&mut stream, handler, &peer, limits);
         tokio::select! {
             reason = reader => reason,
             _ = &mut writer => {
@@ -97,22 +128,34 @@ pub async fn drive<H: Handler>(
             }
         }
     };
-    if peer.closer.is_closed() {
-        if !writer_done {
-            let _ = timeout(CLOSE_FLUSH, &mut writer).await;
-        }
-        return peer.closer.reason().1.to_owned();
+    if !peer.closer.is_closed() {
+        return reason;
     }
-    reason
+    // We close: send the close frame, then wait for the client's, so that
+    // the socket is not reset while the client still reads our last frames.
+    let _ = timeout(CLOSE_FLUSH, async {
+        if !writer_done {
+            (&mut writer).await;
+        }
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    peer.closer.reason().1.to_owned()
 }
 
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Utf8Bytes>,
+    mut replayed: Option<Replayed>,
     closer: Closer,
     ping_every: Duration,
 ) {
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    let mut fresh = |frame: &Utf8Bytes| !replayed.as_mut().is_some_and(|r| r.seen(frame));
     loop {
         tokio::select! {
             biased;
@@ -129,12 +172,12 @@ async fn write(
             }
             frame = queue.recv() => {
                 let Some(frame) = frame else { return };
-                if sink.feed(Message::Text(frame)).await.is_err() {
+                if fresh(&frame) && sink.feed(Message::Text(frame)).await.is_err() {
                     return;
                 }
                 for _ in 1..WRITE_BATCH {
                     let Ok(frame) = queue.try_recv() else { break };
-                    if sink.feed(Message::Text(frame)).await.is_err() {
+                    if fresh(&frame) && sink.feed(Message::Text(frame)).await.is_err() {
                         return;
                     }
                 }
@@ -152,7 +195,7 @@ async fn write(
 }
 
 async fn read<H: Handler>(
-    mut stream: SplitStream<WebSocket>,
+    stream: &mut SplitStream<WebSocket>,
     handler: &mut H,
     peer: &Peer,
     limits: &Limits,

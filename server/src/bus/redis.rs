@@ -136,7 +136,10 @@ impl Supervisor {
                             for room in self.hub.rooms() {
                                 self.counts.mark(&room);
                             }
-                            let mut ping = tokio::time::interval(PUBSUB_PING);
+                            let mut ping = tokio::time::interval_at(
+                                tokio::time::Instant::now() + PUBSUB_PING,
+                                PUBSUB_PING,
+                            );
                             loop {
                                 tokio::select! {
                                     _ = self.shutdown.cancelled() => return,
@@ -154,7 +157,8 @@ impl Supervisor {
                                         }
                                     }
                                     _ = ping.tick() => {
-                                        let pong = timeout(PUBSUB_TIMEOUT, sink.ping::<String>()).await;
+                                        // In subscribed mode the reply is an array, not "PONG".
+                                        let pong = timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>()).await;
                                         if !matches!(pong, Ok(Ok(_))) {
                                             break;
                                         }

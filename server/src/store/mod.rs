@@ -16,7 +16,6 @@ use crate::metrics;
 use app::protocol::Pseudo;
 use axum::extract::ws::Utf8Bytes;
 use local::Local;
-use serde::Deserialize;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -178,16 +177,12 @@ fn redis_failed(operation: &'static str, err: &::redis::RedisError) {
 }
 
 fn since(frames: Vec<Utf8Bytes>, after: Option<Uuid>) -> Vec<Utf8Bytes> {
-    #[derive(Deserialize)]
-    struct Id {
-        id: Option<Uuid>,
-    }
     let Some(after) = after else {
         return frames;
     };
-    let position = frames.iter().rposition(|frame| {
-        serde_json::from_str::<Id>(frame).is_ok_and(|e| e.id == Some(after))
-    });
+    let position = frames
+        .iter()
+        .rposition(|frame| crate::event_id(frame) == Some(after));
     match position {
         Some(i) => frames[i + 1..].to_vec(),
         // Too old (or unknown): everything we have; the client drops repeats.

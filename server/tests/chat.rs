@@ -1,0 +1,244 @@
+//! The chat on one instance (embedded mode, no Redis), over real sockets.
+
+mod common;
+
+use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
+use common::{Chat, Client, Received, Server};
+use serde_json::json;
+use std::time::Duration;
+
+fn is_system(kind: SystemKind, pseudo: &str) -> impl Fn(&ServerEvent) -> bool + '_ {
+    move |e| matches!(e, ServerEvent::System(s) if s.kind == kind && s.pseudo == pseudo)
+}
+
+#[tokio::test]
+async fn join_talk_rename_leave_with_counts_and_system_messages() {
+    let server = Server::start(None, &[]);
+    let mut alice = Chat::join(&server, "alice").await;
+    alice.expect(is_system(SystemKind::Joined, "alice")).await;
+    alice.expect_count(1).await;
+
+    let mut bob = Chat::join(&server, "bob").await;
+    alice.expect(is_system(SystemKind::Joined, "bob")).await;
+    alice.expect_count(2).await;
+    bob.expect_count(2).await;
+
+    bob.say("hello <img src=x onerror=alert(1)>").await;
+    for chat in [&mut alice, &mut bob] {
+        let m = chat.expect_message().await;
+        assert_eq!(m.author, "bob");
+        assert_eq!(m.text, "hello <img src=x onerror=alert(1)>");
+        assert!(m.ts > 0);
+    }
+
+    bob.send(&ClientMessage::Rename { pseudo: "robert".into() }).await;
+    let joined = bob.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    assert!(matches!(joined, ServerEvent::Joined { pseudo, .. } if pseudo == "robert"));
+    let renamed = alice.expect(is_system(SystemKind::Renamed, "robert")).await;
+    assert!(matches!(renamed, ServerEvent::System(s) if s.previous.as_deref() == Some("bob")));
+    bob.say("now robert").await;
+    assert_eq!(alice.expect_message().await.author, "robert");
+
+    bob.client.close().await;
+    alice.expect(is_system(SystemKind::Left, "robert")).await;
+    alice.expect_count(1).await;
+}
+
+#[tokio::test]
+async fn nicknames_are_unique_but_a_session_reclaims_its_own() {
+    let server = Server::start(None, &[]);
+    let alice = Chat::join(&server, "alice").await;
+
+    let (mut other, _, _) = Chat::open(&server, "").await;
+    other
+        .send(&ClientMessage::Join { pseudo: " ALICE ".into(), session: None })
+        .await;
+    assert_eq!(other.expect_error().await, ErrorCode::PseudoTaken);
+    // Refused, but not disconnected: another nickname works.
+    other
+        .send(&ClientMessage::Join { pseudo: "carol".into(), session: None })
+        .await;
+    other.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+
+    // The same session on a new socket (a reconnect) takes the nickname back
+    // while the stale socket is still open; nobody sees a second "joined".
+    let (mut again, _, _) = Chat::open(&server, "").await;
+    again
+        .send(&ClientMessage::Join { pseudo: "alice".into(), session: Some(alice.session) })
+        .await;
+    again.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    again.say("back").await;
+    assert_eq!(other.expect_message().await.author, "alice");
+    other.expect_count(2).await;
+
+    // The stale socket closing does not free the nickname nor announce a leave.
+    alice.client.close().await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let (mut thief, _, _) = Chat::open(&server, "").await;
+    thief
+        .send(&ClientMessage::Join { pseudo: "alice".into(), session: None })
+        .await;
+    assert_eq!(thief.expect_error().await, ErrorCode::PseudoTaken);
+    again.say("still here").await;
+    loop {
+        match other.event().await {
+            ServerEvent::System(s) => assert_ne!(s.kind, SystemKind::Left, "{s:?}"),
+            ServerEvent::Message(m) if m.text == "still here" => break,
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test]
+async fn invalid_input_gets_an_error_event_and_the_connection_stays_usable() {
+    let server = Server::start(None, &[]);
+    let (mut chat, _, _) = Chat::open(&server, "").await;
+    let cases: Vec<(String, ErrorCode)> = vec![
+        ("not json".into(), ErrorCode::InvalidJson),
+        ("{\"type\":\"dance\"}".into(), ErrorCode::UnknownType),
+        ("{\"text\":\"no type\"}".into(), ErrorCode::UnknownType),
+        ("{\"type\":\"say\"}".into(), ErrorCode::InvalidMessage),
+        ("{\"type\":\"say\",\"text\":\"hi\"}".into(), ErrorCode::NotJoined),
+        ("{\"type\":\"rename\",\"pseudo\":\"x\"}".into(), ErrorCode::NotJoined),
+        (json!({"type":"join","pseudo":"   "}).to_string(), ErrorCode::InvalidPseudo),
+        (json!({"type":"join","pseudo":"a".repeat(33)}).to_string(), ErrorCode::InvalidPseudo),
+        (json!({"type":"join","pseudo":"bad\u{1}name"}).to_string(), ErrorCode::InvalidPseudo),
+        (json!({"type":"join","pseudo":"ok","session":"not-a-uuid"}).to_string(), ErrorCode::InvalidMessage),
+    ];
+    for (frame, code) in cases {
+        chat.client.send_text(&frame).await;
+        assert_eq!(chat.expect_error().await, code, "for {frame}");
+    }
+    chat.client.send_binary(vec![1, 2, 3]).await;
+    assert_eq!(chat.expect_error().await, ErrorCode::BinaryFrame);
+
+    chat.send(&ClientMessage::Join { pseudo: "dora".into(), session: None }).await;
+    chat.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    chat.send(&ClientMessage::Join { pseudo: "dora2".into(), session: None }).await;
+    assert_eq!(chat.expect_error().await, ErrorCode::AlreadyJoined);
+    for text in ["".to_owned(), "  \n ".to_owned(), "x".repeat(2001)] {
+        chat.say(&text).await;
+        assert_eq!(chat.expect_error().await, ErrorCode::InvalidText);
+    }
+    chat.say(&"é".repeat(2000)).await;
+    assert_eq!(chat.expect_message().await.text.chars().count(), 2000);
+}
+
+#[tokio::test]
+async fn an_oversize_frame_gets_an_error_then_close_1009_and_the_server_lives_on() {
+    let server = Server::start(None, &[("MAX_MESSAGE_BYTES", "4096")]);
+    let (mut chat, _, _) = Chat::open(&server, "").await;
+    chat.say(&"x".repeat(5000)).await;
+    assert_eq!(chat.expect_error().await, ErrorCode::TooLarge);
+    assert_eq!(chat.client.closed().await, Some(1009));
+    let mut fresh = Chat::join(&server, "after").await;
+    fresh.say("still serving").await;
+    assert_eq!(fresh.expect_message().await.text, "still serving");
+}
+
+#[tokio::test]
+async fn a_flood_is_rate_limited_then_closed_with_1008() {
+    let server = Server::start(None, &[("RATE_LIMIT_PER_SEC", "5"), ("RATE_LIMIT_BURST", "5")]);
+    let mut flooder = Chat::join(&server, "flood").await;
+    let mut limited = 0;
+    let say = serde_json::to_string(&ClientMessage::Say { text: "spam".into() }).unwrap();
+    let code = loop {
+        if !flooder.client.try_send_text(&say).await {
+            break flooder.client.closed().await;
+        }
+        // Read without blocking long: the server answers each frame.
+        match flooder.client.receive_within(Duration::from_millis(200)).await {
+            Some(Received::Text(text)) => {
+                if text.contains("rate_limited") {
+                    limited += 1;
+                }
+            }
+            Some(Received::Close(code)) => break code,
+            None => {}
+        }
+    };
+    assert!(limited > 0, "rate_limited errors came before the close");
+    assert_eq!(code, Some(1008));
+    let mut calm = Chat::join(&server, "calm").await;
+    calm.say("hi").await;
+    calm.expect_message().await;
+}
+
+#[tokio::test]
+async fn history_for_newcomers_and_catch_up_after_a_reconnect() {
+    let server = Server::start(None, &[]);
+    let mut alice = Chat::join(&server, "alice").await;
+    for i in 0..3 {
+        alice.say(&format!("m{i}")).await;
+    }
+    let seen = alice.messages(3).await;
+
+    let (_, history, count) = Chat::open(&server, "").await;
+    let texts: Vec<String> = history
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["m0", "m1", "m2"]);
+    assert_eq!(count, 1);
+
+    // Reconnect having seen m0 only: gets m1 and m2 once, in order.
+    alice.say("m3").await;
+    alice.expect_message().await;
+    let (_, missed, _) = Chat::open(&server, &format!("?last_seen={}", seen[0].id)).await;
+    let texts: Vec<String> = missed
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["m1", "m2", "m3"]);
+}
+
+#[tokio::test]
+async fn rooms_are_separate_and_bad_room_names_are_refused() {
+    let server = Server::start(None, &[]);
+    let mut a = Chat::join(&server, "a").await;
+    let (mut b, _, _) = Chat::open(&server, "?room=other").await;
+    b.send(&ClientMessage::Join { pseudo: "a".into(), session: None }).await;
+    b.expect(|e| matches!(e, ServerEvent::Joined { room, .. } if room == "other")).await;
+    b.say("in other").await;
+    b.expect_message().await;
+    a.no_message_for(Duration::from_millis(500)).await;
+
+    let refused = tokio_tungstenite::connect_async(server.chat_url("?room=a%20b")).await;
+    assert!(refused.is_err(), "room names with spaces are refused");
+}
+
+#[tokio::test]
+async fn port_in_use_is_one_clear_line() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port().to_string();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .env("BIND", "127.0.0.1")
+        .env("PORT", &port)
+        .env("RELAY_PORT", "0")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("set PORT"), "{stderr}");
+    assert!(!stderr.contains("panicked"));
+}
+
+#[tokio::test]
+async fn the_page_is_server_rendered_with_test_hooks() {
+    let server = Server::start(None, &[]);
+    let (status, body) = server.get("/").await;
+    assert_eq!(status, 200);
+    for hook in ["pseudo-input", "join-button", "message-input", "send-button", "messages", "participant-count", "connection-status"] {
+        assert!(body.contains(&format!("data-testid=\"{hook}\"")), "{hook} missing");
+    }
+    assert!(body.contains("/pkg/chat.js"), "hydration script");
+    let _ = Client::connect(&server.chat_url("")).await;
+}

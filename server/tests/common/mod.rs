@@ -1,0 +1,458 @@
+//! Test harness: a real redis-server on a free port, real server processes
+//! (the built binary, on ephemeral ports), real WebSocket clients.
+#![allow(dead_code)] // each test file uses a different part of the harness
+
+use app::protocol::{ClientMessage, ServerEvent};
+use futures::{SinkExt, StreamExt};
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use uuid::Uuid;
+
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+/// A private redis-server, stopped on drop.
+pub struct Redis {
+    pub port: u16,
+    child: Option<Child>,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        for _ in 0..5 {
+            let mut redis = Redis {
+                port: free_port(),
+                child: None,
+            };
+            if redis.spawn() {
+                return redis;
+            }
+        }
+        panic!("could not start redis-server (is it installed?)");
+    }
+
+    /// A Redis that is not running yet, on a port reserved now.
+    pub fn stopped() -> Redis {
+        Redis {
+            port: free_port(),
+            child: None,
+        }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn spawn(&mut self) -> bool {
+        let child = Command::new("redis-server")
+            .args(["--port", &self.port.to_string()])
+            .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server on PATH");
+        self.child = Some(child);
+        let deadline = Instant::now() + WAIT;
+        while Instant::now() < deadline {
+            if let Ok(mut conn) = self.connection() {
+                if redis::cmd("PING").query::<String>(&mut conn).is_ok() {
+                    return true;
+                }
+            }
+            if let Some(Ok(Some(_))) = self.child.as_mut().map(Child::try_wait) {
+                return false; // exited: port taken
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        false
+    }
+
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    pub fn restart(&mut self) {
+        self.stop();
+        assert!(self.spawn(), "redis-server restarts on its port");
+    }
+
+    pub fn connection(&self) -> redis::RedisResult<redis::Connection> {
+        redis::Client::open(self.url())?.get_connection()
+    }
+
+    pub fn smembers(&self, key: &str) -> Vec<String> {
+        let mut members: Vec<String> = redis::cmd("SMEMBERS")
+            .arg(key)
+            .query(&mut self.connection().expect("redis up"))
+            .expect("SMEMBERS");
+        members.sort();
+        members
+    }
+
+    pub fn keys(&self, pattern: &str) -> Vec<String> {
+        redis::cmd("KEYS")
+            .arg(pattern)
+            .query(&mut self.connection().expect("redis up"))
+            .expect("KEYS")
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A server process, killed on drop.
+pub struct Server {
+    child: Child,
+    pub http: SocketAddr,
+    pub relay: Option<SocketAddr>,
+    pub logs: Arc<Mutex<Vec<String>>>,
+}
+
+impl Server {
+    pub fn start(redis: Option<&Redis>, env: &[(&str, &str)]) -> Server {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        command
+            .env("BIND", "127.0.0.1")
+            .env("PORT", "0")
+            .env("RELAY_PORT", "0")
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "info")
+            .env_remove("REDIS_URL")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit());
+        if let Some(redis) = redis {
+            command.env("REDIS_URL", redis.url());
+        }
+        for (key, value) in env {
+            command.env(key, value);
+        }
+        Self::spawn(command)
+    }
+
+    pub fn spawn(mut command: Command) -> Server {
+        let mut child = command.spawn().expect("server binary");
+        let stdout = child.stdout.take().expect("piped stdout");
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        let (tx, rx) = std::sync::mpsc::channel();
+        let sink = logs.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Ok(json) = serde_json::from_str::<Value>(&line) {
+                    if json["message"] == "listening" {
+                        let _ = tx.send(json);
+                    }
+                }
+                sink.lock().unwrap().push(line);
+            }
+        });
+        let listening = rx.recv_timeout(Duration::from_secs(30)).expect("server says listening");
+        let http = listening["http"].as_str().unwrap().parse().unwrap();
+        let relay = listening["relay"].as_str().map(|a| a.parse().unwrap());
+        Server {
+            child,
+            http,
+            relay,
+            logs,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{signal}"), &self.pid().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    }
+
+    pub fn kill9(&mut self) {
+        self.signal("KILL");
+        let _ = self.child.wait();
+    }
+
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        None
+    }
+
+    pub fn chat_url(&self, query: &str) -> String {
+        format!("ws://{}/ws{query}", self.http)
+    }
+
+    pub fn relay_url(&self) -> String {
+        format!("ws://{}/relay", self.http)
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path).await
+    }
+
+    pub async fn health(&self) -> Value {
+        serde_json::from_str(&self.get("/healthz").await.1).unwrap()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A minimal HTTP/1.1 GET, enough for /healthz and /metrics.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).await.unwrap();
+    let status = response[9..12].parse().unwrap();
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    // Chunked bodies: keep only the payload lines.
+    let body = if response.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+        body.split("\r\n")
+            .enumerate()
+            .filter(|(i, _)| i % 2 == 1)
+            .map(|(_, s)| s)
+            .collect::<Vec<_>>()
+            .join("")
+    } else {
+        body.to_owned()
+    };
+    (status, body)
+}
+
+pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + timeout;
+    while Instant::now() < deadline {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("timed out waiting for: {what}");
+}
+
+type Socket = WebSocketStream<MaybeTlsStream<tokio::net::TcpStream>>;
+
+/// A raw WebSocket client.
+pub struct Client {
+    ws: Socket,
+}
+
+#[derive(Debug)]
+pub enum Received {
+    Text(String),
+    Close(Option<u16>),
+}
+
+impl Client {
+    pub async fn connect(url: &str) -> Client {
+        let (ws, _) = tokio_tungstenite::connect_async(url)
+            .await
+            .unwrap_or_else(|e| panic!("connect {url}: {e}"));
+        Client { ws }
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.expect("send");
+    }
+
+    /// Sends unless the connection is already gone.
+    pub async fn try_send_text(&mut self, text: &str) -> bool {
+        self.ws.send(Message::text(text)).await.is_ok()
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    pub async fn send_binary(&mut self, bytes: Vec<u8>) {
+        self.ws.send(Message::binary(bytes)).await.expect("send");
+    }
+
+    /// The next text frame or close, skipping pings; panics after `WAIT`.
+    pub async fn receive(&mut self) -> Received {
+        self.receive_within(WAIT)
+            .await
+            .expect("a frame before the timeout")
+    }
+
+    pub async fn receive_within(&mut self, timeout: Duration) -> Option<Received> {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            match next {
+                Some(Ok(Message::Text(text))) => return Some(Received::Text(text.to_string())),
+                Some(Ok(Message::Close(frame))) => {
+                    return Some(Received::Close(frame.map(|f: CloseFrame| f.code.into())))
+                }
+                Some(Ok(_)) => continue,
+                Some(Err(_)) | None => return Some(Received::Close(None)),
+            }
+        }
+    }
+
+    pub async fn json(&mut self) -> Value {
+        match self.receive().await {
+            Received::Text(text) => serde_json::from_str(&text).expect("JSON frame"),
+            Received::Close(code) => panic!("closed ({code:?}) while waiting for a frame"),
+        }
+    }
+
+    /// Waits for the close frame, skipping text frames; returns its code.
+    pub async fn closed(&mut self) -> Option<u16> {
+        loop {
+            if let Received::Close(code) = self.receive().await {
+                return code;
+            }
+        }
+    }
+
+    pub async fn close(mut self) {
+        let _ = self.ws.close(None).await;
+    }
+}
+
+/// A chat client that speaks the protocol through `app::protocol` types.
+pub struct Chat {
+    pub client: Client,
+    pub session: Uuid,
+}
+
+impl Chat {
+    /// Opens a socket to the room and reads the history and count it gets first.
+    pub async fn open(server: &Server, query: &str) -> (Chat, Vec<ServerEvent>, u64) {
+        let mut client = Client::connect(&server.chat_url(query)).await;
+        let history = match serde_json::from_value(client.json().await).unwrap() {
+            ServerEvent::History { events } => events,
+            other => panic!("expected history first, got {other:?}"),
+        };
+        let count = match serde_json::from_value(client.json().await).unwrap() {
+            ServerEvent::Count { count } => count,
+            other => panic!("expected count second, got {other:?}"),
+        };
+        let chat = Chat {
+            client,
+            session: Uuid::new_v4(),
+        };
+        (chat, history, count)
+    }
+
+    /// Opens a socket to the default room and joins as `pseudo`.
+    pub async fn join(server: &Server, pseudo: &str) -> Chat {
+        let (mut chat, _, _) = Chat::open(server, "").await;
+        chat.send(&ClientMessage::Join {
+            pseudo: pseudo.into(),
+            session: Some(chat.session),
+        })
+        .await;
+        chat.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+        chat
+    }
+
+    pub async fn send(&mut self, msg: &ClientMessage) {
+        self.client
+            .send_text(&serde_json::to_string(msg).unwrap())
+            .await;
+    }
+
+    pub async fn say(&mut self, text: &str) {
+        self.send(&ClientMessage::Say { text: text.into() }).await;
+    }
+
+    pub async fn event(&mut self) -> ServerEvent {
+        serde_json::from_value(self.client.json().await).expect("a server event")
+    }
+
+    /// Skips events until one matches.
+    pub async fn expect(&mut self, wanted: impl Fn(&ServerEvent) -> bool) -> ServerEvent {
+        loop {
+            let event = self.event().await;
+            if wanted(&event) {
+                return event;
+            }
+        }
+    }
+
+    pub async fn expect_count(&mut self, count: u64) {
+        self.expect(|e| *e == ServerEvent::Count { count }).await;
+    }
+
+    pub async fn expect_message(&mut self) -> app::protocol::ChatMessage {
+        match self.expect(|e| matches!(e, ServerEvent::Message(_))).await {
+            ServerEvent::Message(m) => m,
+            _ => unreachable!(),
+        }
+    }
+
+    pub async fn expect_error(&mut self) -> app::protocol::ErrorCode {
+        match self.expect(|e| matches!(e, ServerEvent::Error { .. })).await {
+            ServerEvent::Error { code, .. } => code,
+            _ => unreachable!(),
+        }
+    }
+
+    /// Collects chat messages until `n` arrived.
+    pub async fn messages(&mut self, n: usize) -> Vec<app::protocol::ChatMessage> {
+        let mut out = Vec::with_capacity(n);
+        while out.len() < n {
+            out.push(self.expect_message().await);
+        }
+        out
+    }
+
+    /// Asserts that no chat message arrives for a while.
+    pub async fn no_message_for(&mut self, duration: Duration) {
+        let deadline = tokio::time::Instant::now() + duration;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.client.receive_within(left).await {
+                None => return,
+                Some(Received::Text(text)) => {
+                    let event: ServerEvent = serde_json::from_str(&text).unwrap();
+                    assert!(!matches!(event, ServerEvent::Message(_)), "unexpected {event:?}");
+                }
+                Some(Received::Close(code)) => panic!("closed: {code:?}"),
+            }
+        }
+    }
+}
+
+/// True if something accepts TCP connections on the address.
+pub fn listening(addr: SocketAddr) -> bool {
+    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
+}

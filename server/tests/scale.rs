@@ -1,0 +1,208 @@
+//! Several server processes against one private redis-server.
+
+mod common;
+
+use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
+use common::{eventually, Chat, Redis, Server};
+use std::collections::HashMap;
+use std::time::Duration;
+
+#[tokio::test]
+async fn three_instances_deliver_every_message_to_every_member_once_in_order() {
+    let redis = Redis::start();
+    let servers: Vec<Server> = (0..3).map(|_| Server::start(Some(&redis), &[])).collect();
+    let mut chats = Vec::new();
+    for (i, server) in servers.iter().enumerate() {
+        chats.push(Chat::join(server, &format!("user{i}")).await);
+    }
+    for chat in &mut chats {
+        chat.expect_count(3).await;
+    }
+    const EACH: usize = 20;
+    for round in 0..EACH {
+        for (i, chat) in chats.iter_mut().enumerate() {
+            chat.say(&format!("{i}:{round}")).await;
+        }
+    }
+    for chat in &mut chats {
+        let got = chat.messages(3 * EACH).await;
+        let mut per_sender: HashMap<String, Vec<usize>> = HashMap::new();
+        for m in got {
+            let (sender, round) = m.text.split_once(':').unwrap();
+            assert_eq!(m.author, format!("user{sender}"));
+            per_sender.entry(m.author).or_default().push(round.parse().unwrap());
+        }
+        for rounds in per_sender.values() {
+            assert_eq!(*rounds, (0..EACH).collect::<Vec<_>>(), "once each, in order");
+        }
+        assert_eq!(per_sender.len(), 3);
+        chat.no_message_for(Duration::from_millis(300)).await;
+    }
+}
+
+#[tokio::test]
+async fn counts_renames_leaves_and_nicknames_span_instances() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+    let mut alice = Chat::join(&a, "alice").await;
+    let mut bob = Chat::join(&b, "bob").await;
+    alice.expect_count(2).await;
+    bob.expect_count(2).await;
+
+    let (mut thief, _, _) = Chat::open(&b, "").await;
+    thief
+        .send(&ClientMessage::Join { pseudo: "Alice".into(), session: None })
+        .await;
+    assert_eq!(thief.expect_error().await, ErrorCode::PseudoTaken);
+
+    bob.send(&ClientMessage::Rename { pseudo: "robert".into() }).await;
+    let renamed = alice
+        .expect(|e| matches!(e, ServerEvent::System(s) if s.kind == SystemKind::Renamed))
+        .await;
+    assert!(matches!(renamed, ServerEvent::System(s) if s.pseudo == "robert" && s.previous.as_deref() == Some("bob")));
+
+    bob.client.close().await;
+    alice
+        .expect(|e| matches!(e, ServerEvent::System(s) if s.kind == SystemKind::Left && s.pseudo == "robert"))
+        .await;
+    alice.expect_count(1).await;
+    // The nickname is free again, from the other instance.
+    thief
+        .send(&ClientMessage::Join { pseudo: "robert".into(), session: None })
+        .await;
+    thief.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    alice.expect_count(2).await;
+}
+
+#[tokio::test]
+async fn history_and_catch_up_work_whatever_instance_is_reached() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+    let mut alice = Chat::join(&a, "alice").await;
+    alice.say("first").await;
+    let first = alice.expect_message().await;
+    alice.say("second").await;
+    alice.say("third").await;
+    alice.messages(2).await;
+
+    let (_, history, count) = Chat::open(&b, "").await;
+    let texts: Vec<_> = history
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Message(m) => Some(m.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["first", "second", "third"]);
+    assert_eq!(count, 1);
+
+    let (_, missed, _) = Chat::open(&b, &format!("?last_seen={}", first.id)).await;
+    let texts: Vec<_> = missed
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Message(m) => Some(m.text.as_str()),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(texts, ["second", "third"]);
+}
+
+#[tokio::test]
+async fn killing_an_instance_heals_the_counts_of_the_others() {
+    let redis = Redis::start();
+    let fast = [("HEARTBEAT_TTL_SECS", "3")];
+    let a = Server::start(Some(&redis), &fast);
+    let mut doomed = Server::start(Some(&redis), &fast);
+    let mut alice = Chat::join(&a, "alice").await;
+    let _bob = Chat::join(&doomed, "bob").await;
+    let _carol = Chat::join(&doomed, "carol").await;
+    alice.expect_count(3).await;
+
+    doomed.kill9();
+    let started = std::time::Instant::now();
+    let mut left = Vec::new();
+    let mut count = 3;
+    while count != 1 || left.len() < 2 {
+        match alice.event().await {
+            ServerEvent::Count { count: c } => count = c,
+            ServerEvent::System(s) if s.kind == SystemKind::Left => left.push(s.pseudo),
+            _ => {}
+        }
+    }
+    assert!(started.elapsed() < Duration::from_secs(15), "healed within 15 s");
+    left.sort();
+    assert_eq!(left, ["bob", "carol"]);
+    // The nicknames of the dead instance are free again.
+    let _bob_again = Chat::join(&a, "bob").await;
+    assert!(redis.keys("chat:instance:*").iter().all(|k| !k.contains(&doomed_id(&doomed))));
+}
+
+fn doomed_id(server: &Server) -> String {
+    let logs = server.logs.lock().unwrap();
+    let line = logs.iter().find(|l| l.contains("\"listening\"")).unwrap();
+    let json: serde_json::Value = serde_json::from_str(line).unwrap();
+    json["instance"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
+    let mut redis = Redis::start();
+    let a = Server::start(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]);
+    let b = Server::start(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]);
+    let mut a1 = Chat::join(&a, "a1").await;
+    let mut a2 = Chat::join(&a, "a2").await;
+    let mut b1 = Chat::join(&b, "b1").await;
+    b1.expect_count(3).await;
+
+    redis.stop();
+    eventually("instance A reports Redis degraded", Duration::from_secs(15), || async {
+        a.health().await["redis"] == "degraded"
+    })
+    .await;
+    assert_eq!(a.get("/healthz").await.0, 200, "degraded still serves");
+    a1.say("during outage").await;
+    assert_eq!(a2.expect_message().await.text, "during outage");
+    assert_eq!(a1.expect_message().await.text, "during outage");
+
+    redis.restart();
+    eventually("both instances report Redis ok", Duration::from_secs(20), || async {
+        a.health().await["redis"] == "ok" && b.health().await["redis"] == "ok"
+    })
+    .await;
+    // Presence was registered again in the empty Redis: counts are totals.
+    b1.expect_count(3).await;
+    a1.say("after outage").await;
+    let m = b1.expect_message().await;
+    assert_eq!(m.text, "after outage");
+    b1.say("back to a").await;
+    a2.expect(|e| matches!(e, ServerEvent::Message(m) if m.text == "back to a"))
+        .await;
+}
+
+#[tokio::test]
+async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
+    let mut redis = Redis::stopped();
+    let server = Server::start(Some(&redis), &[]);
+    assert_eq!(server.health().await["redis"], "degraded");
+    let mut solo = Chat::join(&server, "solo").await;
+    solo.say("works without redis").await;
+    solo.expect_message().await;
+    assert!(server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|l| l.contains("WARN") && l.contains(&format!("127.0.0.1:{}", redis.port))));
+
+    assert!(redis.spawn());
+    eventually("Redis ok", Duration::from_secs(20), || async {
+        server.health().await["redis"] == "ok"
+    })
+    .await;
+    eventually("the member is registered in Redis", Duration::from_secs(10), || async {
+        redis.keys("chat:room:general:members").len() == 1
+    })
+    .await;
+}
