@@ -12,6 +12,7 @@ use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{stream, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message};
 use gloo_timers::future::sleep;
+use leptos::prelude::{GetUntracked, Set};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -68,12 +69,21 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
             let (mut sink, incoming) = socket.split();
             let mut rejoining = false;
             if let Some(p) = pseudo.clone() {
-                rejoining = sink.send(encode(&ClientMessage::Join { pseudo: p, session: Some(session) })).await.is_ok();
+                rejoining = sink
+                    .send(encode(&ClientMessage::Join {
+                        pseudo: p,
+                        session: Some(session),
+                    }))
+                    .await
+                    .is_ok();
             }
             let incoming = incoming
                 .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
                 .chain(stream::once(async { Event::Closed }));
-            let mut events = stream::select(incoming, queue.by_ref().map(Event::Outgoing));
+            let mut events = std::pin::pin!(stream::select(
+                incoming,
+                queue.by_ref().map(Event::Outgoing)
+            ));
             while let Some(event) = events.next().await {
                 match event {
                     Event::Frame(Message::Text(text)) => {
@@ -89,7 +99,10 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                             pseudo = state.me.get_untracked();
                             store(PSEUDO_KEY, pseudo.as_deref());
                         } else if rejoining
-                            && matches!(error, Some(ErrorCode::PseudoTaken | ErrorCode::InvalidPseudo))
+                            && matches!(
+                                error,
+                                Some(ErrorCode::PseudoTaken | ErrorCode::InvalidPseudo)
+                            )
                         {
                             // Somebody took the nickname while we were away.
                             rejoining = false;
@@ -101,7 +114,9 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                     Event::Frame(Message::Bytes(_)) => {}
                     Event::Outgoing(msg) => {
                         if sink.send(encode(&msg)).await.is_err() {
-                            state.error.set(Some("not sent: the connection dropped".into()));
+                            state
+                                .error
+                                .set(Some("not sent: the connection dropped".into()));
                             break;
                         }
                     }

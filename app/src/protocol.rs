@@ -376,7 +376,10 @@ mod tests {
         assert_eq!(code("{\"text\":\"hi\"}"), ErrorCode::UnknownType);
         assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
         assert_eq!(code("{\"type\":\"say\"}"), ErrorCode::InvalidMessage);
-        assert_eq!(code("{\"type\":\"say\",\"text\":5}"), ErrorCode::InvalidMessage);
+        assert_eq!(
+            code("{\"type\":\"say\",\"text\":5}"),
+            ErrorCode::InvalidMessage
+        );
         assert_eq!(
             code("{\"type\":\"join\",\"pseudo\":\"a\",\"session\":\"nope\"}"),
             ErrorCode::InvalidMessage
@@ -388,7 +391,14 @@ mod tests {
         assert_eq!(Pseudo::parse("  alice ").unwrap().as_str(), "alice");
         assert_eq!(Pseudo::parse(""), Err(PseudoError::Empty));
         assert_eq!(Pseudo::parse("   "), Err(PseudoError::Empty));
-        assert_eq!(Pseudo::parse(&"é".repeat(32)).unwrap().as_str().chars().count(), 32);
+        assert_eq!(
+            Pseudo::parse(&"é".repeat(32))
+                .unwrap()
+                .as_str()
+                .chars()
+                .count(),
+            32
+        );
         assert_eq!(Pseudo::parse(&"a".repeat(33)), Err(PseudoError::TooLong));
         assert_eq!(Pseudo::parse("a\u{7}b"), Err(PseudoError::ControlCharacter));
         assert_eq!(Pseudo::parse("a\nb"), Err(PseudoError::ControlCharacter));
@@ -401,7 +411,10 @@ mod tests {
         assert_eq!(MessageText::parse(""), Err(TextError::Empty));
         assert_eq!(MessageText::parse(" \n "), Err(TextError::Empty));
         assert!(MessageText::parse(&"x".repeat(2000)).is_ok());
-        assert_eq!(MessageText::parse(&"x".repeat(2001)), Err(TextError::TooLong));
+        assert_eq!(
+            MessageText::parse(&"x".repeat(2001)),
+            Err(TextError::TooLong)
+        );
         assert_eq!(
             MessageText::parse("  keep spaces ").unwrap().into_string(),
             "  keep spaces "
@@ -422,8 +435,17 @@ mod tests {
     fn error_code_names_match_the_wire() {
         use ErrorCode::*;
         for code in [
-            InvalidJson, UnknownType, InvalidMessage, InvalidPseudo, PseudoTaken, InvalidText,
-            NotJoined, AlreadyJoined, TooLarge, BinaryFrame, RateLimited,
+            InvalidJson,
+            UnknownType,
+            InvalidMessage,
+            InvalidPseudo,
+            PseudoTaken,
+            InvalidText,
+            NotJoined,
+            AlreadyJoined,
+            TooLarge,
+            BinaryFrame,
+            RateLimited,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }

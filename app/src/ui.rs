@@ -154,7 +154,11 @@ fn MessageList(state: ChatState) -> impl IntoView {
             ul.set_scroll_top(ul.scroll_height());
         }
     });
-    let mine = move |author: &str| state.my_names.with(|names| names.iter().any(|n| n == author));
+    let mine = move |author: &str| {
+        state
+            .my_names
+            .with(|names| names.iter().any(|n| n == author))
+    };
     view! {
         <ul class="messages" data-testid="messages" node_ref=list>
             <For each=move || state.entries.get() key=Entry::id let:entry>

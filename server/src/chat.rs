@@ -7,8 +7,8 @@ use crate::socket::{self, Handler};
 use crate::store::{Claim, Member};
 use crate::{encode, metrics, now_ms, AppState};
 use app::protocol::{
-    valid_room, ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
-    SystemMessage, DEFAULT_ROOM,
+    valid_room, ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent,
+    SystemKind, SystemMessage, DEFAULT_ROOM,
 };
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{Query, State};
@@ -32,7 +32,11 @@ pub async fn upgrade(
     State(app): State<Arc<AppState>>,
 ) -> Response {
     let Ok(Query(query)) = query else {
-        return (StatusCode::BAD_REQUEST, "last_seen must be a message id (uuid)").into_response();
+        return (
+            StatusCode::BAD_REQUEST,
+            "last_seen must be a message id (uuid)",
+        )
+            .into_response();
     };
     let room = query.room.unwrap_or_else(|| DEFAULT_ROOM.to_owned());
     if !valid_room(&room) {
@@ -152,7 +156,8 @@ impl Handler for ChatSession {
 impl ChatSession {
     fn refuse(&self, code: ErrorCode, message: String) {
         metrics::error("chat", code.as_str());
-        self.peer.send(encode(&ServerEvent::Error { code, message }));
+        self.peer
+            .send(encode(&ServerEvent::Error { code, message }));
     }
 
     fn confirm(&self, member: &Member) {
@@ -165,7 +170,10 @@ impl ChatSession {
 
     async fn join(&mut self, raw: &str, session: Option<Uuid>) {
         if let Some(member) = &self.member {
-            let message = format!("already joined as {}: send rename to change nickname", member.pseudo);
+            let message = format!(
+                "already joined as {}: send rename to change nickname",
+                member.pseudo
+            );
             return self.refuse(ErrorCode::AlreadyJoined, message);
         }
         let pseudo = match Pseudo::parse(raw) {
@@ -176,7 +184,11 @@ impl ChatSession {
             pseudo,
             session: session.unwrap_or_else(Uuid::new_v4),
         };
-        let claim = self.app.store.claim(&self.room, self.id, &member, None).await;
+        let claim = self
+            .app
+            .store
+            .claim(&self.room, self.id, &member, None)
+            .await;
         if claim == Claim::Taken {
             let message = format!("the nickname {} is taken in this room", member.pseudo);
             return self.refuse(ErrorCode::PseudoTaken, message);
@@ -185,7 +197,14 @@ impl ChatSession {
         tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
         // A reclaim is the same person back on a new connection: not news.
         if claim == Claim::Joined {
-            announce(&self.app, &self.room, SystemKind::Joined, &member.pseudo, None).await;
+            announce(
+                &self.app,
+                &self.room,
+                SystemKind::Joined,
+                &member.pseudo,
+                None,
+            )
+            .await;
         }
         self.app.presence_changed(&self.room).await;
         self.member = Some(member);
@@ -267,7 +286,13 @@ pub async fn announce_departure(app: &AppState, room: &str, pseudo: &str) {
     app.presence_changed(room).await;
 }
 
-async fn announce(app: &AppState, room: &str, kind: SystemKind, pseudo: &Pseudo, previous: Option<String>) {
+async fn announce(
+    app: &AppState,
+    room: &str,
+    kind: SystemKind,
+    pseudo: &Pseudo,
+    previous: Option<String>,
+) {
     let event = ServerEvent::System(SystemMessage {
         id: Uuid::new_v4(),
         kind,
@@ -304,7 +329,12 @@ mod tests {
         ];
         let frames: Vec<Utf8Bytes> = events.iter().map(encode).collect();
         let parsed: ServerEvent = serde_json::from_str(&history_frame(&frames)).unwrap();
-        assert_eq!(parsed, ServerEvent::History { events: events.to_vec() });
+        assert_eq!(
+            parsed,
+            ServerEvent::History {
+                events: events.to_vec()
+            }
+        );
         let empty: ServerEvent = serde_json::from_str(&history_frame(&[])).unwrap();
         assert_eq!(empty, ServerEvent::History { events: vec![] });
     }

@@ -8,7 +8,11 @@ use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 #[derive(Parser, Debug, Clone)]
-#[command(name = "server", version, about = "Real-time chat and WebSocket action relay, scaled out through Redis")]
+#[command(
+    name = "server",
+    version,
+    about = "Real-time chat and WebSocket action relay, scaled out through Redis"
+)]
 pub struct Config {
     /// Address to listen on (both ports).
     #[arg(long, env = "BIND", default_value = "0.0.0.0")]

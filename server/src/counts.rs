@@ -58,7 +58,9 @@ pub async fn run(app: Arc<AppState>) {
             let count = app.store.count(&room).await;
             if pushed.get(&room) != Some(&count) {
                 pushed.insert(room, count);
-                app.bus.hub().deliver(&topic, &crate::encode(&ServerEvent::Count { count }), None);
+                app.bus
+                    .hub()
+                    .deliver(&topic, &crate::encode(&ServerEvent::Count { count }), None);
             }
         }
     }

@@ -112,7 +112,9 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     })?;
     let relay = match config.relay_addr() {
         Some(addr) => Some(listener::bind(addr, config.reuse_port).with_context(|| {
-            format!("cannot listen on {addr}: set RELAY_PORT to a free port, or 0 to disable the relay")
+            format!(
+                "cannot listen on {addr}: set RELAY_PORT to a free port, or 0 to disable the relay"
+            )
         })?),
         None => None,
     };
@@ -145,19 +147,29 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     app.tasks.close();
     let grace = app.config.shutdown_grace();
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
-        tracing::warn!(open = app.tasks.len(), "grace period over; closing the rest");
+        tracing::warn!(
+            open = app.tasks.len(),
+            "grace period over; closing the rest"
+        );
     }
     if let Some(redis) = redis {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), redis.remove_instance()).await {
+        match tokio::time::timeout(std::time::Duration::from_secs(2), redis.remove_instance()).await
+        {
             Ok(Ok(())) => tracing::info!("removed this instance from Redis"),
-            _ => tracing::warn!("could not remove this instance from Redis; the others will sweep it"),
+            _ => tracing::warn!(
+                "could not remove this instance from Redis; the others will sweep it"
+            ),
         }
     }
     tracing::info!("stopped");
     Ok(())
 }
 
-async fn serve(listener: TcpListener, routes: Router, shutdown: CancellationToken) -> anyhow::Result<()> {
+async fn serve(
+    listener: TcpListener,
+    routes: Router,
+    shutdown: CancellationToken,
+) -> anyhow::Result<()> {
     axum::serve(listener, routes)
         .with_graceful_shutdown(shutdown.cancelled_owned())
         .await
@@ -242,8 +254,8 @@ fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
     let from_cargo_leptos = std::env::var_os("LEPTOS_OUTPUT_NAME")
         .and_then(|_| leptos::config::get_configuration(None).ok())
         .map(|conf| conf.leptos_options);
-    let mut options = from_cargo_leptos
-        .unwrap_or_else(|| LeptosOptions::builder().output_name("chat").build());
+    let mut options =
+        from_cargo_leptos.unwrap_or_else(|| LeptosOptions::builder().output_name("chat").build());
     options.site_root = config.site_root.as_str().into();
     options.site_addr = addr;
     options

@@ -26,9 +26,8 @@ pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> 
         return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
     }
     let tracked = app.clone();
-    socket::configure(ws, &app.config).on_upgrade(move |socket| {
-        tracked.tasks.clone().track_future(session(tracked, socket))
-    })
+    socket::configure(ws, &app.config)
+        .on_upgrade(move |socket| tracked.tasks.clone().track_future(session(tracked, socket)))
 }
 
 async fn session(app: Arc<AppState>, socket: WebSocket) {
@@ -43,7 +42,16 @@ async fn session(app: Arc<AppState>, socket: WebSocket) {
         peer: peer.clone(),
         action: None,
     };
-    let reason = socket::drive(socket, peer, queue, None, &mut relay, &app.limits, &app.shutdown).await;
+    let reason = socket::drive(
+        socket,
+        peer,
+        queue,
+        None,
+        &mut relay,
+        &app.limits,
+        &app.shutdown,
+    )
+    .await;
     let action = relay.action.take();
     if let Some((action, topic)) = &action {
         app.bus.unsubscribe(topic, id);
@@ -102,7 +110,10 @@ impl RelaySession {
         };
         let topic = Topic::Action(action.clone());
         self.app.store.relay_register(&action, self.id, &text).await;
-        self.app.bus.subscribe(&topic, self.id, self.peer.clone()).await;
+        self.app
+            .bus
+            .subscribe(&topic, self.id, self.peer.clone())
+            .await;
         let reply = json!({"type": "registered", "id": self.id, "action": action});
         self.peer.send(reply.to_string().into());
         tracing::info!(conn = %self.id, action, "relay client registered");
@@ -141,7 +152,10 @@ mod tests {
 
     #[test]
     fn registration_rules() {
-        assert_eq!(registration_action(r#"{"action":"a","x":1}"#), Ok("a".into()));
+        assert_eq!(
+            registration_action(r#"{"action":"a","x":1}"#),
+            Ok("a".into())
+        );
         for bad in [
             "nope",
             "[]",

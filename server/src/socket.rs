@@ -111,7 +111,13 @@ pub async fn drive<H: Handler>(
     shutdown: &CancellationToken,
 ) -> String {
     let (sink, mut stream) = socket.split();
-    let writer = write(sink, queue, replayed, peer.closer.clone(), limits.ping_interval);
+    let writer = write(
+        sink,
+        queue,
+        replayed,
+        peer.closer.clone(),
+        limits.ping_interval,
+    );
     tokio::pin!(writer);
     let mut writer_done = false;
     let reason = {
@@ -262,7 +268,9 @@ async fn read<H: Handler>(
 
 fn is_too_big(err: axum::Error) -> bool {
     matches!(
-        err.into_inner().downcast::<tungstenite::Error>().map(|e| *e),
+        err.into_inner()
+            .downcast::<tungstenite::Error>()
+            .map(|e| *e),
         Ok(tungstenite::Error::Capacity(_))
     )
 }

@@ -31,8 +31,13 @@ async fn join_talk_rename_leave_with_counts_and_system_messages() {
         assert!(m.ts > 0);
     }
 
-    bob.send(&ClientMessage::Rename { pseudo: "robert".into() }).await;
-    let joined = bob.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    bob.send(&ClientMessage::Rename {
+        pseudo: "robert".into(),
+    })
+    .await;
+    let joined = bob
+        .expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
     assert!(matches!(joined, ServerEvent::Joined { pseudo, .. } if pseudo == "robert"));
     let renamed = alice.expect(is_system(SystemKind::Renamed, "robert")).await;
     assert!(matches!(renamed, ServerEvent::System(s) if s.previous.as_deref() == Some("bob")));
@@ -51,22 +56,35 @@ async fn nicknames_are_unique_but_a_session_reclaims_its_own() {
 
     let (mut other, _, _) = Chat::open(&server, "").await;
     other
-        .send(&ClientMessage::Join { pseudo: " ALICE ".into(), session: None })
+        .send(&ClientMessage::Join {
+            pseudo: " ALICE ".into(),
+            session: None,
+        })
         .await;
     assert_eq!(other.expect_error().await, ErrorCode::PseudoTaken);
     // Refused, but not disconnected: another nickname works.
     other
-        .send(&ClientMessage::Join { pseudo: "carol".into(), session: None })
+        .send(&ClientMessage::Join {
+            pseudo: "carol".into(),
+            session: None,
+        })
         .await;
-    other.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    other
+        .expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
 
     // The same session on a new socket (a reconnect) takes the nickname back
     // while the stale socket is still open; nobody sees a second "joined".
     let (mut again, _, _) = Chat::open(&server, "").await;
     again
-        .send(&ClientMessage::Join { pseudo: "alice".into(), session: Some(alice.session) })
+        .send(&ClientMessage::Join {
+            pseudo: "alice".into(),
+            session: Some(alice.session),
+        })
         .await;
-    again.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    again
+        .expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
     again.say("back").await;
     assert_eq!(other.expect_message().await.author, "alice");
     other.expect_count(2).await;
@@ -76,7 +94,10 @@ async fn nicknames_are_unique_but_a_session_reclaims_its_own() {
     tokio::time::sleep(Duration::from_millis(300)).await;
     let (mut thief, _, _) = Chat::open(&server, "").await;
     thief
-        .send(&ClientMessage::Join { pseudo: "alice".into(), session: None })
+        .send(&ClientMessage::Join {
+            pseudo: "alice".into(),
+            session: None,
+        })
         .await;
     assert_eq!(thief.expect_error().await, ErrorCode::PseudoTaken);
     again.say("still here").await;
@@ -98,12 +119,30 @@ async fn invalid_input_gets_an_error_event_and_the_connection_stays_usable() {
         ("{\"type\":\"dance\"}".into(), ErrorCode::UnknownType),
         ("{\"text\":\"no type\"}".into(), ErrorCode::UnknownType),
         ("{\"type\":\"say\"}".into(), ErrorCode::InvalidMessage),
-        ("{\"type\":\"say\",\"text\":\"hi\"}".into(), ErrorCode::NotJoined),
-        ("{\"type\":\"rename\",\"pseudo\":\"x\"}".into(), ErrorCode::NotJoined),
-        (json!({"type":"join","pseudo":"   "}).to_string(), ErrorCode::InvalidPseudo),
-        (json!({"type":"join","pseudo":"a".repeat(33)}).to_string(), ErrorCode::InvalidPseudo),
-        (json!({"type":"join","pseudo":"bad\u{1}name"}).to_string(), ErrorCode::InvalidPseudo),
-        (json!({"type":"join","pseudo":"ok","session":"not-a-uuid"}).to_string(), ErrorCode::InvalidMessage),
+        (
+            "{\"type\":\"say\",\"text\":\"hi\"}".into(),
+            ErrorCode::NotJoined,
+        ),
+        (
+            "{\"type\":\"rename\",\"pseudo\":\"x\"}".into(),
+            ErrorCode::NotJoined,
+        ),
+        (
+            json!({"type":"join","pseudo":"   "}).to_string(),
+            ErrorCode::InvalidPseudo,
+        ),
+        (
+            json!({"type":"join","pseudo":"a".repeat(33)}).to_string(),
+            ErrorCode::InvalidPseudo,
+        ),
+        (
+            json!({"type":"join","pseudo":"bad\u{1}name"}).to_string(),
+            ErrorCode::InvalidPseudo,
+        ),
+        (
+            json!({"type":"join","pseudo":"ok","session":"not-a-uuid"}).to_string(),
+            ErrorCode::InvalidMessage,
+        ),
     ];
     for (frame, code) in cases {
         chat.client.send_text(&frame).await;
@@ -112,9 +151,18 @@ async fn invalid_input_gets_an_error_event_and_the_connection_stays_usable() {
     chat.client.send_binary(vec![1, 2, 3]).await;
     assert_eq!(chat.expect_error().await, ErrorCode::BinaryFrame);
 
-    chat.send(&ClientMessage::Join { pseudo: "dora".into(), session: None }).await;
-    chat.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
-    chat.send(&ClientMessage::Join { pseudo: "dora2".into(), session: None }).await;
+    chat.send(&ClientMessage::Join {
+        pseudo: "dora".into(),
+        session: None,
+    })
+    .await;
+    chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
+    chat.send(&ClientMessage::Join {
+        pseudo: "dora2".into(),
+        session: None,
+    })
+    .await;
     assert_eq!(chat.expect_error().await, ErrorCode::AlreadyJoined);
     for text in ["".to_owned(), "  \n ".to_owned(), "x".repeat(2001)] {
         chat.say(&text).await;
@@ -138,23 +186,29 @@ async fn an_oversize_frame_gets_an_error_then_close_1009_and_the_server_lives_on
 
 #[tokio::test]
 async fn a_flood_is_rate_limited_then_closed_with_1008() {
-    let server = Server::start(None, &[("RATE_LIMIT_PER_SEC", "5"), ("RATE_LIMIT_BURST", "5")]);
+    let server = Server::start(
+        None,
+        &[("RATE_LIMIT_PER_SEC", "5"), ("RATE_LIMIT_BURST", "5")],
+    );
     let mut flooder = Chat::join(&server, "flood").await;
     let mut limited = 0;
-    let say = serde_json::to_string(&ClientMessage::Say { text: "spam".into() }).unwrap();
+    let say = serde_json::to_string(&ClientMessage::Say {
+        text: "spam".into(),
+    })
+    .unwrap();
     let code = loop {
         if !flooder.client.try_send_text(&say).await {
             break flooder.client.closed().await;
         }
         // Read without blocking long: the server answers each frame.
-        match flooder.client.receive_within(Duration::from_millis(200)).await {
-            Some(Received::Text(text)) => {
-                if text.contains("rate_limited") {
-                    limited += 1;
-                }
-            }
+        match flooder
+            .client
+            .receive_within(Duration::from_millis(200))
+            .await
+        {
+            Some(Received::Text(text)) if text.contains("rate_limited") => limited += 1,
             Some(Received::Close(code)) => break code,
-            None => {}
+            _ => {}
         }
     };
     assert!(limited > 0, "rate_limited errors came before the close");
@@ -203,8 +257,13 @@ async fn rooms_are_separate_and_bad_room_names_are_refused() {
     let server = Server::start(None, &[]);
     let mut a = Chat::join(&server, "a").await;
     let (mut b, _, _) = Chat::open(&server, "?room=other").await;
-    b.send(&ClientMessage::Join { pseudo: "a".into(), session: None }).await;
-    b.expect(|e| matches!(e, ServerEvent::Joined { room, .. } if room == "other")).await;
+    b.send(&ClientMessage::Join {
+        pseudo: "a".into(),
+        session: None,
+    })
+    .await;
+    b.expect(|e| matches!(e, ServerEvent::Joined { room, .. } if room == "other"))
+        .await;
     b.say("in other").await;
     b.expect_message().await;
     a.no_message_for(Duration::from_millis(500)).await;
@@ -236,8 +295,19 @@ async fn the_page_is_server_rendered_with_test_hooks() {
     let server = Server::start(None, &[]);
     let (status, body) = server.get("/").await;
     assert_eq!(status, 200);
-    for hook in ["pseudo-input", "join-button", "message-input", "send-button", "messages", "participant-count", "connection-status"] {
-        assert!(body.contains(&format!("data-testid=\"{hook}\"")), "{hook} missing");
+    for hook in [
+        "pseudo-input",
+        "join-button",
+        "message-input",
+        "send-button",
+        "messages",
+        "participant-count",
+        "connection-status",
+    ] {
+        assert!(
+            body.contains(&format!("data-testid=\"{hook}\"")),
+            "{hook} missing"
+        );
     }
     assert!(body.contains("/pkg/chat.js"), "hydration script");
     let _ = Client::connect(&server.chat_url("")).await;

@@ -30,10 +30,17 @@ async fn three_instances_deliver_every_message_to_every_member_once_in_order() {
         for m in got {
             let (sender, round) = m.text.split_once(':').unwrap();
             assert_eq!(m.author, format!("user{sender}"));
-            per_sender.entry(m.author).or_default().push(round.parse().unwrap());
+            per_sender
+                .entry(m.author)
+                .or_default()
+                .push(round.parse().unwrap());
         }
         for rounds in per_sender.values() {
-            assert_eq!(*rounds, (0..EACH).collect::<Vec<_>>(), "once each, in order");
+            assert_eq!(
+                *rounds,
+                (0..EACH).collect::<Vec<_>>(),
+                "once each, in order"
+            );
         }
         assert_eq!(per_sender.len(), 3);
         chat.no_message_for(Duration::from_millis(300)).await;
@@ -52,15 +59,23 @@ async fn counts_renames_leaves_and_nicknames_span_instances() {
 
     let (mut thief, _, _) = Chat::open(&b, "").await;
     thief
-        .send(&ClientMessage::Join { pseudo: "Alice".into(), session: None })
+        .send(&ClientMessage::Join {
+            pseudo: "Alice".into(),
+            session: None,
+        })
         .await;
     assert_eq!(thief.expect_error().await, ErrorCode::PseudoTaken);
 
-    bob.send(&ClientMessage::Rename { pseudo: "robert".into() }).await;
+    bob.send(&ClientMessage::Rename {
+        pseudo: "robert".into(),
+    })
+    .await;
     let renamed = alice
         .expect(|e| matches!(e, ServerEvent::System(s) if s.kind == SystemKind::Renamed))
         .await;
-    assert!(matches!(renamed, ServerEvent::System(s) if s.pseudo == "robert" && s.previous.as_deref() == Some("bob")));
+    assert!(
+        matches!(renamed, ServerEvent::System(s) if s.pseudo == "robert" && s.previous.as_deref() == Some("bob"))
+    );
 
     bob.client.close().await;
     alice
@@ -69,9 +84,14 @@ async fn counts_renames_leaves_and_nicknames_span_instances() {
     alice.expect_count(1).await;
     // The nickname is free again, from the other instance.
     thief
-        .send(&ClientMessage::Join { pseudo: "robert".into(), session: None })
+        .send(&ClientMessage::Join {
+            pseudo: "robert".into(),
+            session: None,
+        })
         .await;
-    thief.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+    thief
+        .expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
     alice.expect_count(2).await;
 }
 
@@ -131,12 +151,18 @@ async fn killing_an_instance_heals_the_counts_of_the_others() {
             _ => {}
         }
     }
-    assert!(started.elapsed() < Duration::from_secs(15), "healed within 15 s");
+    assert!(
+        started.elapsed() < Duration::from_secs(15),
+        "healed within 15 s"
+    );
     left.sort();
     assert_eq!(left, ["bob", "carol"]);
     // The nicknames of the dead instance are free again.
     let _bob_again = Chat::join(&a, "bob").await;
-    assert!(redis.keys("chat:instance:*").iter().all(|k| !k.contains(&doomed_id(&doomed))));
+    assert!(redis
+        .keys("chat:instance:*")
+        .iter()
+        .all(|k| !k.contains(&doomed_id(&doomed))));
 }
 
 fn doomed_id(server: &Server) -> String {
@@ -157,9 +183,11 @@ async fn a_redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
     b1.expect_count(3).await;
 
     redis.stop();
-    eventually("instance A reports Redis degraded", Duration::from_secs(15), || async {
-        a.health().await["redis"] == "degraded"
-    })
+    eventually(
+        "instance A reports Redis degraded",
+        Duration::from_secs(15),
+        || async { a.health().await["redis"] == "degraded" },
+    )
     .await;
     assert_eq!(a.get("/healthz").await.0, 200, "degraded still serves");
     a1.say("during outage").await;
@@ -167,9 +195,11 @@ async fn a_redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
     assert_eq!(a1.expect_message().await.text, "during outage");
 
     redis.restart();
-    eventually("both instances report Redis ok", Duration::from_secs(20), || async {
-        a.health().await["redis"] == "ok" && b.health().await["redis"] == "ok"
-    })
+    eventually(
+        "both instances report Redis ok",
+        Duration::from_secs(20),
+        || async { a.health().await["redis"] == "ok" && b.health().await["redis"] == "ok" },
+    )
     .await;
     // Presence was registered again in the empty Redis: counts are totals.
     b1.expect_count(3).await;
@@ -201,8 +231,10 @@ async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
         server.health().await["redis"] == "ok"
     })
     .await;
-    eventually("the member is registered in Redis", Duration::from_secs(10), || async {
-        redis.keys("chat:room:general:members").len() == 1
-    })
+    eventually(
+        "the member is registered in Redis",
+        Duration::from_secs(10),
+        || async { redis.keys("chat:room:general:members").len() == 1 },
+    )
     .await;
 }

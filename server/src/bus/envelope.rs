@@ -37,7 +37,9 @@ impl Envelope {
     }
 
     pub fn encode(&self) -> Vec<u8> {
-        let except = self.except.map_or_else(|| "-".to_owned(), |id| id.to_string());
+        let except = self
+            .except
+            .map_or_else(|| "-".to_owned(), |id| id.to_string());
         let mut bytes = format!("{} {except} {}\n", self.origin, self.sent_at_us).into_bytes();
         bytes.extend_from_slice(self.frame.as_bytes());
         bytes

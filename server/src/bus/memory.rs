@@ -77,6 +77,9 @@ mod tests {
         assert_eq!(rx_a.recv().await.unwrap().as_str(), "hi");
         assert_eq!(rx_b.recv().await.unwrap().as_str(), "hi");
         tokio::task::yield_now().await;
-        assert!(rx_a.try_recv().is_err(), "the origin must not get its frame twice");
+        assert!(
+            rx_a.try_recv().is_err(),
+            "the origin must not get its frame twice"
+        );
     }
 }

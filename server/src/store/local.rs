@@ -27,7 +27,13 @@ struct Room {
 impl Local {
     /// Same rule as `claim.lua`: a nickname held by another session is
     /// taken; one held by the same session moves to the new connection.
-    pub fn claim(&mut self, room: &str, conn: ConnId, member: &Member, previous_key: Option<&str>) -> Claim {
+    pub fn claim(
+        &mut self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+    ) -> Claim {
         let room = self.rooms.entry(room.to_owned()).or_default();
         let key = member.pseudo.key();
         let mut claim = Claim::Joined;
@@ -53,7 +59,13 @@ impl Local {
     }
 
     /// Records a member decided elsewhere (by Redis).
-    pub fn mirror(&mut self, room: &str, conn: ConnId, member: &Member, previous_key: Option<&str>) {
+    pub fn mirror(
+        &mut self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+    ) {
         let room = self.rooms.entry(room.to_owned()).or_default();
         if let Some(old) = previous_key {
             room.pseudos.remove(old);
@@ -155,14 +167,23 @@ mod tests {
         let (c1, c2, c3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
         assert_eq!(local.claim("r", c1, &member("Al", s1), None), Claim::Joined);
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Taken);
-        assert_eq!(local.claim("other", c2, &member("al", s2), None), Claim::Joined);
-        assert_eq!(local.claim("r", c3, &member("al", s1), None), Claim::Reclaimed);
+        assert_eq!(
+            local.claim("other", c2, &member("al", s2), None),
+            Claim::Joined
+        );
+        assert_eq!(
+            local.claim("r", c3, &member("al", s1), None),
+            Claim::Reclaimed
+        );
         assert_eq!(local.count("r"), 1);
         // The stale connection leaving does not free the reclaimed nickname.
         assert!(!local.leave("r", c1, &member("Al", s1)));
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Taken);
         // Renaming frees the old nickname.
-        assert_eq!(local.claim("r", c3, &member("bo", s1), Some("al")), Claim::Joined);
+        assert_eq!(
+            local.claim("r", c3, &member("bo", s1), Some("al")),
+            Claim::Joined
+        );
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Joined);
         assert_eq!(local.count("r"), 2);
     }

@@ -63,20 +63,31 @@ impl Store {
 
     /// Takes `member.pseudo` in the room for the connection; `previous` is
     /// the nickname it replaces on a rename.
-    pub async fn claim(&self, room: &str, conn: ConnId, member: &Member, previous: Option<&Pseudo>) -> Claim {
+    pub async fn claim(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous: Option<&Pseudo>,
+    ) -> Claim {
         let previous_key = previous.map(Pseudo::key);
         if let Some(redis) = &self.redis {
-            match redis.claim(room, conn, member, previous_key.as_deref()).await {
+            match redis
+                .claim(room, conn, member, previous_key.as_deref())
+                .await
+            {
                 Ok(claim) => {
                     if claim != Claim::Taken {
-                        self.local().mirror(room, conn, member, previous_key.as_deref());
+                        self.local()
+                            .mirror(room, conn, member, previous_key.as_deref());
                     }
                     return claim;
                 }
                 Err(err) => redis_failed("claim", &err),
             }
         }
-        self.local().claim(room, conn, member, previous_key.as_deref())
+        self.local()
+            .claim(room, conn, member, previous_key.as_deref())
     }
 
     /// True if the connection was still the member (not replaced by a newer
@@ -130,7 +141,8 @@ impl Store {
     /// Records a relay client under its action, with its registration
     /// message (the first JSON it sent).
     pub async fn relay_register(&self, action: &str, id: ConnId, registration: &Utf8Bytes) {
-        self.local().relay_register(action, id, registration.clone());
+        self.local()
+            .relay_register(action, id, registration.clone());
         if let Some(redis) = &self.redis {
             if let Err(err) = redis.relay_register(action, id, registration).await {
                 redis_failed("relay_register", &err);

@@ -137,7 +137,11 @@ impl RedisStore {
             .ignore()
             .set(self.keys.relay_client(id), registration)
             .ignore()
-            .hset(self.keys.instance_relay(self.instance), id.to_string(), action)
+            .hset(
+                self.keys.instance_relay(self.instance),
+                id.to_string(),
+                action,
+            )
             .ignore()
             .query_async(&mut self.conn.clone())
             .await

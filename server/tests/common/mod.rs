@@ -164,7 +164,9 @@ impl Server {
                 sink.lock().unwrap().push(line);
             }
         });
-        let listening = rx.recv_timeout(Duration::from_secs(30)).expect("server says listening");
+        let listening = rx
+            .recv_timeout(Duration::from_secs(30))
+            .expect("server says listening");
         let http = listening["http"].as_str().unwrap().parse().unwrap();
         let relay = listening["relay"].as_str().map(|a| a.parse().unwrap());
         Server {
@@ -236,9 +238,15 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
     let mut response = String::new();
     stream.read_to_string(&mut response).await.unwrap();
     let status = response[9..12].parse().unwrap();
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b)
+        .unwrap_or("");
     // Chunked bodies: keep only the payload lines.
-    let body = if response.to_ascii_lowercase().contains("transfer-encoding: chunked") {
+    let body = if response
+        .to_ascii_lowercase()
+        .contains("transfer-encoding: chunked")
+    {
         body.split("\r\n")
             .enumerate()
             .filter(|(i, _)| i % 2 == 1)
@@ -287,6 +295,10 @@ impl Client {
         Client { ws }
     }
 
+    pub fn from_stream(ws: Socket) -> Client {
+        Client { ws }
+    }
+
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
     }
@@ -314,7 +326,9 @@ impl Client {
     pub async fn receive_within(&mut self, timeout: Duration) -> Option<Received> {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            let next = tokio::time::timeout_at(deadline, self.ws.next()).await.ok()?;
+            let next = tokio::time::timeout_at(deadline, self.ws.next())
+                .await
+                .ok()?;
             match next {
                 Some(Ok(Message::Text(text))) => return Some(Received::Text(text.to_string())),
                 Some(Ok(Message::Close(frame))) => {
@@ -380,7 +394,8 @@ impl Chat {
             session: Some(chat.session),
         })
         .await;
-        chat.expect(|e| matches!(e, ServerEvent::Joined { .. })).await;
+        chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
+            .await;
         chat
     }
 
@@ -420,7 +435,10 @@ impl Chat {
     }
 
     pub async fn expect_error(&mut self) -> app::protocol::ErrorCode {
-        match self.expect(|e| matches!(e, ServerEvent::Error { .. })).await {
+        match self
+            .expect(|e| matches!(e, ServerEvent::Error { .. }))
+            .await
+        {
             ServerEvent::Error { code, .. } => code,
             _ => unreachable!(),
         }
@@ -444,7 +462,10 @@ impl Chat {
                 None => return,
                 Some(Received::Text(text)) => {
                     let event: ServerEvent = serde_json::from_str(&text).unwrap();
-                    assert!(!matches!(event, ServerEvent::Message(_)), "unexpected {event:?}");
+                    assert!(
+                        !matches!(event, ServerEvent::Message(_)),
+                        "unexpected {event:?}"
+                    );
                 }
                 Some(Received::Close(code)) => panic!("closed: {code:?}"),
             }

@@ -1,0 +1,31 @@
+// PM2 process file for the release binary, as the original ran under PM2:
+//   pm2 start deploy/ecosystem.config.js    pm2 status websocket-server
+//   pm2 logs websocket-server               pm2 reload websocket-server
+//   pm2 stop websocket-server
+// Build first: cargo leptos build --release (or scripts/run.sh once).
+const path = require("path");
+const root = path.resolve(__dirname, "..");
+
+module.exports = {
+  apps: [
+    {
+      name: "websocket-server",
+      script: path.join(root, "target", "release", "server"),
+      interpreter: "none", // a native binary, not a Node script
+      cwd: root,
+      exec_mode: "fork",
+      autorestart: true,
+      // SIGTERM starts the drain (close sockets with 1012, clean Redis);
+      // give it the grace period and a little more before SIGKILL.
+      kill_timeout: 12000,
+      env: {
+        PORT: "4100",
+        RELAY_PORT: "8080",
+        // REDIS_URL: "redis://127.0.0.1:6379",
+        SHUTDOWN_GRACE_SECS: "10",
+        LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+        RUST_LOG: "info",
+      },
+    },
+  ],
+};

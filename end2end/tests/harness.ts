@@ -1,0 +1,111 @@
+// Real processes for the end-to-end tests: a private redis-server and server
+// instances of the release build, each on a free port, stopped after use.
+import { ChildProcess, spawn } from "node:child_process";
+import { createServer } from "node:net";
+import * as os from "node:os";
+import * as path from "node:path";
+import * as readline from "node:readline";
+import { expect, Page } from "@playwright/test";
+
+const root = path.resolve(__dirname, "..", "..");
+const binary = process.env.SERVER_BIN ?? path.join(root, "target", "release", "server");
+
+export async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const probe = createServer();
+    probe.on("error", reject);
+    probe.listen(0, "127.0.0.1", () => {
+      const address = probe.address();
+      probe.close(() => resolve(typeof address === "object" && address ? address.port : 0));
+    });
+  });
+}
+
+export interface Running {
+  url: string;
+  stop(): Promise<void>;
+}
+
+function stopper(child: ChildProcess): () => Promise<void> {
+  return () =>
+    new Promise((resolve) => {
+      if (child.exitCode !== null || child.signalCode !== null) return resolve();
+      child.once("exit", () => resolve());
+      child.kill("SIGTERM");
+    });
+}
+
+export async function startRedis(): Promise<Running> {
+  const port = await freePort();
+  const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  await new Promise<void>((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout! });
+    lines.on("line", (line) => {
+      if (line.includes("Ready to accept connections")) resolve();
+    });
+    child.once("exit", (code) => reject(new Error(`redis-server exited with ${code}`)));
+  });
+  return { url: `redis://127.0.0.1:${port}`, stop: stopper(child) };
+}
+
+/** Starts the release server on a free port; resolves once it listens. */
+export async function startServer(env: Record<string, string> = {}): Promise<Running> {
+  const child = spawn(binary, [], {
+    // Not the project root: a developer's .env there must not leak into tests.
+    cwd: os.tmpdir(),
+    env: {
+      ...process.env,
+      BIND: "127.0.0.1",
+      PORT: "0",
+      RELAY_PORT: "0",
+      LOG_FORMAT: "json",
+      RUST_LOG: "info",
+      LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+      ...env,
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  const http = await new Promise<string>((resolve, reject) => {
+    const lines = readline.createInterface({ input: child.stdout! });
+    lines.on("line", (line) => {
+      try {
+        const event = JSON.parse(line);
+        if (event.message === "listening") resolve(event.http);
+      } catch {
+        // not a log line of ours
+      }
+    });
+    child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
+  });
+  return { url: `http://${http}`, stop: stopper(child) };
+}
+
+/** Opens the chat and waits until the page is hydrated and connected. */
+export async function openChat(page: Page, url: string): Promise<void> {
+  await page.goto(url);
+  await expect(page.locator("main[data-hydrated=true]")).toBeVisible();
+  await expect(page.getByTestId("connection-status")).toHaveText("connected");
+}
+
+export async function join(page: Page, pseudo: string): Promise<void> {
+  await page.getByTestId("pseudo-input").fill(pseudo);
+  await page.getByTestId("join-button").click();
+  await expect(page.getByTestId("message-input")).toBeEnabled();
+}
+
+export async function say(page: Page, text: string): Promise<void> {
+  await page.getByTestId("message-input").fill(text);
+  await page.getByTestId("message-input").press("Enter");
+}
+
+/** Collects console errors and page errors, for a "no errors" assertion. */
+export function watchErrors(page: Page): string[] {
+  const errors: string[] = [];
+  page.on("console", (msg) => {
+    if (msg.type() === "error") errors.push(msg.text());
+  });
+  page.on("pageerror", (err) => errors.push(err.message));
+  return errors;
+}

@@ -1,0 +1,66 @@
+// A client that is not Rust (Node's `ws`, as the original server's users
+// had) against the relay protocol, on the dedicated relay port.
+import { expect, test } from "@playwright/test";
+import WebSocket from "ws";
+import { freePort, Running, startRedis, startServer } from "./harness";
+
+let redis: Running;
+let server: Running;
+let relayUrl: string;
+
+test.beforeAll(async () => {
+  redis = await startRedis();
+  const port = await freePort();
+  relayUrl = `ws://127.0.0.1:${port}`;
+  server = await startServer({ REDIS_URL: redis.url, RELAY_PORT: String(port) });
+});
+
+test.afterAll(async () => {
+  await server?.stop();
+  await redis?.stop();
+});
+
+/** Opens a socket and collects what it receives. */
+async function connect(): Promise<{ ws: WebSocket; inbox: string[]; closed: Promise<number> }> {
+  const ws = new WebSocket(relayUrl);
+  const inbox: string[] = [];
+  ws.on("message", (data) => inbox.push(data.toString()));
+  const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
+  await new Promise((resolve, reject) => {
+    ws.once("open", resolve);
+    ws.once("error", reject);
+  });
+  return { ws, inbox, closed };
+}
+
+async function registered(action: string) {
+  const client = await connect();
+  client.ws.send(JSON.stringify({ action, role: "compat" }));
+  await expect.poll(() => client.inbox.length).toBe(1);
+  const reply = JSON.parse(client.inbox.shift()!);
+  expect(reply).toEqual({ type: "registered", id: expect.any(String), action });
+  return client;
+}
+
+test("registration without an action is refused with close 1008", async () => {
+  const client = await connect();
+  client.ws.send(JSON.stringify({ hello: "world" }));
+  expect(await client.closed).toBe(1008);
+  expect(JSON.parse(client.inbox[0])).toMatchObject({ type: "error", error: expect.any(String) });
+});
+
+test("messages reach the other clients of the action, byte for byte", async () => {
+  const sender = await registered("compat");
+  const receiver = await registered("compat");
+  const bystander = await registered("elsewhere");
+  const frame = '{"temperature": 21.5, "unit":"C"}';
+  sender.ws.send(frame);
+  await expect.poll(() => receiver.inbox).toEqual([frame]);
+  sender.ws.send("not json");
+  await expect.poll(() => sender.inbox.length).toBe(1);
+  expect(JSON.parse(sender.inbox[0]).type).toBe("error");
+  await new Promise((r) => setTimeout(r, 300));
+  expect(receiver.inbox).toEqual([frame]);
+  expect(bystander.inbox).toEqual([]);
+  for (const c of [sender, receiver, bystander]) c.ws.close();
+});

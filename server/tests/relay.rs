@@ -1,0 +1,186 @@
+//! The action relay, wire-compatible with the original Node server.
+
+mod common;
+
+use common::{eventually, free_port, Client, Received, Redis, Server};
+use serde_json::{json, Value};
+use std::time::Duration;
+
+async fn register(url: &str, action: &str) -> (Client, String) {
+    let mut client = Client::connect(url).await;
+    client
+        .send_json(json!({"action": action, "name": "test"}))
+        .await;
+    let reply = client.json().await;
+    assert_eq!(reply["type"], "registered");
+    assert_eq!(reply["action"], action);
+    let id = reply["id"].as_str().unwrap().to_owned();
+    assert!(uuid::Uuid::parse_str(&id).is_ok());
+    (client, id)
+}
+
+async fn silent(client: &mut Client) {
+    match client.receive_within(Duration::from_millis(400)).await {
+        None => {}
+        Some(other) => panic!("expected nothing, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_bad_first_message_gets_an_error_and_close_1008() {
+    let server = Server::start(None, &[]);
+    for first in [
+        "not json".to_owned(),
+        "[1,2]".to_owned(),
+        "42".to_owned(),
+        json!({"name": "no action"}).to_string(),
+        json!({"action": ""}).to_string(),
+        json!({"action": 7}).to_string(),
+    ] {
+        let mut client = Client::connect(&server.relay_url()).await;
+        client.send_text(&first).await;
+        let error = client.json().await;
+        assert_eq!(error["type"], "error", "for {first}");
+        assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()));
+        assert_eq!(client.closed().await, Some(1008), "for {first}");
+    }
+}
+
+#[tokio::test]
+async fn forwards_to_every_other_client_of_the_action_only() {
+    let server = Server::start(None, &[]);
+    let url = server.relay_url();
+    let (mut sender, _) = register(&url, "lights").await;
+    let (mut peer1, _) = register(&url, "lights").await;
+    let (mut peer2, _) = register(&url, "lights").await;
+    let (mut other, _) = register(&url, "music").await;
+
+    let frames = [r#"{"on": true,  "level":3}"#, "[1, 2]", "\"text\"", "null"];
+    for frame in frames {
+        sender.send_text(frame).await;
+    }
+    for peer in [&mut peer1, &mut peer2] {
+        for frame in frames {
+            match peer.receive().await {
+                Received::Text(text) => assert_eq!(text, frame, "byte for byte"),
+                other => panic!("{other:?}"),
+            }
+        }
+    }
+    silent(&mut sender).await;
+    silent(&mut other).await;
+
+    // A frame that is not JSON is refused, not forwarded; the client stays.
+    sender.send_text("{oops").await;
+    let error = sender.json().await;
+    assert_eq!(error["type"], "error");
+    silent(&mut peer1).await;
+    sender.send_text("{\"still\":\"open\"}").await;
+    assert!(matches!(peer1.receive().await, Received::Text(t) if t == "{\"still\":\"open\"}"));
+}
+
+#[tokio::test]
+async fn binary_oversize_and_floods_are_answered() {
+    let server = Server::start(
+        None,
+        &[
+            ("MAX_MESSAGE_BYTES", "2048"),
+            ("RATE_LIMIT_PER_SEC", "5"),
+            ("RATE_LIMIT_BURST", "5"),
+        ],
+    );
+    let url = server.relay_url();
+    let (mut client, _) = register(&url, "a").await;
+    client.send_binary(vec![0, 1, 2]).await;
+    let error = client.json().await;
+    assert_eq!(error["type"], "error");
+    assert!(error["error"].as_str().unwrap().contains("binary"));
+
+    let (mut big, _) = register(&url, "a").await;
+    big.send_text(&format!("\"{}\"", "x".repeat(4096))).await;
+    assert_eq!(big.closed().await, Some(1009));
+
+    let (mut flood, _) = register(&url, "a").await;
+    let mut rate_errors = 0;
+    let code = loop {
+        if !flood.try_send_text("{}").await {
+            break flood.closed().await;
+        }
+        match flood.receive_within(Duration::from_millis(100)).await {
+            Some(Received::Text(t)) if t.contains("too many") => rate_errors += 1,
+            Some(Received::Close(code)) => break code,
+            _ => {}
+        }
+    };
+    assert!(rate_errors > 0);
+    assert_eq!(code, Some(1008));
+}
+
+#[tokio::test]
+async fn the_dedicated_relay_port_accepts_any_path() {
+    let port = free_port();
+    let server = Server::start(None, &[("RELAY_PORT", &port.to_string())]);
+    assert_eq!(server.relay.unwrap().port(), port);
+    let url = format!("ws://127.0.0.1:{port}/any/path");
+    let (mut a, _) = register(&url, "x").await;
+    let (mut b, _) = register(&format!("ws://127.0.0.1:{port}"), "x").await;
+    a.send_text("{\"hello\":1}").await;
+    assert!(matches!(b.receive().await, Received::Text(t) if t == "{\"hello\":1}"));
+}
+
+#[tokio::test]
+async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+    let (mut on_a, id_a) = register(&a.relay_url(), "sync").await;
+    let (mut on_b, id_b) = register(&b.relay_url(), "sync").await;
+    let (_other, id_other) = register(&b.relay_url(), "other").await;
+
+    let mut ids = vec![id_a.clone(), id_b.clone()];
+    ids.sort();
+    assert_eq!(redis.smembers("chat:relay:action:sync"), ids);
+    assert_eq!(redis.smembers("chat:relay:action:other"), [id_other]);
+
+    for i in 0..10 {
+        on_a.send_json(json!({"seq": i})).await;
+    }
+    for i in 0..10 {
+        assert_eq!(on_b.json().await, json!({"seq": i}));
+    }
+    silent(&mut on_a).await;
+    on_b.send_json(json!({"back": true})).await;
+    assert_eq!(on_a.json().await, json!({"back": true}));
+
+    on_a.close().await;
+    eventually(
+        "the closed client leaves Redis",
+        Duration::from_secs(5),
+        || async { redis.smembers("chat:relay:action:sync") == [id_b.clone()] },
+    )
+    .await;
+    let registration: Option<String> = redis::cmd("GET")
+        .arg(format!("chat:relay:client:{id_b}"))
+        .query(&mut redis.connection().unwrap())
+        .unwrap();
+    let registration: Value = serde_json::from_str(&registration.unwrap()).unwrap();
+    assert_eq!(registration["name"], "test", "registration data is kept");
+}
+
+#[tokio::test]
+async fn a_crashed_instances_ids_are_swept() {
+    let redis = Redis::start();
+    let fast = [("HEARTBEAT_TTL_SECS", "3")];
+    let a = Server::start(Some(&redis), &fast);
+    let mut doomed = Server::start(Some(&redis), &fast);
+    let (_kept, kept_id) = register(&a.relay_url(), "job").await;
+    let (_lost, _) = register(&doomed.relay_url(), "job").await;
+    assert_eq!(redis.smembers("chat:relay:action:job").len(), 2);
+    doomed.kill9();
+    eventually(
+        "the dead instance's ids are swept",
+        Duration::from_secs(15),
+        || async { redis.smembers("chat:relay:action:job") == [kept_id.clone()] },
+    )
+    .await;
+}
