@@ -184,3 +184,64 @@ async fn a_crashed_instances_ids_are_swept() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_client_that_stops_answering_pings_is_dropped_and_unregistered() {
+    let server = Server::start(None, &[("PING_INTERVAL_SECS", "1")]);
+    let (_silent, _) = register(&server.relay_url(), "k").await;
+    let (mut alive, _) = register(&server.relay_url(), "k").await;
+    assert_eq!(server.health().await["connections"]["relay"], 2);
+    // `alive` keeps reading, so its WebSocket answers the pings; `_silent`
+    // never reads again, so it never answers.
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while server.health().await["connections"]["relay"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "silent client dropped"
+        );
+        assert!(alive
+            .receive_within(Duration::from_millis(200))
+            .await
+            .is_none());
+    }
+    assert!(
+        alive.receive_within(Duration::from_secs(3)).await.is_none(),
+        "still connected"
+    );
+    assert_eq!(server.health().await["connections"]["relay"], 1);
+}
+
+#[tokio::test]
+async fn a_slow_consumer_is_disconnected_not_buffered() {
+    let server = Server::start(
+        None,
+        &[
+            ("OUTBOUND_QUEUE", "4"),
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ],
+    );
+    let (mut sender, _) = register(&server.relay_url(), "bulk").await;
+    let (mut slow, _) = register(&server.relay_url(), "bulk").await;
+    let frame = format!("\"{}\"", "x".repeat(60_000));
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    // The slow client never reads: once the kernel buffers are full its
+    // queue fills and the server drops it.
+    while server.health().await["connections"]["relay"] != 1 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "slow consumer dropped"
+        );
+        for _ in 0..20 {
+            sender.send_text(&frame).await;
+        }
+    }
+    let (_, metrics) = server.get("/metrics").await;
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("slow_consumers_total{kind=\"relay\"}") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    assert_eq!(slow.closed().await, Some(1013));
+}

@@ -238,3 +238,31 @@ async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
     )
     .await;
 }
+
+#[tokio::test]
+async fn a_burst_of_joins_costs_each_client_a_few_count_frames() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+    let mut observer = Chat::join(&a, "observer").await;
+    observer.expect_count(1).await;
+    const JOINS: u64 = 100;
+    let mut crowd = Vec::new();
+    for i in 0..JOINS {
+        let server = if i % 2 == 0 { &a } else { &b };
+        crowd.push(Chat::join(server, &format!("p{i}")).await);
+    }
+    let mut count_frames = 0;
+    loop {
+        if let ServerEvent::Count { count } = observer.event().await {
+            count_frames += 1;
+            if count == JOINS + 1 {
+                break;
+            }
+        }
+    }
+    assert!(
+        count_frames < JOINS / 4,
+        "{count_frames} count frames for {JOINS} joins"
+    );
+}

@@ -156,12 +156,14 @@ impl Server {
         let sink = logs.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
-                if let Ok(json) = serde_json::from_str::<Value>(&line) {
-                    if json["message"] == "listening" {
-                        let _ = tx.send(json);
-                    }
+                let listening = serde_json::from_str::<Value>(&line)
+                    .ok()
+                    .filter(|json| json["message"] == "listening");
+                // Recorded before it is announced, so tests can read it back.
+                sink.lock().unwrap_or_else(|e| e.into_inner()).push(line);
+                if let Some(json) = listening {
+                    let _ = tx.send(json);
                 }
-                sink.lock().unwrap().push(line);
             }
         });
         let listening = rx
