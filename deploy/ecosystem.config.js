@@ -18,13 +18,15 @@ module.exports = {
       // SIGTERM starts the drain (close sockets with 1012, clean Redis);
       // give it the grace period and a little more before SIGKILL.
       kill_timeout: 12000,
+      // Values from the environment of `pm2 start` win, so one file serves
+      // several instances: PORT=4101 RELAY_PORT=8081 pm2 start ... --name chat-2
       env: {
-        PORT: "4100",
-        RELAY_PORT: "8080",
-        // REDIS_URL: "redis://127.0.0.1:6379",
+        PORT: process.env.PORT || "4100",
+        RELAY_PORT: process.env.RELAY_PORT || "8080",
+        ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
         SHUTDOWN_GRACE_SECS: "10",
         LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
-        RUST_LOG: "info",
+        RUST_LOG: process.env.RUST_LOG || "info",
       },
     },
   ],
