@@ -13,7 +13,8 @@ use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use serde_json::{json, Value};
+use serde::Serialize;
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -114,8 +115,10 @@ impl RelaySession {
             .bus
             .subscribe(&topic, self.id, self.peer.clone())
             .await;
-        let reply = json!({"type": "registered", "id": self.id, "action": action});
-        self.peer.send(reply.to_string().into());
+        self.peer.send(encode(&Reply::Registered {
+            id: self.id,
+            action: &action,
+        }));
         tracing::info!(conn = %self.id, action, "relay client registered");
         self.action = Some((action, topic));
         None
@@ -142,13 +145,39 @@ fn registration_action(text: &str) -> Result<String, String> {
     }
 }
 
+/// The relay's replies, with keys in the original's order.
+#[derive(Serialize)]
+#[serde(tag = "type", rename_all = "snake_case")]
+enum Reply<'a> {
+    Registered { id: ConnId, action: &'a str },
+    Error { error: &'a str },
+}
+
+fn encode(reply: &Reply) -> Utf8Bytes {
+    // A tag and strings: serialization cannot fail.
+    serde_json::to_string(reply)
+        .expect("relay replies serialize")
+        .into()
+}
+
 fn error_frame(reason: &str) -> Utf8Bytes {
-    json!({"type": "error", "error": reason}).to_string().into()
+    encode(&Reply::Error { error: reason })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn replies_keep_the_original_key_order() {
+        let id = Uuid::nil();
+        let registered = encode(&Reply::Registered { id, action: "a" });
+        assert_eq!(
+            registered.as_str(),
+            format!(r#"{{"type":"registered","id":"{id}","action":"a"}}"#)
+        );
+        assert_eq!(error_frame("x").as_str(), r#"{"type":"error","error":"x"}"#);
+    }
 
     #[test]
     fn registration_rules() {
