@@ -12,10 +12,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
 /// The two halves of the Redis link, set by the tasks that use them.
-#[derive(Default)]
 pub struct RedisStatus {
     pubsub: AtomicBool,
     commands: AtomicBool,
+}
+
+impl Default for RedisStatus {
+    /// Commands are presumed to work until one fails, so that the first
+    /// clients are registered in Redis rather than locally; pub/sub is down
+    /// until its connection is made.
+    fn default() -> Self {
+        RedisStatus {
+            pubsub: AtomicBool::new(false),
+            commands: AtomicBool::new(true),
+        }
+    }
 }
 
 impl RedisStatus {

@@ -190,9 +190,9 @@ fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppS
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("REDIS_URL is invalid")?;
             let keys = Keys::new(&config.redis_prefix);
-            let redis = RedisStore::new(client.clone(), keys.clone(), instance)
-                .context("cannot set up the Redis connection (REDIS_URL)")?;
             let status = Arc::new(RedisStatus::default());
+            let redis = RedisStore::new(client.clone(), keys.clone(), instance, status.clone())
+                .context("cannot set up the Redis connection (REDIS_URL)")?;
             let supervisor = bus::redis::Supervisor {
                 client,
                 keys,

@@ -40,6 +40,7 @@ pub struct RedisBus {
     conn: ConnectionManager,
     keys: Keys,
     sync: mpsc::UnboundedSender<SyncRequest>,
+    status: Arc<RedisStatus>,
 }
 
 /// What the supervisor task needs.
@@ -64,6 +65,7 @@ impl RedisBus {
             conn,
             keys: supervisor.keys.clone(),
             sync,
+            status: supervisor.status.clone(),
         };
         (bus, supervisor.run(requests))
     }
@@ -80,26 +82,28 @@ impl RedisBus {
     }
 
     pub async fn publish(&self, topic: &Topic, envelope: &Envelope) {
-        let channel = self.keys.channel(topic);
-        let result: redis::RedisResult<()> =
-            self.conn.clone().publish(&channel, envelope.encode()).await;
+        self.send(self.keys.channel(topic), envelope.encode()).await;
+    }
+
+    pub async fn publish_presence(&self, room: &str) {
+        self.send(self.keys.presence_channel(), room.as_bytes().to_vec())
+            .await;
+    }
+
+    /// Publishes unless Redis is known to be down (then other instances
+    /// miss it: local delivery already happened).
+    async fn send(&self, channel: String, payload: Vec<u8>) {
+        if !self.status.commands_up() {
+            metrics::error("redis", "publish");
+            return;
+        }
+        let result: redis::RedisResult<()> = self.conn.clone().publish(&channel, payload).await;
         if let Err(err) = result {
             // One line per frame would flood the log during an outage: the
             // supervisor reports the outage, the counter counts the losses.
             metrics::error("redis", "publish");
             tracing::debug!(channel, error = %err, "publish failed; delivered locally only");
-        }
-    }
-
-    pub async fn publish_presence(&self, room: &str) {
-        let result: redis::RedisResult<()> = self
-            .conn
-            .clone()
-            .publish(self.keys.presence_channel(), room)
-            .await;
-        if let Err(err) = result {
-            metrics::error("redis", "publish");
-            tracing::debug!(room, error = %err, "presence publish failed");
+            self.status.set_commands(false);
         }
     }
 }

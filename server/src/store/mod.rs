@@ -55,6 +55,11 @@ impl Store {
         self.redis.as_ref()
     }
 
+    /// Redis, unless it is known to be unreachable right now.
+    fn reachable(&self) -> Option<&RedisStore> {
+        self.redis.as_ref().filter(|r| r.status().commands_up())
+    }
+
     fn local(&self) -> MutexGuard<'_, Local> {
         // A panic while holding this lock cannot leave the maps half-updated
         // in a way that matters more than losing the whole instance would.
@@ -71,7 +76,7 @@ impl Store {
         previous: Option<&Pseudo>,
     ) -> Claim {
         let previous_key = previous.map(Pseudo::key);
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             match redis
                 .claim(room, conn, member, previous_key.as_deref())
                 .await
@@ -83,7 +88,7 @@ impl Store {
                     }
                     return claim;
                 }
-                Err(err) => redis_failed("claim", &err),
+                Err(err) => redis_failed(redis, "claim", &err),
             }
         }
         self.local()
@@ -94,10 +99,10 @@ impl Store {
     /// connection of the same session, nor swept).
     pub async fn leave(&self, room: &str, conn: ConnId, member: &Member) -> bool {
         let local = self.local().leave(room, conn, member);
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             match redis.leave(room, conn, member).await {
                 Ok(removed) => return removed,
-                Err(err) => redis_failed("leave", &err),
+                Err(err) => redis_failed(redis, "leave", &err),
             }
         }
         local
@@ -105,20 +110,20 @@ impl Store {
 
     /// Participants of the room: all instances with Redis, this one without.
     pub async fn count(&self, room: &str) -> u64 {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             match redis.count(room).await {
                 Ok(count) => return count,
-                Err(err) => redis_failed("count", &err),
+                Err(err) => redis_failed(redis, "count", &err),
             }
         }
         self.local().count(room)
     }
 
     pub async fn append_history(&self, room: &str, frame: &Utf8Bytes) {
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             match redis.append_history(room, frame).await {
                 Ok(()) => return,
-                Err(err) => redis_failed("history", &err),
+                Err(err) => redis_failed(redis, "history", &err),
             }
         }
         self.local().append_history(room, frame.clone());
@@ -128,10 +133,10 @@ impl Store {
     /// it is among them (a reconnecting client catching up).
     pub async fn history(&self, room: &str, after: Option<Uuid>) -> Vec<Utf8Bytes> {
         let mut frames = None;
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             match redis.history(room).await {
                 Ok(f) => frames = Some(f),
-                Err(err) => redis_failed("history", &err),
+                Err(err) => redis_failed(redis, "history", &err),
             }
         }
         let frames = frames.unwrap_or_else(|| self.local().history(room));
@@ -143,18 +148,18 @@ impl Store {
     pub async fn relay_register(&self, action: &str, id: ConnId, registration: &Utf8Bytes) {
         self.local()
             .relay_register(action, id, registration.clone());
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             if let Err(err) = redis.relay_register(action, id, registration).await {
-                redis_failed("relay_register", &err);
+                redis_failed(redis, "relay_register", &err);
             }
         }
     }
 
     pub async fn relay_unregister(&self, action: &str, id: ConnId) {
         self.local().relay_unregister(action, id);
-        if let Some(redis) = &self.redis {
+        if let Some(redis) = self.reachable() {
             if let Err(err) = redis.relay_unregister(action, id).await {
-                redis_failed("relay_unregister", &err);
+                redis_failed(redis, "relay_unregister", &err);
             }
         }
     }
@@ -183,9 +188,10 @@ impl Store {
     }
 }
 
-fn redis_failed(operation: &'static str, err: &::redis::RedisError) {
+fn redis_failed(redis: &RedisStore, operation: &'static str, err: &::redis::RedisError) {
     metrics::error("redis", operation);
-    tracing::warn!(operation, error = %err, "Redis call failed; using this instance's local state");
+    tracing::warn!(operation, error = %err, "Redis call failed; using this instance's local state until it answers again");
+    redis.status().set_commands(false);
 }
 
 fn since(frames: Vec<Utf8Bytes>, after: Option<Uuid>) -> Vec<Utf8Bytes> {

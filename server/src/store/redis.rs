@@ -5,12 +5,13 @@
 
 use super::keys::Keys;
 use super::{Claim, Member};
+use crate::health::RedisStatus;
 use crate::hub::ConnId;
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisResult, Script};
-use std::sync::LazyLock;
+use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -23,13 +24,19 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     instance: Uuid,
+    status: Arc<RedisStatus>,
 }
 
 impl RedisStore {
     /// Creates the connection lazily: an unreachable Redis at start must not
     /// stop the server, so the first command connects (and later ones
     /// reconnect). Short timeouts keep an outage from stalling clients.
-    pub fn new(client: redis::Client, keys: Keys, instance: Uuid) -> RedisResult<Self> {
+    pub fn new(
+        client: redis::Client,
+        keys: Keys,
+        instance: Uuid,
+        status: Arc<RedisStatus>,
+    ) -> RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
             .set_connection_timeout(Some(Duration::from_secs(1)))
             .set_response_timeout(Some(Duration::from_secs(2)))
@@ -40,7 +47,15 @@ impl RedisStore {
             conn,
             keys,
             instance,
+            status,
         })
+    }
+
+    /// Whether the last command got an answer. While it did not, callers
+    /// skip Redis instead of waiting for a timeout on every message; the
+    /// heartbeat keeps probing and flips it back.
+    pub fn status(&self) -> &RedisStatus {
+        &self.status
     }
 
     pub fn keys(&self) -> &Keys {
