@@ -70,11 +70,16 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
     // arrives twice at worst (clients drop repeats by id), never not at all.
     app.bus.subscribe(&topic, id, peer.clone()).await;
     let history = app.store.history(&room, last_seen).await;
-    let replayed = socket::Replayed::new(&history);
-    peer.send(history_frame(&history));
-    peer.send(encode(&ServerEvent::Count {
-        count: app.store.count(&room).await,
-    }));
+    let count = app.store.count(&room).await;
+    // Written before anything queued meanwhile, which follows in order
+    // (minus the events the history already holds).
+    let preamble = socket::Preamble {
+        replayed: socket::Replayed::new(&history),
+        frames: vec![
+            history_frame(&history),
+            encode(&ServerEvent::Count { count }),
+        ],
+    };
 
     let mut chat = ChatSession {
         app: app.clone(),
@@ -88,7 +93,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
         socket,
         peer,
         queue,
-        replayed,
+        preamble,
         &mut chat,
         &app.limits,
         &app.shutdown,
@@ -184,12 +189,17 @@ impl ChatSession {
             pseudo,
             session: session.unwrap_or_else(Uuid::new_v4),
         };
+        // Recorded before any await, so that a connection cut short from
+        // here on still releases the nickname when it closes (releasing one
+        // it never got is harmless).
+        self.member = Some(member.clone());
         let claim = self
             .app
             .store
             .claim(&self.room, self.id, &member, None)
             .await;
         if claim == Claim::Taken {
+            self.member = None;
             let message = format!("the nickname {} is taken in this room", member.pseudo);
             return self.refuse(ErrorCode::PseudoTaken, message);
         }
@@ -207,7 +217,6 @@ impl ChatSession {
             .await;
         }
         self.app.presence_changed(&self.room).await;
-        self.member = Some(member);
     }
 
     async fn rename(&mut self, raw: &str) {
@@ -234,6 +243,7 @@ impl ChatSession {
             let message = format!("the nickname {} is taken in this room", member.pseudo);
             return self.refuse(ErrorCode::PseudoTaken, message);
         }
+        self.member = Some(member.clone());
         self.confirm(&member);
         announce(
             &self.app,
@@ -243,7 +253,6 @@ impl ChatSession {
             Some(current.pseudo.to_string()),
         )
         .await;
-        self.member = Some(member);
     }
 
     async fn say(&mut self, raw: &str) {
@@ -265,6 +274,12 @@ impl ChatSession {
 
     async fn leave(&mut self) {
         self.app.bus.unsubscribe(&self.topic, self.id);
+        // On shutdown the instance's entries are removed all at once after
+        // a short wait, so that people who reconnect elsewhere meanwhile
+        // reclaim their nickname instead of "leaving" and "joining".
+        if self.app.shutdown.is_cancelled() {
+            return;
+        }
         if let Some(member) = self.member.take() {
             if self.app.store.leave(&self.room, self.id, &member).await {
                 announce_departure(&self.app, &self.room, member.pseudo.as_str()).await;

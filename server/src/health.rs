@@ -15,6 +15,8 @@ use std::sync::Arc;
 pub struct RedisStatus {
     pubsub: AtomicBool,
     commands: AtomicBool,
+    /// A change was made locally only: Redis must be resynced.
+    stale: AtomicBool,
 }
 
 impl Default for RedisStatus {
@@ -25,6 +27,7 @@ impl Default for RedisStatus {
         RedisStatus {
             pubsub: AtomicBool::new(false),
             commands: AtomicBool::new(true),
+            stale: AtomicBool::new(false),
         }
     }
 }
@@ -38,6 +41,15 @@ impl RedisStatus {
     pub fn set_commands(&self, up: bool) {
         self.commands.store(up, Ordering::Relaxed);
         metrics::redis_up(self.is_up());
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// True (once) if a change was made locally only since the last call.
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::Relaxed)
     }
 
     pub fn commands_up(&self) -> bool {

@@ -42,7 +42,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use socket::Limits;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{keys::Keys, RedisStore, Store};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
@@ -145,6 +145,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     }
 
     app.tasks.close();
+    let drain_started = Instant::now();
     let grace = app.config.shutdown_grace();
     if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
         tracing::warn!(
@@ -153,16 +154,32 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         );
     }
     if let Some(redis) = redis {
-        match tokio::time::timeout(std::time::Duration::from_secs(2), redis.remove_instance()).await
-        {
-            Ok(Ok(())) => tracing::info!("removed this instance from Redis"),
-            _ => tracing::warn!(
-                "could not remove this instance from Redis; the others will sweep it"
-            ),
-        }
+        leave_cluster(&app, &redis, grace.saturating_sub(drain_started.elapsed())).await;
     }
     tracing::info!("stopped");
     Ok(())
+}
+
+/// How long closed clients get to reconnect to another instance and reclaim
+/// their nickname before this instance's entries are removed.
+const RECLAIM_WINDOW: Duration = Duration::from_secs(2);
+
+/// Removes this instance's entries from Redis once its clients had a moment
+/// to reconnect elsewhere; only those who did not are announced as gone.
+async fn leave_cluster(app: &AppState, redis: &RedisStore, time_left: Duration) {
+    tokio::time::sleep(RECLAIM_WINDOW.min(time_left)).await;
+    match tokio::time::timeout(Duration::from_secs(2), redis.remove_instance()).await {
+        Ok(Ok(departed)) => {
+            for (room, pseudo) in &departed {
+                chat::announce_departure(app, room, pseudo).await;
+            }
+            tracing::info!(
+                departed = departed.len(),
+                "removed this instance from Redis"
+            );
+        }
+        _ => tracing::warn!("could not remove this instance from Redis; the others will sweep it"),
+    }
 }
 
 async fn serve(
@@ -191,8 +208,14 @@ fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppS
             let client = redis::Client::open(url.as_str()).context("REDIS_URL is invalid")?;
             let keys = Keys::new(&config.redis_prefix);
             let status = Arc::new(RedisStatus::default());
-            let redis = RedisStore::new(client.clone(), keys.clone(), instance, status.clone())
-                .context("cannot set up the Redis connection (REDIS_URL)")?;
+            let redis = RedisStore::new(
+                client.clone(),
+                keys.clone(),
+                instance,
+                config.heartbeat_ttl(),
+                status.clone(),
+            )
+            .context("cannot set up the Redis connection (REDIS_URL)")?;
             let supervisor = bus::redis::Supervisor {
                 client,
                 keys,

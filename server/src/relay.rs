@@ -47,7 +47,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket) {
         socket,
         peer,
         queue,
-        None,
+        socket::Preamble::default(),
         &mut relay,
         &app.limits,
         &app.shutdown,
@@ -56,7 +56,10 @@ async fn session(app: Arc<AppState>, socket: WebSocket) {
     let action = relay.action.take();
     if let Some((action, topic)) = &action {
         app.bus.unsubscribe(topic, id);
-        app.store.relay_unregister(action, id).await;
+        // On shutdown the instance's entries are removed all at once.
+        if !app.shutdown.is_cancelled() {
+            app.store.relay_unregister(action, id).await;
+        }
     }
     metrics::connection_closed(Kind::Relay);
     tracing::info!(
@@ -110,17 +113,20 @@ impl RelaySession {
             }
         };
         let topic = Topic::Action(action.clone());
+        // Recorded before any await, so that a connection cut short during
+        // registration is still unregistered when it closes.
+        self.action = Some((action.clone(), topic.clone()));
         self.app.store.relay_register(&action, self.id, &text).await;
-        self.app
-            .bus
-            .subscribe(&topic, self.id, self.peer.clone())
-            .await;
+        // The reply goes out before any peer's frame can be queued.
         self.peer.send(encode(&Reply::Registered {
             id: self.id,
             action: &action,
         }));
+        self.app
+            .bus
+            .subscribe(&topic, self.id, self.peer.clone())
+            .await;
         tracing::info!(conn = %self.id, action, "relay client registered");
-        self.action = Some((action, topic));
         None
     }
 }

@@ -99,13 +99,20 @@ impl Replayed {
     }
 }
 
+/// What a connection is sent before anything queued for it.
+#[derive(Default)]
+pub struct Preamble {
+    pub frames: Vec<Utf8Bytes>,
+    pub replayed: Option<Replayed>,
+}
+
 /// Runs the connection until either side closes it or `shutdown` fires.
 /// Returns why it ended, for the log.
 pub async fn drive<H: Handler>(
     socket: WebSocket,
     peer: Peer,
     queue: mpsc::Receiver<Utf8Bytes>,
-    replayed: Option<Replayed>,
+    preamble: Preamble,
     handler: &mut H,
     limits: &Limits,
     shutdown: &CancellationToken,
@@ -114,7 +121,7 @@ pub async fn drive<H: Handler>(
     let writer = write(
         sink,
         queue,
-        replayed,
+        preamble,
         peer.closer.clone(),
         limits.ping_interval,
     );
@@ -128,6 +135,9 @@ pub async fn drive<H: Handler>(
                 writer_done = true;
                 "connection lost while writing".to_owned()
             }
+            // Closed by the server (e.g. a slow consumer) while the reader
+            // waits for a client that may never send again.
+            _ = peer.closer.closed() => String::new(),
             _ = shutdown.cancelled() => {
                 peer.closer.close(close::RESTART, "service restart");
                 String::new()
@@ -137,8 +147,9 @@ pub async fn drive<H: Handler>(
     if !peer.closer.is_closed() {
         return reason;
     }
-    // We close: send the close frame, then wait for the client's, so that
-    // the socket is not reset while the client still reads our last frames.
+    // Send the close frame, then wait for the client's, so that the socket
+    // is not reset while the client still reads our last frames. A client
+    // that reads nothing gets the socket dropped after the timeout.
     let _ = timeout(CLOSE_FLUSH, async {
         if !writer_done {
             (&mut writer).await;
@@ -156,12 +167,21 @@ pub async fn drive<H: Handler>(
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
     mut queue: mpsc::Receiver<Utf8Bytes>,
-    mut replayed: Option<Replayed>,
+    preamble: Preamble,
     closer: Closer,
     ping_every: Duration,
 ) {
-    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    for frame in preamble.frames {
+        if sink.feed(Message::Text(frame)).await.is_err() {
+            return;
+        }
+    }
+    if sink.flush().await.is_err() {
+        return;
+    }
+    let mut replayed = preamble.replayed;
     let mut fresh = |frame: &Utf8Bytes| !replayed.as_mut().is_some_and(|r| r.seen(frame));
+    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     loop {
         tokio::select! {
             biased;
@@ -178,17 +198,23 @@ async fn write(
             }
             frame = queue.recv() => {
                 let Some(frame) = frame else { return };
-                if fresh(&frame) && sink.feed(Message::Text(frame)).await.is_err() {
-                    return;
-                }
-                for _ in 1..WRITE_BATCH {
-                    let Ok(frame) = queue.try_recv() else { break };
-                    if fresh(&frame) && sink.feed(Message::Text(frame)).await.is_err() {
-                        return;
+                let batch = async {
+                    if fresh(&frame) {
+                        sink.feed(Message::Text(frame)).await?;
                     }
-                }
-                if sink.flush().await.is_err() {
-                    return;
+                    for _ in 1..WRITE_BATCH {
+                        let Ok(frame) = queue.try_recv() else { break };
+                        if fresh(&frame) {
+                            sink.feed(Message::Text(frame)).await?;
+                        }
+                    }
+                    sink.flush().await
+                };
+                tokio::select! {
+                    written = batch => if written.is_err() { return },
+                    // A client too slow to take this batch is being closed:
+                    // stop waiting on its socket and go send the close.
+                    _ = closer.closed() => {}
                 }
             }
             _ = ping.tick() => {
@@ -236,7 +262,11 @@ async fn read<H: Handler>(
         let bytes = match &message {
             Message::Text(text) => text.len(),
             Message::Binary(data) => data.len(),
-            Message::Close(_) => return "client closed".to_owned(),
+            Message::Close(_) => {
+                // Through the writer, so that the close reply is flushed.
+                peer.closer.close(close::NORMAL, "client closed");
+                return "client closed".to_owned();
+            }
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         metrics::received(H::KIND, bytes);

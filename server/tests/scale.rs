@@ -271,3 +271,31 @@ async fn a_burst_of_joins_costs_each_client_a_few_count_frames() {
         "{count_frames} count frames for {JOINS} joins"
     );
 }
+
+#[tokio::test]
+async fn changes_made_while_redis_stalled_are_written_back() {
+    let redis = Redis::start();
+    let fast = [("HEARTBEAT_TTL_SECS", "3")];
+    let a = Server::start(Some(&redis), &fast);
+    let b = Server::start(Some(&redis), &fast);
+    let alice = Chat::join(&a, "alice").await;
+    let mut bob = Chat::join(&b, "bob").await;
+    bob.expect_count(2).await;
+
+    // Redis stops answering for a while; alice leaves meanwhile, so A can
+    // only record it locally.
+    let _: () = redis::cmd("CLIENT")
+        .arg("PAUSE")
+        .arg(4000)
+        .arg("ALL")
+        .query(&mut redis.connection().unwrap())
+        .unwrap();
+    alice.client.close().await;
+
+    // Once Redis answers again, A writes its view back: bob is told, and
+    // the count and the nickname are right again.
+    bob.expect(|e| matches!(e, ServerEvent::System(s) if s.kind == SystemKind::Left && s.pseudo == "alice"))
+        .await;
+    bob.expect_count(1).await;
+    let _alice_again = Chat::join(&b, "alice").await;
+}

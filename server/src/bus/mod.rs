@@ -42,14 +42,14 @@ impl Bus {
         &self.hub
     }
 
-    /// Adds a local listener. When it is this instance's first on the topic,
-    /// waits (briefly) until frames from other instances flow, so that a
-    /// history read afterwards leaves no gap.
+    /// Adds a local listener and waits (briefly) until frames from other
+    /// instances flow to it, so that a history read afterwards leaves no
+    /// gap. Every listener waits, not only the first: the second one to
+    /// arrive must not go ahead of the first one's subscription.
     pub async fn subscribe(&self, topic: &Topic, id: ConnId, peer: Peer) {
-        if self.hub.insert(topic, id, peer) {
-            if let Backend::Redis(redis) = &self.backend {
-                redis.sync_subscriptions().await;
-            }
+        self.hub.insert(topic, id, peer);
+        if let Backend::Redis(redis) = &self.backend {
+            redis.sync_subscriptions().await;
         }
     }
 

@@ -74,6 +74,13 @@ impl Local {
         room.members.insert(conn, member.clone());
     }
 
+    /// Drops a member that another connection of its session replaced.
+    pub fn forget(&mut self, room: &str, conn: ConnId) {
+        if let Some(room) = self.rooms.get_mut(room) {
+            room.members.remove(&conn);
+        }
+    }
+
     /// True if the connection was still a member.
     pub fn leave(&mut self, room_name: &str, conn: ConnId, member: &Member) -> bool {
         let Some(room) = self.rooms.get_mut(room_name) else {

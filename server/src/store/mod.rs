@@ -55,9 +55,15 @@ impl Store {
         self.redis.as_ref()
     }
 
-    /// Redis, unless it is known to be unreachable right now.
+    /// Redis, unless it is known to be unreachable right now (then the
+    /// change is made locally and Redis is marked for a resync).
     fn reachable(&self) -> Option<&RedisStore> {
-        self.redis.as_ref().filter(|r| r.status().commands_up())
+        let redis = self.redis.as_ref()?;
+        if redis.status().commands_up() {
+            return Some(redis);
+        }
+        redis.status().mark_stale();
+        None
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
@@ -81,10 +87,13 @@ impl Store {
                 .claim(room, conn, member, previous_key.as_deref())
                 .await
             {
-                Ok(claim) => {
+                Ok((claim, replaced)) => {
                     if claim != Claim::Taken {
-                        self.local()
-                            .mirror(room, conn, member, previous_key.as_deref());
+                        let mut local = self.local();
+                        if let Some(replaced) = replaced {
+                            local.forget(room, replaced);
+                        }
+                        local.mirror(room, conn, member, previous_key.as_deref());
                     }
                     return claim;
                 }
@@ -164,34 +173,74 @@ impl Store {
         }
     }
 
-    /// Writes this instance's members and relay clients to Redis again,
-    /// after Redis lost them (restart) or swept them (missed heartbeats).
-    /// Returns the rooms whose participants changed.
-    pub async fn register_again(&self, redis: &RedisStore) -> ::redis::RedisResult<Vec<String>> {
-        let (members, relay) = {
-            let local = self.local();
-            (local.members(), local.relay_clients())
-        };
-        let mut rooms = Vec::new();
-        for (room, conn, member) in members {
-            if redis.claim(&room, conn, &member, None).await? == Claim::Taken {
-                tracing::warn!(%conn, room, pseudo = %member.pseudo, "nickname taken elsewhere while Redis was away; keeping both");
+    /// Makes Redis hold exactly this instance's local view again, after
+    /// Redis lost entries (restart), swept them (missed heartbeats), or
+    /// missed changes that were made locally while it did not answer.
+    /// Returns the (room, nickname) of participants Redis still had but
+    /// who left meanwhile, and every room whose participants may have changed.
+    pub async fn resync(&self, redis: &RedisStore) -> ::redis::RedisResult<Resync> {
+        let stale = redis.remove_own_entries().await?;
+        let (members, relay) = self.snapshot();
+        for (room, conn, member) in &members {
+            if redis.claim(room, *conn, member, None).await?.0 == Claim::Taken {
+                tracing::warn!(%conn, room, pseudo = %member.pseudo, "nickname taken on another instance while Redis was away; both keep it");
             }
-            rooms.push(room);
         }
-        for (action, id, registration) in relay {
-            redis.relay_register(&action, id, &registration).await?;
+        for (action, id, registration) in &relay {
+            redis.relay_register(action, *id, registration).await?;
         }
+        // Whoever left while the entries above were written was removed
+        // from Redis before being written back: remove them again.
+        let (members_now, relay_now) = self.snapshot();
+        for (room, conn, member) in &members {
+            if !members_now.iter().any(|(_, c, _)| c == conn) {
+                redis.leave(room, *conn, member).await?;
+            }
+        }
+        for (action, id, _) in &relay {
+            if !relay_now.iter().any(|(_, i, _)| i == id) {
+                redis.relay_unregister(action, *id).await?;
+            }
+        }
+        let mut rooms: Vec<String> = stale
+            .iter()
+            .map(|(room, _)| room.clone())
+            .chain(members.iter().map(|(room, _, _)| room.clone()))
+            .collect();
         rooms.sort();
         rooms.dedup();
-        Ok(rooms)
+        let departed = stale
+            .into_iter()
+            .filter(|(room, pseudo)| {
+                !members_now
+                    .iter()
+                    .any(|(r, _, m)| r == room && m.pseudo.as_str() == pseudo)
+            })
+            .collect();
+        Ok(Resync { departed, rooms })
     }
+
+    fn snapshot(
+        &self,
+    ) -> (
+        Vec<(String, ConnId, Member)>,
+        Vec<(String, ConnId, Utf8Bytes)>,
+    ) {
+        let local = self.local();
+        (local.members(), local.relay_clients())
+    }
+}
+
+pub struct Resync {
+    pub departed: Vec<(String, String)>,
+    pub rooms: Vec<String>,
 }
 
 fn redis_failed(redis: &RedisStore, operation: &'static str, err: &::redis::RedisError) {
     metrics::error("redis", operation);
     tracing::warn!(operation, error = %err, "Redis call failed; using this instance's local state until it answers again");
     redis.status().set_commands(false);
+    redis.status().mark_stale();
 }
 
 fn since(frames: Vec<Utf8Bytes>, after: Option<Uuid>) -> Vec<Utf8Bytes> {

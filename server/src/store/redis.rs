@@ -15,6 +15,8 @@ use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
 
+const HISTORY_TTL_SECS: i64 = 7 * 24 * 3600;
+
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
 static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/purge.lua")));
@@ -24,6 +26,8 @@ pub struct RedisStore {
     conn: ConnectionManager,
     keys: Keys,
     instance: Uuid,
+    /// Lifetime of the heartbeat key.
+    ttl: Duration,
     status: Arc<RedisStatus>,
 }
 
@@ -35,6 +39,7 @@ impl RedisStore {
         client: redis::Client,
         keys: Keys,
         instance: Uuid,
+        ttl: Duration,
         status: Arc<RedisStatus>,
     ) -> RedisResult<Self> {
         let config = ConnectionManagerConfig::new()
@@ -47,6 +52,7 @@ impl RedisStore {
             conn,
             keys,
             instance,
+            ttl,
             status,
         })
     }
@@ -66,13 +72,15 @@ impl RedisStore {
         self.conn.clone()
     }
 
+    /// Takes the nickname; on a reclaim, also returns the connection that
+    /// gave way.
     pub async fn claim(
         &self,
         room: &str,
         conn: ConnId,
         member: &Member,
         previous_key: Option<&str>,
-    ) -> RedisResult<Claim> {
+    ) -> RedisResult<(Claim, Option<ConnId>)> {
         let key = member.pseudo.key();
         // The member as stored in the room's members hash; the scripts read
         // `key`, `session` and `instance` back.
@@ -96,10 +104,10 @@ impl RedisStore {
             .arg(self.keys.prefix())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(match (taken, replaced.is_empty()) {
-            (0, _) => Claim::Taken,
-            (_, true) => Claim::Joined,
-            (_, false) => Claim::Reclaimed,
+        Ok(match (taken, replaced.parse::<ConnId>()) {
+            (0, _) => (Claim::Taken, None),
+            (_, Ok(replaced)) => (Claim::Reclaimed, Some(replaced)),
+            (_, Err(_)) => (Claim::Joined, None),
         })
     }
 
@@ -126,6 +134,9 @@ impl RedisStore {
             .rpush(&key, frame)
             .ignore()
             .ltrim(&key, -(HISTORY_LEN as isize), -1)
+            .ignore()
+            // A room nobody talks in for a week is forgotten.
+            .expire(&key, HISTORY_TTL_SECS)
             .ignore()
             .query_async(&mut self.conn.clone())
             .await
@@ -178,13 +189,13 @@ impl RedisStore {
     /// Refreshes this instance's heartbeat. Returns false when the heartbeat
     /// had lapsed (first beat, Redis restarted empty, or this instance was
     /// swept as dead): the caller must then register its state again.
-    pub async fn heartbeat(&self, ttl: Duration) -> RedisResult<bool> {
+    pub async fn heartbeat(&self) -> RedisResult<bool> {
         let (previous,): (Option<String>,) = redis::pipe()
             .cmd("SET")
             .arg(self.keys.alive(self.instance))
             .arg(1)
             .arg("PX")
-            .arg(ttl.as_millis() as u64)
+            .arg(self.ttl.as_millis() as u64)
             .arg("GET")
             .sadd(self.keys.instances(), self.instance.to_string())
             .ignore()
@@ -199,9 +210,18 @@ impl RedisStore {
         self.purge("").await
     }
 
-    /// Removes all of this instance's entries (clean shutdown).
-    pub async fn remove_instance(&self) -> RedisResult<()> {
-        self.purge(&self.instance.to_string()).await.map(drop)
+    /// Removes all of this instance's entries, heartbeat included (clean
+    /// shutdown). Returns the (room, nickname) of the participants removed:
+    /// those who did not reconnect elsewhere meanwhile.
+    pub async fn remove_instance(&self) -> RedisResult<Vec<(String, String)>> {
+        self.purge(&self.instance.to_string()).await
+    }
+
+    /// Removes this instance's entries but keeps it alive (before a resync).
+    pub async fn remove_own_entries(&self) -> RedisResult<Vec<(String, String)>> {
+        let removed = self.remove_instance().await?;
+        self.heartbeat().await?;
+        Ok(removed)
     }
 
     async fn purge(&self, instance: &str) -> RedisResult<Vec<(String, String)>> {
