@@ -9,6 +9,11 @@ use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{HashMap, VecDeque};
 
+/// (room, connection, member)
+pub type MemberEntry = (String, ConnId, Member);
+/// (action, client id, registration message)
+pub type RelayEntry = (String, ConnId, Utf8Bytes);
+
 #[derive(Default)]
 pub struct Local {
     rooms: HashMap<String, Room>,
@@ -131,7 +136,7 @@ impl Local {
         }
     }
 
-    pub fn members(&self) -> Vec<(String, ConnId, Member)> {
+    pub fn members(&self) -> Vec<MemberEntry> {
         self.rooms
             .iter()
             .flat_map(|(name, room)| {
@@ -142,7 +147,7 @@ impl Local {
             .collect()
     }
 
-    pub fn relay_clients(&self) -> Vec<(String, ConnId, Utf8Bytes)> {
+    pub fn relay_clients(&self) -> Vec<RelayEntry> {
         self.relay
             .iter()
             .flat_map(|(action, clients)| {

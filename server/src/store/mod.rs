@@ -15,7 +15,7 @@ use crate::hub::ConnId;
 use crate::metrics;
 use app::protocol::Pseudo;
 use axum::extract::ws::Utf8Bytes;
-use local::Local;
+use local::{Local, MemberEntry, RelayEntry};
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
@@ -220,12 +220,7 @@ impl Store {
         Ok(Resync { departed, rooms })
     }
 
-    fn snapshot(
-        &self,
-    ) -> (
-        Vec<(String, ConnId, Member)>,
-        Vec<(String, ConnId, Utf8Bytes)>,
-    ) {
+    fn snapshot(&self) -> (Vec<MemberEntry>, Vec<RelayEntry>) {
         let local = self.local();
         (local.members(), local.relay_clients())
     }
