@@ -19,6 +19,8 @@ use uuid::Uuid;
 const SESSION_KEY: &str = "chat.session";
 const PSEUDO_KEY: &str = "chat.pseudo";
 const MAX_BACKOFF_MS: f64 = 10_000.0;
+/// A connection that stayed up this long resets the backoff.
+const STABLE_MS: f64 = 5_000.0;
 
 /// The handle the page uses to send frames.
 #[derive(Clone)]
@@ -62,9 +64,12 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
     let session = session();
     // The nickname to take again on every (re)connection.
     let mut pseudo = saved;
+    // A frame whose send failed: sent first on the next connection.
+    let mut unsent: Option<ClientMessage> = None;
     let mut failures: u32 = 0;
     loop {
         state.status.set(Status::Connecting);
+        let opened = js_sys::Date::now();
         if let Ok(socket) = WebSocket::open(&socket_url(state.last_seen())) {
             let (mut sink, incoming) = socket.split();
             let mut rejoining = false;
@@ -80,15 +85,13 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
             let incoming = incoming
                 .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
                 .chain(stream::once(async { Event::Closed }));
-            let mut events = std::pin::pin!(stream::select(
-                incoming,
-                queue.by_ref().map(Event::Outgoing)
-            ));
+            let outgoing = stream::iter(unsent.take()).chain(queue.by_ref());
+            let mut events =
+                std::pin::pin!(stream::select(incoming, outgoing.map(Event::Outgoing)));
             while let Some(event) = events.next().await {
                 match event {
                     Event::Frame(Message::Text(text)) => {
                         state.status.set(Status::Connected);
-                        failures = 0;
                         let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else {
                             continue;
                         };
@@ -114,9 +117,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                     Event::Frame(Message::Bytes(_)) => {}
                     Event::Outgoing(msg) => {
                         if sink.send(encode(&msg)).await.is_err() {
-                            state
-                                .error
-                                .set(Some("not sent: the connection dropped".into()));
+                            unsent = Some(msg);
                             break;
                         }
                     }
@@ -125,7 +126,13 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
             }
         }
         state.status.set(Status::Disconnected);
-        failures = failures.saturating_add(1);
+        // A connection that lasted is a fresh start; one the server keeps
+        // closing at once must not be retried in a tight loop.
+        failures = if js_sys::Date::now() - opened > STABLE_MS {
+            1
+        } else {
+            failures.saturating_add(1)
+        };
         sleep(backoff(failures)).await;
     }
 }

@@ -2,7 +2,7 @@
 
 mod common;
 
-use app::protocol::{ChatMessage, ClientMessage, ServerEvent};
+use app::protocol::{ChatMessage, ClientMessage, ServerEvent, SystemKind};
 use common::{free_port, Chat, Client, Received, Redis, Server};
 use serde_json::json;
 use std::collections::HashMap;
@@ -62,6 +62,8 @@ struct Member {
     session: uuid::Uuid,
     chat: Chat,
     got: Vec<ChatMessage>,
+    /// Who this member saw leave.
+    left: Vec<String>,
     reconnects: usize,
 }
 
@@ -82,6 +84,7 @@ impl Member {
             session,
             chat,
             got: Vec::new(),
+            left: Vec::new(),
             reconnects: 0,
         }
     }
@@ -92,6 +95,9 @@ impl Member {
             match self.chat.client.receive().await {
                 Received::Text(text) => match serde_json::from_str(&text).unwrap() {
                     ServerEvent::Message(m) => self.got.push(m),
+                    ServerEvent::System(s) if s.kind == SystemKind::Left => {
+                        self.left.push(s.pseudo)
+                    }
                     ServerEvent::History { events } => {
                         self.got.extend(events.into_iter().filter_map(|e| match e {
                             ServerEvent::Message(m) => Some(m),
@@ -217,6 +223,8 @@ async fn reload_on_a_shared_port_delivers_every_message_once() {
     drop(talker);
     drop(new);
 
+    // The member reconnected within the reclaim window: nobody saw it leave.
+    assert!(observer.left.is_empty(), "{:?}", observer.left);
     for who in [&member, &observer] {
         let mut times: HashMap<String, usize> = HashMap::new();
         for m in &who.got {

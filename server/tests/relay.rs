@@ -243,5 +243,8 @@ async fn a_slow_consumer_is_disconnected_not_buffered() {
             .any(|l| l.starts_with("slow_consumers_total{kind=\"relay\"}") && !l.ends_with(" 0")),
         "{metrics}"
     );
-    assert_eq!(slow.closed().await, Some(1013));
+    // The close frame (1013) queues behind megabytes the client never read:
+    // it arrives if there was room, otherwise the socket is simply dropped.
+    let code = slow.closed().await;
+    assert!(matches!(code, Some(1013) | None), "{code:?}");
 }
