@@ -15,9 +15,10 @@ module.exports = {
       cwd: root,
       exec_mode: "fork",
       autorestart: true,
-      // SIGTERM starts the drain (close sockets with 1012, clean Redis);
-      // give it the grace period and a little more before SIGKILL.
-      kill_timeout: 12000,
+      // PM2 stops with SIGINT, which drains like SIGTERM (close sockets
+      // with 1012, clean Redis) within SHUTDOWN_GRACE_SECS; SIGKILL only
+      // after that and a margin.
+      kill_timeout: 13000,
       // Values from the environment of `pm2 start` win, so one file serves
       // several instances: PORT=4101 RELAY_PORT=8081 pm2 start ... --name chat-2
       env: {

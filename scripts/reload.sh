@@ -5,11 +5,17 @@
 # closes its sockets with 1012 and cleans its Redis entries. Browsers
 # reconnect to the new process and catch up from history.
 #   PORT=4100 scripts/reload.sh        (same environment as the running one)
+# Not for an instance under PM2 or systemd: they would restart the process
+# this script stops (use `pm2 reload` / a rolling restart there).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 port=${PORT:-4100}
 binary=${SERVER_BIN:-target/release/server}
 log=${RELOAD_LOG:-server-$port.log}
+
+if [[ -z "${REDIS_URL:-}" ]]; then
+  echo "note: no REDIS_URL: embedded mode keeps history in the process, so the new one starts empty" >&2
+fi
 
 old=$(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)
 [[ -n "$old" ]] || echo "nothing listens on port $port: starting a first instance"

@@ -101,17 +101,6 @@ impl SystemMessage {
     }
 }
 
-impl ServerEvent {
-    /// The id of a history-worthy event (chat or system message).
-    pub fn event_id(&self) -> Option<Uuid> {
-        match self {
-            ServerEvent::Message(m) => Some(m.id),
-            ServerEvent::System(s) => Some(s.id),
-            _ => None,
-        }
-    }
-}
-
 /// Why a frame was refused. Stable strings, meant for programs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

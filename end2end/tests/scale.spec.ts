@@ -1,7 +1,7 @@
 // The original's scenario: two instances of the release build on one Redis,
 // one browser on each, in sync.
 import { expect, test } from "@playwright/test";
-import { join, openChat, Running, say, startRedis, startServer } from "./harness";
+import { freePort, join, openChat, Running, say, startRedis, startServer } from "./harness";
 
 let redis: Running;
 let first: Running;
@@ -39,4 +39,35 @@ test("two browsers on two instances share messages and the count", async ({ brow
   await a.context().close();
   await expect(b.getByTestId("participant-count")).toHaveText("1");
   await b.context().close();
+});
+
+test("a browser rides through a restart of its server and misses nothing", async ({ browser }) => {
+  const port = String(await freePort());
+  const old = await startServer({ REDIS_URL: redis.url, PORT: port });
+  const rider = await (await browser.newContext()).newPage();
+  const witness = await (await browser.newContext()).newPage();
+  await openChat(rider, old.url);
+  await openChat(witness, second.url);
+  await join(rider, "rider");
+  await join(witness, "witness");
+  await expect(rider.getByTestId("participant-count")).toHaveText("2");
+
+  // A new process takes the port (SO_REUSEPORT), then the old one drains.
+  const fresh = await startServer({ REDIS_URL: redis.url, PORT: port });
+  const stopped = old.stop();
+  await say(witness, "while you were away");
+  await stopped;
+
+  const missed = rider.getByTestId("message-text").filter({ hasText: "while you were away" });
+  await expect(missed).toHaveCount(1);
+  await expect(rider.getByTestId("connection-status")).toHaveText("connected");
+  await expect(rider.getByTestId("message-input")).toBeEnabled();
+  await say(rider, "back");
+  await expect(witness.getByTestId("message").last().getByTestId("message-author")).toHaveText("rider");
+  await expect(witness.getByTestId("participant-count")).toHaveText("2");
+  // The rider came back within the reclaim window: nobody saw it leave.
+  await expect(witness.getByTestId("system-message").filter({ hasText: "rider left" })).toHaveCount(0);
+  await rider.context().close();
+  await witness.context().close();
+  await fresh.stop();
 });

@@ -67,7 +67,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
 
     // Listen first, then read the history: an event published in between
-    // arrives twice at worst (clients drop repeats by id), never not at all.
+    // is never missed, and `Replayed` keeps it from being sent twice.
     app.bus.subscribe(&topic, id, peer.clone()).await;
     let history = app.store.history(&room, last_seen).await;
     let count = app.store.count(&room).await;

@@ -144,17 +144,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         result.context("server task failed")??;
     }
 
+    // Everything below fits in the grace period.
+    let deadline = Instant::now() + app.config.shutdown_grace();
     app.tasks.close();
-    let drain_started = Instant::now();
-    let grace = app.config.shutdown_grace();
-    if tokio::time::timeout(grace, app.tasks.wait()).await.is_err() {
+    if tokio::time::timeout_at(deadline.into(), app.tasks.wait())
+        .await
+        .is_err()
+    {
         tracing::warn!(
             open = app.tasks.len(),
             "grace period over; closing the rest"
         );
     }
     if let Some(redis) = redis {
-        leave_cluster(&app, &redis, grace.saturating_sub(drain_started.elapsed())).await;
+        leave_cluster(&app, &redis, deadline).await;
     }
     tracing::info!("stopped");
     Ok(())
@@ -163,21 +166,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 /// How long closed clients get to reconnect to another instance and reclaim
 /// their nickname before this instance's entries are removed.
 const RECLAIM_WINDOW: Duration = Duration::from_secs(2);
+/// Time kept for removing this instance from Redis.
+const CLEANUP_TIME: Duration = Duration::from_secs(1);
 
 /// Removes this instance's entries from Redis once its clients had a moment
 /// to reconnect elsewhere; only those who did not are announced as gone.
-async fn leave_cluster(app: &AppState, redis: &RedisStore, time_left: Duration) {
-    tokio::time::sleep(RECLAIM_WINDOW.min(time_left)).await;
-    match tokio::time::timeout(Duration::from_secs(2), redis.remove_instance()).await {
-        Ok(Ok(departed)) => {
-            for (room, pseudo) in &departed {
-                chat::announce_departure(app, room, pseudo).await;
-            }
-            tracing::info!(
-                departed = departed.len(),
-                "removed this instance from Redis"
-            );
+/// Done by `deadline`, whatever Redis does.
+async fn leave_cluster(app: &AppState, redis: &RedisStore, deadline: Instant) {
+    let reclaim_until = (Instant::now() + RECLAIM_WINDOW).min(deadline - CLEANUP_TIME);
+    tokio::time::sleep_until(reclaim_until.into()).await;
+    let cleanup = async {
+        let departed = redis.remove_instance().await?;
+        for (room, pseudo) in &departed {
+            chat::announce_departure(app, room, pseudo).await;
         }
+        Ok::<usize, ::redis::RedisError>(departed.len())
+    };
+    let until = deadline.max(Instant::now() + CLEANUP_TIME);
+    match tokio::time::timeout_at(until.into(), cleanup).await {
+        Ok(Ok(departed)) => tracing::info!(departed, "removed this instance from Redis"),
         _ => tracing::warn!("could not remove this instance from Redis; the others will sweep it"),
     }
 }

@@ -12,7 +12,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     }
-    let config = Config::parse();
+    let config = match Config::try_parse() {
+        Ok(config) => config,
+        Err(err) if !err.use_stderr() => err.exit(), // --help, --version
+        Err(err) => {
+            // clap's first line names the flag and its variable; the rest
+            // is a hint to try --help.
+            let message = err.to_string();
+            eprintln!(
+                "{}",
+                message.lines().next().unwrap_or("error: bad settings")
+            );
+            return ExitCode::from(2);
+        }
+    };
     server::logging::init(config.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));

@@ -100,6 +100,13 @@ impl Handler for RelaySession {
     fn error_frame(&self, _code: ErrorCode, message: &str) -> Utf8Bytes {
         error_frame(message)
     }
+
+    /// A binary first frame is not a registration: refused like any other.
+    fn on_binary(&self) -> Option<(u16, &'static str)> {
+        self.action
+            .is_none()
+            .then_some((close::POLICY, "registration refused"))
+    }
 }
 
 impl RelaySession {

@@ -42,6 +42,11 @@ pub trait Handler: Send {
 
     /// An error frame in this protocol's shape.
     fn error_frame(&self, code: ErrorCode, message: &str) -> Utf8Bytes;
+
+    /// After the error for a binary frame: `Some` closes the connection.
+    fn on_binary(&self) -> Option<(u16, &'static str)> {
+        None
+    }
 }
 
 /// Applies the configured limits to an upgrade request.
@@ -287,6 +292,10 @@ async fn read<H: Handler>(
                 "binary frames are not supported: send JSON as text",
             );
             peer.send(error);
+            if let Some((code, reason)) = handler.on_binary() {
+                peer.closer.close(code, reason);
+                return reason.to_owned();
+            }
             continue;
         };
         if let Some((code, reason)) = handler.on_text(text).await {

@@ -3,7 +3,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
-use common::{Chat, Client, Received, Server};
+use common::{refused_status, texts, Chat, Client, Received, Server};
 use serde_json::json;
 use std::time::Duration;
 
@@ -170,6 +170,21 @@ async fn invalid_input_gets_an_error_event_and_the_connection_stays_usable() {
     }
     chat.say(&"é".repeat(2000)).await;
     assert_eq!(chat.expect_message().await.text.chars().count(), 2000);
+
+    let _other = Chat::join(&server, "emma").await;
+    for (pseudo, code) in [
+        ("EMMA", ErrorCode::PseudoTaken),
+        ("", ErrorCode::InvalidPseudo),
+    ] {
+        chat.send(&ClientMessage::Rename {
+            pseudo: pseudo.into(),
+        })
+        .await;
+        assert_eq!(chat.expect_error().await, code, "rename to {pseudo:?}");
+    }
+    // Still dora, still able to speak.
+    chat.say("still dora").await;
+    assert_eq!(chat.expect_message().await.author, "dora");
 }
 
 #[tokio::test]
@@ -228,28 +243,14 @@ async fn history_for_newcomers_and_catch_up_after_a_reconnect() {
     let seen = alice.messages(3).await;
 
     let (_, history, count) = Chat::open(&server, "").await;
-    let texts: Vec<String> = history
-        .iter()
-        .filter_map(|e| match e {
-            ServerEvent::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(texts, ["m0", "m1", "m2"]);
+    assert_eq!(texts(&history), ["m0", "m1", "m2"]);
     assert_eq!(count, 1);
 
     // Reconnect having seen m0 only: gets m1 and m2 once, in order.
     alice.say("m3").await;
     alice.expect_message().await;
     let (_, missed, _) = Chat::open(&server, &format!("?last_seen={}", seen[0].id)).await;
-    let texts: Vec<String> = missed
-        .iter()
-        .filter_map(|e| match e {
-            ServerEvent::Message(m) => Some(m.text.clone()),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(texts, ["m1", "m2", "m3"]);
+    assert_eq!(texts(&missed), ["m1", "m2", "m3"]);
 }
 
 #[tokio::test]
@@ -268,8 +269,11 @@ async fn rooms_are_separate_and_bad_room_names_are_refused() {
     b.expect_message().await;
     a.no_message_for(Duration::from_millis(500)).await;
 
-    let refused = tokio_tungstenite::connect_async(server.chat_url("?room=a%20b")).await;
-    assert!(refused.is_err(), "room names with spaces are refused");
+    assert_eq!(refused_status(&server.chat_url("?room=a%20b")).await, 400);
+    assert_eq!(
+        refused_status(&server.chat_url("?last_seen=nope")).await,
+        400
+    );
 }
 
 #[tokio::test]

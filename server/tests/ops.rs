@@ -8,28 +8,29 @@ use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-fn instance_id(server: &Server) -> String {
-    let logs = server.logs.lock().unwrap();
-    let line = logs.iter().find(|l| l.contains("\"listening\"")).unwrap();
-    let json: serde_json::Value = serde_json::from_str(line).unwrap();
-    json["instance"].as_str().unwrap().to_owned()
-}
-
 #[tokio::test]
 async fn sigterm_closes_everyone_with_1012_cleans_redis_and_exits_0() {
     let redis = Redis::start();
-    let mut server = Server::start(Some(&redis), &[("SHUTDOWN_GRACE_SECS", "5")]);
-    let id = instance_id(&server);
+    let relay_port = free_port().to_string();
+    let mut server = Server::start(
+        Some(&redis),
+        &[("SHUTDOWN_GRACE_SECS", "5"), ("RELAY_PORT", &relay_port)],
+    );
+    let id = server.instance_id();
     let mut chat = Chat::join(&server, "leaving").await;
     let mut relay = Client::connect(&server.relay_url()).await;
     relay.send_json(json!({"action": "ops"})).await;
     assert_eq!(relay.json().await["type"], "registered");
-    assert_eq!(redis.smembers("chat:relay:action:ops").len(), 1);
+    let mut dedicated = Client::connect(&format!("ws://127.0.0.1:{relay_port}")).await;
+    dedicated.send_json(json!({"action": "ops"})).await;
+    assert_eq!(dedicated.json().await["type"], "registered");
+    assert_eq!(redis.smembers("chat:relay:action:ops").len(), 2);
 
     let started = Instant::now();
     server.signal("TERM");
     assert_eq!(chat.client.closed().await, Some(1012));
     assert_eq!(relay.closed().await, Some(1012));
+    assert_eq!(dedicated.closed().await, Some(1012));
     let status = server
         .wait_exit(Duration::from_secs(7))
         .expect("exits within the grace period");
@@ -46,7 +47,7 @@ async fn sigterm_closes_everyone_with_1012_cleans_redis_and_exits_0() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .filter(|j: &serde_json::Value| j["message"] == "connection closed")
         .collect();
-    assert_eq!(closed.len(), 2, "one line per connection");
+    assert_eq!(closed.len(), 3, "one line per connection");
     for line in closed {
         assert!(line["conn"].is_string() && line["kind"].is_string());
         assert!(line["duration_ms"].is_u64());
@@ -314,18 +315,30 @@ fn help_lists_every_setting_and_env_example_documents_them() {
         .output()
         .unwrap();
     let help = String::from_utf8(help.stdout).unwrap();
-    let example =
-        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../.env.example")).unwrap();
-    let vars: Vec<&str> = help
-        .split("[env: ")
-        .skip(1)
-        .map(|rest| rest.split(['=', ']']).next().unwrap())
-        .collect();
-    assert!(vars.len() >= 15, "{help}");
-    for var in vars {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    // Each option is a "--flag" paragraph (-h and -V, with short flags,
+    // come last); each names its variable, and all but REDIS_URL a default.
+    let options: Vec<&str> = help.split("\n      --").skip(1).collect();
+    assert!(options.len() >= 15, "{help}");
+    for option in options {
+        let var = option
+            .split("[env: ")
+            .nth(1)
+            .and_then(|rest| rest.split(['=', ']']).next())
+            .unwrap_or_else(|| panic!("no env var in: {option}"));
+        assert!(
+            option.contains("[default: ") || var == "REDIS_URL",
+            "no default in: {option}"
+        );
         assert!(
             example.contains(&format!("{var}=")),
             ".env.example documents {var}"
+        );
+        assert!(
+            readme.contains(&format!("`{var}`")),
+            "the README documents {var}"
         );
     }
     assert!(help.contains("[default: 4100]"));

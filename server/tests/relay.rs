@@ -44,6 +44,10 @@ async fn a_bad_first_message_gets_an_error_and_close_1008() {
         assert!(error["error"].as_str().is_some_and(|e| !e.is_empty()));
         assert_eq!(client.closed().await, Some(1008), "for {first}");
     }
+    let mut binary = Client::connect(&server.relay_url()).await;
+    binary.send_binary(br#"{"action":"a"}"#.to_vec()).await;
+    assert_eq!(binary.json().await["type"], "error");
+    assert_eq!(binary.closed().await, Some(1008), "a binary first frame");
 }
 
 #[tokio::test]
@@ -135,7 +139,7 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
     let b = Server::start(Some(&redis), &[]);
     let (mut on_a, id_a) = register(&a.relay_url(), "sync").await;
     let (mut on_b, id_b) = register(&b.relay_url(), "sync").await;
-    let (_other, id_other) = register(&b.relay_url(), "other").await;
+    let (mut other, id_other) = register(&b.relay_url(), "other").await;
 
     let mut ids = vec![id_a.clone(), id_b.clone()];
     ids.sort();
@@ -149,6 +153,7 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
         assert_eq!(on_b.json().await, json!({"seq": i}));
     }
     silent(&mut on_a).await;
+    silent(&mut other).await;
     on_b.send_json(json!({"back": true})).await;
     assert_eq!(on_a.json().await, json!({"back": true}));
 
@@ -165,6 +170,33 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
         .unwrap();
     let registration: Value = serde_json::from_str(&registration.unwrap()).unwrap();
     assert_eq!(registration["name"], "test", "registration data is kept");
+
+    on_b.close().await;
+    other.close().await;
+    eventually(
+        "every relay key is gone",
+        Duration::from_secs(5),
+        || async { redis.keys("chat:relay:*").is_empty() },
+    )
+    .await;
+    for server in [&a, &b] {
+        let hash = format!("chat:instance:{}:relay", server.instance_id());
+        assert!(redis.keys(&hash).is_empty(), "{hash} emptied");
+    }
+    // With no listener left, no instance stays subscribed to the actions.
+    eventually(
+        "relay channels unsubscribed",
+        Duration::from_secs(5),
+        || async {
+            let channels: Vec<String> = redis::cmd("PUBSUB")
+                .arg("CHANNELS")
+                .arg("chat:ch:relay:*")
+                .query(&mut redis.connection().unwrap())
+                .unwrap();
+            channels.is_empty()
+        },
+    )
+    .await;
 }
 
 #[tokio::test]

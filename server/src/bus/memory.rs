@@ -27,8 +27,11 @@ impl Default for MemoryBus {
 
 impl MemoryBus {
     pub fn publish(&self, topic: Topic, envelope: Envelope) {
-        // No receiver is fine: no other instance listens.
-        let _ = self.tx.send(Arc::new((topic, envelope)));
+        // The embedded server is the only instance on its bus: its own pump
+        // would only drop the frame, so it is not sent at all.
+        if self.tx.receiver_count() > 1 {
+            let _ = self.tx.send(Arc::new((topic, envelope)));
+        }
     }
 
     /// Delivers other instances' frames to this instance's hub until the bus

@@ -64,10 +64,6 @@ impl RedisStore {
         &self.status
     }
 
-    pub fn keys(&self) -> &Keys {
-        &self.keys
-    }
-
     pub fn connection(&self) -> ConnectionManager {
         self.conn.clone()
     }

@@ -179,6 +179,17 @@ impl Server {
         }
     }
 
+    /// This process's instance id, from its "listening" log line.
+    pub fn instance_id(&self) -> String {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        let line = logs
+            .iter()
+            .find(|l| l.contains("\"listening\""))
+            .expect("listening line");
+        let json: Value = serde_json::from_str(line).unwrap();
+        json["instance"].as_str().unwrap().to_owned()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
@@ -472,6 +483,25 @@ impl Chat {
                 Some(Received::Close(code)) => panic!("closed: {code:?}"),
             }
         }
+    }
+}
+
+/// The texts of the chat messages among events (e.g. a history).
+pub fn texts(events: &[ServerEvent]) -> Vec<String> {
+    events
+        .iter()
+        .filter_map(|e| match e {
+            ServerEvent::Message(m) => Some(m.text.clone()),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The HTTP status with which a WebSocket upgrade was refused.
+pub async fn refused_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        other => panic!("expected an HTTP refusal, got {:?}", other.map(|_| ())),
     }
 }
 

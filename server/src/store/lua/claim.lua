@@ -1,7 +1,8 @@
 -- Takes a nickname in a room for a connection, atomically across instances.
 -- KEYS: members, pseudos, instance_chat
 -- ARGV: conn, new_key, old_key ('' on a first join), member_json, session, room, prefix
--- Returns {1, replaced_conn or ''} when taken, {0, ''} when another session holds it.
+-- Returns {1, replaced_conn or ''} once the connection holds the nickname,
+-- {0, ''} when another session holds it.
 local holder = redis.call('HGET', KEYS[2], ARGV[2])
 local replaced = ''
 if holder and holder ~= ARGV[1] then
