@@ -11,9 +11,10 @@
 
 use futures::{SinkExt, StreamExt};
 use serde_json::{json, Value};
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+#[path = "../tests/common/mod.rs"]
+mod common;
+
+use common::{Redis, Server};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use tokio_tungstenite::tungstenite::Message;
 
@@ -21,7 +22,7 @@ use tokio_tungstenite::tungstenite::Message;
 const IDLE: usize = 1000;
 /// Chat members receiving every message, and messages sent.
 const MEMBERS: usize = 200;
-const MESSAGES: usize = 200;
+const MESSAGES: usize = 1000;
 /// Relay clients per instance in the Redis case.
 const PER_INSTANCE: usize = 100;
 
@@ -30,43 +31,16 @@ const TARGET_CPU_US_PER_DELIVERY: f64 = 20.0;
 /// Includes the receiving clients' own scheduling on the same 2 cores.
 const TARGET_P99_MS: f64 = 100.0;
 
-struct Server {
-    child: Child,
-    addr: SocketAddr,
-}
+/// The server's own resources, read from /proc.
+struct Usage(u32);
 
-impl Server {
-    fn start(env: &[(&str, String)]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
-        command
-            .env("BIND", "127.0.0.1")
-            .env("PORT", "0")
-            .env("RELAY_PORT", "0")
-            .env("LOG_FORMAT", "json")
-            .env("RUST_LOG", "warn,server=info")
-            .env("RATE_LIMIT_PER_SEC", "1000000")
-            .env("RATE_LIMIT_BURST", "1000000")
-            .env("OUTBOUND_QUEUE", "4096")
-            .env_remove("REDIS_URL")
-            .stdout(Stdio::piped());
-        for (k, v) in env {
-            command.env(k, v);
-        }
-        let mut child = command.spawn().expect("server binary");
-        let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
-        let addr = loop {
-            let line = lines.next().expect("server output").unwrap();
-            let json: Value = serde_json::from_str(&line).unwrap_or_default();
-            if json["message"] == "listening" {
-                break json["http"].as_str().unwrap().parse().unwrap();
-            }
-        };
-        std::thread::spawn(move || lines.for_each(drop));
-        Server { child, addr }
+impl Usage {
+    fn of(server: &Server) -> Usage {
+        Usage(server.pid())
     }
 
     fn proc_field(&self, file: &str) -> String {
-        std::fs::read_to_string(format!("/proc/{}/{file}", self.child.id())).unwrap()
+        std::fs::read_to_string(format!("/proc/{}/{file}", self.0)).unwrap()
     }
 
     fn rss_kb(&self) -> f64 {
@@ -89,11 +63,17 @@ impl Server {
     }
 }
 
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
+/// A server without rate limits (the benchmark floods on purpose).
+fn start(redis: Option<&Redis>) -> Server {
+    Server::start(
+        redis,
+        &[
+            ("RUST_LOG", "warn,server=info"),
+            ("RATE_LIMIT_PER_SEC", "1000000"),
+            ("RATE_LIMIT_BURST", "1000000"),
+            ("OUTBOUND_QUEUE", "4096"),
+        ],
+    )
 }
 
 type Ws =
@@ -145,14 +125,15 @@ impl Report {
 
 /// Memory of idle chat connections (each has joined the room listener).
 async fn idle_memory(report: &mut Report) {
-    let server = Server::start(&[]);
-    let url = format!("ws://{}/ws", server.addr);
+    let server = start(None);
+    let usage = Usage::of(&server);
+    let url = server.chat_url("");
     let mut warm = Vec::new();
     for _ in 0..10 {
         warm.push(connect(&url).await);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    let before = server.rss_kb();
+    let before = usage.rss_kb();
     let mut clients = Vec::with_capacity(IDLE);
     for _ in 0..IDLE {
         let mut ws = connect(&url).await;
@@ -160,7 +141,7 @@ async fn idle_memory(report: &mut Report) {
         clients.push(ws);
     }
     tokio::time::sleep(Duration::from_millis(500)).await;
-    let per_conn = (server.rss_kb() - before) / IDLE as f64;
+    let per_conn = (usage.rss_kb() - before) / IDLE as f64;
     report.check(
         "RSS per idle chat connection",
         per_conn,
@@ -172,8 +153,9 @@ async fn idle_memory(report: &mut Report) {
 
 /// One sender, MEMBERS receivers in one room of one instance.
 async fn chat_fanout(report: &mut Report) {
-    let server = Server::start(&[]);
-    let url = format!("ws://{}/ws", server.addr);
+    let server = start(None);
+    let usage = Usage::of(&server);
+    let url = server.chat_url("");
     let mut receivers = Vec::new();
     for i in 0..MEMBERS {
         let mut ws = connect(&url).await;
@@ -207,7 +189,7 @@ async fn chat_fanout(report: &mut Report) {
             })
         })
         .collect();
-    let cpu_before = server.cpu();
+    let cpu_before = usage.cpu();
     let started = Instant::now();
     for i in 0..MESSAGES {
         sender
@@ -221,7 +203,7 @@ async fn chat_fanout(report: &mut Report) {
         task.await.unwrap();
     }
     let wall = started.elapsed();
-    let cpu = server.cpu() - cpu_before;
+    let cpu = usage.cpu() - cpu_before;
     let deliveries = (MEMBERS * MESSAGES) as f64;
     println!(
         "chat fan-out: {MESSAGES} messages x {MEMBERS} members = {deliveries} deliveries in {:.2} s ({:.0}/s wall, clients included)",
@@ -241,31 +223,13 @@ async fn chat_fanout(report: &mut Report) {
 /// Relay clients on two instances through a private Redis: latency of the
 /// cross-instance path.
 async fn relay_through_redis(report: &mut Report) {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let mut redis = Command::new("redis-server")
-        .args([
-            "--port",
-            &port.to_string(),
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .stdout(Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    std::thread::sleep(Duration::from_millis(300));
-    let url = format!("redis://127.0.0.1:{port}");
-    let a = Server::start(&[("REDIS_URL", url.clone())]);
-    let b = Server::start(&[("REDIS_URL", url)]);
+    let redis = Redis::start();
+    let a = start(Some(&redis));
+    let b = start(Some(&redis));
     let mut clients = Vec::new();
     for server in [&a, &b] {
         for _ in 0..PER_INSTANCE {
-            let mut ws = connect(&format!("ws://{}/relay", server.addr)).await;
+            let mut ws = connect(&server.relay_url()).await;
             ws.send(Message::text(r#"{"action":"bench"}"#))
                 .await
                 .unwrap();
@@ -327,8 +291,6 @@ async fn relay_through_redis(report: &mut Report) {
         TARGET_P99_MS,
         true,
     );
-    let _ = redis.kill();
-    let _ = redis.wait();
 }
 
 #[tokio::main]

@@ -166,9 +166,10 @@ impl Server {
                 }
             }
         });
-        let listening = rx
-            .recv_timeout(Duration::from_secs(30))
-            .expect("server says listening");
+        let Ok(listening) = rx.recv_timeout(Duration::from_secs(30)) else {
+            let _ = child.kill();
+            panic!("the server did not say \"listening\" (it needs RUST_LOG at info)");
+        };
         let http = listening["http"].as_str().unwrap().parse().unwrap();
         let relay = listening["relay"].as_str().map(|a| a.parse().unwrap());
         Server {
