@@ -240,6 +240,14 @@ impl Drop for Server {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
+        // A failing test shows what the server said, warnings first.
+        if std::thread::panicking() {
+            let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+            eprintln!("--- server {} log (last 40 lines) ---", self.http);
+            for line in logs.iter().rev().take(40).rev() {
+                eprintln!("{line}");
+            }
+        }
     }
 }
 
