@@ -8,80 +8,121 @@ use crate::health::RedisStatus;
 use crate::store::RedisStore;
 use crate::{chat, AppState};
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::time::Instant;
 
-pub async fn run(app: Arc<AppState>, redis: RedisStore, status: Arc<RedisStatus>) {
-    let ttl = app.config.heartbeat_ttl();
-    // Three beats per TTL: one lost beat does not get an instance swept.
-    let mut tick = tokio::time::interval(ttl / 3);
-    let mut in_sync = false;
-    // Since when the heartbeat has answered without a break.
-    let mut healthy_since: Option<Instant> = None;
-    loop {
-        tokio::select! {
-            _ = app.shutdown.cancelled() => return,
-            _ = tick.tick() => {}
-        }
-        match redis.heartbeat().await {
-            Ok(alive) => {
-                if !status.commands_up() {
-                    tracing::info!("Redis commands answer again");
-                }
-                status.set_commands(true);
-                healthy_since.get_or_insert_with(Instant::now);
-                if !alive || status.take_stale() || !in_sync {
-                    in_sync = resync(&app, &redis).await;
-                }
+/// How long the start waits for Redis before serving without it.
+const JOIN_WAIT: Duration = Duration::from_secs(1);
+
+struct Membership {
+    app: Arc<AppState>,
+    redis: RedisStore,
+    status: Arc<RedisStatus>,
+    /// Whether Redis holds this instance's local view.
+    in_sync: bool,
+    /// Since when the heartbeat has answered without a break.
+    healthy_since: Option<Instant>,
+}
+
+/// Registers the instance before it serves (so that its first clients are
+/// not written while a first resync runs), then keeps it registered in the
+/// background. An unreachable Redis does not hold the start up.
+pub async fn start(app: Arc<AppState>, redis: RedisStore, status: Arc<RedisStatus>) {
+    let mut membership = Membership {
+        app,
+        redis,
+        status,
+        in_sync: false,
+        healthy_since: None,
+    };
+    let _ = tokio::time::timeout(JOIN_WAIT, membership.beat()).await;
+    tokio::spawn(membership.run());
+}
+
+impl Membership {
+    async fn run(mut self) {
+        let ttl = self.app.config.heartbeat_ttl();
+        // Three beats per TTL: one lost beat does not get an instance swept.
+        let mut tick = tokio::time::interval_at(Instant::now() + ttl / 3, ttl / 3);
+        loop {
+            tokio::select! {
+                _ = self.app.shutdown.cancelled() => return,
+                _ = tick.tick() => {}
             }
-            Err(err) => {
-                if status.commands_up() {
-                    tracing::warn!(error = %err, "Redis heartbeat failed; serving local clients only");
-                }
-                status.set_commands(false);
-                healthy_since = None;
+            if !self.beat().await {
                 continue;
             }
-        }
-        // After an outage longer than the TTL every heartbeat has expired:
-        // give the other instances one TTL to beat again before taking them
-        // for dead.
-        if healthy_since.is_some_and(|since| since.elapsed() >= ttl) {
-            sweep(&app, &redis).await;
+            // After an outage longer than the TTL every heartbeat has
+            // expired: give the other instances one TTL to beat again
+            // before taking them for dead.
+            if self
+                .healthy_since
+                .is_some_and(|since| since.elapsed() >= ttl)
+            {
+                self.sweep().await;
+            }
         }
     }
-}
 
-/// True once Redis holds exactly this instance's local view.
-async fn resync(app: &AppState, redis: &RedisStore) -> bool {
-    match app.store.resync(redis).await {
-        Ok(resync) => {
-            tracing::info!(
-                rooms = resync.rooms.len(),
-                "this instance's presence is in Redis"
-            );
-            for (room, pseudo) in &resync.departed {
-                chat::announce_departure(app, room, pseudo).await;
+    /// Refreshes the heartbeat and resyncs when needed; false if Redis
+    /// did not answer.
+    async fn beat(&mut self) -> bool {
+        match self.redis.heartbeat().await {
+            Ok(alive) => {
+                if !self.status.commands_up() {
+                    tracing::info!("Redis commands answer again");
+                }
+                self.status.set_commands(true);
+                self.healthy_since.get_or_insert_with(Instant::now);
+                if !alive || self.status.take_stale() || !self.in_sync {
+                    self.in_sync = self.resync().await;
+                }
+                true
             }
-            for room in &resync.rooms {
-                app.presence_changed(room).await;
+            Err(err) => {
+                if self.status.commands_up() {
+                    tracing::warn!(error = %err, "Redis heartbeat failed; serving local clients only");
+                }
+                self.status.set_commands(false);
+                self.healthy_since = None;
+                false
             }
-            true
-        }
-        Err(err) => {
-            tracing::warn!(error = %err, "could not register this instance in Redis; will retry");
-            false
         }
     }
-}
 
-async fn sweep(app: &AppState, redis: &RedisStore) {
-    match redis.sweep().await {
-        Ok(removed) => {
-            for (room, pseudo) in removed {
-                tracing::info!(room, pseudo, "swept a participant of a dead instance");
-                chat::announce_departure(app, &room, &pseudo).await;
+    /// True once Redis holds exactly this instance's local view.
+    async fn resync(&self) -> bool {
+        let app = &self.app;
+        match app.store.resync(&self.redis).await {
+            Ok(resync) => {
+                tracing::info!(
+                    rooms = resync.rooms.len(),
+                    "this instance's presence is in Redis"
+                );
+                for (room, pseudo) in &resync.departed {
+                    chat::announce_departure(app, room, pseudo).await;
+                }
+                for room in &resync.rooms {
+                    app.presence_changed(room).await;
+                }
+                true
+            }
+            Err(err) => {
+                tracing::warn!(error = %err, "could not register this instance in Redis; will retry");
+                false
             }
         }
-        Err(err) => tracing::debug!(error = %err, "sweep failed"),
+    }
+
+    async fn sweep(&self) {
+        match self.redis.sweep().await {
+            Ok(removed) => {
+                for (room, pseudo) in removed {
+                    tracing::info!(room, pseudo, "swept a participant of a dead instance");
+                    chat::announce_departure(&self.app, &room, &pseudo).await;
+                }
+            }
+            Err(err) => tracing::debug!(error = %err, "sweep failed"),
+        }
     }
 }

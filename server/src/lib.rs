@@ -121,7 +121,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let http_addr = http.local_addr()?;
     let relay_addr = relay.as_ref().map(TcpListener::local_addr).transpose()?;
 
-    let app = state(config, shutdown.clone())?;
+    let app = state(config, shutdown.clone()).await?;
     let redis = app.store.redis().cloned();
     tracing::info!(
         http = %http_addr,
@@ -200,7 +200,7 @@ async fn serve(
         .context("HTTP server failed")
 }
 
-fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppState>> {
+async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppState>> {
     let instance = Uuid::new_v4();
     let hub = Arc::new(Hub::default());
     let counts = Arc::new(Counts::default());
@@ -252,7 +252,7 @@ fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppS
     });
     tokio::spawn(counts::run(app.clone()));
     if let (Some(redis), Some(status)) = (app.store.redis().cloned(), redis_status) {
-        tokio::spawn(cluster::run(app.clone(), redis, status));
+        cluster::start(app.clone(), redis, status).await;
     }
     Ok(app)
 }
