@@ -4,7 +4,6 @@
 //! heartbeat expired (crash, kill -9, lost network), telling their rooms
 //! that those participants left.
 
-use crate::health::RedisStatus;
 use crate::store::RedisStore;
 use crate::{chat, AppState};
 use std::sync::Arc;
@@ -17,7 +16,6 @@ const JOIN_WAIT: Duration = Duration::from_secs(1);
 struct Membership {
     app: Arc<AppState>,
     redis: RedisStore,
-    status: Arc<RedisStatus>,
     /// Whether Redis holds this instance's local view.
     in_sync: bool,
     /// Since when the heartbeat has answered without a break.
@@ -27,11 +25,10 @@ struct Membership {
 /// Registers the instance before it serves (so that its first clients are
 /// not written while a first resync runs), then keeps it registered in the
 /// background. An unreachable Redis does not hold the start up.
-pub async fn start(app: Arc<AppState>, redis: RedisStore, status: Arc<RedisStatus>) {
+pub async fn start(app: Arc<AppState>, redis: RedisStore) {
     let mut membership = Membership {
         app,
         redis,
-        status,
         in_sync: false,
         healthy_since: None,
     };
@@ -67,23 +64,24 @@ impl Membership {
     /// Refreshes the heartbeat and resyncs when needed; false if Redis
     /// did not answer.
     async fn beat(&mut self) -> bool {
+        let status = self.redis.status();
         match self.redis.heartbeat().await {
             Ok(alive) => {
-                if !self.status.commands_up() {
+                if !status.commands_up() {
                     tracing::info!("Redis commands answer again");
                 }
-                self.status.set_commands(true);
+                status.set_commands(true);
                 self.healthy_since.get_or_insert_with(Instant::now);
-                if !alive || self.status.take_stale() || !self.in_sync {
+                if !alive || status.take_stale() || !self.in_sync {
                     self.in_sync = self.resync().await;
                 }
                 true
             }
             Err(err) => {
-                if self.status.commands_up() {
+                if status.commands_up() {
                     tracing::warn!(error = %err, "Redis heartbeat failed; serving local clients only");
                 }
-                self.status.set_commands(false);
+                status.set_commands(false);
                 self.healthy_since = None;
                 false
             }

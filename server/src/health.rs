@@ -80,9 +80,9 @@ struct Connections {
 }
 
 pub async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
-    let redis = match &app.redis_status {
+    let redis = match app.store.redis() {
         None => "disabled",
-        Some(status) if status.is_up() => "ok",
+        Some(redis) if redis.status().is_up() => "ok",
         Some(_) => "degraded",
     };
     let draining = app.shutdown.is_cancelled();

@@ -59,8 +59,6 @@ pub struct AppState {
     pub bus: Bus,
     pub store: Store,
     pub counts: Arc<Counts>,
-    /// None in embedded mode.
-    pub redis_status: Option<Arc<RedisStatus>>,
     /// Cancelled on SIGTERM/SIGINT: every socket closes with 1012.
     pub shutdown: CancellationToken,
     /// Every WebSocket task, so shutdown can wait for their cleanup (axum's
@@ -205,11 +203,11 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
     let hub = Arc::new(Hub::default());
     let counts = Arc::new(Counts::default());
     let tasks = TaskTracker::new();
-    let (backend, store, redis_status) = match &config.redis_url {
+    let (backend, store) = match &config.redis_url {
         None => {
             let memory = bus::memory::MemoryBus::default();
             tokio::spawn(memory.clone().pump(instance, hub.clone()));
-            (Backend::Memory(memory), Store::new(None), None)
+            (Backend::Memory(memory), Store::new(None))
         }
         Some(url) => {
             let client = redis::Client::open(url.as_str()).context("REDIS_URL is invalid")?;
@@ -229,12 +227,12 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 instance,
                 hub: hub.clone(),
                 counts: counts.clone(),
-                status: status.clone(),
+                status,
                 shutdown: shutdown.clone(),
             };
             let (bus, subscriber) = bus::redis::RedisBus::start(redis.connection(), supervisor);
             tokio::spawn(subscriber);
-            (Backend::Redis(bus), Store::new(Some(redis)), Some(status))
+            (Backend::Redis(bus), Store::new(Some(redis)))
         }
     };
     let app = Arc::new(AppState {
@@ -245,14 +243,13 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
         bus: Bus::new(instance, hub, backend),
         store,
         counts,
-        redis_status: redis_status.clone(),
         shutdown,
         tasks,
         metrics: metrics::install(),
     });
     tokio::spawn(counts::run(app.clone()));
-    if let (Some(redis), Some(status)) = (app.store.redis().cloned(), redis_status) {
-        cluster::start(app.clone(), redis, status).await;
+    if let Some(redis) = app.store.redis().cloned() {
+        cluster::start(app.clone(), redis).await;
     }
     Ok(app)
 }

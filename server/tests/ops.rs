@@ -70,7 +70,7 @@ struct Member {
 
 impl Member {
     async fn join(url: &str, pseudo: &str) -> Member {
-        let (mut chat, _, _) = open(url, "").await.expect("connects");
+        let (mut chat, _, _) = Chat::try_open(url).await.expect("connects");
         let session = uuid::Uuid::new_v4();
         chat.send(&ClientMessage::Join {
             pseudo: pseudo.into(),
@@ -123,7 +123,9 @@ impl Member {
         };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
-            if let Some((mut chat, history, _)) = open(&self.url, &query).await {
+            if let Some((mut chat, history, _)) =
+                Chat::try_open(&format!("{}{query}", self.url)).await
+            {
                 self.got.extend(history.into_iter().filter_map(|e| match e {
                     ServerEvent::Message(m) => Some(m),
                     _ => None,
@@ -147,43 +149,6 @@ fn distinct(messages: &[ChatMessage]) -> usize {
     ids.sort();
     ids.dedup();
     ids.len()
-}
-
-/// Opens a chat socket by URL; None if the connection is refused or reset.
-async fn open(url: &str, query: &str) -> Option<(Chat, Vec<ServerEvent>, u64)> {
-    let (ws, _) = tokio_tungstenite::connect_async(format!("{url}{query}"))
-        .await
-        .ok()?;
-    let mut client = Client::from_stream(ws);
-    let history =
-        match serde_json::from_str(&text(client.receive_within(Duration::from_secs(5)).await?)?)
-            .ok()?
-        {
-            ServerEvent::History { events } => events,
-            _ => return None,
-        };
-    let count =
-        match serde_json::from_str(&text(client.receive_within(Duration::from_secs(5)).await?)?)
-            .ok()?
-        {
-            ServerEvent::Count { count } => count,
-            _ => return None,
-        };
-    Some((
-        Chat {
-            client,
-            session: uuid::Uuid::new_v4(),
-        },
-        history,
-        count,
-    ))
-}
-
-fn text(received: Received) -> Option<String> {
-    match received {
-        Received::Text(t) => Some(t),
-        Received::Close(_) => None,
-    }
 }
 
 #[tokio::test]

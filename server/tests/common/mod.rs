@@ -6,7 +6,7 @@ use app::protocol::{ClientMessage, ServerEvent};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::net::{SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -317,10 +317,6 @@ impl Client {
         Client { ws }
     }
 
-    pub fn from_stream(ws: Socket) -> Client {
-        Client { ws }
-    }
-
     pub async fn send_text(&mut self, text: &str) {
         self.ws.send(Message::text(text)).await.expect("send");
     }
@@ -392,12 +388,25 @@ pub struct Chat {
 impl Chat {
     /// Opens a socket to the room and reads the history and count it gets first.
     pub async fn open(server: &Server, query: &str) -> (Chat, Vec<ServerEvent>, u64) {
-        let mut client = Client::connect(&server.chat_url(query)).await;
-        let history = match serde_json::from_value(client.json().await).unwrap() {
+        Chat::try_open(&server.chat_url(query))
+            .await
+            .expect("the chat socket opens")
+    }
+
+    /// Like `open`, by URL; None if the connection is refused or closed
+    /// before its first two frames (a server that is restarting).
+    pub async fn try_open(url: &str) -> Option<(Chat, Vec<ServerEvent>, u64)> {
+        let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
+        let mut client = Client { ws };
+        let mut next = async || match client.receive_within(WAIT).await? {
+            Received::Text(text) => Some(serde_json::from_str::<ServerEvent>(&text).unwrap()),
+            Received::Close(_) => None,
+        };
+        let history = match next().await? {
             ServerEvent::History { events } => events,
             other => panic!("expected history first, got {other:?}"),
         };
-        let count = match serde_json::from_value(client.json().await).unwrap() {
+        let count = match next().await? {
             ServerEvent::Count { count } => count,
             other => panic!("expected count second, got {other:?}"),
         };
@@ -405,7 +414,7 @@ impl Chat {
             client,
             session: Uuid::new_v4(),
         };
-        (chat, history, count)
+        Some((chat, history, count))
     }
 
     /// Opens a socket to the default room and joins as `pseudo`.
@@ -512,9 +521,4 @@ pub async fn refused_status(url: &str) -> u16 {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
         other => panic!("expected an HTTP refusal, got {:?}", other.map(|_| ())),
     }
-}
-
-/// True if something accepts TCP connections on the address.
-pub fn listening(addr: SocketAddr) -> bool {
-    TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
