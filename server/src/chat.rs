@@ -2,19 +2,21 @@
 //! start (history, live messages, counts), then joins with a nickname to
 //! speak. Frames are defined in `app::protocol`.
 
-use crate::hub::{ConnId, Kind, Peer, Topic};
+use crate::hub::{close, ConnId, Kind, Peer, Topic};
 use crate::socket::{self, Handler};
 use crate::store::{Claim, Member};
+use crate::throttle::{Throttle, Verdict};
 use crate::{encode, metrics, now_ms, AppState};
 use app::protocol::{
     valid_room, ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent,
     SystemKind, SystemMessage, DEFAULT_ROOM,
 };
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::{Query, State};
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -28,9 +30,15 @@ pub struct ChatQuery {
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
     query: Result<Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
     State(app): State<Arc<AppState>>,
 ) -> Response {
+    let slot = match app.guard.admit(Kind::Chat, &headers, peer, &app.shutdown) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let Ok(Query(query)) = query else {
         return (
             StatusCode::BAD_REQUEST,
@@ -46,15 +54,13 @@ pub async fn upgrade(
         )
             .into_response();
     }
-    if app.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
     let tracked = app.clone();
     socket::configure(ws, &app.config).on_upgrade(move |socket| {
-        tracked
-            .tasks
-            .clone()
-            .track_future(session(tracked, socket, room, query.last_seen))
+        tracked.tasks.clone().track_future(async move {
+            // The connection counts as open until its session ends.
+            let _slot = slot;
+            session(tracked, socket, room, query.last_seen).await;
+        })
     })
 }
 
@@ -88,6 +94,8 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
         topic,
         peer: peer.clone(),
         member: None,
+        renames: Throttle::new(app.limits.renames),
+        joins: Throttle::new(app.limits.joins),
     };
     let reason = socket::drive(
         socket,
@@ -128,6 +136,33 @@ fn history_frame(events: &[Utf8Bytes]) -> Utf8Bytes {
     frame.into()
 }
 
+/// Chat actions with a bucket of their own (`JOIN_LIMIT_PER_MIN`,
+/// `RENAME_LIMIT_PER_MIN`): each writes to Redis and a rename is announced
+/// to the whole room, so they are held far below the frame rate.
+#[derive(Clone, Copy)]
+enum Limited {
+    Join,
+    Rename,
+}
+
+impl Limited {
+    /// The `errors_total` label.
+    fn label(self) -> &'static str {
+        match self {
+            Limited::Join => "join_limited",
+            Limited::Rename => "rename_limited",
+        }
+    }
+
+    /// The error message's start, and the close reason.
+    fn reason(self) -> &'static str {
+        match self {
+            Limited::Join => "too many join attempts",
+            Limited::Rename => "too many nickname changes",
+        }
+    }
+}
+
 struct ChatSession {
     app: Arc<AppState>,
     id: ConnId,
@@ -135,6 +170,8 @@ struct ChatSession {
     topic: Topic,
     peer: Peer,
     member: Option<Member>,
+    renames: Throttle,
+    joins: Throttle,
 }
 
 impl Handler for ChatSession {
@@ -143,8 +180,14 @@ impl Handler for ChatSession {
     async fn on_text(&mut self, text: Utf8Bytes) -> Option<(u16, &'static str)> {
         match ClientMessage::decode(&text) {
             Err(err) => self.refuse(err.code, err.message),
-            Ok(ClientMessage::Join { pseudo, session }) => self.join(&pseudo, session).await,
-            Ok(ClientMessage::Rename { pseudo }) => self.rename(&pseudo).await,
+            Ok(ClientMessage::Join { pseudo, session }) => match self.joins.check() {
+                Verdict::Allowed => self.join(&pseudo, session).await,
+                verdict => return self.throttled(verdict, Limited::Join),
+            },
+            Ok(ClientMessage::Rename { pseudo }) => match self.renames.check() {
+                Verdict::Allowed => self.rename(&pseudo).await,
+                verdict => return self.throttled(verdict, Limited::Rename),
+            },
             Ok(ClientMessage::Say { text }) => self.say(&text).await,
         }
         None
@@ -159,6 +202,24 @@ impl Handler for ChatSession {
 }
 
 impl ChatSession {
+    /// Answers a join or rename over its limit; a client that keeps trying
+    /// regardless is closed with 1008.
+    fn throttled(&self, verdict: Verdict, limited: Limited) -> Option<(u16, &'static str)> {
+        metrics::error("chat", limited.label());
+        let message = match verdict {
+            Verdict::Refused(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                format!("{}: try again in {} s", limited.reason(), secs.max(1))
+            }
+            Verdict::Allowed | Verdict::Abuse => format!("{}: closing", limited.reason()),
+        };
+        self.peer.send(encode(&ServerEvent::Error {
+            code: ErrorCode::RateLimited,
+            message,
+        }));
+        (verdict == Verdict::Abuse).then_some((close::POLICY, limited.reason()))
+    }
+
     fn refuse(&self, code: ErrorCode, message: String) {
         metrics::error("chat", code.as_str());
         self.peer

@@ -3,7 +3,11 @@
 //! environment). `clap` gives every option its variable, default and `--help`
 //! text in one place; `.env.example` documents the same list.
 
+use crate::client_ip::{parse_net, ProxyHeader};
+use crate::origin::AllowedOrigin;
+use crate::redis_client::redact;
 use clap::{Parser, ValueEnum};
+use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
@@ -26,9 +30,13 @@ pub struct Config {
     #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
     pub relay_port: u16,
 
-    /// Redis to scale out through, e.g. redis://127.0.0.1:6379. Unset: embedded single-instance mode.
+    /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user. Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
+
+    /// CA certificate (PEM file) that signed the Redis server's certificate, for rediss:// URLs. system = the machine's trusted roots.
+    #[arg(long, env = "REDIS_CA_CERT", default_value = "system")]
+    pub redis_ca_cert: String,
 
     /// Prefix of every Redis key and channel, so deployments can share one Redis.
     #[arg(long, env = "REDIS_PREFIX", default_value = "chat")]
@@ -53,6 +61,42 @@ pub struct Config {
     /// Messages one connection may send in a burst above the average rate.
     #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
     pub rate_limit_burst: u32,
+
+    /// Nickname changes one chat connection may make per minute (also the burst).
+    #[arg(long, env = "RENAME_LIMIT_PER_MIN", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
+    pub rename_limit_per_min: u32,
+
+    /// Join attempts one chat connection may make per minute (also the burst).
+    #[arg(long, env = "JOIN_LIMIT_PER_MIN", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
+    pub join_limit_per_min: u32,
+
+    /// Pages allowed to open WebSockets (chat and relay), comma-separated: self (the page's own host), https://host[:port], or * (any site).
+    #[arg(long, env = "ALLOWED_ORIGINS", default_value = "self", value_delimiter = ',', value_parser = AllowedOrigin::parse)]
+    pub allowed_origins: Vec<AllowedOrigin>,
+
+    /// Refuse chat sockets without an Origin header (browsers always send one; other programs may not).
+    #[arg(long, env = "CHAT_REQUIRE_ORIGIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub chat_require_origin: bool,
+
+    /// Refuse relay sockets without an Origin header.
+    #[arg(long, env = "RELAY_REQUIRE_ORIGIN", default_value_t = false, action = clap::ArgAction::Set)]
+    pub relay_require_origin: bool,
+
+    /// WebSockets (chat and relay) open at once on this instance; more are refused with HTTP 503.
+    #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+
+    /// WebSockets open at once from one client address (IPv6: one /64); more are refused with HTTP 429.
+    #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections_per_ip: u32,
+
+    /// Header in which a reverse proxy passes the client's address (e.g. X-Forwarded-For; the right-most address counts), believed only from TRUSTED_PROXIES. none = the TCP peer address.
+    #[arg(long, env = "TRUSTED_PROXY_HEADER", default_value = "none", value_parser = ProxyHeader::parse)]
+    pub trusted_proxy_header: ProxyHeader,
+
+    /// Addresses or CIDR ranges of the reverse proxies whose TRUSTED_PROXY_HEADER is believed, comma-separated.
+    #[arg(long, env = "TRUSTED_PROXIES", default_value = "127.0.0.1,::1", value_delimiter = ',', value_parser = parse_net)]
+    pub trusted_proxies: Vec<IpNet>,
 
     /// Seconds between keepalive pings; a client silent for two intervals is dropped.
     #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -85,8 +129,27 @@ impl Config {
     /// Checks what clap cannot: returns the message naming the setting to fix.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.redis_url {
-            redis::Client::open(url.as_str())
-                .map_err(|e| format!("REDIS_URL {url:?} is not a valid Redis URL: {e}"))?;
+            // Never the whole URL: it may hold a password.
+            let url_info = redis::Client::open(url.as_str())
+                .map_err(|e| format!("REDIS_URL {} is not a valid Redis URL: {e}", redact(url)))?;
+            let (tls, insecure) = match url_info.get_connection_info().addr() {
+                redis::ConnectionAddr::TcpTls { insecure, .. } => (true, *insecure),
+                _ => (false, false),
+            };
+            if insecure {
+                return Err(
+                    "REDIS_URL: #insecure (no certificate check) is not supported; \
+                     give a private CA in REDIS_CA_CERT"
+                        .to_owned(),
+                );
+            }
+            if self.redis_ca_cert != "system" && !tls {
+                return Err(
+                    "REDIS_CA_CERT is set, but REDIS_URL is not a rediss:// (TLS) URL".to_owned(),
+                );
+            }
+        } else if self.redis_ca_cert != "system" {
+            return Err("REDIS_CA_CERT is set, but REDIS_URL is not".to_owned());
         }
         let prefix_ok = !self.redis_prefix.is_empty()
             && self
@@ -150,10 +213,43 @@ mod tests {
     fn bad_settings_name_the_variable() {
         let c = parse(&["--redis-url", "nope://x"]);
         assert!(c.validate().unwrap_err().contains("REDIS_URL"));
+        let c = parse(&[
+            "--redis-url",
+            "redis://u:secret@h:1",
+            "--redis-ca-cert",
+            "ca.pem",
+        ]);
+        let error = c.validate().unwrap_err();
+        assert!(
+            error.contains("REDIS_CA_CERT") && !error.contains("secret"),
+            "{error}"
+        );
+        let c = parse(&["--redis-url", "rediss://h:1/#insecure"]);
+        assert!(c.validate().unwrap_err().contains("#insecure"));
         let c = parse(&["--redis-prefix", "a b"]);
         assert!(c.validate().unwrap_err().contains("REDIS_PREFIX"));
         let c = parse(&["--port", "9000", "--relay-port", "9000"]);
         assert!(c.validate().unwrap_err().contains("RELAY_PORT"));
         assert!(Config::try_parse_from(["server", "--port", "x"]).is_err());
+        for (flag, bad) in [
+            ("--allowed-origins", "chat.example.com"),
+            ("--allowed-origins", "https://chat.example.com/path"),
+            ("--trusted-proxy-header", "bad header"),
+            ("--trusted-proxies", "10.0.0.0/99"),
+        ] {
+            assert!(
+                Config::try_parse_from(["server", flag, bad]).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_bad_redis_url_is_reported_without_its_password() {
+        // Parses as a URL, but the database number is not a number.
+        let c = parse(&["--redis-url", "redis://user:hunter2@h:1/x"]);
+        let error = c.validate().unwrap_err();
+        assert!(error.contains("REDIS_URL"), "{error}");
+        assert!(!error.contains("hunter2"), "{error}");
     }
 }

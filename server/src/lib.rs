@@ -7,24 +7,35 @@
 //! - [`store`]: presence, nicknames, history and relay registry (memory or Redis).
 //! - [`cluster`]: heartbeat, re-registration and sweeping of dead instances.
 //! - [`counts`]: coalesced participant-count pushes.
-//! - [`socket`]: one WebSocket's life: limits, keepalive, close handshake.
+//! - [`guard`]: admission of an upgrade: [`origin`] check, connection
+//!   limits ([`capacity`], per [`client_ip`]).
+//! - [`socket`]: one WebSocket's life: limits ([`throttle`]), keepalive,
+//!   close handshake.
 //! - [`chat`], [`relay`]: the two protocols.
 //! - [`health`], [`metrics`]: `/healthz` and `/metrics`.
 //! - [`logging`]: tracing subscriber, text or JSON.
+//! - [`redis_client`]: the Redis client (TLS, credentials) and the
+//!   password-free form of its URL.
 
 pub mod bus;
+pub mod capacity;
 pub mod chat;
+pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod counts;
+pub mod guard;
 pub mod health;
 pub mod hub;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
+pub mod redis_client;
 pub mod relay;
 pub mod socket;
 pub mod store;
+pub mod throttle;
 
 use anyhow::Context;
 use app::protocol::ServerEvent;
@@ -34,11 +45,13 @@ use axum::Router;
 use bus::{Backend, Bus};
 use config::Config;
 use counts::Counts;
+use guard::Guard;
 use health::RedisStatus;
 use hub::Hub;
 use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use metrics_exporter_prometheus::PrometheusHandle;
+use redis_client::redact;
 use socket::Limits;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -53,6 +66,8 @@ use uuid::Uuid;
 pub struct AppState {
     pub config: Config,
     pub limits: Limits,
+    /// Who may open a WebSocket, and how many are open.
+    pub guard: Guard,
     /// This process's id in Redis and in bus envelopes.
     pub instance: Uuid,
     pub started: Instant,
@@ -192,10 +207,14 @@ async fn serve(
     routes: Router,
     shutdown: CancellationToken,
 ) -> anyhow::Result<()> {
-    axum::serve(listener, routes)
-        .with_graceful_shutdown(shutdown.cancelled_owned())
-        .await
-        .context("HTTP server failed")
+    // The peer address feeds the per-address connection limit.
+    axum::serve(
+        listener,
+        routes.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .with_graceful_shutdown(shutdown.cancelled_owned())
+    .await
+    .context("HTTP server failed")
 }
 
 async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppState>> {
@@ -210,7 +229,7 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
             (Backend::Memory(memory), Store::new(None))
         }
         Some(url) => {
-            let client = redis::Client::open(url.as_str()).context("REDIS_URL is invalid")?;
+            let client = redis_client::client(url, &config.redis_ca_cert)?;
             let keys = Keys::new(&config.redis_prefix);
             let status = Arc::new(RedisStatus::default());
             let redis = RedisStore::new(
@@ -237,6 +256,7 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
     };
     let app = Arc::new(AppState {
         limits: Limits::from_config(&config),
+        guard: Guard::from_config(&config),
         config,
         instance,
         started: Instant::now(),
@@ -286,24 +306,4 @@ fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
     options.site_root = config.site_root.as_str().into();
     options.site_addr = addr;
     options
-}
-
-/// The URL without its password, for logs.
-fn redact(url: &str) -> String {
-    match url.split_once('@') {
-        Some((scheme_user, host)) => match scheme_user.split_once("://") {
-            Some((scheme, _)) => format!("{scheme}://***@{host}"),
-            None => format!("***@{host}"),
-        },
-        None => url.to_owned(),
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn redact_hides_credentials() {
-        assert_eq!(super::redact("redis://:pw@h:1/0"), "redis://***@h:1/0");
-        assert_eq!(super::redact("redis://h:1"), "redis://h:1");
-    }
 }

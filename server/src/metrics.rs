@@ -57,6 +57,11 @@ pub fn slow_consumer(kind: Kind) {
     counter!("slow_consumers_total", "kind" => kind.as_str()).increment(1);
 }
 
+/// A WebSocket upgrade refused before it happened (origin, limits, draining).
+pub fn rejected(kind: Kind, reason: &'static str) {
+    counter!("ws_rejected_total", "kind" => kind.as_str(), "reason" => reason).increment(1);
+}
+
 /// A refused frame or a failed operation, by kind and a stable error name.
 pub fn error(kind: &'static str, error: &'static str) {
     counter!("errors_total", "kind" => kind, "error" => error).increment(1);

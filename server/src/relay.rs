@@ -10,11 +10,12 @@ use crate::socket::{self, Handler};
 use crate::{metrics, AppState};
 use app::protocol::ErrorCode;
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
-use axum::extract::State;
-use axum::http::StatusCode;
+use axum::extract::{ConnectInfo, State};
+use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
 use serde_json::Value;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
@@ -22,13 +23,24 @@ use uuid::Uuid;
 /// Longest action name, in bytes: it becomes part of Redis key names.
 const MAX_ACTION_BYTES: usize = 256;
 
-pub async fn upgrade(ws: WebSocketUpgrade, State(app): State<Arc<AppState>>) -> Response {
-    if app.shutdown.is_cancelled() {
-        return (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response();
-    }
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    State(app): State<Arc<AppState>>,
+) -> Response {
+    let slot = match app.guard.admit(Kind::Relay, &headers, peer, &app.shutdown) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
     let tracked = app.clone();
-    socket::configure(ws, &app.config)
-        .on_upgrade(move |socket| tracked.tasks.clone().track_future(session(tracked, socket)))
+    socket::configure(ws, &app.config).on_upgrade(move |socket| {
+        tracked.tasks.clone().track_future(async move {
+            // The connection counts as open until its session ends.
+            let _slot = slot;
+            session(tracked, socket).await;
+        })
+    })
 }
 
 async fn session(app: Arc<AppState>, socket: WebSocket) {

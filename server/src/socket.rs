@@ -6,12 +6,13 @@
 
 use crate::config::Config;
 use crate::hub::{close, Closer, Kind, Peer};
+use crate::throttle::{Throttle, Verdict};
 use crate::{event_id, metrics};
 use app::protocol::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::Quota;
 use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroU32;
@@ -61,7 +62,12 @@ pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
 pub struct Limits {
     pub max_message_bytes: u64,
     pub ping_interval: Duration,
+    /// Frames of any kind, per connection.
     pub rate: Quota,
+    /// Chat nickname changes, per connection.
+    pub renames: Quota,
+    /// Chat join attempts, per connection.
+    pub joins: Quota,
 }
 
 impl Limits {
@@ -72,6 +78,8 @@ impl Limits {
             ping_interval: config.ping_interval(),
             rate: Quota::per_second(nonzero(config.rate_limit_per_sec))
                 .allow_burst(nonzero(config.rate_limit_burst)),
+            renames: Quota::per_minute(nonzero(config.rename_limit_per_min)),
+            joins: Quota::per_minute(nonzero(config.join_limit_per_min)),
         }
     }
 }
@@ -238,10 +246,7 @@ async fn read<H: Handler>(
     limits: &Limits,
 ) -> String {
     let kind = H::KIND.as_str();
-    let rate: DefaultDirectRateLimiter = RateLimiter::direct(limits.rate);
-    // Frames refused for rate get an error each; refusing this many more
-    // than the rate allows again is sustained abuse and closes the socket.
-    let abuse: DefaultDirectRateLimiter = RateLimiter::direct(limits.rate);
+    let frames = Throttle::new(limits.rate);
     // Pings go out every interval; a healthy client answers each one.
     let idle = limits.ping_interval * 2 + Duration::from_secs(1);
     loop {
@@ -275,11 +280,12 @@ async fn read<H: Handler>(
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         metrics::received(H::KIND, bytes);
-        if rate.check().is_err() {
+        let verdict = frames.check();
+        if verdict != Verdict::Allowed {
             metrics::error(kind, "rate_limited");
             let error = handler.error_frame(ErrorCode::RateLimited, "too many messages: slow down");
             peer.send(error);
-            if abuse.check().is_err() {
+            if verdict == Verdict::Abuse {
                 peer.closer.close(close::POLICY, "rate limit exceeded");
                 return "rate limit exceeded".to_owned();
             }

@@ -6,7 +6,7 @@ use app::protocol::{ClientMessage, ServerEvent};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{IpAddr, SocketAddr, TcpListener};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -374,8 +374,71 @@ impl Client {
         }
     }
 
+    /// Waits for the close frame, skipping text frames; its code and reason.
+    pub async fn close_reason(&mut self) -> Option<(u16, String)> {
+        loop {
+            match self.ws.next().await? {
+                Ok(Message::Close(frame)) => {
+                    return frame.map(|f| (f.code.into(), f.reason.to_string()));
+                }
+                Ok(_) => continue,
+                Err(_) => return None,
+            }
+        }
+    }
+
     pub async fn close(mut self) {
         let _ = self.ws.close(None).await;
+    }
+}
+
+/// Opens a WebSocket with extra request headers (e.g. `Origin`), from a
+/// given local address if any (another loopback address is another
+/// client); a refused upgrade gives its HTTP status and body.
+pub async fn try_connect(
+    url: &str,
+    headers: &[(&str, &str)],
+    from: Option<IpAddr>,
+) -> Result<Client, (u16, String)> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    use tokio_tungstenite::tungstenite::http::HeaderName;
+    let mut request = url.into_client_request().expect("a ws:// URL");
+    for (name, value) in headers {
+        let name = HeaderName::from_bytes(name.as_bytes()).expect("a header name");
+        request
+            .headers_mut()
+            .append(name, value.parse().expect("a header value"));
+    }
+    let uri = request.uri();
+    let host = uri.host().expect("a host").trim_matches(['[', ']']);
+    let server = SocketAddr::new(
+        host.parse().expect("an IP host"),
+        uri.port_u16().unwrap_or(80),
+    );
+    let socket = match server {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+    }
+    .unwrap();
+    if let Some(ip) = from {
+        socket
+            .bind(SocketAddr::new(ip, 0))
+            .expect("a local address");
+    }
+    let stream = socket
+        .connect(server)
+        .await
+        .expect("the server accepts TCP");
+    match tokio_tungstenite::client_async(request, MaybeTlsStream::Plain(stream)).await {
+        Ok((ws, _)) => Ok(Client { ws }),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let body = response.body().as_deref().unwrap_or_default();
+            Err((
+                response.status().as_u16(),
+                String::from_utf8_lossy(body).into_owned(),
+            ))
+        }
+        Err(err) => panic!("connect {url}: {err}"),
     }
 }
 

@@ -1,0 +1,120 @@
+//! How many WebSockets this instance holds, in all and per client address.
+//! A connection takes a [`Slot`] before its upgrade and gives it back when
+//! the slot is dropped, wherever the connection ends.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv6Addr};
+use std::sync::{Arc, Mutex};
+
+/// Why there is no slot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Full {
+    /// `MAX_CONNECTIONS` are open.
+    Instance,
+    /// `MAX_CONNECTIONS_PER_IP` are open from this address.
+    Address,
+}
+
+pub struct Capacity {
+    max_total: usize,
+    max_per_address: usize,
+    open: Mutex<Open>,
+}
+
+#[derive(Default)]
+struct Open {
+    total: usize,
+    per_address: HashMap<IpAddr, usize>,
+}
+
+impl Capacity {
+    pub fn new(max_total: usize, max_per_address: usize) -> Arc<Self> {
+        Arc::new(Capacity {
+            max_total,
+            max_per_address,
+            open: Mutex::default(),
+        })
+    }
+
+    pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+        let address = per_address_key(ip);
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        if open.total >= self.max_total {
+            return Err(Full::Instance);
+        }
+        let count = open.per_address.entry(address).or_default();
+        if *count >= self.max_per_address {
+            return Err(Full::Address);
+        }
+        *count += 1;
+        open.total += 1;
+        Ok(Slot {
+            capacity: self.clone(),
+            address,
+        })
+    }
+
+    fn release(&self, address: IpAddr) {
+        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        open.total = open.total.saturating_sub(1);
+        if let Some(count) = open.per_address.get_mut(&address) {
+            *count -= 1;
+            if *count == 0 {
+                open.per_address.remove(&address);
+            }
+        }
+    }
+}
+
+/// One open connection's place; dropping it frees the place.
+pub struct Slot {
+    capacity: Arc<Capacity>,
+    address: IpAddr,
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.capacity.release(self.address);
+    }
+}
+
+/// An IPv6 host usually gets a whole /64: counting single addresses would
+/// give it billions of allowances.
+fn per_address_key(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V6(v6) => {
+            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
+            IpAddr::V6(Ipv6Addr::from(prefix))
+        }
+        v4 => v4,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn limits_hold_and_slots_come_back_when_dropped() {
+        let capacity = Capacity::new(3, 2);
+        let a: IpAddr = "10.0.0.1".parse().unwrap();
+        let b: IpAddr = "10.0.0.2".parse().unwrap();
+        let a1 = capacity.acquire(a).unwrap();
+        let _a2 = capacity.acquire(a).unwrap();
+        assert_eq!(capacity.acquire(a).err(), Some(Full::Address));
+        let _b1 = capacity.acquire(b).unwrap();
+        assert_eq!(capacity.acquire(b).err(), Some(Full::Instance));
+        drop(a1);
+        let _b2 = capacity.acquire(b).unwrap();
+        assert_eq!(capacity.acquire(a).err(), Some(Full::Instance));
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_address() {
+        let capacity = Capacity::new(10, 1);
+        let _one = capacity.acquire("2001:db8::1".parse().unwrap()).unwrap();
+        let same_64 = capacity.acquire("2001:db8::ffff:1".parse().unwrap());
+        assert_eq!(same_64.err(), Some(Full::Address));
+        assert!(capacity.acquire("2001:db8:0:1::1".parse().unwrap()).is_ok());
+    }
+}

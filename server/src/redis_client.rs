@@ -1,0 +1,89 @@
+//! The Redis client from `REDIS_URL` (plain `redis://`, or `rediss://` over
+//! TLS, with an optional password or ACL user) and `REDIS_CA_CERT`, and the
+//! URL's printable form: the password never reaches a log line or an error.
+
+use anyhow::Context;
+use redis::{Client, TlsCertificates};
+
+/// A client for `url`; over TLS, the server's certificate must chain to
+/// `ca_cert` (a PEM file), or to the machine's trusted roots for `system`.
+pub fn client(url: &str, ca_cert: &str) -> anyhow::Result<Client> {
+    let plain =
+        Client::open(url).with_context(|| format!("REDIS_URL {} is invalid", redact(url)))?;
+    if !matches!(
+        plain.get_connection_info().addr(),
+        redis::ConnectionAddr::TcpTls { .. }
+    ) {
+        return Ok(plain);
+    }
+    // rustls needs a crypto provider chosen once per process; an error
+    // only means one is already installed, which is as good.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let root_cert = match ca_cert {
+        "system" => None,
+        path => {
+            Some(std::fs::read(path).with_context(|| format!("cannot read REDIS_CA_CERT {path}"))?)
+        }
+    };
+    let certificates = TlsCertificates {
+        client_tls: None,
+        root_cert,
+    };
+    Client::build_with_tls(url, certificates).with_context(|| {
+        format!(
+            "cannot set up TLS for REDIS_URL {} (is REDIS_CA_CERT a PEM certificate?)",
+            redact(url)
+        )
+    })
+}
+
+/// The URL without its password or query (which may carry one, as in
+/// `redis+unix:///s?pass=...`), for logs and errors. The user name stays:
+/// it tells which ACL user was tried.
+pub fn redact(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let rest = rest.split(['?', '#']).next().unwrap_or_default();
+    let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+    let shown = match authority.rsplit_once('@') {
+        // A password may hold '@' or ':' unescaped: cut at the last '@'
+        // and keep what precedes the first ':' as the user.
+        Some((userinfo, host)) => {
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{user}:***@{host}")
+        }
+        None => authority.to_owned(),
+    };
+    if scheme.is_empty() {
+        format!("{shown}{path}")
+    } else {
+        format!("{scheme}://{shown}{path}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn redact_hides_passwords_wherever_they_are() {
+        assert_eq!(redact("redis://:pw@h:1/0"), "redis://:***@h:1/0");
+        assert_eq!(
+            redact("rediss://alice:p@ss:w@h:1"),
+            "rediss://alice:***@h:1"
+        );
+        assert_eq!(redact("redis://h:1"), "redis://h:1");
+        assert_eq!(
+            redact("redis+unix:///run/redis.sock?db=1&pass=pw"),
+            "redis+unix:///run/redis.sock"
+        );
+        assert_eq!(redact("rediss://h:1/#insecure"), "rediss://h:1/");
+    }
+
+    #[test]
+    fn a_missing_ca_file_is_named() {
+        let error = super::client("rediss://:pw@127.0.0.1:1", "/nonexistent/ca.pem").unwrap_err();
+        let error = format!("{error:#}");
+        assert!(error.contains("REDIS_CA_CERT"), "{error}");
+        assert!(!error.contains("pw@"), "{error}");
+    }
+}

@@ -1,0 +1,61 @@
+//! A token bucket for one kind of frame on one connection (governor). A
+//! frame over the limit is refused with an error; refusals that themselves
+//! keep coming faster than the limit mean the client ignores the errors,
+//! and the connection is closed.
+
+use governor::clock::{Clock, DefaultClock};
+use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::time::Duration;
+
+pub struct Throttle {
+    allowed: DefaultDirectRateLimiter,
+    refusals: DefaultDirectRateLimiter,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    Allowed,
+    /// Refused; the next frame of this kind is allowed after this long.
+    Refused(Duration),
+    /// Refused once too often: close the connection.
+    Abuse,
+}
+
+impl Throttle {
+    pub fn new(quota: Quota) -> Self {
+        Throttle {
+            allowed: RateLimiter::direct(quota),
+            refusals: RateLimiter::direct(quota),
+        }
+    }
+
+    pub fn check(&self) -> Verdict {
+        match self.allowed.check() {
+            Ok(()) => Verdict::Allowed,
+            Err(_) if self.refusals.check().is_err() => Verdict::Abuse,
+            Err(not_until) => {
+                Verdict::Refused(not_until.wait_time_from(DefaultClock::default().now()))
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::num::NonZeroU32;
+
+    #[test]
+    fn refuses_over_the_quota_then_calls_it_abuse() {
+        let throttle = Throttle::new(Quota::per_minute(NonZeroU32::new(2).unwrap()));
+        assert_eq!(throttle.check(), Verdict::Allowed);
+        assert_eq!(throttle.check(), Verdict::Allowed);
+        for _ in 0..2 {
+            match throttle.check() {
+                Verdict::Refused(wait) => assert!(wait > Duration::from_secs(20), "{wait:?}"),
+                other => panic!("{other:?}"),
+            }
+        }
+        assert_eq!(throttle.check(), Verdict::Abuse);
+    }
+}

@@ -1,0 +1,664 @@
+//! Defences, each tested with real clients against a real server process:
+//! the origin check on WebSocket upgrades, connection limits (per address,
+//! per instance, behind a trusted proxy), join / rename / message rate
+//! limits, a chat member that stops reading, and Redis over TLS, with a
+//! password and with an ACL user.
+
+mod common;
+
+use app::protocol::{ClientMessage, ErrorCode, ServerEvent};
+use common::{eventually, free_port, try_connect, Chat, Received, Server, WAIT};
+use std::io::{BufRead, BufReader};
+use std::net::IpAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+
+/// The value of one sample in `/metrics`, e.g.
+/// `ws_rejected_total{kind="chat",reason="origin"}`; 0 if absent.
+async fn metric(server: &Server, sample: &str) -> f64 {
+    let (_, text) = server.get("/metrics").await;
+    text.lines()
+        .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
+        .map_or(0.0, |value| value.trim().parse().unwrap())
+}
+
+fn loopback(last: u8) -> Option<IpAddr> {
+    Some(IpAddr::from([127, 0, 0, last]))
+}
+
+const EVIL: (&str, &str) = ("Origin", "https://evil.example");
+
+#[tokio::test]
+async fn only_allowed_origins_may_open_websockets() {
+    let relay_port = free_port();
+    let server = Server::start(None, &[("RELAY_PORT", &relay_port.to_string())]);
+    let chat = server.chat_url("");
+    let relay = server.relay_url();
+    let dedicated = format!("ws://127.0.0.1:{relay_port}/any");
+    let own = format!("http://{}", server.http);
+
+    // Default: the server's own pages, and programs that send no Origin.
+    for url in [&chat, &relay] {
+        assert!(try_connect(url, &[("Origin", &own)], None).await.is_ok());
+        assert!(try_connect(url, &[], None).await.is_ok());
+    }
+    for url in [&chat, &relay, &dedicated] {
+        let (status, body) = try_connect(url, &[EVIL], None).await.err().unwrap();
+        assert_eq!(status, 403, "{url}");
+        assert!(body.contains("ALLOWED_ORIGINS"), "{body}");
+        assert_eq!(body.lines().count(), 1, "one line: {body}");
+    }
+    // A page of the same host on another port is another origin.
+    let other_port = format!("http://127.0.0.1:{}", free_port());
+    let refused = try_connect(&chat, &[("Origin", &other_port)], None).await;
+    assert_eq!(refused.err().map(|e| e.0), Some(403));
+    assert_eq!(
+        metric(&server, r#"ws_rejected_total{kind="chat",reason="origin"}"#).await,
+        2.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            r#"ws_rejected_total{kind="relay",reason="origin"}"#
+        )
+        .await,
+        2.0
+    );
+
+    // A configured list replaces the default; an Origin may be required.
+    let listed = "https://chat.example.com";
+    let strict = Server::start(
+        None,
+        &[
+            (
+                "ALLOWED_ORIGINS",
+                "https://chat.example.com,https://x.example:8443",
+            ),
+            ("CHAT_REQUIRE_ORIGIN", "true"),
+            ("RELAY_REQUIRE_ORIGIN", "true"),
+        ],
+    );
+    let (chat, relay) = (strict.chat_url(""), strict.relay_url());
+    let own = format!("http://{}", strict.http);
+    for url in [&chat, &relay] {
+        assert!(try_connect(url, &[("Origin", listed)], None).await.is_ok());
+        assert!(
+            try_connect(url, &[("Origin", "https://x.example:8443")], None)
+                .await
+                .is_ok()
+        );
+        for origin in [EVIL.1, &own, "https://x.example", "null"] {
+            let refused = try_connect(url, &[("Origin", origin)], None).await;
+            assert_eq!(refused.err().map(|e| e.0), Some(403), "{origin}");
+        }
+        let (status, body) = try_connect(url, &[], None).await.err().unwrap();
+        assert_eq!(status, 403);
+        assert!(body.contains("Origin header is required"), "{body}");
+    }
+    assert_eq!(
+        metric(
+            &strict,
+            r#"ws_rejected_total{kind="chat",reason="no_origin"}"#
+        )
+        .await,
+        1.0
+    );
+
+    // `*` lets every site in, only when set.
+    let open = Server::start(None, &[("ALLOWED_ORIGINS", "*")]);
+    assert!(try_connect(&open.chat_url(""), &[EVIL], None).await.is_ok());
+}
+
+#[tokio::test]
+async fn connection_limits_per_address_and_per_instance_are_released_on_close() {
+    let server = Server::start(
+        None,
+        &[("MAX_CONNECTIONS", "3"), ("MAX_CONNECTIONS_PER_IP", "2")],
+    );
+    let (chat, relay) = (server.chat_url(""), server.relay_url());
+    let a1 = try_connect(&chat, &[], loopback(1)).await.unwrap();
+    let _a2 = try_connect(&relay, &[], loopback(1)).await.unwrap();
+    // Chat and relay sockets share the limits.
+    let (status, body) = try_connect(&chat, &[], loopback(1)).await.err().unwrap();
+    assert_eq!(
+        (status, body.as_str()),
+        (429, "too many connections from your address")
+    );
+    let b1 = try_connect(&chat, &[], loopback(2)).await.unwrap();
+    let (status, body) = try_connect(&relay, &[], loopback(3)).await.err().unwrap();
+    assert_eq!(status, 503);
+    assert!(body.starts_with("server full"), "{body}");
+    assert_eq!(
+        metric(
+            &server,
+            r#"ws_rejected_total{kind="chat",reason="address_full"}"#
+        )
+        .await,
+        1.0
+    );
+    assert_eq!(
+        metric(
+            &server,
+            r#"ws_rejected_total{kind="relay",reason="instance_full"}"#
+        )
+        .await,
+        1.0
+    );
+
+    // A clean close and a dropped socket both give their place back.
+    a1.close().await;
+    drop(b1);
+    eventually("both places are free", WAIT, || async {
+        match try_connect(&chat, &[], loopback(1)).await {
+            Ok(client) => {
+                let second = try_connect(&chat, &[], loopback(3)).await;
+                client.close().await;
+                if let Ok(second) = second {
+                    second.close().await;
+                    return true;
+                }
+                false
+            }
+            Err(_) => false,
+        }
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_forwarded_address_counts_only_from_a_trusted_proxy() {
+    let env = [
+        ("MAX_CONNECTIONS_PER_IP", "1"),
+        ("TRUSTED_PROXY_HEADER", "X-Forwarded-For"),
+    ];
+    let server = Server::start(None, &env);
+    let url = server.chat_url("");
+    let forwarded = |list: &'static str| [("X-Forwarded-For", list)];
+    // From the proxy (127.0.0.1, trusted by default): the right-most
+    // address is the client, whatever the client wrote before it.
+    let _one = try_connect(&url, &forwarded("198.51.100.1, 203.0.113.5"), loopback(1))
+        .await
+        .unwrap();
+    let same = try_connect(&url, &forwarded("203.0.113.5"), loopback(1)).await;
+    assert_eq!(same.err().map(|e| e.0), Some(429));
+    let _other = try_connect(&url, &forwarded("203.0.113.5, 203.0.113.6"), loopback(1))
+        .await
+        .unwrap();
+    // From anywhere else the header is ignored: the peer address counts.
+    let _direct = try_connect(&url, &forwarded("203.0.113.7"), loopback(2))
+        .await
+        .unwrap();
+    let spoofed = try_connect(&url, &forwarded("203.0.113.8"), loopback(2)).await;
+    assert_eq!(spoofed.err().map(|e| e.0), Some(429));
+
+    // Without the setting, the header means nothing.
+    let plain = Server::start(None, &[("MAX_CONNECTIONS_PER_IP", "1")]);
+    let url = plain.chat_url("");
+    let _first = try_connect(&url, &forwarded("203.0.113.9"), loopback(1))
+        .await
+        .unwrap();
+    let second = try_connect(&url, &forwarded("203.0.113.10"), loopback(1)).await;
+    assert_eq!(second.err().map(|e| e.0), Some(429));
+}
+
+/// The error event's message, for a refused frame.
+async fn error_message(chat: &mut Chat) -> (ErrorCode, String) {
+    match chat
+        .expect(|e| matches!(e, ServerEvent::Error { .. }))
+        .await
+    {
+        ServerEvent::Error { code, message } => (code, message),
+        _ => unreachable!(),
+    }
+}
+
+#[tokio::test]
+async fn renames_joins_and_messages_have_their_own_limits() {
+    let server = Server::start(
+        None,
+        &[
+            ("RENAME_LIMIT_PER_MIN", "2"),
+            ("JOIN_LIMIT_PER_MIN", "2"),
+            ("RATE_LIMIT_PER_SEC", "5"),
+            ("RATE_LIMIT_BURST", "10"),
+        ],
+    );
+    let rename = |pseudo: &str| ClientMessage::Rename {
+        pseudo: pseudo.into(),
+    };
+
+    // Renames: two a minute, then an error each, then a close.
+    let mut alice = Chat::join(&server, "alice").await;
+    for name in ["alice2", "alice3"] {
+        alice.send(&rename(name)).await;
+        alice
+            .expect(|e| matches!(e, ServerEvent::Joined { pseudo, .. } if pseudo == name))
+            .await;
+    }
+    let mut watcher = Chat::join(&server, "watcher").await;
+    alice.send(&rename("alice4")).await;
+    let (code, message) = error_message(&mut alice).await;
+    assert_eq!(code, ErrorCode::RateLimited);
+    assert!(
+        message.starts_with("too many nickname changes: try again in"),
+        "{message}"
+    );
+    // The refused rename was not announced.
+    while let Some(frame) = watcher
+        .client
+        .receive_within(Duration::from_millis(300))
+        .await
+    {
+        assert!(
+            !matches!(&frame, Received::Text(t) if t.contains("alice4")),
+            "{frame:?}"
+        );
+    }
+    alice.send(&rename("alice5")).await;
+    assert_eq!(error_message(&mut alice).await.0, ErrorCode::RateLimited);
+    alice.send(&rename("alice6")).await;
+    assert_eq!(
+        alice.client.close_reason().await,
+        Some((1008, "too many nickname changes".to_owned()))
+    );
+    assert_eq!(
+        metric(
+            &server,
+            r#"errors_total{kind="chat",error="rename_limited"}"#
+        )
+        .await,
+        3.0
+    );
+
+    // Join attempts (here refused nicknames): the same.
+    let (mut guesser, _, _) = Chat::open(&server, "").await;
+    let join = ClientMessage::Join {
+        pseudo: "watcher".into(),
+        session: None,
+    };
+    for _ in 0..2 {
+        guesser.send(&join).await;
+        assert_eq!(guesser.expect_error().await, ErrorCode::PseudoTaken);
+    }
+    guesser.send(&join).await;
+    let (code, message) = error_message(&mut guesser).await;
+    assert_eq!(code, ErrorCode::RateLimited);
+    assert!(message.starts_with("too many join attempts"), "{message}");
+    guesser.send(&join).await;
+    guesser.send(&join).await;
+    assert_eq!(
+        guesser.client.close_reason().await,
+        Some((1008, "too many join attempts".to_owned()))
+    );
+
+    // Messages: the per-connection frame rate.
+    let mut flood = Chat::join(&server, "flood").await;
+    let mut refused = 0;
+    let code = loop {
+        if !flood
+            .client
+            .try_send_text(r#"{"type":"say","text":"spam"}"#)
+            .await
+        {
+            break flood.client.closed().await;
+        }
+        match flood.client.receive_within(Duration::from_millis(20)).await {
+            Some(Received::Text(text)) if text.contains("rate_limited") => refused += 1,
+            Some(Received::Close(code)) => break code,
+            _ => {}
+        }
+        assert!(refused < 1000, "never closed");
+    };
+    assert!(refused > 0);
+    assert_eq!(code, Some(1008));
+    // The others were not affected (they got the spam that was let through).
+    watcher.say("still here").await;
+    watcher
+        .expect(|e| matches!(e, ServerEvent::Message(m) if m.text == "still here"))
+        .await;
+}
+
+fn resident_kib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Says `count` messages, ten at a time, each ten after the previous ten
+/// came back, reading everything else meanwhile (so a talker never falls
+/// behind); then reads until `total` messages arrived. Returns the
+/// "sender:index" of every message, in arrival order.
+async fn talk(chat: &mut Chat, me: &str, count: usize, total: usize, pad: &str) -> Vec<String> {
+    const BATCH: usize = 10;
+    let mut seen = Vec::with_capacity(total);
+    let record =
+        |seen: &mut Vec<String>, text: &str| seen.push(text.rsplit_once(':').unwrap().0.to_owned());
+    for first in (0..count).step_by(BATCH) {
+        let last = (first + BATCH).min(count) - 1;
+        for i in first..=last {
+            chat.say(&format!("{me}:{i}:{pad}")).await;
+        }
+        let last = format!("{me}:{last}:{pad}");
+        loop {
+            let message = chat.expect_message().await;
+            record(&mut seen, &message.text);
+            if message.text == last {
+                break;
+            }
+        }
+    }
+    while seen.len() < total {
+        record(&mut seen, &chat.expect_message().await.text);
+    }
+    seen
+}
+
+#[tokio::test]
+async fn a_chat_member_that_stops_reading_is_dropped_and_costs_no_memory() {
+    let server = Server::start(
+        None,
+        &[
+            ("OUTBOUND_QUEUE", "32"),
+            ("RATE_LIMIT_PER_SEC", "100000"),
+            ("RATE_LIMIT_BURST", "100000"),
+        ],
+    );
+    let mut alice = Chat::join(&server, "alice").await;
+    let mut bob = Chat::join(&server, "bob").await;
+    let mut reader = Chat::join(&server, "reader").await;
+    // Joins, then never reads again: its socket buffers fill, then its queue.
+    let mut slow = Chat::join(&server, "slow").await;
+    assert_eq!(server.health().await["connections"]["chat"], 4);
+    let before = resident_kib(server.pid());
+
+    // Rounds of 250 messages from each talker, of 1900 four-byte characters
+    // (7.6 KB; the limit is 2000 characters): at least 6 rounds (over 20 MiB
+    // to each member), and until the slow member is gone.
+    const EACH: usize = 250;
+    const MIN_ROUNDS: usize = 6;
+    const MAX_ROUNDS: usize = 30;
+    let pad = "\u{1D11E}".repeat(1900);
+    let mut rounds = 0;
+    let mut dropped_after = None;
+    while rounds < MIN_ROUNDS || dropped_after.is_none() {
+        assert!(rounds < MAX_ROUNDS, "the slow member was never dropped");
+        let (a, b, r) = tokio::join!(
+            talk(&mut alice, "alice", EACH, 2 * EACH, &pad),
+            talk(&mut bob, "bob", EACH, 2 * EACH, &pad),
+            talk(&mut reader, "reader", 0, 2 * EACH, &pad),
+        );
+        // Every member got every message of the round, each talker's in order.
+        for got in [a, b, r] {
+            for who in ["alice", "bob"] {
+                let theirs: Vec<String> = got
+                    .iter()
+                    .filter(|m| m.starts_with(&format!("{who}:")))
+                    .cloned()
+                    .collect();
+                let expected: Vec<String> = (0..EACH).map(|i| format!("{who}:{i}")).collect();
+                assert!(theirs == expected, "round {rounds}");
+            }
+        }
+        rounds += 1;
+        if dropped_after.is_none() && server.health().await["connections"]["chat"] == 3 {
+            dropped_after = Some(rounds);
+        }
+    }
+    let after = resident_kib(server.pid());
+    let sent_mib = rounds * 2 * EACH * pad.len() / (1024 * 1024);
+    eprintln!(
+        "slow member dropped after {} rounds; {sent_mib} MiB to each member; RSS {before} KiB -> {after} KiB",
+        dropped_after.unwrap()
+    );
+    assert!(
+        metric(&server, r#"slow_consumers_total{kind="chat"}"#).await >= 1.0,
+        "counted"
+    );
+    // Bound: the queue (32 frames) and the socket's write buffer of the slow
+    // member, plus allocator slack: far less than the traffic it missed.
+    const BOUND_KIB: u64 = 8 * 1024;
+    assert!(
+        after.saturating_sub(before) < BOUND_KIB,
+        "RSS grew from {before} KiB to {after} KiB with {sent_mib} MiB sent"
+    );
+    // Its socket is closed: with 1013 if the close frame found room.
+    let code = tokio::time::timeout(Duration::from_secs(60), slow.client.closed())
+        .await
+        .expect("the slow member's socket ends");
+    assert!(matches!(code, Some(1013) | None), "{code:?}");
+}
+
+/// A redis-server with custom arguments (TLS, passwords, users), on a free
+/// port, stopped on drop.
+struct CustomRedis {
+    port: u16,
+    child: Child,
+}
+
+impl CustomRedis {
+    /// `args(port)` gives the arguments for a port.
+    fn start(args: impl Fn(u16) -> Vec<String>) -> CustomRedis {
+        for _ in 0..5 {
+            let port = free_port();
+            let mut child = Command::new("redis-server")
+                .args(args(port))
+                .args(["--bind", "127.0.0.1", "--save", "", "--appendonly", "no"])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("redis-server on PATH");
+            let stdout = child.stdout.take().unwrap();
+            let (ready, is_ready) = std::sync::mpsc::channel();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                    if line.contains("Ready to accept connections") {
+                        let _ = ready.send(());
+                    }
+                }
+            });
+            if is_ready.recv_timeout(WAIT).is_ok() {
+                return CustomRedis { port, child };
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        panic!("could not start redis-server");
+    }
+}
+
+impl Drop for CustomRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A test CA and a server certificate for 127.0.0.1 and localhost, as PEM
+/// files in a private directory removed on drop.
+struct Certificates {
+    dir: PathBuf,
+}
+
+impl Certificates {
+    fn generate() -> Certificates {
+        use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, Issuer, KeyPair};
+        let dir = std::env::temp_dir().join(format!("chat-tls-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let ca_key = KeyPair::generate().unwrap();
+        let mut ca = CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        ca.distinguished_name
+            .push(DnType::CommonName, "chat test CA");
+        let ca_cert = ca.self_signed(&ca_key).unwrap();
+        let issuer = Issuer::new(ca, ca_key);
+        let key = KeyPair::generate().unwrap();
+        let server = CertificateParams::new(vec!["127.0.0.1".into(), "localhost".into()])
+            .unwrap()
+            .signed_by(&key, &issuer)
+            .unwrap();
+        std::fs::write(dir.join("ca.pem"), ca_cert.pem()).unwrap();
+        std::fs::write(dir.join("redis.pem"), server.pem()).unwrap();
+        std::fs::write(dir.join("redis.key"), key.serialize_pem()).unwrap();
+        Certificates { dir }
+    }
+
+    fn path(&self, name: &str) -> String {
+        self.dir.join(name).to_str().unwrap().to_owned()
+    }
+}
+
+impl Drop for Certificates {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// Nothing the server printed, nor its `/healthz`, holds `secret`.
+async fn never_shows(server: &Server, secret: &str) {
+    let (_, health) = server.get("/healthz").await;
+    assert!(!health.contains(secret), "{health}");
+    let logs = server.logs.lock().unwrap().join("\n");
+    assert!(!logs.contains(secret), "{logs}");
+}
+
+/// Two members on two instances hear each other (so pub/sub and commands
+/// both work through this Redis).
+async fn chat_across(a: &Server, b: &Server) {
+    let mut alice = Chat::join(a, "alice").await;
+    let mut bob = Chat::join(b, "bob").await;
+    alice.expect_count(2).await;
+    bob.expect_count(2).await;
+    alice.say("across").await;
+    assert_eq!(bob.expect_message().await.text, "across");
+    for server in [a, b] {
+        assert_eq!(server.health().await["redis"], "ok");
+    }
+}
+
+async fn redis_status(server: &Server) -> String {
+    server.health().await["redis"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn redis_over_tls_with_a_private_ca_and_a_password() {
+    let certs = Certificates::generate();
+    let password = "tls-Secret-4711";
+    let redis = CustomRedis::start(|port| {
+        [
+            "--port",
+            "0",
+            "--tls-port",
+            &port.to_string(),
+            "--tls-cert-file",
+            &certs.path("redis.pem"),
+            "--tls-key-file",
+            &certs.path("redis.key"),
+            "--tls-ca-cert-file",
+            &certs.path("ca.pem"),
+            "--tls-auth-clients",
+            "no",
+            "--requirepass",
+            password,
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let url = format!("rediss://:{password}@127.0.0.1:{}", redis.port);
+    let ca = certs.path("ca.pem");
+    let env = [("REDIS_URL", url.as_str()), ("REDIS_CA_CERT", ca.as_str())];
+    let a = Server::start(None, &env);
+    let b = Server::start(None, &env);
+    chat_across(&a, &b).await;
+    never_shows(&a, password).await;
+
+    // Without the private CA, the machine's roots do not vouch for this
+    // server: no connection, and the logs say why.
+    let untrusted = Server::start(None, &[("REDIS_URL", url.as_str())]);
+    assert_eq!(redis_status(&untrusted).await, "degraded");
+    eventually("the certificate error is logged", WAIT, || async {
+        let logs = untrusted.logs.lock().unwrap().join("\n");
+        logs.contains("cannot reach Redis") && logs.contains("certificate")
+    })
+    .await;
+    never_shows(&untrusted, password).await;
+}
+
+#[tokio::test]
+async fn redis_with_a_password_or_an_acl_user() {
+    let (default_password, user_password) = ("Default-pw-31", "Alice-pw-27");
+    let redis = CustomRedis::start(|port| {
+        let password = format!(">{user_password}");
+        let port = port.to_string();
+        [
+            "--port",
+            &port,
+            "--requirepass",
+            default_password,
+            "--user",
+            "alice",
+            "on",
+            &password,
+            // Least privilege: its own keys and channels, no admin commands.
+            "~chat:*",
+            "&chat:*",
+            "+@all",
+            "-@dangerous",
+        ]
+        .map(String::from)
+        .to_vec()
+    });
+    let port = redis.port;
+    let with_password = format!("redis://:{default_password}@127.0.0.1:{port}");
+    let with_user = format!("redis://alice:{user_password}@127.0.0.1:{port}");
+    let a = Server::start(None, &[("REDIS_URL", &with_password)]);
+    let b = Server::start(None, &[("REDIS_URL", &with_user)]);
+    chat_across(&a, &b).await;
+    never_shows(&a, default_password).await;
+    never_shows(&b, user_password).await;
+
+    // A wrong password: the instance serves locally and says why, without
+    // printing the password it was given.
+    let wrong = "Wrong-pw-99";
+    let bad = Server::start(
+        None,
+        &[(
+            "REDIS_URL",
+            &format!("redis://alice:{wrong}@127.0.0.1:{port}"),
+        )],
+    );
+    assert_eq!(redis_status(&bad).await, "degraded");
+    eventually("the refusal is logged", WAIT, || async {
+        let logs = bad.logs.lock().unwrap().join("\n").to_lowercase();
+        logs.contains("wrongpass") || logs.contains("authentication")
+    })
+    .await;
+    never_shows(&bad, wrong).await;
+    assert!(
+        bad.logs
+            .lock()
+            .unwrap()
+            .join("\n")
+            .contains("alice:***@127.0.0.1"),
+        "the redacted URL names the user"
+    );
+
+    // A bad URL stops the server with one line, without the password.
+    let output = Command::new(env!("CARGO_BIN_EXE_server"))
+        .env(
+            "REDIS_URL",
+            format!("redis://alice:{wrong}@127.0.0.1:{port}/not-a-db"),
+        )
+        .env("PORT", "0")
+        .env("RELAY_PORT", "0")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!output.status.success());
+    assert!(
+        stderr.contains("REDIS_URL") && !stderr.contains(wrong),
+        "{stderr}"
+    );
+    // Clients still connect to the degraded instance.
+    assert!(try_connect(&bad.chat_url(""), &[], None).await.is_ok());
+}
