@@ -159,6 +159,23 @@ impl ClientMessage {
     /// Decodes a text frame, telling apart "not JSON", "unknown type" and
     /// "bad fields" so that the client gets a precise error.
     pub fn decode(frame: &str) -> Result<Self, DecodeError> {
+        // serde would also build an internally tagged enum from an array
+        // that starts with the tag (`["say","hi"]`): frames are objects only.
+        if !frame
+            .trim_start_matches([' ', '\t', '\n', '\r'])
+            .starts_with('{')
+        {
+            return Err(match serde_json::from_str::<serde::de::IgnoredAny>(frame) {
+                Err(err) => DecodeError {
+                    code: ErrorCode::InvalidJson,
+                    message: err.to_string(),
+                },
+                Ok(_) => DecodeError {
+                    code: ErrorCode::InvalidMessage,
+                    message: "a frame must be a JSON object with a \"type\"".into(),
+                },
+            });
+        }
         serde_json::from_str(frame).map_err(|err| {
             let code = if serde_json::from_str::<serde::de::IgnoredAny>(frame).is_err() {
                 ErrorCode::InvalidJson
@@ -364,6 +381,9 @@ mod tests {
         assert_eq!(code("{\"type\":\"dance\"}"), ErrorCode::UnknownType);
         assert_eq!(code("{\"text\":\"hi\"}"), ErrorCode::UnknownType);
         assert_eq!(code("[1,2]"), ErrorCode::InvalidMessage);
+        assert_eq!(code("[\"say\",\"hi\"]"), ErrorCode::InvalidMessage);
+        assert_eq!(code(" [\"say\""), ErrorCode::InvalidJson);
+        assert_eq!(code("\"say\""), ErrorCode::InvalidMessage);
         assert_eq!(code("{\"type\":\"say\"}"), ErrorCode::InvalidMessage);
         assert_eq!(
             code("{\"type\":\"say\",\"text\":5}"),
