@@ -3,6 +3,7 @@
 //!
 //! - [`protocol`]: message types (tagged by `"type"`) and the nickname,
 //!   message and room rules, used on both sides of the socket.
+//! - [`relay`]: the action relay's frame rules (registration, later frames).
 //! - [`state`]: what the page shows, and how each server event changes it.
 //! - [`ui`]: the page components and the HTML shell.
 //! - `client` (browser only): the reconnecting WebSocket task.
@@ -10,6 +11,7 @@
 #[cfg(feature = "hydrate")]
 mod client;
 pub mod protocol;
+pub mod relay;
 pub mod state;
 pub mod ui;
 

@@ -9,19 +9,16 @@ use crate::hub::{close, ConnId, Kind, Peer, Topic};
 use crate::socket::{self, Handler};
 use crate::{metrics, AppState};
 use app::protocol::ErrorCode;
+use app::relay::{check_frame, registration_action};
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
-use serde_json::Value;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
-
-/// Longest action name, in bytes: it becomes part of Redis key names.
-const MAX_ACTION_BYTES: usize = 256;
 
 pub async fn upgrade(
     ws: WebSocketUpgrade,
@@ -98,10 +95,9 @@ impl Handler for RelaySession {
         let Some((action, topic)) = &self.action else {
             return self.register(text).await;
         };
-        if let Err(err) = serde_json::from_str::<serde::de::IgnoredAny>(&text) {
+        if let Err(reason) = check_frame(&text) {
             metrics::error("relay", "invalid_json");
-            self.peer
-                .send(error_frame(&format!("message is not valid JSON: {err}")));
+            self.peer.send(error_frame(&reason));
             return None;
         }
         tracing::debug!(conn = %self.id, action, message = %text, "relay message");
@@ -150,26 +146,6 @@ impl RelaySession {
     }
 }
 
-/// The action of a registration frame, or why it is refused.
-fn registration_action(text: &str) -> Result<String, String> {
-    let value: Value = serde_json::from_str(text)
-        .map_err(|err| format!("the first message must be JSON: {err}"))?;
-    let Value::Object(fields) = value else {
-        return Err("the first message must be a JSON object with an \"action\" key".into());
-    };
-    match fields.get("action") {
-        None => Err("the first message must have an \"action\" key".into()),
-        Some(Value::String(action)) if action.is_empty() => {
-            Err("\"action\" must not be empty".into())
-        }
-        Some(Value::String(action)) if action.len() > MAX_ACTION_BYTES => Err(format!(
-            "\"action\" must be at most {MAX_ACTION_BYTES} bytes"
-        )),
-        Some(Value::String(action)) => Ok(action.clone()),
-        Some(_) => Err("\"action\" must be a string".into()),
-    }
-}
-
 /// The relay's replies, with keys in the original's order.
 #[derive(Serialize)]
 #[serde(tag = "type", rename_all = "snake_case")]
@@ -202,26 +178,5 @@ mod tests {
             format!(r#"{{"type":"registered","id":"{id}","action":"a"}}"#)
         );
         assert_eq!(error_frame("x").as_str(), r#"{"type":"error","error":"x"}"#);
-    }
-
-    #[test]
-    fn registration_rules() {
-        assert_eq!(
-            registration_action(r#"{"action":"a","x":1}"#),
-            Ok("a".into())
-        );
-        for bad in [
-            "nope",
-            "[]",
-            "\"action\"",
-            "{}",
-            r#"{"action":""}"#,
-            r#"{"action":5}"#,
-            r#"{"action":null}"#,
-        ] {
-            assert!(registration_action(bad).is_err(), "{bad}");
-        }
-        let long = format!(r#"{{"action":"{}"}}"#, "a".repeat(257));
-        assert!(registration_action(&long).is_err());
     }
 }
