@@ -51,7 +51,8 @@ pub struct Config {
     pub max_message_bytes: u64,
 
     /// Frames waiting to be written to one client; a client this far behind is disconnected.
-    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 256, value_parser = clap::value_parser!(u64).range(1..=65536))]
+    /// Room for a burst (a thousand people joining at once is a thousand frames).
+    #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub outbound_queue: u64,
 
     /// Messages per second one connection may send, on average.

@@ -6,7 +6,6 @@ use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 use std::sync::{Arc, OnceLock, RwLock};
-use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -89,13 +88,16 @@ impl Closer {
 #[derive(Clone)]
 pub struct Peer {
     pub kind: Kind,
-    tx: mpsc::Sender<Utf8Bytes>,
+    tx: flume::Sender<Utf8Bytes>,
     pub closer: Closer,
 }
 
 impl Peer {
-    pub fn new(kind: Kind, queue: usize) -> (Self, mpsc::Receiver<Utf8Bytes>) {
-        let (tx, rx) = mpsc::channel(queue);
+    /// The queue is flume's: it allocates nothing until a frame is queued,
+    /// where tokio's preallocates a block of 32 slots (1.5 KiB per idle
+    /// connection with its bookkeeping).
+    pub fn new(kind: Kind, queue: usize) -> (Self, flume::Receiver<Utf8Bytes>) {
+        let (tx, rx) = flume::bounded(queue);
         let peer = Peer {
             kind,
             tx,
@@ -109,7 +111,7 @@ impl Peer {
     pub fn send(&self, frame: Utf8Bytes) -> bool {
         match self.tx.try_send(frame) {
             Ok(()) => true,
-            Err(mpsc::error::TrySendError::Full(_)) => {
+            Err(flume::TrySendError::Full(_)) => {
                 if !self.closer.is_closed() {
                     metrics::slow_consumer(self.kind);
                     self.closer
@@ -117,7 +119,7 @@ impl Peer {
                 }
                 false
             }
-            Err(mpsc::error::TrySendError::Closed(_)) => false,
+            Err(flume::TrySendError::Disconnected(_)) => false,
         }
     }
 }
@@ -203,8 +205,8 @@ mod tests {
     fn delivers_to_all_but_the_excluded_and_tracks_the_last_listener() {
         let hub = Hub::default();
         let topic = Topic::Action("a".into());
-        let (a, mut ra) = Peer::new(Kind::Relay, 4);
-        let (b, mut rb) = Peer::new(Kind::Relay, 4);
+        let (a, ra) = Peer::new(Kind::Relay, 4);
+        let (b, rb) = Peer::new(Kind::Relay, 4);
         let (ida, idb) = (Uuid::new_v4(), Uuid::new_v4());
         hub.insert(&topic, ida, a);
         hub.insert(&topic, idb, b);

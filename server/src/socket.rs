@@ -16,15 +16,21 @@ use governor::Quota;
 use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroU32;
+use std::pin::Pin;
 use std::time::Duration;
-use tokio::sync::mpsc;
 use tokio::time::{interval_at, timeout, Instant};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
 use uuid::Uuid;
 
-/// Buffers sized for chat frames: tungstenite zero-fills its whole read
-/// buffer before each read, so the 128 KiB default costs CPU per message.
-const READ_BUFFER: usize = 8 * 1024;
+/// Read buffer, allocated for the life of each connection: sized for what
+/// clients send (small JSON frames), since tungstenite zero-fills all of it
+/// before each read and keeps it while the connection idles. Larger frames
+/// still arrive, in several reads.
+const READ_BUFFER: usize = 512;
+/// Bytes buffered before tungstenite writes to the socket: a batch of
+/// frames goes out in few system calls.
+const WRITE_BUFFER: usize = 16 * 1024;
 /// Frames written in one go before a flush.
 const WRITE_BATCH: usize = 64;
 /// How long a closing connection may take to flush its queue and close frame.
@@ -54,7 +60,7 @@ pub trait Handler: Send {
 pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
     let max = config.max_message_bytes as usize;
     ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
 }
@@ -121,24 +127,45 @@ pub struct Preamble {
 
 /// Runs the connection until either side closes it or `shutdown` fires.
 /// Returns why it ended, for the log.
-pub async fn drive<H: Handler>(
+///
+/// The future is boxed: awaited in place, the caller's task would hold it
+/// next to its own state, and every idle connection costs the task's
+/// largest size.
+pub fn drive<'a, H: Handler>(
     socket: WebSocket,
     peer: Peer,
-    queue: mpsc::Receiver<Utf8Bytes>,
+    queue: flume::Receiver<Utf8Bytes>,
+    preamble: Preamble,
+    handler: &'a mut H,
+    limits: &'a Limits,
+    shutdown: &'a CancellationToken,
+) -> Pin<Box<impl Future<Output = String> + Send + 'a>> {
+    Box::pin(run(
+        socket, peer, queue, preamble, handler, limits, shutdown,
+    ))
+}
+
+async fn run<H: Handler>(
+    socket: WebSocket,
+    peer: Peer,
+    queue: flume::Receiver<Utf8Bytes>,
     preamble: Preamble,
     handler: &mut H,
     limits: &Limits,
     shutdown: &CancellationToken,
 ) -> String {
     let (sink, mut stream) = socket.split();
-    let writer = write(
+    // The writer runs as its own task: a frame queued for this client then
+    // wakes the writer alone, not the reader and the rest of this future
+    // (which a select! polls all together), for every delivery. It stops
+    // when this connection ends, whichever way.
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(write(
         sink,
         queue,
         preamble,
         peer.closer.clone(),
         limits.ping_interval,
-    );
-    tokio::pin!(writer);
+    )));
     let mut writer_done = false;
     let reason = {
         let reader = read(&mut stream, handler, &peer, limits);
@@ -165,7 +192,7 @@ pub async fn drive<H: Handler>(
     // that reads nothing gets the socket dropped after the timeout.
     let _ = timeout(CLOSE_FLUSH, async {
         if !writer_done {
-            (&mut writer).await;
+            let _ = (&mut writer).await;
         }
         while let Some(Ok(message)) = stream.next().await {
             if matches!(message, Message::Close(_)) {
@@ -179,7 +206,7 @@ pub async fn drive<H: Handler>(
 
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
-    mut queue: mpsc::Receiver<Utf8Bytes>,
+    queue: flume::Receiver<Utf8Bytes>,
     preamble: Preamble,
     closer: Closer,
     ping_every: Duration,
@@ -195,22 +222,15 @@ async fn write(
     let mut replayed = preamble.replayed;
     let mut fresh = |frame: &Utf8Bytes| !replayed.as_mut().is_some_and(|r| r.seen(frame));
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
-    loop {
+    // One waiter for the connection's life, not one per frame written.
+    let closed = closer.closed();
+    tokio::pin!(closed);
+    let (code, reason) = loop {
         tokio::select! {
             biased;
-            (code, reason) = closer.closed() => {
-                // Flush what is queued first: it often explains the close.
-                while let Ok(frame) = queue.try_recv() {
-                    if sink.feed(Message::Text(frame)).await.is_err() {
-                        return;
-                    }
-                }
-                let frame = CloseFrame { code, reason: reason.into() };
-                let _ = sink.send(Message::Close(Some(frame))).await;
-                return;
-            }
-            frame = queue.recv() => {
-                let Some(frame) = frame else { return };
+            reason = &mut closed => break reason,
+            frame = queue.recv_async() => {
+                let Ok(frame) = frame else { return };
                 let batch = async {
                     if fresh(&frame) {
                         sink.feed(Message::Text(frame)).await?;
@@ -227,7 +247,7 @@ async fn write(
                     written = batch => if written.is_err() { return },
                     // A client too slow to take this batch is being closed:
                     // stop waiting on its socket and go send the close.
-                    _ = closer.closed() => {}
+                    reason = &mut closed => break reason,
                 }
             }
             _ = ping.tick() => {
@@ -236,7 +256,18 @@ async fn write(
                 }
             }
         }
+    };
+    // Flush what is queued first: it often explains the close.
+    while let Ok(frame) = queue.try_recv() {
+        if sink.feed(Message::Text(frame)).await.is_err() {
+            return;
+        }
     }
+    let frame = CloseFrame {
+        code,
+        reason: reason.into(),
+    };
+    let _ = sink.send(Message::Close(Some(frame))).await;
 }
 
 async fn read<H: Handler>(
@@ -304,7 +335,10 @@ async fn read<H: Handler>(
             }
             continue;
         };
-        if let Some((code, reason)) = handler.on_text(text).await {
+        // Boxed: the protocol's work on a frame (Redis calls included)
+        // would otherwise sit in every idle connection's task, which is
+        // allocated at its largest size.
+        if let Some((code, reason)) = Box::pin(handler.on_text(text)).await {
             peer.closer.close(code, reason);
             return reason.to_owned();
         }

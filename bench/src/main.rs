@@ -1,0 +1,219 @@
+//! Load generator for the chat and relay server. Starts a private
+//! redis-server and server instances, drives real WebSocket clients through
+//! six scenarios, stops everything and prints one table (Markdown) and one
+//! JSON line per scenario. Figures come from the receivers (latency from the
+//! send time carried in each message, loss, duplicates) and from /proc for
+//! the server and Redis processes (CPU seconds, resident memory).
+//!
+//!     scripts/bench.sh             # release build, all scenarios
+//!     scripts/bench.sh --quick     # tiny loads: checks that it works
+
+mod client;
+mod flow;
+mod idle;
+mod lab;
+mod measure;
+mod procs;
+mod soak;
+mod storm;
+
+use anyhow::Context;
+use clap::Parser;
+use client::Proto;
+use flow::{Flow, Layout, Pacing};
+use lab::Lab;
+use measure::Row;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(about = "Benchmark the chat and relay server through Redis with real WebSocket clients")]
+struct Args {
+    /// Server binary [default: `server` next to this program]
+    #[arg(long)]
+    server: Option<PathBuf>,
+    /// Tiny loads, to check that every scenario works (the test suite runs this).
+    #[arg(long)]
+    quick: bool,
+    /// Scenarios to run, e.g. `--only 1,4` [default: all]
+    #[arg(long, value_delimiter = ',')]
+    only: Vec<u8>,
+    /// Seconds each message-flow scenario sends for.
+    #[arg(long, default_value_t = 10)]
+    seconds: u64,
+    /// Instead of the scenarios: the soak test, for this many minutes
+    /// (churning clients, Redis restarted twice); exits 1 if it fails.
+    #[arg(long, value_name = "MINUTES")]
+    soak: Option<f64>,
+}
+
+/// In-flight messages per sender in the throughput scenarios. Ten senders
+/// fill at most 10 x 32 of a receiver's outbound queue (1024 by default).
+const WINDOW: u64 = 32;
+
+/// The sizes of the full run, or of `--quick`.
+struct Sizes {
+    fanout_clients: usize,
+    throughput_clients: usize,
+    throughput_senders: usize,
+    idle: usize,
+    storm: usize,
+    duration: Duration,
+}
+
+impl Sizes {
+    fn of(args: &Args) -> Sizes {
+        if args.quick {
+            Sizes {
+                fanout_clients: 20,
+                throughput_clients: 10,
+                throughput_senders: 2,
+                idle: 200,
+                storm: 20,
+                duration: Duration::from_secs(1),
+            }
+        } else {
+            Sizes {
+                fanout_clients: 1000,
+                throughput_clients: 100,
+                throughput_senders: 10,
+                idle: 15_000,
+                storm: 1000,
+                duration: Duration::from_secs(args.seconds),
+            }
+        }
+    }
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let bin = match &args.server {
+        Some(bin) => bin.clone(),
+        None => std::env::current_exe()?.with_file_name("server"),
+    };
+    anyhow::ensure!(
+        bin.is_file(),
+        "no server binary at {}: build it first (scripts/bench.sh does) or pass --server",
+        bin.display()
+    );
+    let dir = std::env::temp_dir().join(format!("chat-bench-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    println!("{}", machine());
+    println!("server: {}; logs: {}", bin.display(), dir.display());
+    let mut lab = Lab::start(bin, dir.clone())?;
+    if let Some(minutes) = args.soak {
+        let passed = soak::run(&mut lab, minutes).await?;
+        drop(lab);
+        if passed {
+            let _ = std::fs::remove_dir_all(&dir);
+        }
+        std::process::exit(if passed { 0 } else { 1 });
+    }
+    let sizes = Sizes::of(&args);
+    let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
+
+    let mut rows: Vec<Row> = Vec::new();
+    let mut report = |row: Row| {
+        println!("{}", serde_json::to_string(&row).expect("rows serialize"));
+        rows.push(row);
+    };
+    let flow = |name: &str, proto, clients, senders, pacing, layout| Flow {
+        name: name.to_owned(),
+        proto,
+        clients,
+        senders,
+        pacing,
+        duration: sizes.duration,
+        layout,
+    };
+    let (fan, thr, senders) = (
+        sizes.fanout_clients,
+        sizes.throughput_clients,
+        sizes.throughput_senders,
+    );
+    if wanted(1) {
+        let f = flow(
+            "1 relay fan-out",
+            Proto::Relay,
+            fan,
+            1,
+            Pacing::Rate(200),
+            Layout::Alternate,
+        );
+        report(f.run(&lab).await?);
+    }
+    if wanted(2) {
+        let f = flow(
+            "2 relay throughput",
+            Proto::Relay,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        );
+        report(f.run(&lab).await?);
+    }
+    if wanted(3) {
+        let f = flow(
+            "3a chat fan-out",
+            Proto::Chat,
+            fan,
+            1,
+            Pacing::Rate(200),
+            Layout::Alternate,
+        );
+        report(f.run(&lab).await?);
+        let f = flow(
+            "3b chat throughput",
+            Proto::Chat,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        );
+        report(f.run(&lab).await?);
+    }
+    if wanted(4) {
+        report(idle::run(&lab, "4 idle connections", sizes.idle).await?);
+    }
+    if wanted(5) {
+        let f = flow(
+            "5 cross-instance latency",
+            Proto::Relay,
+            2,
+            1,
+            Pacing::Rate(100),
+            Layout::Apart,
+        );
+        report(f.run(&lab).await?);
+    }
+    if wanted(6) {
+        report(storm::run(&lab, "6 join storm", sizes.storm).await?);
+    }
+    drop(lab);
+    measure::print_table(&rows);
+    // Logs are kept only when something went wrong (the `?`s above).
+    let _ = std::fs::remove_dir_all(&dir);
+    Ok(())
+}
+
+/// The machine the figures come from.
+fn machine() -> String {
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let model = cpuinfo
+        .lines()
+        .find_map(|l| l.strip_prefix("model name"))
+        .map(|m| m.trim_start_matches([' ', '\t', ':']).to_owned())
+        .unwrap_or_else(|| "unknown CPU".into());
+    let meminfo = std::fs::read_to_string("/proc/meminfo").unwrap_or_default();
+    let mem_gib = meminfo
+        .lines()
+        .find_map(|l| l.strip_prefix("MemTotal:"))
+        .and_then(|v| v.split_whitespace().next()?.parse::<f64>().ok())
+        .map_or(0.0, |kib| kib / 1024.0 / 1024.0);
+    format!(
+        "machine: {cores} cores ({model}), {mem_gib:.0} GiB; servers, Redis and this load generator share them"
+    )
+}

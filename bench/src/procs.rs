@@ -1,0 +1,212 @@
+//! The processes under test: a private redis-server on a free port and
+//! server instances, each logging to a file in the run's directory, and
+//! what they spend, read from /proc so the load generator's own work is not
+//! counted.
+
+use anyhow::{bail, Context};
+use std::fs::File;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+const START_TIMEOUT: Duration = Duration::from_secs(30);
+
+fn free_port() -> anyhow::Result<u16> {
+    let listener = TcpListener::bind("127.0.0.1:0").context("no free port on 127.0.0.1")?;
+    Ok(listener.local_addr()?.port())
+}
+
+/// A process stopped when dropped: asked with SIGTERM (a server drains and
+/// leaves Redis clean), killed if it takes longer than its grace period.
+struct Owned(Child);
+
+const STOP_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        let asked = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status()
+            .is_ok_and(|s| s.success());
+        let deadline = Instant::now() + STOP_TIMEOUT;
+        while asked && Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+pub struct Redis {
+    pub port: u16,
+    /// None while restarting.
+    process: Option<Owned>,
+}
+
+impl Redis {
+    pub fn start(dir: &Path) -> anyhow::Result<Redis> {
+        // A port found free can be taken before redis-server binds it.
+        for _ in 0..5 {
+            let port = free_port()?;
+            if let Some(process) = Self::spawn(dir, port)? {
+                return Ok(Redis {
+                    port,
+                    process: Some(process),
+                });
+            }
+        }
+        bail!("redis-server did not start on a free port")
+    }
+
+    fn spawn(dir: &Path, port: u16) -> anyhow::Result<Option<Owned>> {
+        let child = Command::new("redis-server")
+            .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .arg("--dir")
+            .arg(dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .context("cannot run redis-server: install it (scripts/setup.sh --test)")?;
+        let mut process = Owned(child);
+        Ok(wait_for(&mut process, || redis_ping(port))?.then_some(process))
+    }
+
+    /// Stops redis-server, waits, and starts an empty one on the same port.
+    pub fn restart(&mut self, dir: &Path, down_for: Duration) -> anyhow::Result<()> {
+        self.process = None; // stopped on drop
+        std::thread::sleep(down_for);
+        let process = Self::spawn(dir, self.port)?
+            .with_context(|| format!("redis-server did not restart on port {}", self.port))?;
+        self.process = Some(process);
+        Ok(())
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        let process = self
+            .process
+            .as_ref()
+            .context("redis-server is restarting")?;
+        Usage::of(process.0.id())
+    }
+}
+
+fn redis_ping(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut reply = [0u8; 7];
+    stream.write_all(b"PING\r\n").is_ok()
+        && stream.read_exact(&mut reply).is_ok()
+        && &reply == b"+PONG\r\n"
+}
+
+/// Polls `ready` until it holds; false if the process exited first.
+fn wait_for(process: &mut Owned, ready: impl Fn() -> bool) -> anyhow::Result<bool> {
+    let deadline = Instant::now() + START_TIMEOUT;
+    while Instant::now() < deadline {
+        if ready() {
+            return Ok(true);
+        }
+        if process.0.try_wait()?.is_some() {
+            return Ok(false);
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    Ok(false)
+}
+
+pub struct Server {
+    pub http_port: u16,
+    pub relay_port: u16,
+    process: Owned,
+}
+
+impl Server {
+    /// Starts an instance with its default settings but the per-connection
+    /// rate and connection limits, which the scenarios exceed on purpose.
+    pub fn start(bin: &Path, redis: &Redis, dir: &Path, name: &str) -> anyhow::Result<Server> {
+        let (http_port, relay_port) = (free_port()?, free_port()?);
+        let log = dir.join(format!("{name}.log"));
+        let file =
+            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(bin)
+            .current_dir(dir) // no stray .env
+            .env("BIND", "127.0.0.1")
+            .env("PORT", http_port.to_string())
+            .env("RELAY_PORT", relay_port.to_string())
+            .env("REDIS_URL", redis.url())
+            .env("LOG_FORMAT", "json")
+            .env("RUST_LOG", "warn")
+            .env("RATE_LIMIT_PER_SEC", "1000000")
+            .env("RATE_LIMIT_BURST", "1000000")
+            .env("MAX_CONNECTIONS", "1000000")
+            .env("MAX_CONNECTIONS_PER_IP", "1000000")
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot run {}", bin.display()))?;
+        let mut process = Owned(child);
+        let up = || {
+            TcpStream::connect(("127.0.0.1", http_port)).is_ok()
+                && TcpStream::connect(("127.0.0.1", relay_port)).is_ok()
+        };
+        if !wait_for(&mut process, up)? {
+            bail!("{name} did not start: see {}", log.display());
+        }
+        Ok(Server {
+            http_port,
+            relay_port,
+            process,
+        })
+    }
+
+    pub fn usage(&self) -> anyhow::Result<Usage> {
+        Usage::of(self.process.0.id())
+    }
+}
+
+/// CPU time used so far and resident memory now.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Usage {
+    pub cpu: Duration,
+    pub rss_kib: u64,
+}
+
+impl Usage {
+    fn of(pid: u32) -> anyhow::Result<Usage> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .with_context(|| format!("process {pid} is gone"))?;
+        // Fields after the command name, which may contain spaces.
+        let fields: Vec<&str> = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or_default()
+            .split_whitespace()
+            .collect();
+        let ticks = |i: usize| fields.get(i).and_then(|f| f.parse::<u64>().ok());
+        let (Some(user), Some(system)) = (ticks(11), ticks(12)) else {
+            bail!("cannot read CPU time from /proc/{pid}/stat");
+        };
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+        let rss_kib = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.split_whitespace().next()?.parse().ok())
+            .context("no VmRSS in /proc status")?;
+        Ok(Usage {
+            // USER_HZ is 100 on Linux.
+            cpu: Duration::from_millis((user + system) * 10),
+            rss_kib,
+        })
+    }
+}
