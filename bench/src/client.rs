@@ -48,9 +48,9 @@ async fn open(url: &str, origin: Option<&str>) -> anyhow::Result<Ws> {
             .headers_mut()
             .insert("Origin", HeaderValue::from_str(origin)?);
     }
-    // Like the server: a read buffer sized for chat frames, not the 128 KiB
-    // default that tungstenite zero-fills before every read.
-    let config = WebSocketConfig::default().read_buffer_size(8 * 1024);
+    // Not the 128 KiB default, which tungstenite zero-fills before every
+    // read: room for a batch of small frames.
+    let config = WebSocketConfig::default().read_buffer_size(2 * 1024);
     let (ws, _) = tokio_tungstenite::connect_async_with_config(request, Some(config), true)
         .await
         .with_context(|| format!("cannot connect to {url}"))?;

@@ -92,7 +92,6 @@ impl Flow {
         let progress = Arc::new(Progress::new(self.clients, self.senders));
         let counts: Arc<Vec<AtomicU64>> =
             Arc::new((0..self.clients).map(|_| AtomicU64::new(0)).collect());
-        let last_delivery = Arc::new(AtomicU64::new(0));
         let stop = CancellationToken::new();
         let mut sinks = Vec::new();
         let mut readers = Vec::new();
@@ -105,7 +104,6 @@ impl Flow {
                 senders: self.senders,
                 progress: progress.clone(),
                 counts: counts.clone(),
-                last_delivery: last_delivery.clone(),
                 stop: stop.clone(),
                 stream,
             })));
@@ -132,17 +130,15 @@ impl Flow {
         stop.cancel();
 
         let mut latency = histogram();
-        let (mut distinct, mut duplicates) = (0, 0);
+        let (mut distinct, mut duplicates, mut last_delivery) = (0, 0, 0);
         for reader in readers {
             let seen = reader.await?;
             distinct += seen.distinct;
             duplicates += seen.duplicates;
+            last_delivery = last_delivery.max(seen.last);
             latency.add(&seen.latency)?;
         }
-        let seconds = (last_delivery
-            .load(Ordering::Relaxed)
-            .saturating_sub(started)) as f64
-            / 1e6;
+        let seconds = last_delivery.saturating_sub(started) as f64 / 1e6;
         let mut row = Row {
             scenario: self.name.clone(),
             deliveries: distinct,
@@ -245,7 +241,6 @@ struct Receiver {
     senders: usize,
     progress: Arc<Progress>,
     counts: Arc<Vec<AtomicU64>>,
-    last_delivery: Arc<AtomicU64>,
     stop: CancellationToken,
     stream: SplitStream<Ws>,
 }
@@ -266,7 +261,7 @@ async fn receive(mut r: Receiver) -> Seen {
             let now = client::now_us();
             if seen.record(probe.s, probe.n, now.saturating_sub(probe.t)) {
                 r.progress.bump(r.index, probe.s);
-                r.last_delivery.fetch_max(now, Ordering::Relaxed);
+                seen.last = seen.last.max(now);
             }
         } else if let Some(count) = client::count_of(&text) {
             r.counts[r.index].store(count, Ordering::Relaxed);

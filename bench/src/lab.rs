@@ -19,6 +19,8 @@ pub struct Lab {
 pub struct Spent {
     servers: Usage,
     redis_cpu: Duration,
+    /// This load generator's own CPU time: the clients share the cores.
+    clients_cpu: Duration,
 }
 
 impl Spent {
@@ -63,12 +65,14 @@ impl Lab {
         Ok(Spent {
             servers: total,
             redis_cpu: self.redis.usage()?.cpu,
+            clients_cpu: Usage::of(std::process::id())?.cpu,
         })
     }
 
     pub fn spent(&self, row: &mut Row, before: Spent, after: Spent) {
         row.server_cpu_s = (after.servers.cpu.saturating_sub(before.servers.cpu)).as_secs_f64();
         row.redis_cpu_s = (after.redis_cpu.saturating_sub(before.redis_cpu)).as_secs_f64();
+        row.client_cpu_s = (after.clients_cpu.saturating_sub(before.clients_cpu)).as_secs_f64();
         row.server_rss_mib = after.servers.rss_kib as f64 / 1024.0;
     }
 }

@@ -17,6 +17,10 @@ pub struct Seen {
     pub distinct: u64,
     pub duplicates: u64,
     pub latency: Histogram<u64>,
+    /// When the last new probe arrived, from [`crate::client::now_us`]
+    /// (kept per receiver: one shared atomic would cost every delivery a
+    /// contended cache line).
+    pub last: u64,
 }
 
 impl Seen {
@@ -26,6 +30,7 @@ impl Seen {
             distinct: 0,
             duplicates: 0,
             latency: histogram(),
+            last: 0,
         }
     }
 
@@ -95,6 +100,8 @@ pub struct Row {
     /// CPU time of both server processes during the scenario.
     pub server_cpu_s: f64,
     pub redis_cpu_s: f64,
+    /// CPU time of the load generator (all the clients) during the scenario.
+    pub client_cpu_s: f64,
     /// Resident memory of the server processes at the end.
     pub server_rss_mib: f64,
     /// Scenario 4 only: resident memory added per idle connection.
@@ -118,12 +125,12 @@ impl Row {
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "\n| scenario | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | lost | dup | server CPU s | Redis CPU s | server RSS MiB | note |"
+        "\n| scenario | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | lost | dup | server CPU s | Redis CPU s | clients CPU s | server RSS MiB | note |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             r.scenario,
             r.deliveries_per_sec,
             r.p50_ms,
@@ -134,6 +141,7 @@ pub fn print_table(rows: &[Row]) {
             r.duplicated,
             r.server_cpu_s,
             r.redis_cpu_s,
+            r.client_cpu_s,
             r.server_rss_mib,
             r.note
         );

@@ -183,7 +183,7 @@ pub struct Usage {
 }
 
 impl Usage {
-    fn of(pid: u32) -> anyhow::Result<Usage> {
+    pub fn of(pid: u32) -> anyhow::Result<Usage> {
         let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .with_context(|| format!("process {pid} is gone"))?;
         // Fields after the command name, which may contain spaces.

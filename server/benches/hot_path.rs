@@ -7,7 +7,7 @@
 
 use app::protocol::{ChatMessage, ClientMessage, MessageText, ServerEvent};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use server::hub::{Hub, Kind, Peer, Topic};
+use server::hub::{Hub, Kind, Peer, Queue, Topic};
 use std::hint::black_box;
 use uuid::Uuid;
 
@@ -47,13 +47,7 @@ fn steps(c: &mut Criterion) {
 }
 
 /// A hub with `n` connections on one room, and their queues.
-fn room(
-    n: usize,
-) -> (
-    Hub,
-    Topic,
-    Vec<flume::Receiver<axum::extract::ws::Utf8Bytes>>,
-) {
+fn room(n: usize) -> (Hub, Topic, Vec<Queue>) {
     let hub = Hub::default();
     let topic = Topic::Room("bench".into());
     let queues = (0..n)
@@ -69,14 +63,14 @@ fn room(
 fn fan_out(c: &mut Criterion) {
     let mut group = c.benchmark_group("say_to_n_connections");
     for n in [1, 100, 1000] {
-        let (hub, topic, queues) = room(n);
+        let (hub, topic, mut queues) = room(n);
         group.throughput(Throughput::Elements(n as u64));
         group.bench_with_input(BenchmarkId::from_parameter(n), &n, |b, _| {
             b.iter(|| {
                 let frame = handle(black_box(FRAME));
                 hub.deliver(&topic, &frame, None);
-                for queue in &queues {
-                    black_box(queue.try_recv().ok());
+                for queue in &mut queues {
+                    black_box(queue.try_recv());
                 }
             })
         });

@@ -4,7 +4,10 @@
 
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
+use futures::channel::mpsc;
+use futures::StreamExt;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock, RwLock};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
@@ -85,42 +88,79 @@ impl Closer {
 }
 
 /// The sending half of one connection: its bounded queue and its closer.
+///
+/// The queue is a futures unbounded channel with a count kept beside it:
+/// pushing is lock-free and allocates nothing up front (tokio's bounded
+/// channel preallocates 1.5 KiB per connection, flume's takes locks and
+/// allocates a waiter on every wait), and the count makes it bounded.
 #[derive(Clone)]
 pub struct Peer {
     pub kind: Kind,
-    tx: flume::Sender<Utf8Bytes>,
+    tx: mpsc::UnboundedSender<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
     pub closer: Closer,
 }
 
+/// The receiving half, drained by the connection's writer.
+pub struct Queue {
+    rx: mpsc::UnboundedReceiver<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.next().await;
+        self.took(frame)
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.try_recv().ok();
+        self.took(frame)
+    }
+
+    fn took(&self, frame: Option<Utf8Bytes>) -> Option<Utf8Bytes> {
+        if frame.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        frame
+    }
+}
+
 impl Peer {
-    /// The queue is flume's: it allocates nothing until a frame is queued,
-    /// where tokio's preallocates a block of 32 slots (1.5 KiB per idle
-    /// connection with its bookkeeping).
-    pub fn new(kind: Kind, queue: usize) -> (Self, flume::Receiver<Utf8Bytes>) {
-        let (tx, rx) = flume::bounded(queue);
+    pub fn new(kind: Kind, capacity: usize) -> (Self, Queue) {
+        let (tx, rx) = mpsc::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
         let peer = Peer {
             kind,
             tx,
+            queued: queued.clone(),
+            capacity,
             closer: Closer::default(),
         };
-        (peer, rx)
+        (peer, Queue { rx, queued })
     }
 
     /// Queues a frame without waiting. A full queue means the client reads
     /// slower than it is sent to: it is disconnected rather than buffered.
     pub fn send(&self, frame: Utf8Bytes) -> bool {
-        match self.tx.try_send(frame) {
-            Ok(()) => true,
-            Err(flume::TrySendError::Full(_)) => {
-                if !self.closer.is_closed() {
-                    metrics::slow_consumer(self.kind);
-                    self.closer
-                        .close(close::TRY_AGAIN_LATER, "slow consumer: outbound queue full");
-                }
-                false
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            if !self.closer.is_closed() {
+                metrics::slow_consumer(self.kind);
+                self.closer
+                    .close(close::TRY_AGAIN_LATER, "slow consumer: outbound queue full");
             }
-            Err(flume::TrySendError::Disconnected(_)) => false,
+            return false;
         }
+        if self.tx.unbounded_send(frame).is_err() {
+            // The connection is gone.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
     }
 }
 
@@ -205,13 +245,13 @@ mod tests {
     fn delivers_to_all_but_the_excluded_and_tracks_the_last_listener() {
         let hub = Hub::default();
         let topic = Topic::Action("a".into());
-        let (a, ra) = Peer::new(Kind::Relay, 4);
-        let (b, rb) = Peer::new(Kind::Relay, 4);
+        let (a, mut ra) = Peer::new(Kind::Relay, 4);
+        let (b, mut rb) = Peer::new(Kind::Relay, 4);
         let (ida, idb) = (Uuid::new_v4(), Uuid::new_v4());
         hub.insert(&topic, ida, a);
         hub.insert(&topic, idb, b);
         assert_eq!(hub.deliver(&topic, &"x".into(), Some(ida)), 1);
-        assert!(ra.try_recv().is_err());
+        assert!(ra.try_recv().is_none());
         assert_eq!(rb.try_recv().unwrap().as_str(), "x");
         assert_eq!(hub.deliver(&Topic::Room("a".into()), &"y".into(), None), 0);
         assert!(!hub.remove(&topic, ida));

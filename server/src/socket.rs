@@ -5,7 +5,7 @@
 //! the close handshake with a reason (including 1012 on shutdown).
 
 use crate::config::Config;
-use crate::hub::{close, Closer, Kind, Peer};
+use crate::hub::{close, Closer, Kind, Peer, Queue};
 use crate::throttle::{Throttle, Verdict};
 use crate::{event_id, metrics};
 use app::protocol::ErrorCode;
@@ -134,7 +134,7 @@ pub struct Preamble {
 pub fn drive<'a, H: Handler>(
     socket: WebSocket,
     peer: Peer,
-    queue: flume::Receiver<Utf8Bytes>,
+    queue: Queue,
     preamble: Preamble,
     handler: &'a mut H,
     limits: &'a Limits,
@@ -148,7 +148,7 @@ pub fn drive<'a, H: Handler>(
 async fn run<H: Handler>(
     socket: WebSocket,
     peer: Peer,
-    queue: flume::Receiver<Utf8Bytes>,
+    queue: Queue,
     preamble: Preamble,
     handler: &mut H,
     limits: &Limits,
@@ -206,7 +206,7 @@ async fn run<H: Handler>(
 
 async fn write(
     mut sink: SplitSink<WebSocket, Message>,
-    queue: flume::Receiver<Utf8Bytes>,
+    mut queue: Queue,
     preamble: Preamble,
     closer: Closer,
     ping_every: Duration,
@@ -229,14 +229,14 @@ async fn write(
         tokio::select! {
             biased;
             reason = &mut closed => break reason,
-            frame = queue.recv_async() => {
-                let Ok(frame) = frame else { return };
+            frame = queue.recv() => {
+                let Some(frame) = frame else { return };
                 let batch = async {
                     if fresh(&frame) {
                         sink.feed(Message::Text(frame)).await?;
                     }
                     for _ in 1..WRITE_BATCH {
-                        let Ok(frame) = queue.try_recv() else { break };
+                        let Some(frame) = queue.try_recv() else { break };
                         if fresh(&frame) {
                             sink.feed(Message::Text(frame)).await?;
                         }
@@ -258,7 +258,7 @@ async fn write(
         }
     };
     // Flush what is queued first: it often explains the close.
-    while let Ok(frame) = queue.try_recv() {
+    while let Some(frame) = queue.try_recv() {
         if sink.feed(Message::Text(frame)).await.is_err() {
             return;
         }
