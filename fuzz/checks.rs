@@ -215,7 +215,7 @@ pub fn message_text(data: &[u8]) -> Outcome {
 
 /// The relay: `registration_action` accepts exactly a JSON object whose
 /// `"action"` is a non-empty string of at most `MAX_ACTION_BYTES` bytes, and
-/// gives the matching reason otherwise; `check_frame` (later frames) accepts
+/// gives a reason otherwise; `check_frame` (later frames) accepts
 /// every JSON value, and everything a registration accepts.
 pub fn relay_frame(data: &[u8]) -> Outcome {
     let Ok(text) = std::str::from_utf8(data) else {
@@ -241,26 +241,33 @@ pub fn relay_frame(data: &[u8]) -> Outcome {
         ),
         (Err(reason), Ok(_)) => return Err(format!("{input}: JSON, refused: {reason}")),
     }
-    let expected = match &value {
-        Err(err) => Err(format!("the first message must be JSON: {err}")),
+    // The rule as properties, not as a second copy of the code: accepted
+    // exactly when the frame is an object whose "action" is a string of 1 to
+    // MAX_ACTION_BYTES bytes, and then that string is the action.
+    let field = match &value {
         Ok(Value::Object(fields)) => match fields.get("action") {
-            None => Err("the first message must have an \"action\" key".to_owned()),
-            Some(Value::String(a)) if a.is_empty() => {
-                Err("\"action\" must not be empty".to_owned())
-            }
-            Some(Value::String(a)) if a.len() > MAX_ACTION_BYTES => Err(format!(
-                "\"action\" must be at most {MAX_ACTION_BYTES} bytes"
-            )),
-            Some(Value::String(a)) => Ok(a.clone()),
-            Some(_) => Err("\"action\" must be a string".to_owned()),
+            Some(Value::String(action)) => Some(action.as_str()),
+            _ => None,
         },
-        Ok(_) => Err("the first message must be a JSON object with an \"action\" key".to_owned()),
+        _ => None,
     };
     let registered = registration_action(text);
-    ensure!(
-        registered == expected,
-        "{input}: registration gave {registered:?}, expected {expected:?}"
-    );
+    match (&registered, field) {
+        (Ok(action), Some(field)) => ensure!(
+            action == field,
+            "{input}: registered {action:?}, the frame says {field:?}"
+        ),
+        (Ok(action), None) => {
+            return Err(format!(
+                "{input}: registered {action:?} without a string action"
+            ))
+        }
+        (Err(reason), Some(field)) => ensure!(
+            field.is_empty() || field.len() > MAX_ACTION_BYTES,
+            "{input}: action {field:?} refused: {reason}"
+        ),
+        (Err(reason), None) => ensure!(!reason.is_empty(), "{input}: refused without a reason"),
+    }
     if let Ok(action) = registered {
         ensure!(!action.is_empty(), "{input}: empty action");
         ensure!(
