@@ -6,7 +6,7 @@
 //! Frames typed while the socket is down wait in the queue instead of being
 //! lost.
 
-use crate::protocol::{ClientMessage, ErrorCode, ServerEvent, DEFAULT_ROOM};
+use crate::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, DEFAULT_ROOM};
 use crate::state::{ChatState, Status};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{stream, SinkExt, StreamExt};
@@ -70,7 +70,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
     loop {
         state.status.set(Status::Connecting);
         let opened = js_sys::Date::now();
-        if let Ok(socket) = WebSocket::open(&socket_url(state.last_seen())) {
+        if let Ok(socket) = WebSocket::open(&socket_url(state.since())) {
             let (mut sink, incoming) = socket.split();
             let mut rejoining = false;
             if let Some(p) = pseudo.clone() {
@@ -150,7 +150,7 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(ms as u64)
 }
 
-fn socket_url(last_seen: Option<Uuid>) -> String {
+fn socket_url(since: Option<Position>) -> String {
     let location = web_sys::window().expect("a browser window").location();
     let secure = location.protocol().map(|p| p == "https:").unwrap_or(false);
     let host = location.host().unwrap_or_default();
@@ -159,8 +159,9 @@ fn socket_url(last_seen: Option<Uuid>) -> String {
         "{}://{host}/ws?room={room}",
         if secure { "wss" } else { "ws" }
     );
-    if let Some(id) = last_seen {
-        url.push_str(&format!("&last_seen={id}"));
+    if let Some(position) = since {
+        url.push_str("&since=");
+        url.push_str(&position.to_query());
     }
     url
 }

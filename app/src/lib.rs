@@ -1,5 +1,7 @@
-//! The shared crate: the chat wire protocol and its validation rules, and the
-//! Leptos UI. The server builds it with `ssr`, the browser with `hydrate`.
+//! The shared crate: the chat wire protocol and its validation rules, and,
+//! with the `ui` feature, the Leptos UI. The server builds it with `ssr`,
+//! the browser with `hydrate` (both include `ui`); programs that only speak
+//! the protocol use it without features.
 //!
 //! - [`protocol`]: message types (tagged by `"type"`) and the nickname,
 //!   message and room rules, used on both sides of the socket.
@@ -12,7 +14,10 @@
 mod client;
 pub mod protocol;
 pub mod relay;
+#[cfg(feature = "ui")]
 pub mod state;
+#[cfg(feature = "ui")]
 pub mod ui;
 
+#[cfg(feature = "ui")]
 pub use ui::{shell, App};

@@ -42,8 +42,23 @@ pub enum ClientMessage {
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum ServerEvent {
     /// Recent events of the room, oldest first: sent once right after the
-    /// socket opens (only those after `last_seen` when the client gave one).
-    History { events: Vec<ServerEvent> },
+    /// socket opens (only those after the client's position when it gave
+    /// one). `epoch` and `offset` are the room stream's position once these
+    /// events are applied: the client resumes from there. `recovered` is
+    /// false when the client asked to resume from a position the server can
+    /// no longer serve (it fell out of the bounded history, or the history
+    /// was lost and a new epoch began): some events are missing for good.
+    /// The server also sends a history frame with `recovered: false` and no
+    /// events in the middle of a connection when it could not recover a gap.
+    History {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        epoch: String,
+        #[serde(default)]
+        offset: u64,
+        #[serde(default = "yes")]
+        recovered: bool,
+        events: Vec<ServerEvent>,
+    },
     /// The client's own identity, after a successful join or rename.
     Joined {
         pseudo: String,
@@ -60,8 +75,47 @@ pub enum ServerEvent {
     Error { code: ErrorCode, message: String },
 }
 
+fn yes() -> bool {
+    true
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+/// Where an event sits in its room's stream: offsets count up from 1 within
+/// an epoch; a new epoch (the history was lost) starts again from 1. The
+/// stream stamps both on an event when it appends it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+impl Position {
+    /// The `since` query value, `<epoch>:<offset>`.
+    pub fn to_query(&self) -> String {
+        format!("{}:{}", self.epoch, self.offset)
+    }
+
+    /// Reads a `since` query value.
+    pub fn from_query(value: &str) -> Option<Position> {
+        let (epoch, offset) = value.rsplit_once(':')?;
+        Some(Position {
+            epoch: epoch.to_owned(),
+            offset: offset.parse().ok()?,
+        })
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ChatMessage {
+    /// The room stream's epoch, stamped when the event was appended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+    /// The event's offset in its epoch (from 1), stamped with `epoch`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
     pub id: Uuid,
     pub author: String,
     pub text: String,
@@ -71,6 +125,12 @@ pub struct ChatMessage {
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct SystemMessage {
+    /// The room stream's epoch, stamped when the event was appended.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+    /// The event's offset in its epoch (from 1), stamped with `epoch`.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
     pub id: Uuid,
     pub kind: SystemKind,
     /// The nickname concerned (the new one for a rename).
@@ -87,6 +147,21 @@ pub enum SystemKind {
     Joined,
     Renamed,
     Left,
+}
+
+impl ServerEvent {
+    /// The stream position of a chat or system event.
+    pub fn position(&self) -> Option<Position> {
+        let (epoch, offset) = match self {
+            ServerEvent::Message(m) => (&m.epoch, m.offset),
+            ServerEvent::System(s) => (&s.epoch, s.offset),
+            _ => return None,
+        };
+        Some(Position {
+            epoch: epoch.clone(),
+            offset,
+        })
+    }
 }
 
 impl SystemMessage {
@@ -127,6 +202,9 @@ pub enum ErrorCode {
     BinaryFrame,
     /// Too many frames too fast.
     RateLimited,
+    /// The room's stream cannot be written right now (its Redis does not
+    /// answer): the message was not sent; sending it again later is safe.
+    Unavailable,
 }
 
 impl ErrorCode {
@@ -144,6 +222,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::BinaryFrame => "binary_frame",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::Unavailable => "unavailable",
         }
     }
 }
@@ -334,16 +413,31 @@ mod tests {
     fn wire_format_is_tagged_by_type() {
         let json = serde_json::to_value(ClientMessage::Say { text: "hi".into() }).unwrap();
         assert_eq!(json, serde_json::json!({"type": "say", "text": "hi"}));
-        let msg = ServerEvent::Message(ChatMessage {
+        let mut message = ChatMessage {
+            epoch: String::new(),
+            offset: 0,
             id: Uuid::nil(),
             author: "a".into(),
             text: "t".into(),
             ts: 5,
-        });
-        let json = serde_json::to_value(&msg).unwrap();
+        };
+        // Not yet in a stream: no position on the wire.
+        let json = serde_json::to_value(ServerEvent::Message(message.clone())).unwrap();
         assert_eq!(
             json,
             serde_json::json!({"type": "message", "id": Uuid::nil(), "author": "a", "text": "t", "ts": 5})
+        );
+        message.epoch = "e1".into();
+        message.offset = 7;
+        let event = ServerEvent::Message(message);
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!((&json["epoch"], &json["offset"]), (&"e1".into(), &7.into()));
+        assert_eq!(
+            event.position(),
+            Some(Position {
+                epoch: "e1".into(),
+                offset: 7
+            })
         );
         let count = serde_json::to_value(ServerEvent::Count { count: 2 }).unwrap();
         assert_eq!(count, serde_json::json!({"type": "count", "count": 2}));
@@ -358,6 +452,8 @@ mod tests {
     #[test]
     fn server_events_round_trip() {
         let system = ServerEvent::System(SystemMessage {
+            epoch: "e".into(),
+            offset: 3,
             id: Uuid::new_v4(),
             kind: SystemKind::Renamed,
             pseudo: "new".into(),
@@ -365,12 +461,39 @@ mod tests {
             ts: 1,
         });
         let history = ServerEvent::History {
+            epoch: "e".into(),
+            offset: 3,
+            recovered: false,
             events: vec![system.clone()],
         };
         for event in [system, history] {
             let json = serde_json::to_string(&event).unwrap();
             assert_eq!(serde_json::from_str::<ServerEvent>(&json).unwrap(), event);
         }
+        // A history frame without the stream fields reads as recovered.
+        let bare: ServerEvent = serde_json::from_str(r#"{"type":"history","events":[]}"#).unwrap();
+        assert_eq!(
+            bare,
+            ServerEvent::History {
+                epoch: String::new(),
+                offset: 0,
+                recovered: true,
+                events: vec![]
+            }
+        );
+    }
+
+    #[test]
+    fn positions_read_and_write_the_since_query() {
+        let position = Position {
+            epoch: "a1b2".into(),
+            offset: 42,
+        };
+        assert_eq!(position.to_query(), "a1b2:42");
+        assert_eq!(Position::from_query("a1b2:42"), Some(position));
+        assert_eq!(Position::from_query("a1b2"), None);
+        assert_eq!(Position::from_query("a1b2:x"), None);
+        assert_eq!(Position::from_query(":0").map(|p| p.offset), Some(0));
     }
 
     #[test]
@@ -455,6 +578,7 @@ mod tests {
             TooLarge,
             BinaryFrame,
             RateLimited,
+            Unavailable,
         ] {
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
         }
@@ -463,6 +587,8 @@ mod tests {
     #[test]
     fn system_text() {
         let mut sys = SystemMessage {
+            epoch: String::new(),
+            offset: 0,
             id: Uuid::nil(),
             kind: SystemKind::Joined,
             pseudo: "bob".into(),

@@ -2,7 +2,7 @@
 //! Plain logic with no browser API, so the server can render it and native
 //! tests can exercise it.
 
-use crate::protocol::{ChatMessage, ErrorCode, ServerEvent, SystemMessage};
+use crate::protocol::{ChatMessage, ErrorCode, Position, ServerEvent, SystemMessage};
 use leptos::prelude::*;
 use uuid::Uuid;
 
@@ -52,6 +52,11 @@ pub struct ChatState {
     /// after a rename.
     pub my_names: RwSignal<Vec<String>>,
     pub error: RwSignal<Option<String>>,
+    /// Where this page is in the room's stream: a reconnect resumes here.
+    pub position: RwSignal<Option<Position>>,
+    /// The server said some events could not be recovered (the page was
+    /// away longer than the history reaches, or the history was lost).
+    pub unrecovered: RwSignal<bool>,
 }
 
 impl ChatState {
@@ -63,21 +68,36 @@ impl ChatState {
             me: RwSignal::new(None),
             my_names: RwSignal::new(Vec::new()),
             error: RwSignal::new(None),
+            position: RwSignal::new(None),
+            unrecovered: RwSignal::new(false),
         }
     }
 
-    /// The id of the newest event shown, which a reconnecting client sends so
-    /// that the server replays only what it missed.
-    pub fn last_seen(&self) -> Option<Uuid> {
-        self.entries.with_untracked(|e| e.last().map(Entry::id))
+    /// The stream position to resume from after a reconnect.
+    pub fn since(&self) -> Option<Position> {
+        self.position.get_untracked()
     }
 
     /// Applies one server event. Returns the error code when it is an error.
     pub fn apply(&self, event: ServerEvent) -> Option<ErrorCode> {
+        if let Some(position) = event.position().filter(|p| !p.epoch.is_empty()) {
+            self.position.set(Some(position));
+        }
         match event {
-            ServerEvent::History { events } => {
+            ServerEvent::History {
+                epoch,
+                offset,
+                recovered,
+                events,
+            } => {
                 for event in events {
                     self.apply(event);
+                }
+                if !epoch.is_empty() {
+                    self.position.set(Some(Position { epoch, offset }));
+                }
+                if !recovered {
+                    self.unrecovered.set(true);
                 }
             }
             ServerEvent::Joined { pseudo, .. } => {
@@ -132,6 +152,8 @@ mod tests {
 
     fn message(text: &str) -> ChatMessage {
         ChatMessage {
+            epoch: String::new(),
+            offset: 0,
             id: Uuid::new_v4(),
             author: "a".into(),
             text: text.into(),
@@ -149,6 +171,9 @@ mod tests {
         let first = message("one");
         state.apply(ServerEvent::Message(first.clone()));
         state.apply(ServerEvent::History {
+            epoch: String::new(),
+            offset: 0,
+            recovered: true,
             events: vec![
                 ServerEvent::Message(first.clone()),
                 ServerEvent::Message(message("two")),
@@ -163,7 +188,6 @@ mod tests {
                 .collect()
         });
         assert_eq!(texts, ["one", "two"]);
-        assert_ne!(state.last_seen(), Some(first.id));
     }
 
     #[test]
@@ -190,6 +214,8 @@ mod tests {
         assert_eq!(code, Some(ErrorCode::PseudoTaken));
         assert_eq!(state.error.get_untracked().as_deref(), Some("taken"));
         state.apply(ServerEvent::System(SystemMessage {
+            epoch: String::new(),
+            offset: 0,
             id: Uuid::new_v4(),
             kind: SystemKind::Joined,
             pseudo: "x".into(),
@@ -199,5 +225,43 @@ mod tests {
         state.apply(ServerEvent::Count { count: 3 });
         assert_eq!(state.count.get_untracked(), 3);
         assert_eq!(state.entries.with_untracked(Vec::len), 1);
+    }
+
+    #[test]
+    fn the_position_follows_events_and_a_lost_gap_is_flagged() {
+        Owner::new().with(the_position_follows_events_and_a_lost_gap_is_flagged_in_owner);
+    }
+
+    fn the_position_follows_events_and_a_lost_gap_is_flagged_in_owner() {
+        let state = ChatState::new();
+        assert_eq!(state.since(), None);
+        let at = |epoch: &str, offset| {
+            Some(Position {
+                epoch: epoch.into(),
+                offset,
+            })
+        };
+        state.apply(ServerEvent::History {
+            epoch: "e1".into(),
+            offset: 4,
+            recovered: true,
+            events: vec![],
+        });
+        assert_eq!(state.since(), at("e1", 4));
+        let mut live = message("five");
+        live.epoch = "e1".into();
+        live.offset = 5;
+        state.apply(ServerEvent::Message(live));
+        assert_eq!(state.since(), at("e1", 5));
+        assert!(!state.unrecovered.get_untracked());
+        // A gap the server could not fill: flagged, the position kept.
+        state.apply(ServerEvent::History {
+            epoch: String::new(),
+            offset: 0,
+            recovered: false,
+            events: vec![],
+        });
+        assert!(state.unrecovered.get_untracked());
+        assert_eq!(state.since(), at("e1", 5));
     }
 }

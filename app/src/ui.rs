@@ -125,6 +125,14 @@ fn ChatPage() -> impl IntoView {
                     {move || state.error.get().unwrap_or_default()}
                 </p>
             </Show>
+            <Show when=move || state.unrecovered.get()>
+                <p class="notice" role="status" data-testid="recovery-notice">
+                    "Some earlier messages could not be recovered; the conversation resumes from here. "
+                    <button type="button" on:click=move |_| state.unrecovered.set(false)>
+                        "Dismiss"
+                    </button>
+                </p>
+            </Show>
             <MessageList state/>
             <form class="compose" on:submit=say>
                 <input

@@ -2,6 +2,7 @@
 //! carries: who sent it, its sequence number and when it was sent.
 
 use anyhow::{bail, Context};
+use app::protocol::ClientMessage;
 use futures::{SinkExt, StreamExt};
 use serde::Deserialize;
 use std::borrow::Cow;
@@ -80,8 +81,13 @@ pub async fn chat(port: u16, room: &str) -> anyhow::Result<Ws> {
 }
 
 pub async fn send_join(ws: &mut Ws, pseudo: &str) -> anyhow::Result<()> {
-    let join = serde_json::json!({ "type": "join", "pseudo": pseudo }).to_string();
-    Ok(ws.send(Message::text(join)).await?)
+    let join = ClientMessage::Join {
+        pseudo: pseudo.to_owned(),
+        session: None,
+    };
+    Ok(ws
+        .send(Message::text(serde_json::to_string(&join)?))
+        .await?)
 }
 
 /// Reads until the server confirms the join; the latest count seen on the way.
@@ -133,7 +139,8 @@ impl Probe {
                 let head = format!("{s} {n} {t} ");
                 let pad = PAYLOAD_BYTES.saturating_sub(head.len());
                 let text = format!("{head}{}", "x".repeat(pad));
-                serde_json::json!({ "type": "say", "text": text }).to_string()
+                // A struct of strings: serializing it cannot fail.
+                serde_json::to_string(&ClientMessage::Say { text }).unwrap_or_default()
             }
         }
     }

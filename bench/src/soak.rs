@@ -12,6 +12,7 @@
 use crate::client::{self, Probe, Proto, Ws};
 use crate::lab::Lab;
 use anyhow::Context;
+use app::protocol::ClientMessage;
 use futures::{SinkExt, StreamExt};
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};
@@ -169,13 +170,18 @@ fn progress(journal: &Shared, servers: &[crate::procs::Server]) -> anyhow::Resul
 }
 
 /// Keys that should be gone once every client left: presence, nicknames,
-/// relay registrations, instances' connection lists.
+/// relay registrations, instances' connection lists (room streams stay).
 fn stale_keys(lab: &Lab) -> anyhow::Result<Vec<String>> {
     let mut redis = redis::Client::open(lab.redis.url())?.get_connection()?;
     let keys: Vec<String> = redis::cmd("KEYS").arg("chat:*").query(&mut redis)?;
     Ok(keys
         .into_iter()
-        .filter(|k| !k.ends_with(":history") && !k.ends_with(":alive") && k != "chat:instances")
+        .filter(|k| {
+            !k.ends_with(":meta")
+                && !k.ends_with(":events")
+                && !k.ends_with(":alive")
+                && k != "chat:instances"
+        })
         .collect())
 }
 
@@ -287,8 +293,12 @@ async fn session(
     while Instant::now() < end {
         sleep(Duration::from_millis(500 + rng.below(1000))).await;
         if proto == Proto::Chat && rng.below(10) == 0 {
-            let rename = serde_json::json!({"type": "rename", "pseudo": format!("k{id}r{n}")});
-            outcome = sink.send(Message::text(rename.to_string())).await;
+            let rename = ClientMessage::Rename {
+                pseudo: format!("k{id}r{n}"),
+            };
+            // A struct of strings: serializing it cannot fail.
+            let rename = serde_json::to_string(&rename).unwrap_or_default();
+            outcome = sink.send(Message::text(rename)).await;
             journal.lock().expect("journal").renames += 1;
         } else {
             let t = client::now_us();

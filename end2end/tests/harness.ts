@@ -1,7 +1,7 @@
 // Real processes for the end-to-end tests: a private redis-server and server
 // instances of the release build, each on a free port, stopped after use.
 import { ChildProcess, spawn } from "node:child_process";
-import { createServer } from "node:net";
+import { AddressInfo, connect, createServer, Socket } from "node:net";
 import * as os from "node:os";
 import * as path from "node:path";
 import * as readline from "node:readline";
@@ -35,8 +35,9 @@ function stopper(child: ChildProcess): () => Promise<void> {
     });
 }
 
-export async function startRedis(): Promise<Running> {
-  const port = await freePort();
+/** Starts a private redis-server, on a free port unless given one (a restart). */
+export async function startRedis(port?: number): Promise<Running> {
+  port ??= await freePort();
   const child = spawn("redis-server", ["--port", String(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no"], {
     stdio: ["ignore", "pipe", "inherit"],
   });
@@ -80,6 +81,58 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
     child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
   });
   return { url: `http://${http}`, stop: stopper(child) };
+}
+
+/** A TCP proxy in front of a server, to take a page's network away. */
+export interface Proxy {
+  url: string;
+  /** Drops every connection through the proxy and refuses new ones. */
+  cut(): void;
+  /** Lets connections through again. */
+  restore(): void;
+  stop(): Promise<void>;
+}
+
+export async function startProxy(target: string): Promise<Proxy> {
+  const { hostname, port } = new URL(target);
+  const sockets = new Set<Socket>();
+  let open = true;
+  const server = createServer((client) => {
+    if (!open) {
+      client.destroy();
+      return;
+    }
+    const upstream = connect(Number(port), hostname);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("close", () => {
+        sockets.delete(socket);
+        client.destroy();
+        upstream.destroy();
+      });
+      socket.on("error", () => socket.destroy());
+    }
+    client.pipe(upstream);
+    upstream.pipe(client);
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  const { port: listening } = server.address() as AddressInfo;
+  const dropAll = () => sockets.forEach((socket) => socket.destroy());
+  return {
+    url: `http://127.0.0.1:${listening}`,
+    cut() {
+      open = false;
+      dropAll();
+    },
+    restore() {
+      open = true;
+    },
+    stop: () =>
+      new Promise((resolve) => {
+        dropAll();
+        server.close(() => resolve());
+      }),
+  };
 }
 
 /** Opens the chat and waits until the page is hydrated and connected. */

@@ -1,7 +1,7 @@
 // The original's scenario: two instances of the release build on one Redis,
 // one browser on each, in sync.
 import { expect, test } from "@playwright/test";
-import { freePort, join, openChat, Running, say, startRedis, startServer } from "./harness";
+import { freePort, join, openChat, Running, say, startProxy, startRedis, startServer } from "./harness";
 
 let redis: Running;
 let first: Running;
@@ -70,4 +70,40 @@ test("a browser rides through a restart of its server and misses nothing", async
   await rider.context().close();
   await witness.context().close();
   await fresh.stop();
+});
+
+test("a page that loses its connection while others talk catches up once, in order", async ({ browser }) => {
+  const proxy = await startProxy(first.url);
+  const room = "/?room=catch-up";
+  const away = await (await browser.newContext()).newPage();
+  const here = await (await browser.newContext()).newPage();
+  const there = await (await browser.newContext()).newPage();
+  await openChat(away, proxy.url + room);
+  await openChat(here, second.url + room);
+  await openChat(there, first.url + room);
+  await join(away, "away");
+  await join(here, "here");
+  await join(there, "there");
+  await say(here, "before");
+  await expect(away.getByTestId("message-text").last()).toHaveText("before");
+
+  proxy.cut();
+  await expect(away.getByTestId("connection-status")).not.toHaveText("connected");
+  // Two people on two instances talk at once while the page is away.
+  await Promise.all(
+    [here, there].map(async (page, who) => {
+      for (let i = 0; i < 4; i++) await say(page, `while away ${who}.${i}`);
+    }),
+  );
+  await expect(here.getByTestId("message-text")).toHaveCount(9);
+  proxy.restore();
+
+  await expect(away.getByTestId("connection-status")).toHaveText("connected");
+  const texts = (page: typeof away) => page.getByTestId("message-text").allTextContents();
+  const reference = await texts(here);
+  expect(await texts(there)).toEqual(reference);
+  await expect.poll(() => texts(away)).toEqual(reference);
+  await expect(away.getByTestId("recovery-notice")).toHaveCount(0);
+  for (const page of [away, here, there]) await page.context().close();
+  await proxy.stop();
 });

@@ -16,6 +16,8 @@ const FRAME: &str =
 
 fn event(text: String) -> ServerEvent {
     ServerEvent::Message(ChatMessage {
+        epoch: String::new(),
+        offset: 0,
         id: Uuid::new_v4(),
         author: "alice".into(),
         text,

@@ -5,10 +5,11 @@
 use crate::hub::{close, ConnId, Kind, Peer, Topic};
 use crate::socket::{self, Handler};
 use crate::store::{Claim, Member};
+use crate::stream::{history_frame, Resume, StreamError};
 use crate::throttle::{Throttle, Verdict};
 use crate::{encode, metrics, now_ms, AppState};
 use app::protocol::{
-    valid_room, ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent,
+    valid_room, ChatMessage, ClientMessage, ErrorCode, MessageText, Position, Pseudo, ServerEvent,
     SystemKind, SystemMessage, DEFAULT_ROOM,
 };
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
@@ -24,8 +25,23 @@ use uuid::Uuid;
 #[derive(Deserialize)]
 pub struct ChatQuery {
     room: Option<String>,
-    /// The newest event the client already has: only later ones are replayed.
+    /// `<epoch>:<offset>`: the stream position the client reached; only
+    /// later events are replayed.
+    since: Option<String>,
+    /// The newest event the client already has (before `since` existed).
     last_seen: Option<Uuid>,
+}
+
+impl ChatQuery {
+    fn resume(&self) -> Result<Resume, &'static str> {
+        match (&self.since, self.last_seen) {
+            (Some(since), _) => Position::from_query(since)
+                .map(Resume::Since)
+                .ok_or("since must be <epoch>:<offset>, as the stream's events carry them"),
+            (None, Some(id)) => Ok(Resume::LastSeen(id)),
+            (None, None) => Ok(Resume::Latest),
+        }
+    }
 }
 
 pub async fn upgrade(
@@ -46,6 +62,10 @@ pub async fn upgrade(
         )
             .into_response();
     };
+    let resume = match query.resume() {
+        Ok(resume) => resume,
+        Err(reason) => return (StatusCode::BAD_REQUEST, reason).into_response(),
+    };
     let room = query.room.unwrap_or_else(|| DEFAULT_ROOM.to_owned());
     if !valid_room(&room) {
         return (
@@ -59,12 +79,12 @@ pub async fn upgrade(
         tracked.tasks.clone().track_future(async move {
             // The connection counts as open until its session ends.
             let _slot = slot;
-            session(tracked, socket, room, query.last_seen).await;
+            session(tracked, socket, room, resume).await;
         })
     })
 }
 
-async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen: Option<Uuid>) {
+async fn session(app: Arc<AppState>, socket: WebSocket, room: String, resume: Resume) {
     let id = Uuid::new_v4();
     let opened = Instant::now();
     let (peer, queue) = Peer::new(Kind::Chat, app.config.outbound_queue as usize);
@@ -72,19 +92,33 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
     metrics::connection_opened(Kind::Chat);
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
 
-    // Listen first, then read the history: an event published in between
+    // Listen first, then read the stream: an event published in between
     // is never missed, and `Replayed` keeps it from being sent twice.
     app.bus.subscribe(&topic, id, peer.clone()).await;
-    let history = app.store.history(&room, last_seen).await;
+    let snapshot = match app.streams.read(&room).await {
+        Ok(stored) => {
+            let snapshot = crate::stream::resume(stored, &resume);
+            app.bus.feeds().start(&room, &snapshot);
+            snapshot
+        }
+        Err(err) => {
+            tracing::warn!(conn = %id, room, error = %err, "cannot read the room's history");
+            app.bus.feeds().repair(&room);
+            crate::stream::Snapshot::unavailable()
+        }
+    };
     let count = app.store.count(&room).await;
     // Written before anything queued meanwhile, which follows in order
     // (minus the events the history already holds).
     let preamble = socket::Preamble {
-        replayed: socket::Replayed::new(&history),
         frames: vec![
-            history_frame(&history),
+            history_frame(&snapshot),
             encode(&ServerEvent::Count { count }),
         ],
+        replayed: Some(socket::Replayed {
+            epoch: snapshot.epoch,
+            offset: snapshot.offset,
+        }),
     };
 
     let mut chat = ChatSession {
@@ -119,21 +153,6 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, last_seen:
         reason,
         "connection closed"
     );
-}
-
-/// `{"type":"history","events":[...]}` from stored frames, without parsing
-/// them again.
-fn history_frame(events: &[Utf8Bytes]) -> Utf8Bytes {
-    let mut frame = String::with_capacity(40 + events.iter().map(|e| e.len() + 1).sum::<usize>());
-    frame.push_str(r#"{"type":"history","events":["#);
-    for (i, event) in events.iter().enumerate() {
-        if i > 0 {
-            frame.push(',');
-        }
-        frame.push_str(event);
-    }
-    frame.push_str("]}");
-    frame.into()
 }
 
 /// Chat actions with a bucket of their own (`JOIN_LIMIT_PER_MIN`,
@@ -325,12 +344,22 @@ impl ChatSession {
             Err(err) => return self.refuse(ErrorCode::InvalidText, err.to_string()),
         };
         let message = ChatMessage {
+            epoch: String::new(),
+            offset: 0,
             id: Uuid::new_v4(),
             author: member.pseudo.to_string(),
             text: text.into_string(),
             ts: now_ms(),
         };
-        publish(&self.app, &self.room, &ServerEvent::Message(message)).await;
+        // Acknowledged (echoed back) only once it is in the stream, so no
+        // crash can lose a message its sender saw as sent.
+        if let Err(err) = publish(&self.app, &self.room, &ServerEvent::Message(message)).await {
+            tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
+            self.refuse(
+                ErrorCode::Unavailable,
+                "the chat cannot store messages right now: yours was not sent; try again in a moment".into(),
+            );
+        }
     }
 
     async fn leave(&mut self) {
@@ -349,16 +378,40 @@ impl ChatSession {
     }
 }
 
+/// A member took a nickname while Redis was away that a member of another
+/// instance held: that one keeps it. This one is told why, then closed;
+/// its client reconnects and must choose another nickname, so two people
+/// never speak under one name.
+pub fn lost_nickname(app: &AppState, room: &str, conn: ConnId, pseudo: &str) {
+    let message = format!(
+        "the nickname {pseudo} was also taken on another server while the chat was partly offline; it stays with them: choose another one"
+    );
+    app.bus.hub().close_one(
+        &Topic::Room(room.to_owned()),
+        conn,
+        encode(&ServerEvent::Error {
+            code: ErrorCode::PseudoTaken,
+            message,
+        }),
+        (
+            close::NICKNAME_CONFLICT,
+            "nickname taken on another instance",
+        ),
+    );
+}
+
 /// Tells the room that somebody left and that its count changed.
 pub async fn announce_departure(app: &AppState, room: &str, pseudo: &str) {
     let event = ServerEvent::System(SystemMessage {
+        epoch: String::new(),
+        offset: 0,
         id: Uuid::new_v4(),
         kind: SystemKind::Left,
         pseudo: pseudo.to_owned(),
         previous: None,
         ts: now_ms(),
     });
-    publish(app, room, &event).await;
+    announce_event(app, room, &event).await;
     app.presence_changed(room).await;
 }
 
@@ -370,48 +423,30 @@ async fn announce(
     previous: Option<String>,
 ) {
     let event = ServerEvent::System(SystemMessage {
+        epoch: String::new(),
+        offset: 0,
         id: Uuid::new_v4(),
         kind,
         pseudo: pseudo.to_string(),
         previous,
         ts: now_ms(),
     });
-    publish(app, room, &event).await;
+    announce_event(app, room, &event).await;
 }
 
-/// Encodes once, keeps it in the room's history, delivers it everywhere.
-async fn publish(app: &AppState, room: &str, event: &ServerEvent) {
-    let frame = encode(event);
-    app.store.append_history(room, &frame).await;
-    app.bus
-        .broadcast(&Topic::Room(room.to_owned()), frame, None)
-        .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn history_frame_is_the_protocol_history_event() {
-        let events = [
-            ServerEvent::Message(ChatMessage {
-                id: Uuid::new_v4(),
-                author: "a".into(),
-                text: "x".into(),
-                ts: 1,
-            }),
-            ServerEvent::Count { count: 1 },
-        ];
-        let frames: Vec<Utf8Bytes> = events.iter().map(encode).collect();
-        let parsed: ServerEvent = serde_json::from_str(&history_frame(&frames)).unwrap();
-        assert_eq!(
-            parsed,
-            ServerEvent::History {
-                events: events.to_vec()
-            }
-        );
-        let empty: ServerEvent = serde_json::from_str(&history_frame(&[])).unwrap();
-        assert_eq!(empty, ServerEvent::History { events: vec![] });
+/// A system event nobody waits for: while the stream is unavailable it is
+/// not recorded (the count still tells the room who is there).
+async fn announce_event(app: &AppState, room: &str, event: &ServerEvent) {
+    if let Err(err) = publish(app, room, event).await {
+        tracing::warn!(room, error = %err, "system message not recorded");
     }
+}
+
+/// Encodes once and appends to the room's stream, which gives the event its
+/// position and publishes it to every instance; this instance's connections
+/// get it through the room's feed, in order.
+async fn publish(app: &AppState, room: &str, event: &ServerEvent) -> Result<(), StreamError> {
+    let stamped = app.streams.append(room, &encode(event)).await?;
+    app.bus.feeds().offer(room, stamped);
+    Ok(())
 }

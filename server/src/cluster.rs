@@ -100,6 +100,9 @@ impl Membership {
                 for (room, pseudo) in &resync.departed {
                     chat::announce_departure(app, room, pseudo).await;
                 }
+                for (room, conn, pseudo) in &resync.conflicts {
+                    chat::lost_nickname(app, room, *conn, pseudo);
+                }
                 for room in &resync.rooms {
                     app.presence_changed(room).await;
                 }

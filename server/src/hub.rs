@@ -54,6 +54,9 @@ pub mod close {
     pub const TOO_BIG: u16 = 1009;
     pub const RESTART: u16 = 1012;
     pub const TRY_AGAIN_LATER: u16 = 1013;
+    /// The connection's nickname went to a member of another instance
+    /// (taken on both while Redis was away).
+    pub const NICKNAME_CONFLICT: u16 = 4409;
 }
 
 /// Asks a connection's writer to send a close frame and stop. The first
@@ -203,6 +206,15 @@ impl Hub {
             .count();
         metrics::delivered(topic.kind(), delivered, frame.len());
         delivered
+    }
+
+    /// Sends one listener a last frame, then closes it.
+    pub fn close_one(&self, topic: &Topic, id: ConnId, frame: Utf8Bytes, why: (u16, &'static str)) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(peer) = topics.get(topic).and_then(|l| l.get(&id)) {
+            peer.send(frame);
+            peer.closer.close(why.0, why.1);
+        }
     }
 
     pub fn topics(&self) -> Vec<Topic> {

@@ -4,7 +4,9 @@
 //! - [`listener`]: listening sockets (SO_REUSEPORT for zero-downtime reloads).
 //! - [`hub`]: this process's connections by topic, bounded queues, fan-out.
 //! - [`bus`]: delivery to the other instances (in-process, or Redis pub/sub).
-//! - [`store`]: presence, nicknames, history and relay registry (memory or Redis).
+//! - [`stream`]: every room as a stream with positions (memory or Redis),
+//!   and the per-room feeds that deliver it in order.
+//! - [`store`]: presence, nicknames and relay registry (memory or Redis).
 //! - [`cluster`]: heartbeat, re-registration and sweeping of dead instances.
 //! - [`counts`]: coalesced participant-count pushes.
 //! - [`guard`]: admission of an upgrade: [`origin`] check, connection
@@ -35,6 +37,7 @@ pub mod redis_client;
 pub mod relay;
 pub mod socket;
 pub mod store;
+pub mod stream;
 pub mod throttle;
 
 use anyhow::Context;
@@ -57,6 +60,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{keys::Keys, RedisStore, Store};
+use stream::{feed::Feeds, RedisStreams, Streams};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -73,6 +77,7 @@ pub struct AppState {
     pub started: Instant,
     pub bus: Bus,
     pub store: Store,
+    pub streams: Arc<Streams>,
     pub counts: Arc<Counts>,
     /// Cancelled on SIGTERM/SIGINT: every socket closes with 1012.
     pub shutdown: CancellationToken,
@@ -222,11 +227,14 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
     let hub = Arc::new(Hub::default());
     let counts = Arc::new(Counts::default());
     let tasks = TaskTracker::new();
-    let (backend, store) = match &config.redis_url {
+    let (backend, feeds, store, streams) = match &config.redis_url {
         None => {
             let memory = bus::memory::MemoryBus::default();
             tokio::spawn(memory.clone().pump(instance, hub.clone()));
-            (Backend::Memory(memory), Store::new(None))
+            let streams = Arc::new(Streams::memory());
+            let (feeds, repairs) = Feeds::new(hub.clone(), streams.clone());
+            tokio::spawn(repairs);
+            (Backend::Memory(memory), feeds, Store::new(None), streams)
         }
         Some(url) => {
             let client = redis_client::client(url, &config.redis_ca_cert)?;
@@ -240,18 +248,26 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 status.clone(),
             )
             .context("cannot set up the Redis connection (REDIS_URL)")?;
+            let streams = Arc::new(Streams::Redis(RedisStreams::new(
+                redis.connection(),
+                keys.clone(),
+                instance,
+                status.clone(),
+            )));
+            let (feeds, repairs) = Feeds::new(hub.clone(), streams.clone());
+            tokio::spawn(repairs);
             let supervisor = bus::redis::Supervisor {
                 client,
                 keys,
                 instance,
-                hub: hub.clone(),
+                feeds: feeds.clone(),
                 counts: counts.clone(),
                 status,
                 shutdown: shutdown.clone(),
             };
             let (bus, subscriber) = bus::redis::RedisBus::start(redis.connection(), supervisor);
             tokio::spawn(subscriber);
-            (Backend::Redis(bus), Store::new(Some(redis)))
+            (Backend::Redis(bus), feeds, Store::new(Some(redis)), streams)
         }
     };
     let app = Arc::new(AppState {
@@ -260,8 +276,9 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
         config,
         instance,
         started: Instant::now(),
-        bus: Bus::new(instance, hub, backend),
+        bus: Bus::new(instance, feeds, backend),
         store,
+        streams,
         counts,
         shutdown,
         tasks,

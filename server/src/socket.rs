@@ -6,14 +6,14 @@
 
 use crate::config::Config;
 use crate::hub::{close, Closer, Kind, Peer, Queue};
+use crate::metrics;
+use crate::stream::stamp;
 use crate::throttle::{Throttle, Verdict};
-use crate::{event_id, metrics};
 use app::protocol::ErrorCode;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt};
 use governor::Quota;
-use std::collections::HashSet;
 use std::future::Future;
 use std::num::NonZeroU32;
 use std::pin::Pin;
@@ -21,7 +21,6 @@ use std::time::Duration;
 use tokio::time::{interval_at, timeout, Instant};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::AbortOnDropHandle;
-use uuid::Uuid;
 
 /// Read buffer, allocated for the life of each connection: sized for what
 /// clients send (small JSON frames), since tungstenite zero-fills all of it
@@ -90,31 +89,20 @@ impl Limits {
     }
 }
 
-/// Events a new chat connection got in its history: for a short while, the
-/// same events arriving live (published while the history was read) are
-/// not sent again, so a reconnecting client gets each missed event once.
+/// Where a new chat connection's history ended. Events up to there that
+/// also arrive live (published while the history was read) are not sent
+/// again, so a reconnecting client gets each missed event once.
 pub struct Replayed {
-    ids: HashSet<Uuid>,
-    until: Instant,
+    pub epoch: String,
+    pub offset: u64,
 }
 
 impl Replayed {
-    const WINDOW: Duration = Duration::from_secs(5);
-
-    pub fn new(frames: &[Utf8Bytes]) -> Option<Self> {
-        let ids: HashSet<Uuid> = frames.iter().filter_map(|f| event_id(f)).collect();
-        (!ids.is_empty()).then(|| Replayed {
-            ids,
-            until: Instant::now() + Self::WINDOW,
-        })
-    }
-
-    /// True if the frame was already sent in the history.
-    fn seen(&mut self, frame: &str) -> bool {
-        if Instant::now() > self.until {
-            self.ids.clear();
-        }
-        !self.ids.is_empty() && event_id(frame).is_some_and(|id| self.ids.remove(&id))
+    /// Whether a frame is a room event the history already held: `None`
+    /// for frames that are not room events.
+    fn covers(&self, frame: &str) -> Option<bool> {
+        let (epoch, offset) = stamp::position(frame)?;
+        Some(epoch == self.epoch && offset <= self.offset)
     }
 }
 
@@ -220,7 +208,16 @@ async fn write(
         return;
     }
     let mut replayed = preamble.replayed;
-    let mut fresh = |frame: &Utf8Bytes| !replayed.as_mut().is_some_and(|r| r.seen(frame));
+    // Room events arrive in offset order: the first one past the history
+    // ends the check.
+    let mut fresh = |frame: &Utf8Bytes| match replayed.as_ref().and_then(|r| r.covers(frame)) {
+        Some(true) => false,
+        Some(false) => {
+            replayed = None;
+            true
+        }
+        None => true,
+    };
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
     // One waiter for the connection's life, not one per frame written.
     let closed = closer.closed();

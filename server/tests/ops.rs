@@ -99,7 +99,7 @@ impl Member {
                     ServerEvent::System(s) if s.kind == SystemKind::Left => {
                         self.left.push(s.pseudo)
                     }
-                    ServerEvent::History { events } => {
+                    ServerEvent::History { events, .. } => {
                         self.got.extend(events.into_iter().filter_map(|e| match e {
                             ServerEvent::Message(m) => Some(m),
                             _ => None,

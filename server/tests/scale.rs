@@ -152,7 +152,7 @@ async fn killing_an_instance_heals_the_counts_of_the_others() {
 }
 
 #[tokio::test]
-async fn a_redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
+async fn a_redis_restart_refuses_messages_meanwhile_then_resumes_cross_instance() {
     let mut redis = Redis::start();
     let a = Server::start(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]);
     let b = Server::start(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]);
@@ -169,14 +169,13 @@ async fn a_redis_restart_keeps_local_delivery_and_resumes_cross_instance() {
     )
     .await;
     assert_eq!(a.get("/healthz").await.0, 200, "degraded still serves");
-    for i in 0..5 {
+    // Without its stream a message cannot be given a place in the room's
+    // order: the sender is told it was not sent, nobody gets half of it.
+    for i in 0..3 {
         a1.say(&format!("during outage {i}")).await;
+        assert_eq!(a1.expect_error().await, ErrorCode::Unavailable);
     }
-    for chat in [&mut a1, &mut a2] {
-        let texts: Vec<String> = chat.messages(5).await.into_iter().map(|m| m.text).collect();
-        let expected: Vec<String> = (0..5).map(|i| format!("during outage {i}")).collect();
-        assert_eq!(texts, expected, "local delivery goes on, in order");
-    }
+    a2.no_message_for(Duration::from_millis(300)).await;
 
     redis.restart();
     eventually(
@@ -206,8 +205,8 @@ async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
     let server = Server::start(Some(&redis), &[]);
     assert_eq!(server.health().await["redis"], "degraded");
     let mut solo = Chat::join(&server, "solo").await;
-    solo.say("works without redis").await;
-    solo.expect_message().await;
+    solo.say("needs its stream").await;
+    assert_eq!(solo.expect_error().await, ErrorCode::Unavailable);
     assert!(server
         .logs
         .lock()
@@ -226,6 +225,8 @@ async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
         || async { redis.keys("chat:room:general:members").len() == 1 },
     )
     .await;
+    solo.say("with redis").await;
+    assert_eq!(solo.expect_message().await.text, "with redis");
 }
 
 #[tokio::test]
@@ -282,4 +283,60 @@ async fn changes_made_while_redis_stalled_are_written_back() {
         .await;
     bob.expect_count(1).await;
     let _alice_again = Chat::join(&b, "alice").await;
+}
+
+/// Watches a member's connection for a while: whether it was told its
+/// nickname is taken, and the close code if it was closed.
+async fn watch(mut chat: Chat, for_: Duration) -> (bool, Option<u16>, Chat) {
+    let deadline = tokio::time::Instant::now() + for_;
+    let mut told = false;
+    loop {
+        let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+        match chat.client.receive_within(left).await {
+            None => return (told, None, chat),
+            Some(common::Received::Close(code)) => return (told, code, chat),
+            Some(common::Received::Text(text)) => {
+                told |= matches!(
+                    serde_json::from_str(&text),
+                    Ok(ServerEvent::Error {
+                        code: ErrorCode::PseudoTaken,
+                        ..
+                    })
+                );
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_nickname_taken_on_two_instances_during_an_outage_stays_with_one() {
+    let mut redis = Redis::start();
+    let fast = [("HEARTBEAT_TTL_SECS", "3")];
+    let a = Server::start(Some(&redis), &fast);
+    let b = Server::start(Some(&redis), &fast);
+    let carol_a = Chat::join(&a, "carol").await;
+
+    redis.stop();
+    eventually("B knows Redis is away", Duration::from_secs(15), || async {
+        b.health().await["redis"] == "degraded"
+    })
+    .await;
+    // Decided by B alone, as it must while Redis is away.
+    let carol_b = Chat::join(&b, "Carol").await;
+    redis.restart();
+
+    let ((told_a, closed_a, _a), (told_b, closed_b, _b)) = tokio::join!(
+        watch(carol_a, Duration::from_secs(8)),
+        watch(carol_b, Duration::from_secs(8))
+    );
+    let loser = match (closed_a, closed_b) {
+        (Some(4409), None) => told_a,
+        (None, Some(4409)) => told_b,
+        other => panic!("exactly one gives the nickname up, got closes {other:?}"),
+    };
+    assert!(loser, "the one who gives it up is told why");
+    eventually("one carol in the room", Duration::from_secs(10), || async {
+        Chat::open(&a, "").await.2 == 1 && Chat::open(&b, "").await.2 == 1
+    })
+    .await;
 }

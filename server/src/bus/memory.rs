@@ -61,19 +61,21 @@ mod tests {
     use super::*;
     use crate::bus::{Backend, Bus};
     use crate::hub::{Kind, Peer};
+    use crate::stream::{feed::Feeds, Streams};
 
     #[tokio::test]
     async fn instances_on_one_bus_deliver_to_each_other_once() {
         let shared = MemoryBus::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let (hub_a, hub_b) = (Arc::new(Hub::default()), Arc::new(Hub::default()));
-        let bus_a = Bus::new(a, hub_a.clone(), Backend::Memory(shared.clone()));
+        let (feeds_a, _repairs) = Feeds::new(hub_a.clone(), Arc::new(Streams::memory()));
+        let bus_a = Bus::new(a, feeds_a, Backend::Memory(shared.clone()));
         tokio::spawn(shared.clone().pump(a, hub_a));
         tokio::spawn(shared.clone().pump(b, hub_b.clone()));
         tokio::task::yield_now().await;
-        let topic = Topic::Room("r".into());
-        let (peer_a, mut rx_a) = Peer::new(Kind::Chat, 8);
-        let (peer_b, mut rx_b) = Peer::new(Kind::Chat, 8);
+        let topic = Topic::Action("a".into());
+        let (peer_a, mut rx_a) = Peer::new(Kind::Relay, 8);
+        let (peer_b, mut rx_b) = Peer::new(Kind::Relay, 8);
         bus_a.subscribe(&topic, Uuid::new_v4(), peer_a).await;
         hub_b.insert(&topic, Uuid::new_v4(), peer_b);
         bus_a.broadcast(&topic, "hi".into(), None).await;

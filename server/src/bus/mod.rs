@@ -1,15 +1,21 @@
 //! Delivery of a topic's frames to its listeners on every instance.
 //!
-//! [`Bus::broadcast`] hands the frame to this process's listeners directly
-//! (so local delivery never depends on Redis) and publishes it once for the
-//! other instances, which deliver it to theirs. The frame is encoded once by
-//! the caller; instances forward its bytes without parsing them.
+//! Relay actions: [`Bus::broadcast`] hands the frame to this process's
+//! listeners directly (so local delivery never depends on Redis) and
+//! publishes it once for the other instances, which deliver it to theirs.
+//! The frame is encoded once by the caller; instances forward its bytes
+//! without parsing them.
+//!
+//! Chat rooms are streams (`crate::stream`): the append publishes, and
+//! each instance's [`Feeds`] put what arrives in offset order. The bus
+//! keeps the room subscriptions and hands pub/sub frames to the feeds.
 
 mod envelope;
 pub mod memory;
 pub mod redis;
 
 use crate::hub::{ConnId, Hub, Peer, Topic};
+use crate::stream::feed::Feeds;
 use axum::extract::ws::Utf8Bytes;
 pub use envelope::Envelope;
 use std::sync::Arc;
@@ -17,7 +23,7 @@ use uuid::Uuid;
 
 pub struct Bus {
     instance: Uuid,
-    hub: Arc<Hub>,
+    feeds: Arc<Feeds>,
     backend: Backend,
 }
 
@@ -30,16 +36,20 @@ pub enum Backend {
 }
 
 impl Bus {
-    pub fn new(instance: Uuid, hub: Arc<Hub>, backend: Backend) -> Self {
+    pub fn new(instance: Uuid, feeds: Arc<Feeds>, backend: Backend) -> Self {
         Bus {
             instance,
-            hub,
+            feeds,
             backend,
         }
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
-        &self.hub
+        self.feeds.hub()
+    }
+
+    pub fn feeds(&self) -> &Arc<Feeds> {
+        &self.feeds
     }
 
     /// Adds a local listener and waits (briefly) until frames from other
@@ -47,14 +57,21 @@ impl Bus {
     /// gap. Every listener waits, not only the first: the second one to
     /// arrive must not go ahead of the first one's subscription.
     pub async fn subscribe(&self, topic: &Topic, id: ConnId, peer: Peer) {
-        self.hub.insert(topic, id, peer);
+        match topic {
+            Topic::Room(room) => self.feeds.listen(room, id, peer),
+            Topic::Action(_) => self.hub().insert(topic, id, peer),
+        }
         if let Backend::Redis(redis) = &self.backend {
             redis.sync_subscriptions().await;
         }
     }
 
     pub fn unsubscribe(&self, topic: &Topic, id: ConnId) {
-        if self.hub.remove(topic, id) {
+        let last = match topic {
+            Topic::Room(room) => self.feeds.unlisten(room, id),
+            Topic::Action(_) => self.hub().remove(topic, id),
+        };
+        if last {
             if let Backend::Redis(redis) = &self.backend {
                 redis.request_sync();
             }
@@ -64,7 +81,7 @@ impl Bus {
     /// Delivers to every listener of the topic on every instance, except the
     /// connection `except` (a relay sender does not get its own frames).
     pub async fn broadcast(&self, topic: &Topic, frame: Utf8Bytes, except: Option<ConnId>) {
-        self.hub.deliver(topic, &frame, except);
+        self.hub().deliver(topic, &frame, except);
         let envelope = Envelope::new(self.instance, except, frame);
         match &self.backend {
             Backend::Memory(memory) => memory.publish(topic.clone(), envelope),

@@ -11,9 +11,10 @@
 use super::Envelope;
 use crate::counts::Counts;
 use crate::health::RedisStatus;
-use crate::hub::{Hub, Topic};
+use crate::hub::Topic;
 use crate::metrics;
 use crate::store::keys::Keys;
+use crate::stream::feed::Feeds;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
 use redis::aio::{ConnectionManager, PubSubSink};
@@ -48,7 +49,7 @@ pub struct Supervisor {
     pub client: redis::Client,
     pub keys: Keys,
     pub instance: Uuid,
-    pub hub: Arc<Hub>,
+    pub feeds: Arc<Feeds>,
     pub counts: Arc<Counts>,
     pub status: Arc<RedisStatus>,
     pub shutdown: CancellationToken,
@@ -112,8 +113,10 @@ impl Supervisor {
     async fn run(self, mut requests: mpsc::UnboundedReceiver<SyncRequest>) {
         let address = self.client.get_connection_info().addr().to_string();
         let backoff = ExponentialBuilder::default()
-            .with_min_delay(Duration::from_millis(200))
-            .with_max_delay(Duration::from_secs(5))
+            // Capped low: cross-instance delivery must resume within about
+            // a second of Redis answering again.
+            .with_min_delay(Duration::from_millis(100))
+            .with_max_delay(Duration::from_millis(800))
             .with_jitter()
             .without_max_times();
         let mut delays = backoff.build();
@@ -130,6 +133,12 @@ impl Supervisor {
                     match self.reconcile(&mut sink, &mut subscribed).await {
                         Ok(()) => {
                             self.status.set_pubsub(true);
+                            // Redis answers: commands may go to it again
+                            // without waiting for the next heartbeat.
+                            self.status.set_commands(true);
+                            // Events published while the subscription was
+                            // down are read back from the streams.
+                            self.feeds.repair_all();
                             delays = backoff.build();
                             if was_connected {
                                 metrics::redis_reconnected();
@@ -137,7 +146,7 @@ impl Supervisor {
                             tracing::info!(redis = %address, channels = subscribed.len(), "Redis pub/sub connected");
                             was_connected = true;
                             // Counts may have changed while we were away.
-                            for room in self.hub.rooms() {
+                            for room in self.feeds.hub().rooms() {
                                 self.counts.mark(&room);
                             }
                             let mut ping = tokio::time::interval_at(
@@ -184,7 +193,7 @@ impl Supervisor {
                 }
             }
             self.status.set_pubsub(false);
-            let delay = delays.next().unwrap_or(Duration::from_secs(5));
+            let delay = delays.next().unwrap_or(Duration::from_millis(800));
             // Listeners that join meanwhile must not wait for a subscription
             // that cannot happen now; the next connection subscribes them.
             let pause = sleep(delay);
@@ -210,7 +219,8 @@ impl Supervisor {
         subscribed: &mut HashSet<String>,
     ) -> redis::RedisResult<()> {
         let mut wanted: HashSet<String> = self
-            .hub
+            .feeds
+            .hub()
             .topics()
             .iter()
             .map(|t| self.keys.channel(t))
@@ -244,11 +254,18 @@ impl Supervisor {
             tracing::warn!(channel, "dropped a malformed envelope");
             return;
         };
-        if envelope.origin == self.instance {
-            return;
-        }
         metrics::delivery_latency(envelope.age());
-        self.hub.deliver(&topic, &envelope.frame, envelope.except);
+        match topic {
+            // This instance's own appends too: the feed keeps the first copy
+            // and puts every instance's events in one order.
+            Topic::Room(room) => self.feeds.offer(&room, envelope.frame),
+            Topic::Action(_) if envelope.origin == self.instance => {}
+            Topic::Action(_) => {
+                self.feeds
+                    .hub()
+                    .deliver(&topic, &envelope.frame, envelope.except);
+            }
+        }
     }
 }
 

@@ -50,9 +50,15 @@ impl Keys {
         format!("{}:room:{room}:pseudos", self.prefix)
     }
 
-    /// LIST of the room's last events, as sent to clients, oldest first.
-    pub fn history(&self, room: &str) -> String {
-        format!("{}:room:{room}:history", self.prefix)
+    /// HASH of a room's stream: `epoch` and `offset` (the newest). Its keys
+    /// and channel share the hash tag `{room:<name>}`: one Redis Cluster slot.
+    pub fn stream_meta(&self, room: &str) -> String {
+        format!("{}:{{room:{room}}}:meta", self.prefix)
+    }
+
+    /// LIST of the room stream's last events, stamped frames, oldest first.
+    pub fn stream_events(&self, room: &str) -> String {
+        format!("{}:{{room:{room}}}:events", self.prefix)
     }
 
     /// SET of the ids of the relay clients registered under an action.
@@ -68,7 +74,7 @@ impl Keys {
     /// Pub/sub channel of a topic.
     pub fn channel(&self, topic: &Topic) -> String {
         match topic {
-            Topic::Room(room) => format!("{}:ch:room:{room}", self.prefix),
+            Topic::Room(room) => format!("{}:ch:{{room:{room}}}", self.prefix),
             Topic::Action(action) => format!("{}:ch:relay:{action}", self.prefix),
         }
     }
@@ -81,8 +87,8 @@ impl Keys {
     /// The topic of a pub/sub channel name, if it is one of ours.
     pub fn topic(&self, channel: &str) -> Option<Topic> {
         let rest = channel.strip_prefix(&self.prefix)?.strip_prefix(":ch:")?;
-        if let Some(room) = rest.strip_prefix("room:") {
-            return Some(Topic::Room(room.to_owned()));
+        if let Some(room) = rest.strip_prefix("{room:") {
+            return room.strip_suffix('}').map(|r| Topic::Room(r.to_owned()));
         }
         rest.strip_prefix("relay:")
             .map(|action| Topic::Action(action.to_owned()))

@@ -1,13 +1,12 @@
-//! This instance's own view of presence and history. In embedded mode it is
+//! This instance's own view of presence. In embedded mode it is
 //! the whole truth; with Redis it mirrors what this instance registered, so
 //! that the instance can register it again after Redis restarts, and it
 //! decides alone while Redis is unreachable.
 
 use super::{Claim, Member};
 use crate::hub::ConnId;
-use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
-use std::collections::{HashMap, VecDeque};
+use std::collections::HashMap;
 
 /// (room, connection, member)
 pub type MemberEntry = (String, ConnId, Member);
@@ -26,7 +25,6 @@ struct Room {
     members: HashMap<ConnId, Member>,
     /// Lower-cased nickname -> holder.
     pseudos: HashMap<String, ConnId>,
-    history: VecDeque<Utf8Bytes>,
 }
 
 impl Local {
@@ -96,7 +94,7 @@ impl Local {
         if room.pseudos.get(&key) == Some(&conn) {
             room.pseudos.remove(&key);
         }
-        if room.members.is_empty() && room.history.is_empty() {
+        if room.members.is_empty() {
             self.rooms.remove(room_name);
         }
         removed
@@ -104,20 +102,6 @@ impl Local {
 
     pub fn count(&self, room: &str) -> u64 {
         self.rooms.get(room).map_or(0, |r| r.members.len() as u64)
-    }
-
-    pub fn append_history(&mut self, room: &str, frame: Utf8Bytes) {
-        let history = &mut self.rooms.entry(room.to_owned()).or_default().history;
-        history.push_back(frame);
-        if history.len() > HISTORY_LEN {
-            history.pop_front();
-        }
-    }
-
-    pub fn history(&self, room: &str) -> Vec<Utf8Bytes> {
-        self.rooms
-            .get(room)
-            .map_or_else(Vec::new, |r| r.history.iter().cloned().collect())
     }
 
     pub fn relay_register(&mut self, action: &str, id: ConnId, registration: Utf8Bytes) {
@@ -198,16 +182,5 @@ mod tests {
         );
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Joined);
         assert_eq!(local.count("r"), 2);
-    }
-
-    #[test]
-    fn history_is_capped() {
-        let mut local = Local::default();
-        for i in 0..(HISTORY_LEN + 5) {
-            local.append_history("r", i.to_string().into());
-        }
-        let history = local.history("r");
-        assert_eq!(history.len(), HISTORY_LEN);
-        assert_eq!(history[0].as_str(), "5");
     }
 }

@@ -1,4 +1,4 @@
-//! Presence, nicknames, history and the relay registry behind one API, so
+//! Presence, nicknames and the relay registry behind one API, so
 //! the chat and relay code read the same in embedded and Redis mode.
 //!
 //! With Redis, Redis decides (nicknames are unique across instances, counts
@@ -128,30 +128,6 @@ impl Store {
         self.local().count(room)
     }
 
-    pub async fn append_history(&self, room: &str, frame: &Utf8Bytes) {
-        if let Some(redis) = self.reachable() {
-            match redis.append_history(room, frame).await {
-                Ok(()) => return,
-                Err(err) => redis_failed(redis, "history", &err),
-            }
-        }
-        self.local().append_history(room, frame.clone());
-    }
-
-    /// The room's recent events, oldest first; only those after `after` when
-    /// it is among them (a reconnecting client catching up).
-    pub async fn history(&self, room: &str, after: Option<Uuid>) -> Vec<Utf8Bytes> {
-        let mut frames = None;
-        if let Some(redis) = self.reachable() {
-            match redis.history(room).await {
-                Ok(f) => frames = Some(f),
-                Err(err) => redis_failed(redis, "history", &err),
-            }
-        }
-        let frames = frames.unwrap_or_else(|| self.local().history(room));
-        since(frames, after)
-    }
-
     /// Records a relay client under its action, with its registration
     /// message (the first JSON it sent).
     pub async fn relay_register(&self, action: &str, id: ConnId, registration: &Utf8Bytes) {
@@ -181,9 +157,14 @@ impl Store {
     pub async fn resync(&self, redis: &RedisStore) -> ::redis::RedisResult<Resync> {
         let stale = redis.remove_own_entries().await?;
         let (members, relay) = self.snapshot();
+        let mut conflicts = Vec::new();
         for (room, conn, member) in &members {
             if redis.claim(room, *conn, member, None).await?.0 == Claim::Taken {
-                tracing::warn!(%conn, room, pseudo = %member.pseudo, "nickname taken on another instance while Redis was away; both keep it");
+                // Taken here while Redis was away, and held in Redis by
+                // somebody else: they keep it, this connection gives it up.
+                tracing::warn!(%conn, room, pseudo = %member.pseudo, "nickname taken on another instance while Redis was away; it stays with them");
+                self.local().leave(room, *conn, member);
+                conflicts.push((room.clone(), *conn, member.pseudo.to_string()));
             }
         }
         for (action, id, registration) in &relay {
@@ -217,7 +198,11 @@ impl Store {
                     .any(|(r, _, m)| r == room && m.pseudo.as_str() == pseudo)
             })
             .collect();
-        Ok(Resync { departed, rooms })
+        Ok(Resync {
+            departed,
+            rooms,
+            conflicts,
+        })
     }
 
     fn snapshot(&self) -> (Vec<MemberEntry>, Vec<RelayEntry>) {
@@ -229,6 +214,9 @@ impl Store {
 pub struct Resync {
     pub departed: Vec<(String, String)>,
     pub rooms: Vec<String>,
+    /// (room, connection, nickname) of members who lost their nickname to
+    /// a participant of another instance who held it in Redis.
+    pub conflicts: Vec<(String, ConnId, String)>,
 }
 
 fn redis_failed(redis: &RedisStore, operation: &'static str, err: &::redis::RedisError) {
@@ -236,36 +224,4 @@ fn redis_failed(redis: &RedisStore, operation: &'static str, err: &::redis::Redi
     tracing::warn!(operation, error = %err, "Redis call failed; using this instance's local state until it answers again");
     redis.status().set_commands(false);
     redis.status().mark_stale();
-}
-
-fn since(frames: Vec<Utf8Bytes>, after: Option<Uuid>) -> Vec<Utf8Bytes> {
-    let Some(after) = after else {
-        return frames;
-    };
-    let position = frames
-        .iter()
-        .rposition(|frame| crate::event_id(frame) == Some(after));
-    match position {
-        Some(i) => frames[i + 1..].to_vec(),
-        // Too old (or unknown): everything we have; the client drops repeats.
-        None => frames,
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn since_returns_only_what_follows_the_last_seen_event() {
-        let ids: Vec<Uuid> = (0..3).map(|_| Uuid::new_v4()).collect();
-        let frames: Vec<Utf8Bytes> = ids
-            .iter()
-            .map(|id| format!(r#"{{"type":"message","id":"{id}"}}"#).into())
-            .collect();
-        assert_eq!(since(frames.clone(), None).len(), 3);
-        assert_eq!(since(frames.clone(), Some(ids[0])), frames[1..]);
-        assert!(since(frames.clone(), Some(ids[2])).is_empty());
-        assert_eq!(since(frames.clone(), Some(Uuid::new_v4())).len(), 3);
-    }
 }

@@ -1,5 +1,5 @@
 //! The shared state of all instances in Redis: who is in which room on which
-//! instance, nicknames, recent history, relay registrations, heartbeats.
+//! instance, nicknames, relay registrations, heartbeats.
 //! Multi-key changes run as Lua scripts so that two instances never see half
 //! of one. Commands go through one auto-reconnecting multiplexed connection.
 
@@ -7,15 +7,11 @@ use super::keys::Keys;
 use super::{Claim, Member};
 use crate::health::RedisStatus;
 use crate::hub::ConnId;
-use app::protocol::HISTORY_LEN;
-use axum::extract::ws::Utf8Bytes;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisResult, Script};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
-
-const HISTORY_TTL_SECS: i64 = 7 * 24 * 3600;
 
 static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
@@ -122,29 +118,6 @@ impl RedisStore {
 
     pub async fn count(&self, room: &str) -> RedisResult<u64> {
         self.conn.clone().hlen(self.keys.members(room)).await
-    }
-
-    pub async fn append_history(&self, room: &str, frame: &str) -> RedisResult<()> {
-        let key = self.keys.history(room);
-        redis::pipe()
-            .rpush(&key, frame)
-            .ignore()
-            .ltrim(&key, -(HISTORY_LEN as isize), -1)
-            .ignore()
-            // A room nobody talks in for a week is forgotten.
-            .expire(&key, HISTORY_TTL_SECS)
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await
-    }
-
-    pub async fn history(&self, room: &str) -> RedisResult<Vec<Utf8Bytes>> {
-        let frames: Vec<String> = self
-            .conn
-            .clone()
-            .lrange(self.keys.history(room), 0, -1)
-            .await?;
-        Ok(frames.into_iter().map(Utf8Bytes::from).collect())
     }
 
     pub async fn relay_register(

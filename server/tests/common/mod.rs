@@ -2,7 +2,7 @@
 //! (the built binary, on ephemeral ports), real WebSocket clients.
 #![allow(dead_code)] // each test file uses a different part of the harness
 
-use app::protocol::{ClientMessage, ServerEvent};
+use app::protocol::{ClientMessage, Position, ServerEvent};
 use futures::{SinkExt, StreamExt};
 use serde_json::Value;
 use std::io::{BufRead, BufReader};
@@ -446,6 +446,10 @@ pub async fn try_connect(
 pub struct Chat {
     pub client: Client,
     pub session: Uuid,
+    /// The stream position the history frame gave.
+    pub position: Position,
+    /// The history frame's `recovered` flag.
+    pub recovered: bool,
 }
 
 impl Chat {
@@ -465,8 +469,13 @@ impl Chat {
             Received::Text(text) => Some(serde_json::from_str::<ServerEvent>(&text).unwrap()),
             Received::Close(_) => None,
         };
-        let history = match next().await? {
-            ServerEvent::History { events } => events,
+        let (history, position, recovered) = match next().await? {
+            ServerEvent::History {
+                events,
+                epoch,
+                offset,
+                recovered,
+            } => (events, Position { epoch, offset }, recovered),
             other => panic!("expected history first, got {other:?}"),
         };
         let count = match next().await? {
@@ -476,6 +485,8 @@ impl Chat {
         let chat = Chat {
             client,
             session: Uuid::new_v4(),
+            position,
+            recovered,
         };
         Some((chat, history, count))
     }

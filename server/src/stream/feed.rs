@@ -1,0 +1,460 @@
+//! This instance's follower of every room stream it has listeners on.
+//!
+//! Events reach an instance two ways: its own appends (the stamped frame the
+//! append returns) and other instances' appends (pub/sub). The feed of a
+//! room hands them to the local connections strictly in offset order, each
+//! once: an event ahead of the next offset waits, and if the missing ones do
+//! not arrive soon (a pub/sub reconnect lost them), the feed reads them back
+//! from the stream. What the stream no longer holds is announced to the
+//! room's connections as a history frame with `"recovered":false`, never
+//! skipped silently.
+
+use super::{stamp, Snapshot, Stored, Streams};
+use crate::hub::{ConnId, Hub, Peer, Topic};
+use crate::metrics;
+use app::protocol::HISTORY_LEN;
+use axum::extract::ws::Utf8Bytes;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+use tokio::sync::mpsc;
+
+/// How long an event may wait for the ones before it before the feed reads
+/// them from the stream. Pub/sub and the append's reply race by well under
+/// a millisecond, so this only fires for real losses.
+const GAP_WAIT: Duration = Duration::from_millis(200);
+/// Pause before trying again to read a stream that did not answer.
+const RETRY: Duration = Duration::from_millis(500);
+/// Events held back at most: past this, the gap is given up (the stream's
+/// bounded history could not fill it anyway).
+const MAX_PENDING: usize = 4 * HISTORY_LEN;
+
+/// Sent to a room's connections when events are missing for good.
+fn unrecovered() -> Utf8Bytes {
+    Utf8Bytes::from_static(r#"{"type":"history","offset":0,"recovered":false,"events":[]}"#)
+}
+
+pub struct Feeds {
+    hub: Arc<Hub>,
+    rooms: Mutex<HashMap<String, Feed>>,
+    repairs: mpsc::UnboundedSender<String>,
+}
+
+#[derive(Default)]
+struct Feed {
+    /// `None` until a read of the stream says where it is.
+    epoch: Option<String>,
+    /// The offset to hand out next.
+    next: u64,
+    /// Events that arrived ahead of `next`, with their epoch.
+    pending: BTreeMap<u64, (String, Utf8Bytes)>,
+    /// The highest offset of the current epoch known to exist.
+    known: u64,
+    /// The stream must be read again whatever `known` says (the pub/sub
+    /// connection was lost, or a connection could not read the stream).
+    forced: bool,
+    /// A repair is queued.
+    queued: bool,
+}
+
+impl Feeds {
+    /// The feeds and the task that repairs their gaps, for the caller to
+    /// spawn.
+    pub fn new(hub: Arc<Hub>, streams: Arc<Streams>) -> (Arc<Self>, impl Future<Output = ()>) {
+        let (repairs, queue) = mpsc::unbounded_channel();
+        let feeds = Arc::new(Feeds {
+            hub,
+            rooms: Mutex::default(),
+            repairs,
+        });
+        let task = feeds.clone().repair_loop(queue, streams);
+        (feeds, task)
+    }
+
+    pub fn hub(&self) -> &Arc<Hub> {
+        &self.hub
+    }
+
+    fn lock(&self) -> MutexGuard<'_, HashMap<String, Feed>> {
+        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Adds a local listener to a room, following its stream from now on.
+    /// Under the feeds' lock, so that a room's last listener leaving cannot
+    /// drop the feed a new listener just joined.
+    pub fn listen(&self, room: &str, id: ConnId, peer: Peer) {
+        let mut rooms = self.lock();
+        rooms.entry(room.to_owned()).or_default();
+        self.hub.insert(&Topic::Room(room.to_owned()), id, peer);
+    }
+
+    /// Removes a local listener; true when it was the room's last here.
+    pub fn unlisten(&self, room: &str, id: ConnId) -> bool {
+        let mut rooms = self.lock();
+        let last = self.hub.remove(&Topic::Room(room.to_owned()), id);
+        if last {
+            rooms.remove(room);
+        }
+        last
+    }
+
+    /// A connection read the stream: the feed follows it from there if it
+    /// did not know where the stream was yet.
+    pub fn start(&self, room: &str, snapshot: &Snapshot) {
+        let mut rooms = self.lock();
+        let Some(feed) = rooms.get_mut(room) else {
+            return;
+        };
+        let mut out = self.sender(room);
+        feed.start(&snapshot.epoch, snapshot.offset, &mut out);
+        // Behind the stream: the events in between are most likely in
+        // flight, but if not they must be read back.
+        if feed.behind() {
+            self.queue(room, feed, false);
+        }
+    }
+
+    /// An event of the room's stream, from this instance's append or from
+    /// pub/sub (each may bring it; the second is dropped).
+    pub fn offer(&self, room: &str, frame: Utf8Bytes) {
+        let Some((epoch, offset)) = stamp::position(&frame) else {
+            metrics::error("stream", "unstamped");
+            tracing::warn!(room, "dropped a room event without a stream position");
+            return;
+        };
+        let epoch = epoch.to_owned();
+        let mut rooms = self.lock();
+        let Some(feed) = rooms.get_mut(room) else {
+            return;
+        };
+        let mut out = self.sender(room);
+        feed.offer(&epoch, offset, frame, &mut out);
+        if feed.behind() {
+            self.queue(room, feed, false);
+        }
+    }
+
+    /// Reads every followed stream again: after the pub/sub connection was
+    /// lost, events published meanwhile are delivered from the stream.
+    pub fn repair_all(&self) {
+        let mut rooms = self.lock();
+        for (room, feed) in rooms.iter_mut() {
+            self.queue(room, feed, true);
+        }
+    }
+
+    /// Reads the room's stream again soon (a connection could not read it).
+    pub fn repair(&self, room: &str) {
+        let mut rooms = self.lock();
+        if let Some(feed) = rooms.get_mut(room) {
+            self.queue(room, feed, true);
+        }
+    }
+
+    fn queue(&self, room: &str, feed: &mut Feed, forced: bool) {
+        feed.forced |= forced;
+        if !feed.queued {
+            feed.queued = true;
+            let _ = self.repairs.send(room.to_owned());
+        }
+    }
+
+    fn sender(&self, room: &str) -> impl FnMut(&Utf8Bytes) + '_ {
+        let topic = Topic::Room(room.to_owned());
+        move |frame: &Utf8Bytes| {
+            self.hub.deliver(&topic, frame, None);
+        }
+    }
+
+    /// Brings the feed up to date with the stream as read just now.
+    fn fill(&self, room: &str, stored: Stored) {
+        let mut rooms = self.lock();
+        let Some(feed) = rooms.get_mut(room) else {
+            return;
+        };
+        let mut out = self.sender(room);
+        feed.fill(stored, &mut out);
+        if feed.behind() {
+            self.queue(room, feed, false);
+        }
+    }
+
+    /// Whether the room still needs its repair: the gap may have closed
+    /// while the repair waited, as it nearly always does.
+    fn needs_repair(&self, room: &str) -> bool {
+        let mut rooms = self.lock();
+        let Some(feed) = rooms.get_mut(room) else {
+            return false;
+        };
+        feed.queued = false;
+        std::mem::take(&mut feed.forced) || feed.behind()
+    }
+
+    async fn repair_loop(
+        self: Arc<Self>,
+        mut queue: mpsc::UnboundedReceiver<String>,
+        streams: Arc<Streams>,
+    ) {
+        while let Some(room) = queue.recv().await {
+            // Let events in flight arrive first; batch what queues meanwhile.
+            tokio::time::sleep(GAP_WAIT).await;
+            let mut rooms = HashSet::from([room]);
+            while let Ok(room) = queue.try_recv() {
+                rooms.insert(room);
+            }
+            for room in rooms {
+                if !self.needs_repair(&room) {
+                    continue;
+                }
+                match streams.read(&room).await {
+                    Ok(stored) => self.fill(&room, stored),
+                    Err(err) => {
+                        tracing::debug!(room, error = %err, "cannot repair the room's feed yet");
+                        let feeds = self.clone();
+                        tokio::spawn(async move {
+                            tokio::time::sleep(RETRY).await;
+                            feeds.repair(&room);
+                        });
+                    }
+                }
+            }
+        }
+    }
+}
+
+impl Feed {
+    /// Events known to exist have not all been handed out.
+    fn behind(&self) -> bool {
+        self.epoch.is_some() && self.next <= self.known
+    }
+
+    fn offer(
+        &mut self,
+        epoch: &str,
+        offset: u64,
+        frame: Utf8Bytes,
+        out: &mut impl FnMut(&Utf8Bytes),
+    ) {
+        match &self.epoch {
+            // Held until a read of the stream says where to start.
+            None => {
+                self.pending.insert(offset, (epoch.to_owned(), frame));
+                return;
+            }
+            Some(current) if current != epoch => self.adopt(epoch, out),
+            Some(_) => {}
+        }
+        self.known = self.known.max(offset);
+        if offset >= self.next {
+            self.pending.insert(offset, (epoch.to_owned(), frame));
+            self.drain(out);
+        }
+    }
+
+    fn start(&mut self, epoch: &str, offset: u64, out: &mut impl FnMut(&Utf8Bytes)) {
+        match &self.epoch {
+            None => {
+                self.epoch = Some(epoch.to_owned());
+                self.next = offset + 1;
+                self.known = self.pending.keys().last().copied().unwrap_or(0);
+                self.drain(out);
+            }
+            Some(current) if current == epoch => {}
+            // The stream began a new epoch that no event here showed yet.
+            Some(_) => {
+                self.adopt(epoch, out);
+                self.drain(out);
+            }
+        }
+        self.known = self.known.max(offset);
+    }
+
+    /// Catches up with the stream as read.
+    fn fill(&mut self, stored: Stored, out: &mut impl FnMut(&Utf8Bytes)) {
+        match &self.epoch {
+            None => {
+                // Nobody here could read the stream: follow it from now.
+                self.epoch = Some(stored.epoch.clone());
+                self.next = stored.offset + 1;
+            }
+            Some(current) if *current != stored.epoch => self.adopt(&stored.epoch, out),
+            Some(_) => {}
+        }
+        let first = stored
+            .events
+            .first()
+            .and_then(|e| stamp::position(e))
+            .map_or(stored.offset + 1, |(_, o)| o);
+        if self.next < first {
+            // The missing events are no longer in the bounded history.
+            metrics::error("stream", "gap_unrecovered");
+            out(&unrecovered());
+            self.next = first;
+        }
+        for frame in stored.events {
+            if let Some((epoch, offset)) = stamp::position(&frame) {
+                if offset >= self.next {
+                    let epoch = epoch.to_owned();
+                    self.pending.insert(offset, (epoch, frame));
+                }
+            }
+        }
+        self.known = self.known.max(stored.offset);
+        // What is still held came after the read, with events missing in
+        // between that are in flight or need another read (`behind`).
+        self.drain(out);
+    }
+
+    /// Hands out the held events that follow in order.
+    fn drain(&mut self, out: &mut impl FnMut(&Utf8Bytes)) {
+        let Some(epoch) = self.epoch.as_deref() else {
+            return;
+        };
+        while let Some(entry) = self.pending.first_entry() {
+            let offset = *entry.key();
+            if entry.get().0 != epoch || offset < self.next {
+                entry.remove();
+                continue;
+            }
+            if offset != self.next {
+                break;
+            }
+            let (_, frame) = entry.remove();
+            out(&frame);
+            self.next += 1;
+        }
+        if self.pending.len() > MAX_PENDING {
+            self.skip_gap(out);
+        }
+    }
+
+    /// Gives up on the offsets missing before the first held event; the
+    /// room's connections are told.
+    fn skip_gap(&mut self, out: &mut impl FnMut(&Utf8Bytes)) {
+        if let Some(&first) = self.pending.keys().next() {
+            metrics::error("stream", "gap_unrecovered");
+            out(&unrecovered());
+            self.next = first;
+            self.drain(out);
+        }
+    }
+
+    /// The stream has a new epoch: its history was lost (Redis restarted
+    /// empty, or the room expired), so events of the old one may be missing.
+    fn adopt(&mut self, epoch: &str, out: &mut impl FnMut(&Utf8Bytes)) {
+        if self.epoch.as_deref().is_some_and(|e| !e.is_empty()) {
+            out(&unrecovered());
+        }
+        self.epoch = Some(epoch.to_owned());
+        self.next = 1;
+        self.known = 0;
+        self.pending.retain(|_, (e, _)| e == epoch);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn event(epoch: &str, offset: u64) -> Utf8Bytes {
+        stamp::stamp(r#"{"type":"message"}"#, epoch, offset)
+    }
+
+    /// Runs `f` on a feed and returns what it handed out: offsets, and 0
+    /// for an "unrecovered" notice.
+    fn run(feed: &mut Feed, f: impl FnOnce(&mut Feed, &mut dyn FnMut(&Utf8Bytes))) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut sink = |frame: &Utf8Bytes| out.push(stamp::position(frame).map_or(0, |(_, o)| o));
+        f(feed, &mut sink);
+        out
+    }
+
+    fn offer(feed: &mut Feed, epoch: &str, offsets: &[u64]) -> Vec<u64> {
+        run(feed, |feed, out| {
+            for &o in offsets {
+                feed.offer(epoch, o, event(epoch, o), &mut |f| out(f));
+            }
+        })
+    }
+
+    fn started(epoch: &str, offset: u64) -> Feed {
+        let mut feed = Feed::default();
+        run(&mut feed, |feed, out| {
+            feed.start(epoch, offset, &mut |f| out(f))
+        });
+        feed
+    }
+
+    #[test]
+    fn events_go_out_in_offset_order_once() {
+        let mut feed = started("e", 3);
+        assert_eq!(offer(&mut feed, "e", &[4, 6, 5, 5, 4, 3, 7]), [4, 5, 6, 7]);
+        assert!(feed.pending.is_empty() && !feed.behind());
+        // A gap stays held and asks for a repair.
+        feed.offer("e", 9, event("e", 9), &mut |_| {});
+        assert!(feed.behind());
+    }
+
+    #[test]
+    fn events_before_the_first_read_wait_for_it() {
+        let mut feed = Feed::default();
+        assert_eq!(offer(&mut feed, "e", &[5, 4, 6]), Vec::<u64>::new());
+        // The connection's history went up to 4: 5 and 6 follow.
+        let out = run(&mut feed, |feed, out| feed.start("e", 4, &mut |f| out(f)));
+        assert_eq!(out, [5, 6]);
+        // Another connection read further than the feed got: behind.
+        run(&mut feed, |feed, out| feed.start("e", 8, &mut |f| out(f)));
+        assert!(feed.behind());
+    }
+
+    #[test]
+    fn a_repair_fills_the_gap_or_says_it_cannot() {
+        let mut feed = started("e", 2);
+        assert_eq!(offer(&mut feed, "e", &[3, 6]), [3]);
+        let stored = |from: u64, to: u64| Stored {
+            epoch: "e".into(),
+            offset: to,
+            events: (from..=to).map(|o| event("e", o)).collect(),
+        };
+        let out = run(&mut feed, |feed, out| {
+            feed.fill(stored(1, 6), &mut |f| out(f))
+        });
+        assert_eq!(out, [4, 5, 6]);
+        assert!(!feed.behind());
+        // Events 8 and 9 fell out of the history: a notice, then 10.
+        assert_eq!(offer(&mut feed, "e", &[7]), [7]);
+        let out = run(&mut feed, |feed, out| {
+            feed.fill(stored(10, 10), &mut |f| out(f))
+        });
+        assert_eq!(out, [0, 10]);
+        // An event published after the read still waits for the one before
+        // it (in flight), and asks for another read.
+        assert_eq!(offer(&mut feed, "e", &[13]), Vec::<u64>::new());
+        let out = run(&mut feed, |feed, out| {
+            feed.fill(stored(1, 11), &mut |f| out(f))
+        });
+        assert_eq!(out, [11]);
+        assert!(feed.behind());
+        assert_eq!(offer(&mut feed, "e", &[12]), [12, 13]);
+        assert!(!feed.behind());
+    }
+
+    #[test]
+    fn a_new_epoch_is_announced_and_followed_from_its_start() {
+        let mut feed = started("old", 7);
+        assert_eq!(offer(&mut feed, "new", &[1, 2]), [0, 1, 2]);
+        // An empty stream's first epoch is no loss.
+        let mut fresh = started("", 0);
+        assert_eq!(offer(&mut fresh, "e", &[1]), [1]);
+    }
+
+    #[test]
+    fn a_gap_nobody_fills_is_given_up_once_too_much_waits() {
+        let mut feed = started("e", 0);
+        let offsets: Vec<u64> = (2..=MAX_PENDING as u64 + 2).collect();
+        let out = offer(&mut feed, "e", &offsets);
+        assert_eq!(out[0], 0);
+        assert_eq!(out[1..], offsets[..]);
+    }
+}
