@@ -322,6 +322,37 @@ async fn a_lost_subscription_is_repaired_from_the_stream() {
     assert_eq!(ids, wanted, "every message once, in order");
 }
 
+/// Events published just after an instance lost its subscription, with
+/// nothing after them to reveal the gap, still reach its clients once the
+/// subscription is back.
+#[tokio::test]
+async fn the_tail_published_during_a_lost_subscription_is_delivered() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+    let (mut reader, _, _) = Chat::open(&b, "").await;
+    let mut talker = Chat::join(&a, "talker").await;
+    let mut got = Vec::new();
+    read_until(&mut reader, &mut got, |g| !g.is_empty()).await;
+
+    let mut conn = redis.connection().unwrap();
+    let killed: i64 = redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query(&mut conn)
+        .unwrap();
+    assert_eq!(killed, 2, "both instances' subscriptions");
+    for n in 0..10 {
+        talker.say(&format!("m{n}")).await;
+    }
+    let sent = talker.messages(10).await;
+    read_until(&mut reader, &mut got, |g| g.len() > 10).await;
+    let ids: Vec<Uuid> = got[1..].iter().map(|s| s.id).collect();
+    let wanted: Vec<Uuid> = sent.iter().map(|m| m.id).collect();
+    assert_eq!(ids, wanted, "every message once, in order");
+}
+
 /// A message its sender saw echoed is in the stream: killing the sender's
 /// instance at once loses none of them.
 #[tokio::test]
