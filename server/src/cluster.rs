@@ -5,7 +5,7 @@
 //! that those participants left.
 
 use crate::store::RedisStore;
-use crate::{chat, AppState};
+use crate::{chat, supervise, AppState};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::Instant;
@@ -26,17 +26,29 @@ struct Membership {
 /// not written while a first resync runs), then keeps it registered in the
 /// background. An unreachable Redis does not hold the start up.
 pub async fn start(app: Arc<AppState>, redis: RedisStore) {
-    let mut membership = Membership {
-        app,
-        redis,
-        in_sync: false,
-        healthy_since: None,
-    };
-    let _ = tokio::time::timeout(JOIN_WAIT, membership.beat()).await;
-    tokio::spawn(membership.run());
+    let mut first = Membership::new(app.clone(), redis.clone());
+    let _ = tokio::time::timeout(JOIN_WAIT, first.beat()).await;
+    let mut first = Some(first);
+    let (restarts, shutdown) = (app.restarts.clone(), app.shutdown.clone());
+    supervise::spawn("cluster", restarts, shutdown, move || {
+        // A restarted run starts afresh: it registers the instance again.
+        let membership = first
+            .take()
+            .unwrap_or_else(|| Membership::new(app.clone(), redis.clone()));
+        membership.run()
+    });
 }
 
 impl Membership {
+    fn new(app: Arc<AppState>, redis: RedisStore) -> Self {
+        Membership {
+            app,
+            redis,
+            in_sync: false,
+            healthy_since: None,
+        }
+    }
+
     async fn run(mut self) {
         let ttl = self.app.config.heartbeat_ttl();
         // Three beats per TTL: one lost beat does not get an instance swept.

@@ -8,6 +8,7 @@ use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
@@ -71,6 +72,9 @@ struct Health {
     connections: Connections,
     /// "ok", "degraded" (unreachable: local clients only) or "disabled".
     redis: &'static str,
+    /// Background tasks that ended or panicked and were restarted, with how
+    /// many times (empty while all is well).
+    restarted_tasks: BTreeMap<&'static str, u64>,
 }
 
 #[derive(Serialize)]
@@ -96,6 +100,7 @@ pub async fn healthz(State(app): State<Arc<AppState>>) -> impl IntoResponse {
             relay: app.bus.hub().connections(Kind::Relay),
         },
         redis,
+        restarted_tasks: app.restarts.snapshot(),
     };
     // Degraded Redis still serves local clients: only draining is unhealthy,
     // so a load balancer stops sending new clients to a stopping instance.

@@ -15,6 +15,7 @@
 //!   close handshake.
 //! - [`chat`], [`relay`]: the two protocols.
 //! - [`health`], [`metrics`]: `/healthz` and `/metrics`.
+//! - [`supervise`]: restarts the background tasks the instance needs.
 //! - [`logging`]: tracing subscriber, text or JSON.
 //! - [`redis_client`]: the Redis client (TLS, credentials) and the
 //!   password-free form of its URL.
@@ -38,6 +39,7 @@ pub mod relay;
 pub mod socket;
 pub mod store;
 pub mod stream;
+pub mod supervise;
 pub mod throttle;
 
 use anyhow::Context;
@@ -61,6 +63,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use store::{keys::Keys, RedisStore, Store};
 use stream::{feed::Feeds, RedisStreams, Streams};
+use supervise::Restarts;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -85,6 +88,8 @@ pub struct AppState {
     /// graceful shutdown does not wait for upgraded connections).
     pub tasks: TaskTracker,
     pub metrics: PrometheusHandle,
+    /// Restarts of the supervised background tasks, for `/healthz`.
+    pub restarts: Arc<Restarts>,
 }
 
 impl AppState {
@@ -227,13 +232,16 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
     let hub = Arc::new(Hub::default());
     let counts = Arc::new(Counts::default());
     let tasks = TaskTracker::new();
+    let restarts = Arc::new(Restarts::default());
     let (backend, feeds, store, streams) = match &config.redis_url {
         None => {
             let memory = bus::memory::MemoryBus::default();
-            tokio::spawn(memory.clone().pump(instance, hub.clone()));
+            supervise::spawn("memory-bus", restarts.clone(), shutdown.clone(), {
+                let (memory, hub) = (memory.clone(), hub.clone());
+                move || memory.clone().pump(instance, hub.clone())
+            });
             let streams = Arc::new(Streams::memory());
-            let (feeds, repairs) = Feeds::new(hub.clone(), streams.clone());
-            tokio::spawn(repairs);
+            let feeds = Feeds::new(hub.clone(), streams.clone());
             (Backend::Memory(memory), feeds, Store::new(None), streams)
         }
         Some(url) => {
@@ -254,8 +262,7 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 instance,
                 status.clone(),
             )));
-            let (feeds, repairs) = Feeds::new(hub.clone(), streams.clone());
-            tokio::spawn(repairs);
+            let feeds = Feeds::new(hub.clone(), streams.clone());
             let supervisor = bus::redis::Supervisor {
                 client,
                 keys,
@@ -266,7 +273,12 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 shutdown: shutdown.clone(),
             };
             let (bus, subscriber) = bus::redis::RedisBus::start(redis.connection(), supervisor);
-            tokio::spawn(subscriber);
+            supervise::spawn(
+                "redis-pubsub",
+                restarts.clone(),
+                shutdown.clone(),
+                move || subscriber.clone().run(),
+            );
             (Backend::Redis(bus), feeds, Store::new(Some(redis)), streams)
         }
     };
@@ -283,8 +295,16 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
         shutdown,
         tasks,
         metrics: metrics::install(),
+        restarts: restarts.clone(),
     });
-    tokio::spawn(counts::run(app.clone()));
+    supervise::spawn("stream-repairs", restarts.clone(), app.shutdown.clone(), {
+        let feeds = app.bus.feeds().clone();
+        move || feeds.clone().repair_loop()
+    });
+    supervise::spawn("counts", restarts.clone(), app.shutdown.clone(), {
+        let app = app.clone();
+        move || counts::run(app.clone())
+    });
     if let Some(redis) = app.store.redis().cloned() {
         cluster::start(app.clone(), redis).await;
     }

@@ -71,6 +71,10 @@ pub fn redis_up(up: bool) {
     gauge!("redis_up").set(if up { 1.0 } else { 0.0 });
 }
 
+pub fn task_restarted(task: &'static str) {
+    counter!("task_restarts_total", "task" => task).increment(1);
+}
+
 pub fn redis_reconnected() {
     counter!("redis_reconnects_total").increment(1);
 }

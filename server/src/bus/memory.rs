@@ -68,7 +68,7 @@ mod tests {
         let shared = MemoryBus::default();
         let (a, b) = (Uuid::new_v4(), Uuid::new_v4());
         let (hub_a, hub_b) = (Arc::new(Hub::default()), Arc::new(Hub::default()));
-        let (feeds_a, _repairs) = Feeds::new(hub_a.clone(), Arc::new(Streams::memory()));
+        let feeds_a = Feeds::new(hub_a.clone(), Arc::new(Streams::memory()));
         let bus_a = Bus::new(a, feeds_a, Backend::Memory(shared.clone()));
         tokio::spawn(shared.clone().pump(a, hub_a));
         tokio::spawn(shared.clone().pump(b, hub_b.clone()));

@@ -44,6 +44,20 @@ pub struct RedisBus {
     status: Arc<RedisStatus>,
 }
 
+/// The task that owns the pub/sub connection.
+pub struct Subscriber {
+    supervisor: Supervisor,
+    /// Subscription requests, taken by whichever run is live.
+    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<SyncRequest>>,
+}
+
+impl Subscriber {
+    pub async fn run(self: Arc<Self>) {
+        let mut requests = self.requests.lock().await;
+        self.supervisor.run(&mut requests).await;
+    }
+}
+
 /// What the supervisor task needs.
 pub struct Supervisor {
     pub client: redis::Client,
@@ -56,11 +70,9 @@ pub struct Supervisor {
 }
 
 impl RedisBus {
-    /// Returns the bus and the supervisor's future, for the caller to spawn.
-    pub fn start(
-        conn: ConnectionManager,
-        supervisor: Supervisor,
-    ) -> (Self, impl std::future::Future<Output = ()>) {
+    /// Returns the bus and its subscriber, for the caller to run
+    /// (supervised: [`Subscriber::run`] can be run again if it ends).
+    pub fn start(conn: ConnectionManager, supervisor: Supervisor) -> (Self, Arc<Subscriber>) {
         let (sync, requests) = mpsc::unbounded_channel();
         let bus = RedisBus {
             conn,
@@ -68,7 +80,11 @@ impl RedisBus {
             sync,
             status: supervisor.status.clone(),
         };
-        (bus, supervisor.run(requests))
+        let subscriber = Subscriber {
+            supervisor,
+            requests: tokio::sync::Mutex::new(requests),
+        };
+        (bus, Arc::new(subscriber))
     }
 
     pub async fn sync_subscriptions(&self) {
@@ -110,7 +126,7 @@ impl RedisBus {
 }
 
 impl Supervisor {
-    async fn run(self, mut requests: mpsc::UnboundedReceiver<SyncRequest>) {
+    async fn run(&self, requests: &mut mpsc::UnboundedReceiver<SyncRequest>) {
         let address = self.client.get_connection_info().addr().to_string();
         let backoff = ExponentialBuilder::default()
             // Capped low: cross-instance delivery must resume within about

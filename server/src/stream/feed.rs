@@ -15,7 +15,6 @@ use crate::metrics;
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::future::Future;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -37,8 +36,11 @@ fn unrecovered() -> Utf8Bytes {
 
 pub struct Feeds {
     hub: Arc<Hub>,
+    streams: Arc<Streams>,
     rooms: Mutex<HashMap<String, Feed>>,
     repairs: mpsc::UnboundedSender<String>,
+    /// Rooms to repair, taken by whichever run of the repair task is live.
+    queue: tokio::sync::Mutex<mpsc::UnboundedReceiver<String>>,
 }
 
 #[derive(Default)]
@@ -59,17 +61,16 @@ struct Feed {
 }
 
 impl Feeds {
-    /// The feeds and the task that repairs their gaps, for the caller to
-    /// spawn.
-    pub fn new(hub: Arc<Hub>, streams: Arc<Streams>) -> (Arc<Self>, impl Future<Output = ()>) {
+    /// The feeds; the caller runs [`Feeds::repair_loop`] (supervised).
+    pub fn new(hub: Arc<Hub>, streams: Arc<Streams>) -> Arc<Self> {
         let (repairs, queue) = mpsc::unbounded_channel();
-        let feeds = Arc::new(Feeds {
+        Arc::new(Feeds {
             hub,
+            streams,
             rooms: Mutex::default(),
             repairs,
-        });
-        let task = feeds.clone().repair_loop(queue, streams);
-        (feeds, task)
+            queue: tokio::sync::Mutex::new(queue),
+        })
     }
 
     pub fn hub(&self) -> &Arc<Hub> {
@@ -191,11 +192,9 @@ impl Feeds {
         std::mem::take(&mut feed.forced) || feed.behind()
     }
 
-    async fn repair_loop(
-        self: Arc<Self>,
-        mut queue: mpsc::UnboundedReceiver<String>,
-        streams: Arc<Streams>,
-    ) {
+    /// Reads back what the feeds miss, room by room, as they ask.
+    pub async fn repair_loop(self: Arc<Self>) {
+        let mut queue = self.queue.lock().await;
         while let Some(room) = queue.recv().await {
             // Let events in flight arrive first; batch what queues meanwhile.
             tokio::time::sleep(GAP_WAIT).await;
@@ -207,7 +206,7 @@ impl Feeds {
                 if !self.needs_repair(&room) {
                     continue;
                 }
-                match streams.read(&room).await {
+                match self.streams.read(&room).await {
                     Ok(stored) => self.fill(&room, stored),
                     Err(err) => {
                         tracing::debug!(room, error = %err, "cannot repair the room's feed yet");
