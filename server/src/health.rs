@@ -2,65 +2,14 @@
 //! `GET /metrics` (Prometheus text format).
 
 use crate::hub::Kind;
-use crate::{metrics, AppState};
+use crate::AppState;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::response::IntoResponse;
 use axum::Json;
 use serde::Serialize;
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
-
-/// The two halves of the Redis link, set by the tasks that use them.
-pub struct RedisStatus {
-    pubsub: AtomicBool,
-    commands: AtomicBool,
-    /// A change was made locally only: Redis must be resynced.
-    stale: AtomicBool,
-}
-
-impl Default for RedisStatus {
-    /// Commands are presumed to work until one fails, so that the first
-    /// clients are registered in Redis rather than locally; pub/sub is down
-    /// until its connection is made.
-    fn default() -> Self {
-        RedisStatus {
-            pubsub: AtomicBool::new(false),
-            commands: AtomicBool::new(true),
-            stale: AtomicBool::new(false),
-        }
-    }
-}
-
-impl RedisStatus {
-    pub fn set_pubsub(&self, up: bool) {
-        self.pubsub.store(up, Ordering::Relaxed);
-        metrics::redis_up(self.is_up());
-    }
-
-    pub fn set_commands(&self, up: bool) {
-        self.commands.store(up, Ordering::Relaxed);
-        metrics::redis_up(self.is_up());
-    }
-
-    pub fn mark_stale(&self) {
-        self.stale.store(true, Ordering::Relaxed);
-    }
-
-    /// True (once) if a change was made locally only since the last call.
-    pub fn take_stale(&self) -> bool {
-        self.stale.swap(false, Ordering::Relaxed)
-    }
-
-    pub fn commands_up(&self) -> bool {
-        self.commands.load(Ordering::Relaxed)
-    }
-
-    fn is_up(&self) -> bool {
-        self.pubsub.load(Ordering::Relaxed) && self.commands.load(Ordering::Relaxed)
-    }
-}
 
 #[derive(Serialize)]
 struct Health {

@@ -2,6 +2,7 @@
 //! action). Delivery never waits on a client: each connection has a bounded
 //! queue, and a client whose queue is full is disconnected and counted.
 
+pub use crate::kind::Kind;
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
 use futures::channel::mpsc;
@@ -27,21 +28,6 @@ impl Topic {
         match self {
             Topic::Room(_) => Kind::Chat,
             Topic::Action(_) => Kind::Relay,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    Chat,
-    Relay,
-}
-
-impl Kind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Kind::Chat => "chat",
-            Kind::Relay => "relay",
         }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! - [`config`]: settings from flags, environment and `.env`.
 //! - [`listener`]: listening sockets (SO_REUSEPORT for zero-downtime reloads).
-//! - [`hub`]: this process's connections by topic, bounded queues, fan-out.
-//! - [`bus`]: delivery to the other instances (in-process, or Redis pub/sub).
+//! - [`hub`]: this process's connections by topic, bounded queues, fan-out;
+//!   [`kind`]: chat or relay.
+//! - [`bus`]: delivery to the other instances (in-process, or Redis pub/sub),
+//!   frames wrapped in an [`envelope`].
 //! - [`stream`]: every room as a stream with positions (memory or Redis),
 //!   and the per-room feeds that deliver it in order.
 //! - [`store`]: presence, nicknames and relay registry (memory or Redis).
@@ -17,8 +19,8 @@
 //! - [`health`], [`metrics`]: `/healthz` and `/metrics`.
 //! - [`supervise`]: restarts the background tasks the instance needs.
 //! - [`logging`]: tracing subscriber, text or JSON.
-//! - [`redis_client`]: the Redis client (TLS, credentials) and the
-//!   password-free form of its URL.
+//! - [`redis_client`]: the Redis client (TLS, credentials), the
+//!   password-free form of its URL, and the link's status.
 
 pub mod bus;
 pub mod capacity;
@@ -27,9 +29,11 @@ pub mod client_ip;
 pub mod cluster;
 pub mod config;
 pub mod counts;
+pub mod envelope;
 pub mod guard;
 pub mod health;
 pub mod hub;
+pub mod kind;
 pub mod listener;
 pub mod logging;
 pub mod metrics;
@@ -51,12 +55,12 @@ use bus::{Backend, Bus};
 use config::Config;
 use counts::Counts;
 use guard::Guard;
-use health::RedisStatus;
 use hub::Hub;
 use leptos::config::LeptosOptions;
 use leptos_axum::{generate_route_list, LeptosRoutes};
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis_client::redact;
+use redis_client::RedisStatus;
 use socket::Limits;
 use std::net::SocketAddr;
 use std::sync::Arc;

@@ -2,7 +2,7 @@
 //! exporter (the ecosystem's standard pair): call sites stay one line, the
 //! exporter owns the text format. Names are documented in the README.
 
-use crate::hub::Kind;
+use crate::kind::Kind;
 use metrics::{counter, gauge, histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 use std::sync::OnceLock;

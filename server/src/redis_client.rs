@@ -1,9 +1,12 @@
 //! The Redis client from `REDIS_URL` (plain `redis://`, or `rediss://` over
 //! TLS, with an optional password or ACL user) and `REDIS_CA_CERT`, and the
-//! URL's printable form: the password never reaches a log line or an error.
+//! URL's printable form: the password never reaches a log line or an error;
+//! and the link's status, as the tasks that use it see it.
 
+use crate::metrics;
 use anyhow::Context;
 use redis::{Client, TlsCertificates};
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// A client for `url`; over TLS, the server's certificate must chain to
 /// `ca_cert` (a PEM file), or to the machine's trusted roots for `system`.
@@ -57,6 +60,56 @@ pub fn redact(url: &str) -> String {
         format!("{shown}{path}")
     } else {
         format!("{scheme}://{shown}{path}")
+    }
+}
+
+/// The two halves of the Redis link, set by the tasks that use them.
+pub struct RedisStatus {
+    pubsub: AtomicBool,
+    commands: AtomicBool,
+    /// A change was made locally only: Redis must be resynced.
+    stale: AtomicBool,
+}
+
+impl Default for RedisStatus {
+    /// Commands are presumed to work until one fails, so that the first
+    /// clients are registered in Redis rather than locally; pub/sub is down
+    /// until its connection is made.
+    fn default() -> Self {
+        RedisStatus {
+            pubsub: AtomicBool::new(false),
+            commands: AtomicBool::new(true),
+            stale: AtomicBool::new(false),
+        }
+    }
+}
+
+impl RedisStatus {
+    pub fn set_pubsub(&self, up: bool) {
+        self.pubsub.store(up, Ordering::Relaxed);
+        metrics::redis_up(self.is_up());
+    }
+
+    pub fn set_commands(&self, up: bool) {
+        self.commands.store(up, Ordering::Relaxed);
+        metrics::redis_up(self.is_up());
+    }
+
+    pub fn mark_stale(&self) {
+        self.stale.store(true, Ordering::Relaxed);
+    }
+
+    /// True (once) if a change was made locally only since the last call.
+    pub fn take_stale(&self) -> bool {
+        self.stale.swap(false, Ordering::Relaxed)
+    }
+
+    pub fn commands_up(&self) -> bool {
+        self.commands.load(Ordering::Relaxed)
+    }
+
+    pub fn is_up(&self) -> bool {
+        self.pubsub.load(Ordering::Relaxed) && self.commands.load(Ordering::Relaxed)
     }
 }
 

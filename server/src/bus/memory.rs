@@ -2,7 +2,7 @@
 //! The server runs one instance, so in practice local delivery is all there
 //! is; tests run several on one bus to check the `Bus` contract without Redis.
 
-use super::Envelope;
+use crate::envelope::Envelope;
 use crate::hub::{Hub, Topic};
 use std::sync::Arc;
 use tokio::sync::broadcast;

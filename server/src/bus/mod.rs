@@ -10,14 +10,13 @@
 //! each instance's [`Feeds`] put what arrives in offset order. The bus
 //! keeps the room subscriptions and hands pub/sub frames to the feeds.
 
-mod envelope;
 pub mod memory;
 pub mod redis;
 
+use crate::envelope::Envelope;
 use crate::hub::{ConnId, Hub, Peer, Topic};
 use crate::stream::feed::Feeds;
 use axum::extract::ws::Utf8Bytes;
-pub use envelope::Envelope;
 use std::sync::Arc;
 use uuid::Uuid;
 

@@ -8,11 +8,11 @@
 //! subscription), and which reconnects with backoff and resubscribes when
 //! the connection drops.
 
-use super::Envelope;
 use crate::counts::Counts;
-use crate::health::RedisStatus;
+use crate::envelope::Envelope;
 use crate::hub::Topic;
 use crate::metrics;
+use crate::redis_client::RedisStatus;
 use crate::store::keys::Keys;
 use crate::stream::feed::Feeds;
 use backon::{BackoffBuilder, ExponentialBuilder};

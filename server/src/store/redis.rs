@@ -5,8 +5,8 @@
 
 use super::keys::Keys;
 use super::{Claim, Member};
-use crate::health::RedisStatus;
 use crate::hub::ConnId;
+use crate::redis_client::RedisStatus;
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::{AsyncCommands, RedisResult, Script};
 use std::sync::{Arc, LazyLock};

@@ -3,9 +3,9 @@
 //! append script assigns the offset, stores and publishes in one step.
 
 use super::{stamp, Stored, StreamError};
-use crate::bus::Envelope;
-use crate::health::RedisStatus;
+use crate::envelope::Envelope;
 use crate::hub::Topic;
+use crate::redis_client::RedisStatus;
 use crate::store::keys::Keys;
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
