@@ -126,10 +126,19 @@ pub enum LogFormat {
     Json,
 }
 
+/// Redis Cluster is refused plainly rather than half served: the room
+/// streams are cluster-shaped, but presence, nicknames and the relay
+/// registry are not yet (see the README's design notes).
+pub const CLUSTER_UNSUPPORTED: &str = "REDIS_URL: Redis Cluster is not supported yet; \
+     give one standalone Redis (a primary, or a Sentinel-managed primary's address)";
+
 impl Config {
     /// Checks what clap cannot: returns the message naming the setting to fix.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.redis_url {
+            if url.contains(',') {
+                return Err(CLUSTER_UNSUPPORTED.to_owned());
+            }
             // Never the whole URL: it may hold a password.
             let url_info = redis::Client::open(url.as_str())
                 .map_err(|e| format!("REDIS_URL {} is not a valid Redis URL: {e}", redact(url)))?;

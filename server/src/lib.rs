@@ -190,6 +190,25 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
+/// Fails when REDIS_URL points at a Redis Cluster node (when Redis answers
+/// at start; a Redis that is down is checked by nothing later, as a cluster
+/// node refuses the scripts' keys with an error in the log).
+async fn refuse_cluster(redis: &RedisStore) -> anyhow::Result<()> {
+    let info = tokio::time::timeout(
+        Duration::from_secs(1),
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(&mut redis.connection()),
+    )
+    .await;
+    match info {
+        Ok(Ok(info)) if info.contains("cluster_enabled:1") => {
+            anyhow::bail!(config::CLUSTER_UNSUPPORTED)
+        }
+        _ => Ok(()),
+    }
+}
+
 /// How long closed clients get to reconnect to another instance and reclaim
 /// their nickname before this instance's entries are removed.
 const RECLAIM_WINDOW: Duration = Duration::from_secs(2);
@@ -260,6 +279,7 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 status.clone(),
             )
             .context("cannot set up the Redis connection (REDIS_URL)")?;
+            refuse_cluster(&redis).await?;
             let streams = Arc::new(Streams::Redis(RedisStreams::new(
                 redis.connection(),
                 keys.clone(),

@@ -340,3 +340,55 @@ async fn a_nickname_taken_on_two_instances_during_an_outage_stays_with_one() {
     })
     .await;
 }
+
+#[tokio::test]
+async fn a_redis_cluster_is_refused_with_one_clear_line() {
+    let dir = std::env::temp_dir().join(format!("cluster-node-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let port = common::free_port();
+    let mut node = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args([
+            "--cluster-enabled",
+            "yes",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server");
+    let url = format!("redis://127.0.0.1:{port}");
+    eventually(
+        "the cluster node answers",
+        Duration::from_secs(10),
+        || async {
+            redis::Client::open(url.as_str())
+                .and_then(|c| c.get_connection())
+                .is_ok()
+        },
+    )
+    .await;
+    for redis_url in [url.clone(), format!("{url},redis://127.0.0.1:1")] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+            .env("BIND", "127.0.0.1")
+            .env("PORT", "0")
+            .env("RELAY_PORT", "0")
+            .env("REDIS_URL", &redis_url)
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8(output.stderr).unwrap();
+        assert_ne!(output.status.code(), Some(0), "{stderr}");
+        assert!(
+            stderr.contains("Redis Cluster is not supported yet"),
+            "{stderr}"
+        );
+        assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    }
+    let _ = node.kill();
+    let _ = node.wait();
+    let _ = std::fs::remove_dir_all(&dir);
+}
