@@ -72,6 +72,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
         let opened = js_sys::Date::now();
         if let Ok(socket) = WebSocket::open(&socket_url(state.since())) {
             let (mut sink, incoming) = socket.split();
+            state.reconnected();
             let mut rejoining = false;
             if let Some(p) = pseudo.clone() {
                 rejoining = sink
@@ -116,6 +117,9 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                     }
                     Event::Frame(Message::Bytes(_)) => {}
                     Event::Outgoing(msg) => {
+                        if let ClientMessage::Say { text } = &msg {
+                            state.sent(text);
+                        }
                         if sink.send(encode(&msg)).await.is_err() {
                             unsent = Some(msg);
                             break;

@@ -203,7 +203,8 @@ pub enum ErrorCode {
     /// Too many frames too fast.
     RateLimited,
     /// The room's stream cannot be written right now (its Redis does not
-    /// answer): the message was not sent; sending it again later is safe.
+    /// answer): the message was not sent, or, when the message says so, it
+    /// may have been stored although the server could not confirm it.
     Unavailable,
 }
 

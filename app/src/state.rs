@@ -8,6 +8,8 @@ use uuid::Uuid;
 
 /// Entries kept on screen; older ones scroll away for good.
 const MAX_ENTRIES: usize = 500;
+/// Sent messages remembered until the server stores or refuses them.
+const MAX_IN_FLIGHT: usize = 32;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Status {
@@ -57,6 +59,11 @@ pub struct ChatState {
     /// The server said some events could not be recovered (the page was
     /// away longer than the history reaches, or the history was lost).
     pub unrecovered: RwSignal<bool>,
+    /// Texts sent on this connection that the server has not echoed yet.
+    in_flight: RwSignal<Vec<String>>,
+    /// A message the server could not store (`unavailable`): the page puts
+    /// it back in the composer, so that nothing typed is lost.
+    pub returned: RwSignal<Option<String>>,
 }
 
 impl ChatState {
@@ -70,7 +77,25 @@ impl ChatState {
             error: RwSignal::new(None),
             position: RwSignal::new(None),
             unrecovered: RwSignal::new(false),
+            in_flight: RwSignal::new(Vec::new()),
+            returned: RwSignal::new(None),
         }
+    }
+
+    /// A `say` went out with this text.
+    pub fn sent(&self, text: &str) {
+        self.in_flight.update(|texts| {
+            texts.push(text.to_owned());
+            if texts.len() > MAX_IN_FLIGHT {
+                texts.remove(0);
+            }
+        });
+    }
+
+    /// A new connection: what was in flight on the old one was stored or
+    /// not; the catch-up shows which.
+    pub fn reconnected(&self) {
+        self.in_flight.update(Vec::clear);
     }
 
     /// The stream position to resume from after a reconnect.
@@ -95,6 +120,10 @@ impl ChatState {
                 }
                 if !epoch.is_empty() {
                     self.position.set(Some(Position { epoch, offset }));
+                } else if self.position.with_untracked(Option::is_none) {
+                    // The room had no event yet: resuming from "before the
+                    // first event" still tells a reconnect what it missed.
+                    self.position.set(Some(Position::default()));
                 }
                 if !recovered {
                     self.unrecovered.set(true);
@@ -109,10 +138,31 @@ impl ChatState {
                 });
                 self.me.set(Some(pseudo));
             }
-            ServerEvent::Message(m) => self.push(Entry::Message(m)),
+            ServerEvent::Message(m) => {
+                let mine = self
+                    .my_names
+                    .with_untracked(|names| names.contains(&m.author));
+                if mine {
+                    self.in_flight.update(|texts| {
+                        if let Some(i) = texts.iter().position(|t| *t == m.text) {
+                            texts.remove(i);
+                        }
+                    });
+                }
+                self.push(Entry::Message(m));
+            }
             ServerEvent::System(s) => self.push(Entry::System(s)),
             ServerEvent::Count { count } => self.count.set(count),
             ServerEvent::Error { code, message } => {
+                if code == ErrorCode::Unavailable {
+                    // Refusals come back in the order the messages went.
+                    let oldest = self
+                        .in_flight
+                        .try_update(|texts| (!texts.is_empty()).then(|| texts.remove(0)));
+                    if let Some(text) = oldest.flatten() {
+                        self.returned.set(Some(text));
+                    }
+                }
                 self.error.set(Some(message));
                 return Some(code);
             }
@@ -225,6 +275,34 @@ mod tests {
         state.apply(ServerEvent::Count { count: 3 });
         assert_eq!(state.count.get_untracked(), 3);
         assert_eq!(state.entries.with_untracked(Vec::len), 1);
+    }
+
+    #[test]
+    fn a_message_the_server_could_not_store_comes_back() {
+        Owner::new().with(a_message_the_server_could_not_store_comes_back_in_owner);
+    }
+
+    fn a_message_the_server_could_not_store_comes_back_in_owner() {
+        let state = ChatState::new();
+        state.apply(ServerEvent::Joined {
+            pseudo: "a".into(),
+            session: Uuid::new_v4(),
+            room: "r".into(),
+        });
+        state.sent("stored");
+        state.sent("refused");
+        state.apply(ServerEvent::Message(message("stored")));
+        assert_eq!(state.returned.get_untracked(), None);
+        let unavailable = || ServerEvent::Error {
+            code: ErrorCode::Unavailable,
+            message: "not sent".into(),
+        };
+        state.apply(unavailable());
+        assert_eq!(state.returned.get_untracked().as_deref(), Some("refused"));
+        // Nothing else in flight: nothing more comes back.
+        state.returned.set(None);
+        state.apply(unavailable());
+        assert_eq!(state.returned.get_untracked(), None);
     }
 
     #[test]

@@ -85,6 +85,16 @@ fn ChatPage() -> impl IntoView {
         }
     };
     let joined = move || state.me.with(Option::is_some);
+    // A message the server could not store goes back into the composer,
+    // unless something new was typed meanwhile.
+    Effect::new(move |_| {
+        if let Some(text) = state.returned.get() {
+            state.returned.set(None);
+            if text_input.with_untracked(String::is_empty) {
+                text_input.set(text);
+            }
+        }
+    });
 
     view! {
         <main class="chat" data-hydrated=move || hydrated.get().to_string()>

@@ -355,10 +355,13 @@ impl ChatSession {
         // crash can lose a message its sender saw as sent.
         if let Err(err) = publish(&self.app, &self.room, &ServerEvent::Message(message)).await {
             tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
-            self.refuse(
-                ErrorCode::Unavailable,
-                "the chat cannot store messages right now: yours was not sent; try again in a moment".into(),
-            );
+            // A reply that timed out may follow an append that went through.
+            let message = if err.0.is_timeout() {
+                "the chat could not confirm that your message was stored: it may not have been sent; check the conversation before sending it again"
+            } else {
+                "the chat cannot store messages right now: yours was not sent; try again in a moment"
+            };
+            self.refuse(ErrorCode::Unavailable, message.into());
         }
     }
 

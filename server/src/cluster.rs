@@ -103,7 +103,12 @@ impl Membership {
     /// True once Redis holds exactly this instance's local view.
     async fn resync(&self) -> bool {
         let app = &self.app;
-        match app.store.resync(&self.redis).await {
+        let resynced = app.store.resync(&self.redis).await;
+        // Told at once, whether or not the rest of the resync went through.
+        for (room, conn, pseudo) in app.store.take_conflicts() {
+            chat::lost_nickname(app, &room, conn, &pseudo);
+        }
+        match resynced {
             Ok(resync) => {
                 tracing::info!(
                     rooms = resync.rooms.len(),
@@ -111,9 +116,6 @@ impl Membership {
                 );
                 for (room, pseudo) in &resync.departed {
                     chat::announce_departure(app, room, pseudo).await;
-                }
-                for (room, conn, pseudo) in &resync.conflicts {
-                    chat::lost_nickname(app, room, *conn, pseudo);
                 }
                 for room in &resync.rooms {
                     app.presence_changed(room).await;

@@ -256,7 +256,7 @@ async fn write(
     };
     // Flush what is queued first: it often explains the close.
     while let Some(frame) = queue.try_recv() {
-        if sink.feed(Message::Text(frame)).await.is_err() {
+        if fresh(&frame) && sink.feed(Message::Text(frame)).await.is_err() {
             return;
         }
     }

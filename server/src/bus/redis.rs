@@ -246,6 +246,14 @@ impl Supervisor {
         let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
         if !add.is_empty() {
             timeout_redis(sink.subscribe(&add)).await?;
+            // A listener that stopped waiting for this subscription read its
+            // room before it took effect: what was published in between is
+            // read back from the stream.
+            for channel in &add {
+                if let Some(Topic::Room(room)) = self.keys.topic(channel) {
+                    self.feeds.repair(&room);
+                }
+            }
         }
         if !remove.is_empty() {
             timeout_redis(sink.unsubscribe(&remove)).await?;

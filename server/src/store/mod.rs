@@ -41,13 +41,21 @@ pub enum Claim {
 pub struct Store {
     local: Mutex<Local>,
     redis: Option<RedisStore>,
+    /// Members found holding a nickname that Redis gave to somebody else,
+    /// kept until the caller acts on them (even if the resync failed later).
+    conflicts: Mutex<Vec<Conflict>>,
 }
+
+/// (room, connection, nickname) of a member who lost its nickname to a
+/// participant of another instance who held it in Redis.
+pub type Conflict = (String, ConnId, String);
 
 impl Store {
     pub fn new(redis: Option<RedisStore>) -> Self {
         Store {
             local: Mutex::default(),
             redis,
+            conflicts: Mutex::default(),
         }
     }
 
@@ -157,14 +165,16 @@ impl Store {
     pub async fn resync(&self, redis: &RedisStore) -> ::redis::RedisResult<Resync> {
         let stale = redis.remove_own_entries().await?;
         let (members, relay) = self.snapshot();
-        let mut conflicts = Vec::new();
         for (room, conn, member) in &members {
             if redis.claim(room, *conn, member, None).await?.0 == Claim::Taken {
                 // Taken here while Redis was away, and held in Redis by
                 // somebody else: they keep it, this connection gives it up.
                 tracing::warn!(%conn, room, pseudo = %member.pseudo, "nickname taken on another instance while Redis was away; it stays with them");
                 self.local().leave(room, *conn, member);
-                conflicts.push((room.clone(), *conn, member.pseudo.to_string()));
+                self.conflicts
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push((room.clone(), *conn, member.pseudo.to_string()));
             }
         }
         for (action, id, registration) in &relay {
@@ -198,11 +208,12 @@ impl Store {
                     .any(|(r, _, m)| r == room && m.pseudo.as_str() == pseudo)
             })
             .collect();
-        Ok(Resync {
-            departed,
-            rooms,
-            conflicts,
-        })
+        Ok(Resync { departed, rooms })
+    }
+
+    /// The nickname conflicts found by resyncs, once each.
+    pub fn take_conflicts(&self) -> Vec<Conflict> {
+        std::mem::take(&mut *self.conflicts.lock().unwrap_or_else(|e| e.into_inner()))
     }
 
     fn snapshot(&self) -> (Vec<MemberEntry>, Vec<RelayEntry>) {
@@ -214,9 +225,6 @@ impl Store {
 pub struct Resync {
     pub departed: Vec<(String, String)>,
     pub rooms: Vec<String>,
-    /// (room, connection, nickname) of members who lost their nickname to
-    /// a participant of another instance who held it in Redis.
-    pub conflicts: Vec<(String, ConnId, String)>,
 }
 
 fn redis_failed(redis: &RedisStore, operation: &'static str, err: &::redis::RedisError) {

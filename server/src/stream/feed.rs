@@ -53,6 +53,8 @@ struct Feed {
     pending: BTreeMap<u64, (String, Utf8Bytes)>,
     /// The highest offset of the current epoch known to exist.
     known: u64,
+    /// The epoch followed before the current one.
+    retired: Option<String>,
     /// The stream must be read again whatever `known` says (the pub/sub
     /// connection was lost, or a connection could not read the stream).
     forced: bool,
@@ -235,10 +237,16 @@ impl Feed {
         frame: Utf8Bytes,
         out: &mut impl FnMut(&Utf8Bytes),
     ) {
+        if self.outdated(epoch) {
+            return;
+        }
         match &self.epoch {
             // Held until a read of the stream says where to start.
             None => {
                 self.pending.insert(offset, (epoch.to_owned(), frame));
+                if self.pending.len() > MAX_PENDING {
+                    self.pending.pop_first();
+                }
                 return;
             }
             Some(current) if current != epoch => self.adopt(epoch, out),
@@ -252,13 +260,11 @@ impl Feed {
     }
 
     fn start(&mut self, epoch: &str, offset: u64, out: &mut impl FnMut(&Utf8Bytes)) {
+        if self.outdated(epoch) {
+            return;
+        }
         match &self.epoch {
-            None => {
-                self.epoch = Some(epoch.to_owned());
-                self.next = offset + 1;
-                self.known = self.pending.keys().last().copied().unwrap_or(0);
-                self.drain(out);
-            }
+            None => self.begin(epoch, offset, out),
             Some(current) if current == epoch => {}
             // The stream began a new epoch that no event here showed yet.
             Some(_) => {
@@ -271,12 +277,11 @@ impl Feed {
 
     /// Catches up with the stream as read.
     fn fill(&mut self, stored: Stored, out: &mut impl FnMut(&Utf8Bytes)) {
+        if self.outdated(&stored.epoch) {
+            return;
+        }
         match &self.epoch {
-            None => {
-                // Nobody here could read the stream: follow it from now.
-                self.epoch = Some(stored.epoch.clone());
-                self.next = stored.offset + 1;
-            }
+            None => self.begin(&stored.epoch, stored.offset, out),
             Some(current) if *current != stored.epoch => self.adopt(&stored.epoch, out),
             Some(_) => {}
         }
@@ -302,6 +307,19 @@ impl Feed {
         self.known = self.known.max(stored.offset);
         // What is still held came after the read, with events missing in
         // between that are in flight or need another read (`behind`).
+        self.drain(out);
+    }
+
+    /// Starts following the stream from a read that ended at `offset`. The
+    /// events held since the first listener subscribed are handed out too,
+    /// even those the read already had: a listener that read earlier needs
+    /// them, and each connection's writer skips what its own history held.
+    fn begin(&mut self, epoch: &str, offset: u64, out: &mut impl FnMut(&Utf8Bytes)) {
+        self.pending.retain(|_, (e, _)| e == epoch);
+        let first_held = self.pending.keys().next().copied();
+        self.epoch = Some(epoch.to_owned());
+        self.next = first_held.map_or(offset + 1, |held| held.min(offset + 1));
+        self.known = self.pending.keys().last().copied().unwrap_or(0).max(offset);
         self.drain(out);
     }
 
@@ -339,11 +357,26 @@ impl Feed {
         }
     }
 
-    /// The stream has a new epoch: its history was lost (Redis restarted
-    /// empty, or the room expired), so events of the old one may be missing.
+    /// An epoch older than one this feed followed: a late event or read
+    /// from before the stream began its current epoch, to be ignored (epochs
+    /// sort in the order they began). A read that found no epoch at all (its
+    /// Redis restarted empty) is ignored too once the feed follows one: it
+    /// may predate the new epoch, whose first event announces the loss.
+    fn outdated(&self, epoch: &str) -> bool {
+        match self.epoch.as_deref().max(self.retired.as_deref()) {
+            None => false,
+            Some(newest) if epoch.is_empty() => !newest.is_empty(),
+            Some(newest) => epoch < newest,
+        }
+    }
+
+    /// The stream has a new epoch: its history may have been lost (Redis
+    /// restarted or failed over, or the room expired), so events of the old
+    /// one may be missing.
     fn adopt(&mut self, epoch: &str, out: &mut impl FnMut(&Utf8Bytes)) {
-        if self.epoch.as_deref().is_some_and(|e| !e.is_empty()) {
+        if let Some(old) = self.epoch.take().filter(|e| !e.is_empty()) {
             out(&unrecovered());
+            self.retired = Some(old);
         }
         self.epoch = Some(epoch.to_owned());
         self.next = 1;
@@ -399,9 +432,11 @@ mod tests {
     fn events_before_the_first_read_wait_for_it() {
         let mut feed = Feed::default();
         assert_eq!(offer(&mut feed, "e", &[5, 4, 6]), Vec::<u64>::new());
-        // The connection's history went up to 4: 5 and 6 follow.
-        let out = run(&mut feed, |feed, out| feed.start("e", 4, &mut |f| out(f)));
-        assert_eq!(out, [5, 6]);
+        // A connection whose history went up to 5 starts the feed: every
+        // held event goes out (an earlier reader may need 4; each writer
+        // skips what its own history held).
+        let out = run(&mut feed, |feed, out| feed.start("e", 5, &mut |f| out(f)));
+        assert_eq!(out, [4, 5, 6]);
         // Another connection read further than the feed got: behind.
         run(&mut feed, |feed, out| feed.start("e", 8, &mut |f| out(f)));
         assert!(feed.behind());
@@ -440,9 +475,39 @@ mod tests {
     }
 
     #[test]
+    fn a_read_that_ends_before_events_already_handed_out_changes_nothing() {
+        let mut feed = started("e", 2);
+        assert_eq!(offer(&mut feed, "e", &[3, 4]), [3, 4]);
+        // Read when the stream was at 3, filled after 4 went out.
+        let stored = Stored {
+            epoch: "e".into(),
+            offset: 3,
+            events: (1..=3).map(|o| event("e", o)).collect(),
+        };
+        let out = run(&mut feed, |feed, out| feed.fill(stored, &mut |f| out(f)));
+        assert!(out.is_empty());
+        assert_eq!(offer(&mut feed, "e", &[5]), [5]);
+    }
+
+    #[test]
     fn a_new_epoch_is_announced_and_followed_from_its_start() {
-        let mut feed = started("old", 7);
-        assert_eq!(offer(&mut feed, "new", &[1, 2]), [0, 1, 2]);
+        let mut feed = started("a-old", 7);
+        assert_eq!(offer(&mut feed, "b-new", &[1, 2]), [0, 1, 2]);
+        // Late events and reads of the old epoch change nothing.
+        assert_eq!(offer(&mut feed, "a-old", &[8]), Vec::<u64>::new());
+        let late = Stored {
+            epoch: "a-old".into(),
+            offset: 8,
+            events: vec![event("a-old", 8)],
+        };
+        let out = run(&mut feed, |feed, out| feed.fill(late, &mut |f| out(f)));
+        assert!(out.is_empty());
+        // Nor does a read made while Redis had no stream at all.
+        let out = run(&mut feed, |feed, out| {
+            feed.fill(Stored::default(), &mut |f| out(f))
+        });
+        assert!(out.is_empty());
+        assert_eq!(offer(&mut feed, "b-new", &[3]), [3]);
         // An empty stream's first epoch is no loss.
         let mut fresh = started("", 0);
         assert_eq!(offer(&mut fresh, "e", &[1]), [1]);

@@ -116,7 +116,9 @@ pub fn resume(stored: Stored, from: &Resume) -> Snapshot {
     let first = events.first().map_or(offset + 1, position_of);
     let after: Option<usize> = match from {
         Resume::Latest => Some(0),
-        Resume::Since(p) if p.epoch == epoch && p.offset + 1 >= first && p.offset <= offset => {
+        Resume::Since(p)
+            if p.epoch == epoch && p.offset.saturating_add(1) >= first && p.offset <= offset =>
+        {
             Some(events.partition_point(|e| position_of(e) <= p.offset))
         }
         // Seen before any event: every event is still here if the stream

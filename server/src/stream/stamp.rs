@@ -32,11 +32,16 @@ pub fn position(frame: &str) -> Option<(&str, u64)> {
     Some((epoch, rest[..digits].parse().ok()?))
 }
 
-/// A new epoch name: random, short, and safe in URLs and JSON unescaped.
+/// A new epoch name: hex digits only (safe in URLs and JSON unescaped),
+/// sorting in the order epochs begin (the time in milliseconds, fixed
+/// width), then random ones so that two instances starting one at the same
+/// millisecond still differ.
 pub fn new_epoch() -> String {
-    let mut epoch = uuid::Uuid::new_v4().simple().to_string();
-    epoch.truncate(12);
-    epoch
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis());
+    let random = uuid::Uuid::new_v4().simple().to_string();
+    format!("{now_ms:012x}{}", &random[..6])
 }
 
 #[cfg(test)]
@@ -55,7 +60,10 @@ mod tests {
         assert!(serde_json::from_str::<serde_json::Value>(&empty).is_ok());
         assert_eq!(position(r#"{"type":"count","count":1}"#), None);
         assert_eq!(position(r#"{"epoch":"e","offset":x}"#), None);
-        assert_eq!(new_epoch().len(), 12);
-        assert_ne!(new_epoch(), new_epoch());
+        let (first, second) = (new_epoch(), new_epoch());
+        assert_eq!(first.len(), 18);
+        assert_ne!(first, second);
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert!(new_epoch() > first, "later epochs sort after earlier ones");
     }
 }

@@ -4,15 +4,22 @@
 -- KEYS: meta (HASH epoch, offset), events (LIST of stamped frames, oldest
 --       first), channel (the room's pub/sub channel)
 -- ARGV: the event's JSON without its opening '{', an epoch to start if the
---       stream has none (first event, or its history was lost), history
---       length, time to live in seconds, envelope header
+--       stream has none (first event, or its history may have been lost),
+--       history length, time to live in seconds, envelope header
 -- Returns the stamped frame.
-local epoch = redis.call('HGET', KEYS[1], 'epoch')
-if not epoch then
+--
+-- The epoch belongs to one run of the Redis server: a Redis that restarted
+-- (empty, or from a snapshot older than the last offsets handed out) or a
+-- replica promoted in a failover starts a new epoch, so that an offset is
+-- never given out twice under one epoch.
+local run = string.match(redis.call('INFO', 'server'), 'run_id:(%x+)')
+local meta = redis.call('HMGET', KEYS[1], 'epoch', 'run')
+local epoch = meta[1]
+if not epoch or meta[2] ~= run then
   epoch = ARGV[2]
   -- Frames of a lost epoch must never be served as this one's.
-  redis.call('DEL', KEYS[2])
-  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[1], KEYS[2])
+  redis.call('HSET', KEYS[1], 'epoch', epoch, 'run', run)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"epoch":"' .. epoch .. '","offset":' .. offset .. ',' .. ARGV[1]
