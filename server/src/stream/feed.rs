@@ -197,6 +197,12 @@ impl Feeds {
     /// Reads back what the feeds miss, room by room, as they ask.
     pub async fn repair_loop(self: Arc<Self>) {
         let mut queue = self.queue.lock().await;
+        // Rooms a previous run took off the queue but did not repair (it
+        // panicked) are queued again.
+        for (room, feed) in self.lock().iter_mut().filter(|(_, feed)| feed.queued) {
+            feed.queued = false;
+            self.queue(room, feed, true);
+        }
         while let Some(room) = queue.recv().await {
             // Let events in flight arrive first; batch what queues meanwhile.
             tokio::time::sleep(GAP_WAIT).await;
