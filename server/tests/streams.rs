@@ -282,10 +282,23 @@ async fn a_bad_since_is_refused_with_400() {
     }
 }
 
-/// Events published while an instance's pub/sub connection is down reach
-/// its clients from the stream once it is back, in order, with no notice.
-#[tokio::test]
-async fn a_lost_subscription_is_repaired_from_the_stream() {
+/// Kills every pub/sub connection of the Redis (both instances').
+async fn kill_subscriptions(redis_url: String) -> i64 {
+    let client = redis::Client::open(redis_url).unwrap();
+    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+    redis::cmd("CLIENT")
+        .arg("KILL")
+        .arg("TYPE")
+        .arg("pubsub")
+        .query_async(&mut conn)
+        .await
+        .unwrap()
+}
+
+/// A talker on one instance sends `n` messages while the subscriptions
+/// are killed `kill_after` into the traffic; a reader on the other
+/// instance must get every one once, in order, with no notice.
+async fn talk_across_a_lost_subscription(n: usize, kill_after: Duration, pace: Duration) {
     let redis = Redis::start();
     let a = Server::start(Some(&redis), &[]);
     let b = Server::start(Some(&redis), &[]);
@@ -298,28 +311,34 @@ async fn a_lost_subscription_is_repaired_from_the_stream() {
     let kill = tokio::spawn({
         let url = redis.url();
         async move {
-            tokio::time::sleep(Duration::from_millis(30)).await;
-            let client = redis::Client::open(url).unwrap();
-            let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-            let _: i64 = redis::cmd("CLIENT")
-                .arg("KILL")
-                .arg("TYPE")
-                .arg("pubsub")
-                .query_async(&mut conn)
-                .await
-                .unwrap();
+            tokio::time::sleep(kill_after).await;
+            kill_subscriptions(url).await
         }
     });
-    for n in 0..30 {
-        talker.say(&format!("m{n}")).await;
-        tokio::time::sleep(Duration::from_millis(5)).await;
+    let mut kill = Some(kill);
+    if kill_after.is_zero() {
+        let killed = kill.take().unwrap().await.unwrap();
+        assert_eq!(killed, 2, "both instances' subscriptions");
     }
-    kill.await.unwrap();
-    let sent = talker.messages(30).await;
-    read_until(&mut reader, &mut got, |g| g.len() > 30).await;
+    for i in 0..n {
+        talker.say(&format!("m{i}")).await;
+        tokio::time::sleep(pace).await;
+    }
+    if let Some(kill) = kill {
+        assert_eq!(kill.await.unwrap(), 2, "both instances' subscriptions");
+    }
+    let sent = talker.messages(n).await;
+    read_until(&mut reader, &mut got, |g| g.len() > n).await;
     let ids: Vec<Uuid> = got[1..].iter().map(|s| s.id).collect();
     let wanted: Vec<Uuid> = sent.iter().map(|m| m.id).collect();
     assert_eq!(ids, wanted, "every message once, in order");
+}
+
+/// Events published while an instance's pub/sub connection is down reach
+/// its clients from the stream once it is back, in order, with no notice.
+#[tokio::test]
+async fn a_lost_subscription_is_repaired_from_the_stream() {
+    talk_across_a_lost_subscription(30, Duration::from_millis(30), Duration::from_millis(5)).await;
 }
 
 /// Events published just after an instance lost its subscription, with
@@ -327,30 +346,7 @@ async fn a_lost_subscription_is_repaired_from_the_stream() {
 /// subscription is back.
 #[tokio::test]
 async fn the_tail_published_during_a_lost_subscription_is_delivered() {
-    let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
-    let (mut reader, _, _) = Chat::open(&b, "").await;
-    let mut talker = Chat::join(&a, "talker").await;
-    let mut got = Vec::new();
-    read_until(&mut reader, &mut got, |g| !g.is_empty()).await;
-
-    let mut conn = redis.connection().unwrap();
-    let killed: i64 = redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query(&mut conn)
-        .unwrap();
-    assert_eq!(killed, 2, "both instances' subscriptions");
-    for n in 0..10 {
-        talker.say(&format!("m{n}")).await;
-    }
-    let sent = talker.messages(10).await;
-    read_until(&mut reader, &mut got, |g| g.len() > 10).await;
-    let ids: Vec<Uuid> = got[1..].iter().map(|s| s.id).collect();
-    let wanted: Vec<Uuid> = sent.iter().map(|m| m.id).collect();
-    assert_eq!(ids, wanted, "every message once, in order");
+    talk_across_a_lost_subscription(10, Duration::ZERO, Duration::ZERO).await;
 }
 
 /// A message its sender saw echoed is in the stream: killing the sender's
@@ -383,15 +379,27 @@ async fn kill_9_loses_no_acknowledged_message() {
     })
     .await;
     let (_, history, _) = Chat::open(&b, "").await;
+    let stored: Vec<Seen> = history.iter().filter_map(seen).collect();
     for m in &acknowledged {
         assert!(
-            history
-                .iter()
-                .any(|e| seen(e).is_some_and(|s| s.id == m.id)),
+            stored.iter().any(|s| s.id == m.id),
             "{} is in the history",
             m.text
         );
     }
+    // The sender reconnects to the surviving instance from the last event
+    // it got: exactly the rest of the stream.
+    let last = acknowledged.last().expect("acknowledged messages");
+    let position = since(&Seen {
+        epoch: last.epoch.clone(),
+        offset: last.offset,
+        id: last.id,
+    });
+    let (chat, missed, _) = Chat::open(&b, &position).await;
+    assert!(chat.recovered);
+    let missed: Vec<Seen> = missed.iter().filter_map(seen).collect();
+    let after = stored.iter().position(|s| s.id == last.id).unwrap() + 1;
+    assert_eq!(missed[..], stored[after..]);
 }
 
 /// While Redis is away nothing can be appended: a sender is told its

@@ -259,8 +259,14 @@ impl Feed {
             Some(_) => {}
         }
         self.known = self.known.max(offset);
-        if offset >= self.next {
+        if offset == self.next {
+            // The usual case: in order, handed out without being held.
+            out(&frame);
+            self.next += 1;
+            self.drain(out);
+        } else if offset > self.next {
             self.pending.insert(offset, (epoch.to_owned(), frame));
+            // Nothing to hand out yet; gives the gap up if too much waits.
             self.drain(out);
         }
     }
