@@ -42,7 +42,7 @@ pub struct Config {
     #[arg(long, env = "REDIS_PREFIX", default_value = "chat")]
     pub redis_prefix: String,
 
-    /// Seconds an instance's heartbeat lives in Redis; a dead instance's clients are swept after it.
+    /// Seconds an instance's entries live in Redis without a refresh; a dead instance's clients are removed after it.
     #[arg(long, env = "HEARTBEAT_TTL_SECS", default_value_t = 10, value_parser = clap::value_parser!(u64).range(2..=300))]
     pub heartbeat_ttl_secs: u64,
 
@@ -126,26 +126,26 @@ pub enum LogFormat {
     Json,
 }
 
-/// Redis Cluster is refused plainly rather than half served: the room
-/// streams are cluster-shaped, but presence, nicknames and the relay
-/// registry are not yet (see the README's design notes).
-pub const CLUSTER_UNSUPPORTED: &str = "REDIS_URL: Redis Cluster is not supported yet; \
-     give one standalone Redis (a primary, or a Sentinel-managed primary's address)";
-
 impl Config {
     /// Checks what clap cannot: returns the message naming the setting to fix.
     pub fn validate(&self) -> Result<(), String> {
         if let Some(url) = &self.redis_url {
-            if url.contains(',') {
-                return Err(CLUSTER_UNSUPPORTED.to_owned());
+            // Several nodes, comma-separated, for a Redis Cluster.
+            let mut tls = false;
+            let mut insecure = false;
+            for node in url.split(',').map(str::trim) {
+                // Never the whole URL: it may hold a password.
+                let node_info = redis::Client::open(node).map_err(|e| {
+                    format!("REDIS_URL {} is not a valid Redis URL: {e}", redact(node))
+                })?;
+                if let redis::ConnectionAddr::TcpTls {
+                    insecure: no_check, ..
+                } = node_info.get_connection_info().addr()
+                {
+                    tls = true;
+                    insecure |= *no_check;
+                }
             }
-            // Never the whole URL: it may hold a password.
-            let url_info = redis::Client::open(url.as_str())
-                .map_err(|e| format!("REDIS_URL {} is not a valid Redis URL: {e}", redact(url)))?;
-            let (tls, insecure) = match url_info.get_connection_info().addr() {
-                redis::ConnectionAddr::TcpTls { insecure, .. } => (true, *insecure),
-                _ => (false, false),
-            };
             if insecure {
                 return Err(
                     "REDIS_URL: #insecure (no certificate check) is not supported; \

@@ -5,6 +5,8 @@
 //! it differs from the last one pushed. A thousand joins in a burst thus
 //! cost each client a few count frames, not a thousand. Every few seconds
 //! all local rooms are checked again, which heals any missed notification.
+//! Each tick also announces the participants of dead instances that Redis
+//! removed (found by any script that touched their room).
 
 use crate::hub::Topic;
 use crate::AppState;
@@ -48,6 +50,10 @@ pub async fn run(app: Arc<AppState>) {
                 }
                 continue;
             }
+        }
+        for (room, pseudo) in app.store.take_departures() {
+            tracing::info!(room, pseudo, "removed a participant of a dead instance");
+            crate::chat::announce_departure(&app, &room, &pseudo).await;
         }
         for room in app.counts.take() {
             let topic = Topic::Room(room.clone());

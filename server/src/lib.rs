@@ -9,7 +9,8 @@
 //! - [`stream`]: every room as a stream with positions (memory or Redis),
 //!   and the per-room feeds that deliver it in order.
 //! - [`store`]: presence, nicknames and relay registry (memory or Redis).
-//! - [`cluster`]: heartbeat, re-registration and sweeping of dead instances.
+//! - [`membership`]: this instance's entries in Redis, kept alive and
+//!   registered again when Redis lost them.
 //! - [`counts`]: coalesced participant-count pushes.
 //! - [`guard`]: admission of an upgrade: [`origin`] check, connection
 //!   limits ([`capacity`], per [`client_ip`]).
@@ -26,7 +27,6 @@ pub mod bus;
 pub mod capacity;
 pub mod chat;
 pub mod client_ip;
-pub mod cluster;
 pub mod config;
 pub mod counts;
 pub mod envelope;
@@ -36,6 +36,7 @@ pub mod hub;
 pub mod kind;
 pub mod listener;
 pub mod logging;
+pub mod membership;
 pub mod metrics;
 pub mod origin;
 pub mod redis_client;
@@ -190,25 +191,6 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     Ok(())
 }
 
-/// Fails when REDIS_URL points at a Redis Cluster node (when Redis answers
-/// at start; a Redis that is down is checked by nothing later, as a cluster
-/// node refuses the scripts' keys with an error in the log).
-async fn refuse_cluster(redis: &RedisStore) -> anyhow::Result<()> {
-    let info = tokio::time::timeout(
-        Duration::from_secs(1),
-        redis::cmd("INFO")
-            .arg("cluster")
-            .query_async::<String>(&mut redis.connection()),
-    )
-    .await;
-    match info {
-        Ok(Ok(info)) if info.contains("cluster_enabled:1") => {
-            anyhow::bail!(config::CLUSTER_UNSUPPORTED)
-        }
-        _ => Ok(()),
-    }
-}
-
 /// How long closed clients get to reconnect to another instance and reclaim
 /// their nickname before this instance's entries are removed.
 const RECLAIM_WINDOW: Duration = Duration::from_secs(2);
@@ -222,7 +204,7 @@ async fn leave_cluster(app: &AppState, redis: &RedisStore, deadline: Instant) {
     let reclaim_until = (Instant::now() + RECLAIM_WINDOW).min(deadline - CLEANUP_TIME);
     tokio::time::sleep_until(reclaim_until.into()).await;
     let cleanup = async {
-        let departed = redis.remove_instance().await?;
+        let departed = app.store.depart(redis).await?;
         for (room, pseudo) in &departed {
             chat::announce_departure(app, room, pseudo).await;
         }
@@ -231,7 +213,7 @@ async fn leave_cluster(app: &AppState, redis: &RedisStore, deadline: Instant) {
     let until = deadline.max(Instant::now() + CLEANUP_TIME);
     match tokio::time::timeout_at(until.into(), cleanup).await {
         Ok(Ok(departed)) => tracing::info!(departed, "removed this instance from Redis"),
-        _ => tracing::warn!("could not remove this instance from Redis; the others will sweep it"),
+        _ => tracing::warn!("could not remove this instance from Redis; its entries expire"),
     }
 }
 
@@ -268,18 +250,16 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
             (Backend::Memory(memory), feeds, Store::new(None), streams)
         }
         Some(url) => {
-            let client = redis_client::client(url, &config.redis_ca_cert)?;
+            let target = redis_client::Target::from_url(url, &config.redis_ca_cert).await?;
             let keys = Keys::new(&config.redis_prefix);
-            let status = Arc::new(RedisStatus::default());
+            let status = Arc::new(RedisStatus::new(bus::redis::shard_count(&target)));
             let redis = RedisStore::new(
-                client.clone(),
+                target.commands()?,
                 keys.clone(),
                 instance,
                 config.heartbeat_ttl(),
                 status.clone(),
-            )
-            .context("cannot set up the Redis connection (REDIS_URL)")?;
-            refuse_cluster(&redis).await?;
+            );
             let streams = Arc::new(Streams::Redis(RedisStreams::new(
                 redis.connection(),
                 keys.clone(),
@@ -288,7 +268,8 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
             )));
             let feeds = Feeds::new(hub.clone(), streams.clone());
             let supervisor = bus::redis::Supervisor {
-                client,
+                target,
+                address: redact(url),
                 keys,
                 instance,
                 feeds: feeds.clone(),
@@ -296,13 +277,15 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 status,
                 shutdown: shutdown.clone(),
             };
-            let (bus, subscriber) = bus::redis::RedisBus::start(redis.connection(), supervisor);
-            supervise::spawn(
-                "redis-pubsub",
-                restarts.clone(),
-                shutdown.clone(),
-                move || subscriber.clone().run(),
-            );
+            let (bus, subscribers) = bus::redis::RedisBus::start(redis.connection(), supervisor);
+            for subscriber in subscribers {
+                supervise::spawn(
+                    "redis-pubsub",
+                    restarts.clone(),
+                    shutdown.clone(),
+                    move || subscriber.clone().run(),
+                );
+            }
             (Backend::Redis(bus), feeds, Store::new(Some(redis)), streams)
         }
     };
@@ -330,7 +313,7 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
         move || counts::run(app.clone())
     });
     if let Some(redis) = app.store.redis().cloned() {
-        cluster::start(app.clone(), redis).await;
+        membership::start(app.clone(), redis).await;
     }
     Ok(app)
 }

@@ -1,12 +1,160 @@
 //! The Redis client from `REDIS_URL` (plain `redis://`, or `rediss://` over
-//! TLS, with an optional password or ACL user) and `REDIS_CA_CERT`, and the
-//! URL's printable form: the password never reaches a log line or an error;
-//! and the link's status, as the tasks that use it see it.
+//! TLS, with an optional password or ACL user) and `REDIS_CA_CERT`: one
+//! standalone Redis, or a Redis Cluster (found by asking the node, or
+//! because the URL lists several nodes); the URL's printable form (the
+//! password never reaches a log line or an error); and the link's status,
+//! as the tasks that use it see it.
 
 use crate::metrics;
 use anyhow::Context;
-use redis::{Client, TlsCertificates};
-use std::sync::atomic::{AtomicBool, Ordering};
+use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
+use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
+use redis::cluster_async::ClusterConnection;
+use redis::{Client, Cmd, Pipeline, ProtocolVersion, RedisFuture, TlsCertificates, Value};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Bounds on every command, so that an outage fails fast instead of
+/// stalling clients.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+const RESPONSE_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Where REDIS_URL leads.
+// Built once per process: the variants' sizes do not matter.
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone)]
+pub enum Target {
+    Single(Client),
+    Cluster {
+        commands: ClusterClient,
+        pubsub: ClusterClient,
+    },
+}
+
+impl Target {
+    /// A cluster when REDIS_URL lists several nodes (comma-separated) or
+    /// when its one node says `cluster_enabled:1`. A single node that does
+    /// not answer at start is taken for a standalone Redis: the server
+    /// starts without it, and serves alone until it answers.
+    pub async fn from_url(url: &str, ca_cert: &str) -> anyhow::Result<Target> {
+        let nodes: Vec<&str> = url.split(',').map(str::trim).collect();
+        let mut clients = Vec::new();
+        for node in &nodes {
+            clients.push(client(node, ca_cert)?);
+        }
+        if nodes.len() == 1 && !cluster_enabled(&clients[0]).await {
+            return Ok(Target::Single(clients.remove(0)));
+        }
+        let cluster = |protocol| -> anyhow::Result<ClusterClient> {
+            let mut builder = ClusterClientBuilder::new(nodes.iter().copied())
+                .connection_timeout(CONNECT_TIMEOUT)
+                .response_timeout(RESPONSE_TIMEOUT)
+                .use_protocol(protocol);
+            if let Some(root_cert) = ca_file(ca_cert, url)? {
+                builder = builder.certs(TlsCertificates {
+                    client_tls: None,
+                    root_cert: Some(root_cert),
+                });
+            }
+            builder.build().with_context(|| {
+                format!(
+                    "REDIS_URL {} is not a valid list of Redis Cluster nodes \
+                     (they must share one password and one scheme)",
+                    redact(url)
+                )
+            })
+        };
+        Ok(Target::Cluster {
+            commands: cluster(ProtocolVersion::RESP2)?,
+            // Sharded subscriptions deliver their messages as RESP3 pushes.
+            pubsub: cluster(ProtocolVersion::RESP3)?,
+        })
+    }
+
+    /// The connection for commands: connects on first use and reconnects
+    /// by itself, so an unreachable Redis at start does not stop the server.
+    pub fn commands(&self) -> anyhow::Result<Commands> {
+        Ok(match self {
+            Target::Single(client) => {
+                let config = ConnectionManagerConfig::new()
+                    .set_connection_timeout(Some(CONNECT_TIMEOUT))
+                    .set_response_timeout(Some(RESPONSE_TIMEOUT))
+                    .set_number_of_retries(1)
+                    .set_max_delay(Duration::from_millis(500));
+                Commands::Single(
+                    ConnectionManager::new_lazy_with_config(client.clone(), config)
+                        .context("cannot set up the Redis connection (REDIS_URL)")?,
+                )
+            }
+            Target::Cluster { commands, .. } => Commands::Cluster(
+                commands.get_pending_async_connection_with_config(
+                    ClusterConfig::new()
+                        .set_connection_timeout(CONNECT_TIMEOUT)
+                        .set_response_timeout(RESPONSE_TIMEOUT),
+                ),
+            ),
+        })
+    }
+}
+
+async fn cluster_enabled(client: &Client) -> bool {
+    let info = tokio::time::timeout(CONNECT_TIMEOUT * 2, async {
+        let mut conn = client.get_multiplexed_async_connection().await?;
+        redis::cmd("INFO")
+            .arg("cluster")
+            .query_async::<String>(&mut conn)
+            .await
+    })
+    .await;
+    matches!(info, Ok(Ok(info)) if info.contains("cluster_enabled:1"))
+}
+
+/// One connection for commands, whichever kind of Redis: the code that
+/// uses it reads the same for both.
+#[derive(Clone)]
+pub enum Commands {
+    Single(ConnectionManager),
+    Cluster(ClusterConnection),
+}
+
+impl ConnectionLike for Commands {
+    fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
+        match self {
+            Commands::Single(conn) => conn.req_packed_command(cmd),
+            Commands::Cluster(conn) => conn.req_packed_command(cmd),
+        }
+    }
+
+    fn req_packed_commands<'a>(
+        &'a mut self,
+        pipeline: &'a Pipeline,
+        offset: usize,
+        count: usize,
+    ) -> RedisFuture<'a, Vec<Value>> {
+        match self {
+            Commands::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+        }
+    }
+
+    fn get_db(&self) -> i64 {
+        match self {
+            Commands::Single(conn) => conn.get_db(),
+            Commands::Cluster(conn) => conn.get_db(),
+        }
+    }
+}
+
+/// The CA certificate to trust for `rediss://`, unless it is the system's.
+fn ca_file(ca_cert: &str, url: &str) -> anyhow::Result<Option<Vec<u8>>> {
+    if ca_cert == "system" || !url.trim_start().starts_with("rediss://") {
+        return Ok(None);
+    }
+    std::fs::read(ca_cert)
+        .map(Some)
+        .with_context(|| format!("cannot read REDIS_CA_CERT {ca_cert}"))
+}
 
 /// A client for `url`; over TLS, the server's certificate must chain to
 /// `ca_cert` (a PEM file), or to the machine's trusted roots for `system`.
@@ -22,12 +170,7 @@ pub fn client(url: &str, ca_cert: &str) -> anyhow::Result<Client> {
     // rustls needs a crypto provider chosen once per process; an error
     // only means one is already installed, which is as good.
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let root_cert = match ca_cert {
-        "system" => None,
-        path => {
-            Some(std::fs::read(path).with_context(|| format!("cannot read REDIS_CA_CERT {path}"))?)
-        }
-    };
+    let root_cert = ca_file(ca_cert, url)?;
     let certificates = TlsCertificates {
         client_tls: None,
         root_cert,
@@ -44,6 +187,13 @@ pub fn client(url: &str, ca_cert: &str) -> anyhow::Result<Client> {
 /// `redis+unix:///s?pass=...`), for logs and errors. The user name stays:
 /// it tells which ACL user was tried.
 pub fn redact(url: &str) -> String {
+    url.split(',')
+        .map(|node| redact_node(node.trim()))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+fn redact_node(url: &str) -> String {
     let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
     let rest = rest.split(['?', '#']).next().unwrap_or_default();
     let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
@@ -65,43 +215,58 @@ pub fn redact(url: &str) -> String {
 
 /// The two halves of the Redis link, set by the tasks that use them.
 pub struct RedisStatus {
-    pubsub: AtomicBool,
+    /// Pub/sub connections down (one per shard: one on a single Redis,
+    /// one per partition in a cluster).
+    pubsub_down: AtomicUsize,
     commands: AtomicBool,
-    /// A change was made locally only: Redis must be resynced.
-    stale: AtomicBool,
+    /// Since when commands have answered without a break.
+    answering_since: Mutex<Option<Instant>>,
 }
 
-impl Default for RedisStatus {
+impl RedisStatus {
     /// Commands are presumed to work until one fails, so that the first
     /// clients are registered in Redis rather than locally; pub/sub is down
-    /// until its connection is made.
-    fn default() -> Self {
+    /// until its connections are made.
+    pub fn new(pubsub_connections: usize) -> Self {
         RedisStatus {
-            pubsub: AtomicBool::new(false),
+            pubsub_down: AtomicUsize::new(pubsub_connections),
             commands: AtomicBool::new(true),
-            stale: AtomicBool::new(false),
+            answering_since: Mutex::new(None),
         }
     }
 }
 
 impl RedisStatus {
-    pub fn set_pubsub(&self, up: bool) {
-        self.pubsub.store(up, Ordering::Relaxed);
+    /// One pub/sub connection went from down to up, or back.
+    pub fn pubsub_changed(&self, up: bool) {
+        if up {
+            self.pubsub_down.fetch_sub(1, Ordering::Relaxed);
+        } else {
+            self.pubsub_down.fetch_add(1, Ordering::Relaxed);
+        }
         metrics::redis_up(self.is_up());
     }
 
     pub fn set_commands(&self, up: bool) {
         self.commands.store(up, Ordering::Relaxed);
+        let mut since = self
+            .answering_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        match (up, *since) {
+            (true, None) => *since = Some(Instant::now()),
+            (false, _) => *since = None,
+            (true, Some(_)) => {}
+        }
         metrics::redis_up(self.is_up());
     }
 
-    pub fn mark_stale(&self) {
-        self.stale.store(true, Ordering::Relaxed);
-    }
-
-    /// True (once) if a change was made locally only since the last call.
-    pub fn take_stale(&self) -> bool {
-        self.stale.swap(false, Ordering::Relaxed)
+    /// How long commands have answered without a break.
+    pub fn answering_for(&self) -> Duration {
+        self.answering_since
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .map_or(Duration::ZERO, |since| since.elapsed())
     }
 
     pub fn commands_up(&self) -> bool {
@@ -109,7 +274,7 @@ impl RedisStatus {
     }
 
     pub fn is_up(&self) -> bool {
-        self.pubsub.load(Ordering::Relaxed) && self.commands.load(Ordering::Relaxed)
+        self.pubsub_down.load(Ordering::Relaxed) == 0 && self.commands.load(Ordering::Relaxed)
     }
 }
 
@@ -130,6 +295,10 @@ mod tests {
             "redis+unix:///run/redis.sock"
         );
         assert_eq!(redact("rediss://h:1/#insecure"), "rediss://h:1/");
+        assert_eq!(
+            redact("redis://:a@h:1, redis://:b@h:2"),
+            "redis://:***@h:1,redis://:***@h:2"
+        );
     }
 
     #[test]

@@ -3,7 +3,7 @@
 mod common;
 
 use app::protocol::{ChatMessage, ClientMessage, ServerEvent, SystemKind};
-use common::{free_port, Chat, Client, Received, Redis, Server};
+use common::{free_port, keys, Chat, Client, Received, Redis, Server};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
@@ -24,7 +24,7 @@ async fn sigterm_closes_everyone_with_1012_cleans_redis_and_exits_0() {
     let mut dedicated = Client::connect(&format!("ws://127.0.0.1:{relay_port}")).await;
     dedicated.send_json(json!({"action": "ops"})).await;
     assert_eq!(dedicated.json().await["type"], "registered");
-    assert_eq!(redis.smembers("chat:relay:action:ops").len(), 2);
+    assert_eq!(redis.hkeys(&keys().relay_clients("ops")).len(), 2);
 
     let started = Instant::now();
     server.signal("TERM");
@@ -37,10 +37,15 @@ async fn sigterm_closes_everyone_with_1012_cleans_redis_and_exits_0() {
     assert!(status.success(), "{status:?}");
     assert!(started.elapsed() < Duration::from_secs(7));
 
-    assert!(redis.smembers("chat:relay:action:ops").is_empty());
-    assert!(!redis.smembers("chat:instances").contains(&id));
-    assert!(redis.keys(&format!("chat:instance:{id}:*")).is_empty());
-    assert!(redis.keys("chat:room:general:members").is_empty());
+    assert!(redis.hkeys(&keys().relay_clients("ops")).is_empty());
+    assert!(redis.hkeys(&keys().members("general")).is_empty());
+    for key in [
+        keys().room_instances("general"),
+        keys().relay_instances("ops"),
+    ] {
+        let score: Option<f64> = redis.query(redis::cmd("ZSCORE").arg(&key).arg(&id));
+        assert_eq!(score, None, "{key} no longer lists the instance");
+    }
     let logs = server.logs.lock().unwrap();
     let closed: Vec<serde_json::Value> = logs
         .iter()

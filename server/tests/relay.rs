@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{eventually, free_port, Client, Received, Redis, Server};
+use common::{eventually, free_port, keys, Client, Received, Redis, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -143,8 +143,8 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
 
     let mut ids = vec![id_a.clone(), id_b.clone()];
     ids.sort();
-    assert_eq!(redis.smembers("chat:relay:action:sync"), ids);
-    assert_eq!(redis.smembers("chat:relay:action:other"), [id_other]);
+    assert_eq!(redis.hkeys(&keys().relay_clients("sync")), ids);
+    assert_eq!(redis.hkeys(&keys().relay_clients("other")), [id_other]);
 
     for i in 0..10 {
         on_a.send_json(json!({"seq": i})).await;
@@ -161,13 +161,14 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
     eventually(
         "the closed client leaves Redis",
         Duration::from_secs(5),
-        || async { redis.smembers("chat:relay:action:sync") == [id_b.clone()] },
+        || async { redis.hkeys(&keys().relay_clients("sync")) == [id_b.clone()] },
     )
     .await;
-    let registration: Option<String> = redis::cmd("GET")
-        .arg(format!("chat:relay:client:{id_b}"))
-        .query(&mut redis.connection().unwrap())
-        .unwrap();
+    let registration: Option<String> = redis.query(
+        redis::cmd("HGET")
+            .arg(keys().relay_clients("sync"))
+            .arg(&id_b),
+    );
     let registration: Value = serde_json::from_str(&registration.unwrap()).unwrap();
     assert_eq!(registration["name"], "test", "registration data is kept");
 
@@ -176,25 +177,14 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
     eventually(
         "every relay key is gone",
         Duration::from_secs(5),
-        || async { redis.keys("chat:relay:*").is_empty() },
+        || async { redis.keys("chat:*:relay:*").is_empty() },
     )
     .await;
-    for server in [&a, &b] {
-        let hash = format!("chat:instance:{}:relay", server.instance_id());
-        assert!(redis.keys(&hash).is_empty(), "{hash} emptied");
-    }
     // With no listener left, no instance stays subscribed to the actions.
     eventually(
         "relay channels unsubscribed",
         Duration::from_secs(5),
-        || async {
-            let channels: Vec<String> = redis::cmd("PUBSUB")
-                .arg("CHANNELS")
-                .arg("chat:ch:relay:*")
-                .query(&mut redis.connection().unwrap())
-                .unwrap();
-            channels.is_empty()
-        },
+        || async { redis.subscribed_channels("chat:ch:*:relay:*").is_empty() },
     )
     .await;
 }
@@ -207,12 +197,12 @@ async fn a_crashed_instances_ids_are_swept() {
     let mut doomed = Server::start(Some(&redis), &fast);
     let (_kept, kept_id) = register(&a.relay_url(), "job").await;
     let (_lost, _) = register(&doomed.relay_url(), "job").await;
-    assert_eq!(redis.smembers("chat:relay:action:job").len(), 2);
+    assert_eq!(redis.hkeys(&keys().relay_clients("job")).len(), 2);
     doomed.kill9();
     eventually(
         "the dead instance's ids are swept",
         Duration::from_secs(15),
-        || async { redis.smembers("chat:relay:action:job") == [kept_id.clone()] },
+        || async { redis.hkeys(&keys().relay_clients("job")) == [kept_id.clone()] },
     )
     .await;
 }

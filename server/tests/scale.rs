@@ -3,7 +3,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
-use common::{eventually, texts, Chat, Redis, Server};
+use common::{eventually, keys, texts, Chat, Redis, Server};
 use std::collections::HashMap;
 use std::time::Duration;
 
@@ -222,7 +222,7 @@ async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
     eventually(
         "the member is registered in Redis",
         Duration::from_secs(10),
-        || async { redis.keys("chat:room:general:members").len() == 1 },
+        || async { redis.hkeys(&keys().members("general")).len() == 1 },
     )
     .await;
     solo.say("with redis").await;
@@ -269,12 +269,9 @@ async fn changes_made_while_redis_stalled_are_written_back() {
 
     // Redis stops answering for a while; alice leaves meanwhile, so A can
     // only record it locally.
-    let _: () = redis::cmd("CLIENT")
-        .arg("PAUSE")
-        .arg(4000)
-        .arg("ALL")
-        .query(&mut redis.connection().unwrap())
-        .unwrap();
+    let paused: Vec<()> =
+        redis.on_every_node(redis::cmd("CLIENT").arg("PAUSE").arg(4000).arg("ALL"));
+    assert!(!paused.is_empty());
     alice.client.close().await;
 
     // Once Redis answers again, A writes its view back: bob is told, and
@@ -339,56 +336,4 @@ async fn a_nickname_taken_on_two_instances_during_an_outage_stays_with_one() {
         Chat::open(&a, "").await.2 == 1 && Chat::open(&b, "").await.2 == 1
     })
     .await;
-}
-
-#[tokio::test]
-async fn a_redis_cluster_is_refused_with_one_clear_line() {
-    let dir = std::env::temp_dir().join(format!("cluster-node-{}", uuid::Uuid::new_v4()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let port = common::free_port();
-    let mut node = std::process::Command::new("redis-server")
-        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
-        .args([
-            "--cluster-enabled",
-            "yes",
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-        ])
-        .arg("--dir")
-        .arg(&dir)
-        .stdout(std::process::Stdio::null())
-        .spawn()
-        .expect("redis-server");
-    let url = format!("redis://127.0.0.1:{port}");
-    eventually(
-        "the cluster node answers",
-        Duration::from_secs(10),
-        || async {
-            redis::Client::open(url.as_str())
-                .and_then(|c| c.get_connection())
-                .is_ok()
-        },
-    )
-    .await;
-    for redis_url in [url.clone(), format!("{url},redis://127.0.0.1:1")] {
-        let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-            .env("BIND", "127.0.0.1")
-            .env("PORT", "0")
-            .env("RELAY_PORT", "0")
-            .env("REDIS_URL", &redis_url)
-            .output()
-            .unwrap();
-        let stderr = String::from_utf8(output.stderr).unwrap();
-        assert_ne!(output.status.code(), Some(0), "{stderr}");
-        assert!(
-            stderr.contains("Redis Cluster is not supported yet"),
-            "{stderr}"
-        );
-        assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    }
-    let _ = node.kill();
-    let _ = node.wait();
-    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -282,17 +282,31 @@ async fn a_bad_since_is_refused_with_400() {
     }
 }
 
-/// Kills every pub/sub connection of the Redis (both instances').
-async fn kill_subscriptions(redis_url: String) -> i64 {
-    let client = redis::Client::open(redis_url).unwrap();
-    let mut conn = client.get_multiplexed_async_connection().await.unwrap();
-    redis::cmd("CLIENT")
-        .arg("KILL")
-        .arg("TYPE")
-        .arg("pubsub")
-        .query_async(&mut conn)
-        .await
-        .unwrap()
+/// Kills every pub/sub connection of the Redis nodes (both instances').
+async fn kill_subscriptions(ports: Vec<u16>) -> i64 {
+    let mut killed = 0;
+    for port in ports {
+        let client = redis::Client::open(format!("redis://127.0.0.1:{port}")).unwrap();
+        let mut conn = client.get_multiplexed_async_connection().await.unwrap();
+        killed += redis::cmd("CLIENT")
+            .arg("KILL")
+            .arg("TYPE")
+            .arg("pubsub")
+            .query_async::<i64>(&mut conn)
+            .await
+            .unwrap();
+    }
+    killed
+}
+
+/// How many pub/sub connections two instances hold: one each on a single
+/// Redis; in a cluster, one per partition each.
+fn two_instances_subscriptions(redis: &Redis) -> i64 {
+    if redis.is_cluster() {
+        2 * i64::from(server::store::keys::PARTITIONS)
+    } else {
+        2
+    }
 }
 
 /// A talker on one instance sends `n` messages while the subscriptions
@@ -309,23 +323,28 @@ async fn talk_across_a_lost_subscription(n: usize, kill_after: Duration, pace: D
     read_until(&mut reader, &mut got, |g| !g.is_empty()).await;
 
     let kill = tokio::spawn({
-        let url = redis.url();
+        let ports = redis.ports();
         async move {
             tokio::time::sleep(kill_after).await;
-            kill_subscriptions(url).await
+            kill_subscriptions(ports).await
         }
     });
+    let expected = two_instances_subscriptions(&redis);
     let mut kill = Some(kill);
     if kill_after.is_zero() {
         let killed = kill.take().unwrap().await.unwrap();
-        assert_eq!(killed, 2, "both instances' subscriptions");
+        assert_eq!(killed, expected, "both instances' subscriptions");
     }
     for i in 0..n {
         talker.say(&format!("m{i}")).await;
         tokio::time::sleep(pace).await;
     }
     if let Some(kill) = kill {
-        assert_eq!(kill.await.unwrap(), 2, "both instances' subscriptions");
+        assert_eq!(
+            kill.await.unwrap(),
+            expected,
+            "both instances' subscriptions"
+        );
     }
     let sent = talker.messages(n).await;
     read_until(&mut reader, &mut got, |g| g.len() > n).await;

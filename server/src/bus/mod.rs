@@ -61,7 +61,7 @@ impl Bus {
             Topic::Action(_) => self.hub().insert(topic, id, peer),
         }
         if let Backend::Redis(redis) = &self.backend {
-            redis.sync_subscriptions().await;
+            redis.sync_subscriptions(topic).await;
         }
     }
 
@@ -72,7 +72,7 @@ impl Bus {
         };
         if last {
             if let Backend::Redis(redis) = &self.backend {
-                redis.request_sync();
+                redis.request_sync(topic);
             }
         }
     }

@@ -1,24 +1,35 @@
 //! Redis pub/sub between instances.
 //!
-//! Publishing goes through the shared multiplexed command connection.
-//! Receiving uses a dedicated pub/sub connection owned by one supervisor
-//! task, which keeps the subscriptions equal to "the topics this instance
-//! has listeners on, plus the presence channel" (it reconciles rather than
+//! Publishing goes through the shared command connection: PUBLISH on one
+//! Redis, SPUBLISH (sharded pub/sub, handled by the channel's shard alone)
+//! in a Redis Cluster. Receiving uses dedicated connections, one per shard:
+//! a single one on one Redis; in a cluster one per partition, following only
+//! channels of its partition's slot, so that after a node restart or a
+//! failover the client can subscribe them again in one command (channels of
+//! different slots would be refused with CROSSSLOT).
+//!
+//! Each connection is owned by one supervisor task, which keeps its
+//! subscriptions equal to "the topics of its shard this instance has
+//! listeners on, plus the presence channels" (it reconciles rather than
 //! replaying subscribe/unsubscribe calls, so races cannot leave a stale
-//! subscription), and which reconnects with backoff and resubscribes when
-//! the connection drops.
+//! subscription). When the connection drops, a slot moves, or a probe goes
+//! unanswered, it connects again with backoff, subscribes again, and has
+//! the feeds read back from the streams what was published meanwhile.
 
 use crate::counts::Counts;
 use crate::envelope::Envelope;
 use crate::hub::Topic;
 use crate::metrics;
-use crate::redis_client::RedisStatus;
-use crate::store::keys::Keys;
+use crate::redis_client::{Commands, RedisStatus, Target};
+use crate::store::keys::{topic_partition, Channel, Keys, PARTITIONS};
 use crate::stream::feed::Feeds;
+use crate::stream::publish_command;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use futures::StreamExt;
-use redis::aio::{ConnectionManager, PubSubSink};
-use redis::AsyncCommands;
+use redis::aio::{PubSubSink, PubSubStream};
+use redis::cluster::ClusterConfig;
+use redis::cluster_async::ClusterConnection;
+use redis::{Msg, PushInfo, PushKind};
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
@@ -32,35 +43,24 @@ use uuid::Uuid;
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 /// Bound on every pub/sub round trip, so a silent Redis is noticed.
 const PUBSUB_TIMEOUT: Duration = Duration::from_secs(3);
-/// Pub/sub keepalive: a PING on the subscription connection this often.
+/// Keepalive: each subscription connection is probed this often.
 const PUBSUB_PING: Duration = Duration::from_secs(5);
 
 type SyncRequest = Option<oneshot::Sender<()>>;
 
 pub struct RedisBus {
-    conn: ConnectionManager,
+    conn: Commands,
     keys: Keys,
-    sync: mpsc::UnboundedSender<SyncRequest>,
+    /// Subscription requests, one sender per shard.
+    shards: Vec<mpsc::UnboundedSender<SyncRequest>>,
     status: Arc<RedisStatus>,
 }
 
-/// The task that owns the pub/sub connection.
-pub struct Subscriber {
-    supervisor: Supervisor,
-    /// Subscription requests, taken by whichever run is live.
-    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<SyncRequest>>,
-}
-
-impl Subscriber {
-    pub async fn run(self: Arc<Self>) {
-        let mut requests = self.requests.lock().await;
-        self.supervisor.run(&mut requests).await;
-    }
-}
-
-/// What the supervisor task needs.
+/// What every shard's supervisor needs.
 pub struct Supervisor {
-    pub client: redis::Client,
+    pub target: Target,
+    /// REDIS_URL without its password, for the logs.
+    pub address: String,
     pub keys: Keys,
     pub instance: Uuid,
     pub feeds: Arc<Feeds>,
@@ -69,33 +69,72 @@ pub struct Supervisor {
     pub shutdown: CancellationToken,
 }
 
+/// The task that owns one shard's subscription connection.
+pub struct Subscriber {
+    shard: Shard,
+    /// Subscription requests, taken by whichever run is live.
+    requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<SyncRequest>>,
+}
+
+impl Subscriber {
+    pub async fn run(self: Arc<Self>) {
+        let mut requests = self.requests.lock().await;
+        self.shard.run(&mut requests).await;
+    }
+}
+
+/// How many subscription connections a target needs.
+pub fn shard_count(target: &Target) -> usize {
+    match target {
+        Target::Single(_) => 1,
+        Target::Cluster { .. } => PARTITIONS as usize,
+    }
+}
+
 impl RedisBus {
-    /// Returns the bus and its subscriber, for the caller to run
+    /// Returns the bus and its subscribers, for the caller to run
     /// (supervised: [`Subscriber::run`] can be run again if it ends).
-    pub fn start(conn: ConnectionManager, supervisor: Supervisor) -> (Self, Arc<Subscriber>) {
-        let (sync, requests) = mpsc::unbounded_channel();
+    pub fn start(conn: Commands, supervisor: Supervisor) -> (Self, Vec<Arc<Subscriber>>) {
+        let count = shard_count(&supervisor.target);
+        let (keys, status) = (supervisor.keys.clone(), supervisor.status.clone());
+        let common = Arc::new(supervisor);
+        let mut shards = Vec::new();
+        let mut subscribers = Vec::new();
+        for index in 0..count {
+            let (sync, requests) = mpsc::unbounded_channel();
+            shards.push(sync);
+            let partition = (count > 1).then_some(index as u32);
+            subscribers.push(Arc::new(Subscriber {
+                shard: Shard {
+                    common: common.clone(),
+                    partition,
+                },
+                requests: tokio::sync::Mutex::new(requests),
+            }));
+        }
         let bus = RedisBus {
             conn,
-            keys: supervisor.keys.clone(),
-            sync,
-            status: supervisor.status.clone(),
+            keys,
+            shards,
+            status,
         };
-        let subscriber = Subscriber {
-            supervisor,
-            requests: tokio::sync::Mutex::new(requests),
-        };
-        (bus, Arc::new(subscriber))
+        (bus, subscribers)
     }
 
-    pub async fn sync_subscriptions(&self) {
+    fn shard(&self, topic: &Topic) -> &mpsc::UnboundedSender<SyncRequest> {
+        let index = topic_partition(topic) as usize % self.shards.len();
+        &self.shards[index]
+    }
+
+    pub async fn sync_subscriptions(&self, topic: &Topic) {
         let (done, wait) = oneshot::channel();
-        if self.sync.send(Some(done)).is_ok() {
+        if self.shard(topic).send(Some(done)).is_ok() {
             let _ = timeout(SUBSCRIBE_WAIT, wait).await;
         }
     }
 
-    pub fn request_sync(&self) {
-        let _ = self.sync.send(None);
+    pub fn request_sync(&self, topic: &Topic) {
+        let _ = self.shard(topic).send(None);
     }
 
     pub async fn publish(&self, topic: &Topic, envelope: &Envelope) {
@@ -103,7 +142,7 @@ impl RedisBus {
     }
 
     pub async fn publish_presence(&self, room: &str) {
-        self.send(self.keys.presence_channel(), room.as_bytes().to_vec())
+        self.send(self.keys.presence_channel(room), room.as_bytes().to_vec())
             .await;
     }
 
@@ -114,7 +153,11 @@ impl RedisBus {
             metrics::error("redis", "publish");
             return;
         }
-        let result: redis::RedisResult<()> = self.conn.clone().publish(&channel, payload).await;
+        let result: redis::RedisResult<()> = redis::cmd(publish_command(&self.conn))
+            .arg(&channel)
+            .arg(payload)
+            .query_async(&mut self.conn.clone())
+            .await;
         if let Err(err) = result {
             // One line per frame would flood the log during an outage: the
             // supervisor reports the outage, the counter counts the losses.
@@ -125,9 +168,18 @@ impl RedisBus {
     }
 }
 
-impl Supervisor {
+/// One subscription connection and what it follows: every partition on a
+/// single Redis, one partition in a cluster.
+struct Shard {
+    common: Arc<Supervisor>,
+    partition: Option<u32>,
+}
+
+impl Shard {
     async fn run(&self, requests: &mut mpsc::UnboundedReceiver<SyncRequest>) {
-        let address = self.client.get_connection_info().addr().to_string();
+        let common = &self.common;
+        let shard = self.partition.map_or("all".to_owned(), |p| p.to_string());
+        let address = &common.address;
         let backoff = ExponentialBuilder::default()
             // Capped low: cross-instance delivery must resume within about
             // a second of Redis answering again.
@@ -139,76 +191,54 @@ impl Supervisor {
         let mut was_connected = false;
         loop {
             let connected = tokio::select! {
-                _ = self.shutdown.cancelled() => return,
-                result = timeout(PUBSUB_TIMEOUT, self.client.get_async_pubsub()) => result,
+                _ = common.shutdown.cancelled() => return,
+                result = timeout(PUBSUB_TIMEOUT, Link::connect(&common.target)) => result,
             };
             match connected {
-                Ok(Ok(pubsub)) => {
-                    let (mut sink, mut stream) = pubsub.split();
+                Ok(Ok(mut link)) => {
                     let mut subscribed = HashSet::new();
-                    match self.reconcile(&mut sink, &mut subscribed).await {
+                    match self.reconcile(&mut link, &mut subscribed).await {
                         Ok(()) => {
-                            self.status.set_pubsub(true);
+                            common.status.pubsub_changed(true);
                             // Redis answers: commands may go to it again
-                            // without waiting for the next heartbeat.
-                            self.status.set_commands(true);
+                            // without waiting for the next refresh.
+                            common.status.set_commands(true);
                             // Events published while the subscription was
                             // down are read back from the streams.
-                            self.feeds.repair_all();
+                            for topic in &self.topics() {
+                                if let Topic::Room(room) = topic {
+                                    common.feeds.repair(room);
+                                }
+                            }
                             delays = backoff.build();
                             if was_connected {
                                 metrics::redis_reconnected();
                             }
-                            tracing::info!(redis = %address, channels = subscribed.len(), "Redis pub/sub connected");
+                            tracing::info!(redis = %address, shard, channels = subscribed.len(), "Redis pub/sub connected");
                             was_connected = true;
                             // Counts may have changed while we were away.
-                            for room in self.feeds.hub().rooms() {
-                                self.counts.mark(&room);
+                            for room in common.feeds.hub().rooms() {
+                                common.counts.mark(&room);
                             }
-                            let mut ping = tokio::time::interval_at(
-                                tokio::time::Instant::now() + PUBSUB_PING,
-                                PUBSUB_PING,
-                            );
-                            loop {
-                                tokio::select! {
-                                    _ = self.shutdown.cancelled() => return,
-                                    message = stream.next() => match message {
-                                        Some(message) => self.dispatch(&message),
-                                        None => break,
-                                    },
-                                    Some(request) = requests.recv() => {
-                                        let result = self.reconcile(&mut sink, &mut subscribed).await;
-                                        if let Some(done) = request {
-                                            let _ = done.send(());
-                                        }
-                                        if result.is_err() {
-                                            break;
-                                        }
-                                    }
-                                    _ = ping.tick() => {
-                                        // In subscribed mode the reply is an array, not "PONG".
-                                        let pong = timeout(PUBSUB_TIMEOUT, sink.ping::<redis::Value>()).await;
-                                        if !matches!(pong, Ok(Ok(_))) {
-                                            break;
-                                        }
-                                    }
-                                }
+                            self.listen(&mut link, &mut subscribed, requests).await;
+                            common.status.pubsub_changed(false);
+                            if common.shutdown.is_cancelled() {
+                                return;
                             }
-                            tracing::warn!(redis = %address, "lost the Redis pub/sub connection; local delivery goes on; reconnecting");
+                            tracing::warn!(redis = %address, shard, "lost a Redis pub/sub connection; local delivery goes on; reconnecting");
                         }
                         Err(err) => {
-                            tracing::warn!(redis = %address, error = %err, "Redis subscribe failed; retrying");
+                            tracing::warn!(redis = %address, shard, error = %err, "Redis subscribe failed; retrying");
                         }
                     }
                 }
                 Ok(Err(err)) => {
-                    tracing::warn!(redis = %address, error = %err, "cannot reach Redis; serving local clients only, retrying with backoff");
+                    tracing::warn!(redis = %address, shard, error = %err, "cannot reach Redis for pub/sub; serving local clients only, retrying with backoff");
                 }
                 Err(_) => {
-                    tracing::warn!(redis = %address, "Redis did not answer in time; serving local clients only, retrying with backoff");
+                    tracing::warn!(redis = %address, shard, "Redis did not answer in time; serving local clients only, retrying with backoff");
                 }
             }
-            self.status.set_pubsub(false);
             let delay = delays.next().unwrap_or(Duration::from_millis(800));
             // Listeners that join meanwhile must not wait for a subscription
             // that cannot happen now; the next connection subscribes them.
@@ -216,7 +246,7 @@ impl Supervisor {
             tokio::pin!(pause);
             loop {
                 tokio::select! {
-                    _ = self.shutdown.cancelled() => return,
+                    _ = common.shutdown.cancelled() => return,
                     _ = &mut pause => break,
                     Some(request) = requests.recv() => {
                         if let Some(done) = request {
@@ -228,50 +258,104 @@ impl Supervisor {
         }
     }
 
-    /// Subscribes to what is needed and unsubscribes from what is not.
-    async fn reconcile(
+    /// Delivers what arrives and serves subscription requests until the
+    /// connection is lost (or shutdown).
+    async fn listen(
         &self,
-        sink: &mut PubSubSink,
+        link: &mut Link,
         subscribed: &mut HashSet<String>,
-    ) -> redis::RedisResult<()> {
-        let mut wanted: HashSet<String> = self
+        requests: &mut mpsc::UnboundedReceiver<SyncRequest>,
+    ) {
+        let mut ping =
+            tokio::time::interval_at(tokio::time::Instant::now() + PUBSUB_PING, PUBSUB_PING);
+        loop {
+            tokio::select! {
+                _ = self.common.shutdown.cancelled() => return,
+                incoming = link.next() => match incoming {
+                    Incoming::Message(message) => self.dispatch(&message),
+                    Incoming::Lost => return,
+                    // A slot moved to another node (or the server dropped
+                    // the subscription): follow it there.
+                    Incoming::Unsubscribed(channel) if subscribed.contains(&channel) => return,
+                    Incoming::Unsubscribed(_) | Incoming::Other => {}
+                },
+                Some(request) = requests.recv() => {
+                    let result = self.reconcile(link, subscribed).await;
+                    if let Some(done) = request {
+                        let _ = done.send(());
+                    }
+                    if result.is_err() {
+                        return;
+                    }
+                }
+                _ = ping.tick() => {
+                    let probe = self.common.keys.partition_presence(self.partition.unwrap_or(0));
+                    if !matches!(timeout(PUBSUB_TIMEOUT, link.probe(&probe)).await, Ok(Ok(()))) {
+                        return;
+                    }
+                }
+            }
+        }
+    }
+
+    /// The topics this shard follows: those with local listeners, in its
+    /// partition.
+    fn topics(&self) -> Vec<Topic> {
+        self.common
             .feeds
             .hub()
             .topics()
-            .iter()
-            .map(|t| self.keys.channel(t))
-            .collect();
-        wanted.insert(self.keys.presence_channel());
+            .into_iter()
+            .filter(|topic| self.partition.is_none_or(|p| topic_partition(topic) == p))
+            .collect()
+    }
+
+    /// Subscribes to what is needed and unsubscribes from what is not.
+    async fn reconcile(
+        &self,
+        link: &mut Link,
+        subscribed: &mut HashSet<String>,
+    ) -> redis::RedisResult<()> {
+        let keys = &self.common.keys;
+        let mut wanted: HashSet<String> = self.topics().iter().map(|t| keys.channel(t)).collect();
+        match self.partition {
+            Some(partition) => {
+                wanted.insert(keys.partition_presence(partition));
+            }
+            None => wanted.extend((0..PARTITIONS).map(|p| keys.partition_presence(p))),
+        }
         let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
         let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
         if !add.is_empty() {
-            timeout_redis(sink.subscribe(&add)).await?;
+            timeout_redis(link.subscribe(&add)).await?;
             // A listener that stopped waiting for this subscription read its
             // room before it took effect: what was published in between is
             // read back from the stream.
             for channel in &add {
-                if let Some(Topic::Room(room)) = self.keys.topic(channel) {
-                    self.feeds.repair(&room);
+                if let Some(Topic::Room(room)) = keys.topic(channel) {
+                    self.common.feeds.repair(&room);
                 }
             }
         }
         if !remove.is_empty() {
-            timeout_redis(sink.unsubscribe(&remove)).await?;
+            timeout_redis(link.unsubscribe(&remove)).await?;
         }
         *subscribed = wanted;
         Ok(())
     }
 
-    fn dispatch(&self, message: &redis::Msg) {
+    fn dispatch(&self, message: &Msg) {
+        let common = &self.common;
         let channel = message.get_channel_name();
-        if channel == self.keys.presence_channel() {
-            if let Ok(room) = std::str::from_utf8(message.get_payload_bytes()) {
-                self.counts.mark(room);
+        let topic = match common.keys.channel_kind(channel) {
+            Some(Channel::Topic(topic)) => topic,
+            Some(Channel::Presence) => {
+                if let Ok(room) = std::str::from_utf8(message.get_payload_bytes()) {
+                    common.counts.mark(room);
+                }
+                return;
             }
-            return;
-        }
-        let Some(topic) = self.keys.topic(channel) else {
-            return;
+            None => return,
         };
         let Some(envelope) = Envelope::decode(message.get_payload_bytes()) else {
             metrics::error("redis", "bad_envelope");
@@ -282,12 +366,98 @@ impl Supervisor {
         match topic {
             // This instance's own appends too: the feed keeps the first copy
             // and puts every instance's events in one order.
-            Topic::Room(room) => self.feeds.offer(&room, envelope.frame),
-            Topic::Action(_) if envelope.origin == self.instance => {}
+            Topic::Room(room) => common.feeds.offer(&room, envelope.frame),
+            Topic::Action(_) if envelope.origin == common.instance => {}
             Topic::Action(_) => {
-                self.feeds
+                common
+                    .feeds
                     .hub()
                     .deliver(&topic, &envelope.frame, envelope.except);
+            }
+        }
+    }
+}
+
+/// A subscription connection: plain pub/sub on one Redis, sharded pub/sub
+/// through the cluster client (which follows its slot to whichever node
+/// holds it) in a Redis Cluster.
+enum Link {
+    Plain(PubSubSink, PubSubStream),
+    Sharded(ClusterConnection, mpsc::UnboundedReceiver<PushInfo>),
+}
+
+enum Incoming {
+    Message(Msg),
+    /// The server ended the subscription to this channel.
+    Unsubscribed(String),
+    Lost,
+    Other,
+}
+
+impl Link {
+    async fn connect(target: &Target) -> redis::RedisResult<Link> {
+        match target {
+            Target::Single(client) => {
+                let (sink, stream) = client.get_async_pubsub().await?.split();
+                Ok(Link::Plain(sink, stream))
+            }
+            Target::Cluster { pubsub, .. } => {
+                let (pushes, received) = mpsc::unbounded_channel();
+                let config = ClusterConfig::new()
+                    .set_connection_timeout(PUBSUB_TIMEOUT)
+                    .set_response_timeout(PUBSUB_TIMEOUT)
+                    .set_push_sender(pushes);
+                let conn = pubsub.get_async_connection_with_config(config).await?;
+                Ok(Link::Sharded(conn, received))
+            }
+        }
+    }
+
+    async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Link::Plain(sink, _) => sink.subscribe(channels).await,
+            Link::Sharded(conn, _) => conn.ssubscribe(channels).await,
+        }
+    }
+
+    async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
+        match self {
+            Link::Plain(sink, _) => sink.unsubscribe(channels).await,
+            Link::Sharded(conn, _) => conn.sunsubscribe(channels).await,
+        }
+    }
+
+    /// Checks that the connection answers; in a cluster, that the node
+    /// holding the shard's slot does (subscribing again to a channel
+    /// already followed changes nothing).
+    async fn probe(&mut self, channel: &str) -> redis::RedisResult<()> {
+        match self {
+            // In subscribed mode the reply is an array, not "PONG".
+            Link::Plain(sink, _) => sink.ping::<redis::Value>().await.map(drop),
+            Link::Sharded(conn, _) => conn.ssubscribe(channel).await,
+        }
+    }
+
+    async fn next(&mut self) -> Incoming {
+        match self {
+            Link::Plain(_, stream) => stream
+                .next()
+                .await
+                .map_or(Incoming::Lost, Incoming::Message),
+            Link::Sharded(_, pushes) => {
+                let Some(push) = pushes.recv().await else {
+                    return Incoming::Lost;
+                };
+                match push.kind {
+                    PushKind::Disconnection => Incoming::Lost,
+                    PushKind::SUnsubscribe => match push.data.first() {
+                        Some(redis::Value::BulkString(channel)) => {
+                            Incoming::Unsubscribed(String::from_utf8_lossy(channel).into_owned())
+                        }
+                        _ => Incoming::Other,
+                    },
+                    _ => Msg::from_push_info(push).map_or(Incoming::Other, Incoming::Message),
+                }
             }
         }
     }

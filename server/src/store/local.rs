@@ -131,6 +131,21 @@ impl Local {
             .collect()
     }
 
+    pub fn room_members(&self, room: &str) -> Vec<(ConnId, Member)> {
+        self.rooms.get(room).map_or_else(Vec::new, |room| {
+            room.members
+                .iter()
+                .map(|(conn, m)| (*conn, m.clone()))
+                .collect()
+        })
+    }
+
+    pub fn action_clients(&self, action: &str) -> Vec<(ConnId, Utf8Bytes)> {
+        self.relay.get(action).map_or_else(Vec::new, |clients| {
+            clients.iter().map(|(id, reg)| (*id, reg.clone())).collect()
+        })
+    }
+
     pub fn relay_clients(&self) -> Vec<RelayEntry> {
         self.relay
             .iter()

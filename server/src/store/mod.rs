@@ -4,22 +4,26 @@
 //! With Redis, Redis decides (nicknames are unique across instances, counts
 //! are totals) and [`local::Local`] mirrors this instance's part of it. When
 //! a Redis call fails, the instance goes on alone with its local view and
-//! says so in the logs; the cluster task registers the local view again once
-//! Redis answers.
+//! says so in the logs; the membership task (`crate::cluster`) registers
+//! the local view again once Redis answers.
 
 pub mod keys;
 mod local;
 pub mod redis;
 
-use crate::hub::ConnId;
+use crate::hub::{ConnId, Topic};
 use crate::metrics;
 use app::protocol::Pseudo;
 use axum::extract::ws::Utf8Bytes;
+use futures::{stream, StreamExt, TryStreamExt};
 use local::{Local, MemberEntry, RelayEntry};
+use std::collections::HashSet;
 use std::sync::{Mutex, MutexGuard};
 use uuid::Uuid;
 
+use self::redis::Departed;
 pub use self::redis::RedisStore;
+use ::redis::{RedisError, RedisResult};
 
 /// A participant who joined a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -44,11 +48,26 @@ pub struct Store {
     /// Members found holding a nickname that Redis gave to somebody else,
     /// kept until the caller acts on them (even if the resync failed later).
     conflicts: Mutex<Vec<Conflict>>,
+    /// (room, nickname) of members of dead instances that Redis removed,
+    /// to be announced as gone.
+    departures: Mutex<Vec<(String, String)>>,
+    /// Rooms and actions changed here while Redis did not answer: Redis
+    /// must be told their state again.
+    stale: Mutex<HashSet<Topic>>,
 }
 
 /// (room, connection, nickname) of a member who lost its nickname to a
 /// participant of another instance who held it in Redis.
 pub type Conflict = (String, ConnId, String);
+
+/// How many rooms and actions a refresh sends to Redis at once.
+const REFRESH_CONCURRENCY: usize = 32;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the data
+    // half-updated in a way that matters more than losing the instance.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Store {
     pub fn new(redis: Option<RedisStore>) -> Self {
@@ -56,6 +75,8 @@ impl Store {
             local: Mutex::default(),
             redis,
             conflicts: Mutex::default(),
+            departures: Mutex::default(),
+            stale: Mutex::default(),
         }
     }
 
@@ -64,20 +85,31 @@ impl Store {
     }
 
     /// Redis, unless it is known to be unreachable right now (then the
-    /// change is made locally and Redis is marked for a resync).
-    fn reachable(&self) -> Option<&RedisStore> {
+    /// change is made locally and the topic is marked for a resync).
+    fn reachable(&self, topic: impl FnOnce() -> Topic) -> Option<&RedisStore> {
         let redis = self.redis.as_ref()?;
         if redis.status().commands_up() {
             return Some(redis);
         }
-        redis.status().mark_stale();
+        lock(&self.stale).insert(topic());
         None
     }
 
+    fn failed(&self, redis: &RedisStore, operation: &'static str, topic: Topic, err: &RedisError) {
+        metrics::error("redis", operation);
+        tracing::warn!(operation, error = %err, "Redis call failed; using this instance's local state until it answers again");
+        redis.status().set_commands(false);
+        lock(&self.stale).insert(topic);
+    }
+
     fn local(&self) -> MutexGuard<'_, Local> {
-        // A panic while holding this lock cannot leave the maps half-updated
-        // in a way that matters more than losing the whole instance would.
-        self.local.lock().unwrap_or_else(|e| e.into_inner())
+        lock(&self.local)
+    }
+
+    fn departed(&self, room: &str, pseudos: Departed) {
+        if !pseudos.is_empty() {
+            lock(&self.departures).extend(pseudos.into_iter().map(|p| (room.to_owned(), p)));
+        }
     }
 
     /// Takes `member.pseudo` in the room for the connection; `previous` is
@@ -90,12 +122,14 @@ impl Store {
         previous: Option<&Pseudo>,
     ) -> Claim {
         let previous_key = previous.map(Pseudo::key);
-        if let Some(redis) = self.reachable() {
+        let topic = || Topic::Room(room.to_owned());
+        if let Some(redis) = self.reachable(topic) {
             match redis
                 .claim(room, conn, member, previous_key.as_deref())
                 .await
             {
-                Ok((claim, replaced)) => {
+                Ok((claim, replaced, departed)) => {
+                    self.departed(room, departed);
                     if claim != Claim::Taken {
                         let mut local = self.local();
                         if let Some(replaced) = replaced {
@@ -105,7 +139,7 @@ impl Store {
                     }
                     return claim;
                 }
-                Err(err) => redis_failed(redis, "claim", &err),
+                Err(err) => self.failed(redis, "claim", topic(), &err),
             }
         }
         self.local()
@@ -115,11 +149,15 @@ impl Store {
     /// True if the connection was still the member (not replaced by a newer
     /// connection of the same session, nor swept).
     pub async fn leave(&self, room: &str, conn: ConnId, member: &Member) -> bool {
-        let local = self.local().leave(room, conn, member);
-        if let Some(redis) = self.reachable() {
-            match redis.leave(room, conn, member).await {
+        let (local, last_here) = {
+            let mut local = self.local();
+            (local.leave(room, conn, member), local.count(room) == 0)
+        };
+        let topic = || Topic::Room(room.to_owned());
+        if let Some(redis) = self.reachable(topic) {
+            match redis.leave(room, conn, member, last_here).await {
                 Ok(removed) => return removed,
-                Err(err) => redis_failed(redis, "leave", &err),
+                Err(err) => self.failed(redis, "leave", topic(), &err),
             }
         }
         local
@@ -127,10 +165,14 @@ impl Store {
 
     /// Participants of the room: all instances with Redis, this one without.
     pub async fn count(&self, room: &str) -> u64 {
-        if let Some(redis) = self.reachable() {
+        let topic = || Topic::Room(room.to_owned());
+        if let Some(redis) = self.reachable(topic) {
             match redis.count(room).await {
-                Ok(count) => return count,
-                Err(err) => redis_failed(redis, "count", &err),
+                Ok((count, departed)) => {
+                    self.departed(room, departed);
+                    return count;
+                }
+                Err(err) => self.failed(redis, "count", topic(), &err),
             }
         }
         self.local().count(room)
@@ -141,95 +183,179 @@ impl Store {
     pub async fn relay_register(&self, action: &str, id: ConnId, registration: &Utf8Bytes) {
         self.local()
             .relay_register(action, id, registration.clone());
-        if let Some(redis) = self.reachable() {
+        let topic = || Topic::Action(action.to_owned());
+        if let Some(redis) = self.reachable(topic) {
             if let Err(err) = redis.relay_register(action, id, registration).await {
-                redis_failed(redis, "relay_register", &err);
+                self.failed(redis, "relay_register", topic(), &err);
             }
         }
     }
 
     pub async fn relay_unregister(&self, action: &str, id: ConnId) {
-        self.local().relay_unregister(action, id);
-        if let Some(redis) = self.reachable() {
-            if let Err(err) = redis.relay_unregister(action, id).await {
-                redis_failed(redis, "relay_unregister", &err);
+        let last_here = {
+            let mut local = self.local();
+            local.relay_unregister(action, id);
+            local.action_clients(action).is_empty()
+        };
+        let topic = || Topic::Action(action.to_owned());
+        if let Some(redis) = self.reachable(topic) {
+            if let Err(err) = redis.relay_unregister(action, id, last_here).await {
+                self.failed(redis, "relay_unregister", topic(), &err);
             }
         }
     }
 
-    /// Makes Redis hold exactly this instance's local view again, after
-    /// Redis lost entries (restart), swept them (missed heartbeats), or
-    /// missed changes that were made locally while it did not answer.
-    /// Returns the (room, nickname) of participants Redis still had but
-    /// who left meanwhile, and every room whose participants may have changed.
-    pub async fn resync(&self, redis: &RedisStore) -> ::redis::RedisResult<Resync> {
-        let stale = redis.remove_own_entries().await?;
+    /// Keeps this instance's entries alive in Redis, room by room and
+    /// action by action, and makes Redis hold exactly the local view again
+    /// wherever it lost part of it (restart, expiry) or missed changes made
+    /// while it did not answer; with `everything`, in every room and action
+    /// (after a failed refresh). Returns the rooms whose participants may
+    /// have changed.
+    pub async fn refresh(&self, redis: &RedisStore, everything: bool) -> RedisResult<Vec<String>> {
+        let stale = std::mem::take(&mut *lock(&self.stale));
         let (members, relay) = self.snapshot();
-        for (room, conn, member) in &members {
-            if redis.claim(room, *conn, member, None).await?.0 == Claim::Taken {
+        let mut topics: HashSet<Topic> = members
+            .iter()
+            .map(|(room, _, _)| Topic::Room(room.clone()))
+            .chain(
+                relay
+                    .iter()
+                    .map(|(action, _, _)| Topic::Action(action.clone())),
+            )
+            .collect();
+        topics.extend(stale.iter().cloned());
+        let result = stream::iter(topics)
+            .map(|topic| {
+                let resync = everything || stale.contains(&topic);
+                async move {
+                    let changed = self.refresh_topic(redis, &topic, resync).await?;
+                    Ok::<_, RedisError>(changed.then_some(topic))
+                }
+            })
+            .buffer_unordered(REFRESH_CONCURRENCY)
+            .try_collect::<Vec<_>>()
+            .await;
+        match result {
+            Ok(changed) => Ok(changed
+                .into_iter()
+                .flatten()
+                .filter_map(|topic| match topic {
+                    Topic::Room(room) => Some(room),
+                    Topic::Action(_) => None,
+                })
+                .collect()),
+            Err(err) => {
+                // Told again next time, in full.
+                lock(&self.stale).extend(stale);
+                Err(err)
+            }
+        }
+    }
+
+    /// True if the topic was registered again.
+    async fn refresh_topic(
+        &self,
+        redis: &RedisStore,
+        topic: &Topic,
+        resync: bool,
+    ) -> RedisResult<bool> {
+        let present = match topic {
+            Topic::Room(room) => {
+                let (present, departed) = redis.refresh_room(room).await?;
+                self.departed(room, departed);
+                present
+            }
+            Topic::Action(action) => redis.refresh_action(action).await?,
+        };
+        if present && !resync {
+            return Ok(false);
+        }
+        match topic {
+            Topic::Room(room) => self.resync_room(redis, room).await?,
+            Topic::Action(action) => self.resync_action(redis, action).await?,
+        }
+        Ok(true)
+    }
+
+    /// Replaces this instance's entries of a room in Redis with its local
+    /// view. Whoever Redis still had but who left meanwhile is announced as
+    /// gone; whoever lost a nickname to another instance's holder is told.
+    async fn resync_room(&self, redis: &RedisStore, room: &str) -> RedisResult<()> {
+        let stale = redis.depart_room(room).await?;
+        let members = self.local().room_members(room);
+        for (conn, member) in &members {
+            let (claim, _, departed) = redis.claim(room, *conn, member, None).await?;
+            self.departed(room, departed);
+            if claim == Claim::Taken {
                 // Taken here while Redis was away, and held in Redis by
                 // somebody else: they keep it, this connection gives it up.
                 tracing::warn!(%conn, room, pseudo = %member.pseudo, "nickname taken on another instance while Redis was away; it stays with them");
                 self.local().leave(room, *conn, member);
-                self.conflicts
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .push((room.clone(), *conn, member.pseudo.to_string()));
+                lock(&self.conflicts).push((room.to_owned(), *conn, member.pseudo.to_string()));
             }
-        }
-        for (action, id, registration) in &relay {
-            redis.relay_register(action, *id, registration).await?;
         }
         // Whoever left while the entries above were written was removed
         // from Redis before being written back: remove them again.
-        let (members_now, relay_now) = self.snapshot();
-        for (room, conn, member) in &members {
-            if !members_now.iter().any(|(_, c, _)| c == conn) {
-                redis.leave(room, *conn, member).await?;
+        let now = self.local().room_members(room);
+        for (conn, member) in &members {
+            if !now.iter().any(|(c, _)| c == conn) {
+                redis.leave(room, *conn, member, now.is_empty()).await?;
             }
         }
-        for (action, id, _) in &relay {
-            if !relay_now.iter().any(|(_, i, _)| i == id) {
-                redis.relay_unregister(action, *id).await?;
-            }
-        }
-        let mut rooms: Vec<String> = stale
-            .iter()
-            .map(|(room, _)| room.clone())
-            .chain(members.iter().map(|(room, _, _)| room.clone()))
-            .collect();
-        rooms.sort();
-        rooms.dedup();
-        let departed = stale
+        let gone = stale
             .into_iter()
-            .filter(|(room, pseudo)| {
-                !members_now
-                    .iter()
-                    .any(|(r, _, m)| r == room && m.pseudo.as_str() == pseudo)
-            })
+            .filter(|pseudo| !now.iter().any(|(_, m)| m.pseudo.as_str() == pseudo))
             .collect();
-        Ok(Resync { departed, rooms })
+        self.departed(room, gone);
+        Ok(())
+    }
+
+    async fn resync_action(&self, redis: &RedisStore, action: &str) -> RedisResult<()> {
+        redis.depart_action(action).await?;
+        let clients = self.local().action_clients(action);
+        for (id, registration) in &clients {
+            redis.relay_register(action, *id, registration).await?;
+        }
+        let now = self.local().action_clients(action);
+        for (id, _) in &clients {
+            if !now.iter().any(|(i, _)| i == id) {
+                redis.relay_unregister(action, *id, now.is_empty()).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Removes all of this instance's entries from Redis (clean shutdown).
+    /// Returns the (room, nickname) of the participants removed: those who
+    /// did not reconnect elsewhere meanwhile.
+    pub async fn depart(&self, redis: &RedisStore) -> RedisResult<Vec<(String, String)>> {
+        let (members, relay) = self.snapshot();
+        let rooms: HashSet<String> = members.into_iter().map(|(room, _, _)| room).collect();
+        let actions: HashSet<String> = relay.into_iter().map(|(action, _, _)| action).collect();
+        let mut departed = Vec::new();
+        for room in rooms {
+            let pseudos = redis.depart_room(&room).await?;
+            departed.extend(pseudos.into_iter().map(|p| (room.clone(), p)));
+        }
+        for action in actions {
+            redis.depart_action(&action).await?;
+        }
+        Ok(departed)
     }
 
     /// The nickname conflicts found by resyncs, once each.
     pub fn take_conflicts(&self) -> Vec<Conflict> {
-        std::mem::take(&mut *self.conflicts.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *lock(&self.conflicts))
+    }
+
+    /// The (room, nickname) of members of dead instances that Redis
+    /// removed, once each: to be announced as gone.
+    pub fn take_departures(&self) -> Vec<(String, String)> {
+        std::mem::take(&mut *lock(&self.departures))
     }
 
     fn snapshot(&self) -> (Vec<MemberEntry>, Vec<RelayEntry>) {
         let local = self.local();
         (local.members(), local.relay_clients())
     }
-}
-
-pub struct Resync {
-    pub departed: Vec<(String, String)>,
-    pub rooms: Vec<String>,
-}
-
-fn redis_failed(redis: &RedisStore, operation: &'static str, err: &::redis::RedisError) {
-    metrics::error("redis", operation);
-    tracing::warn!(operation, error = %err, "Redis call failed; using this instance's local state until it answers again");
-    redis.status().set_commands(false);
-    redis.status().mark_stale();
 }

@@ -1,67 +1,137 @@
-//! The shared state of all instances in Redis: who is in which room on which
-//! instance, nicknames, relay registrations, heartbeats.
-//! Multi-key changes run as Lua scripts so that two instances never see half
-//! of one. Commands go through one auto-reconnecting multiplexed connection.
+//! The shared state of all instances in Redis: who is in which room,
+//! nicknames, relay registrations.
+//!
+//! Everything of one room (or one relay action) lives under its partition's
+//! hash tag, and every change is one script on those keys, so that two
+//! instances never see half of one and a Redis Cluster runs each in one
+//! slot. Entries belong to the instance that wrote them: each live instance
+//! refreshes its own, per room and per action, and an instance's entries
+//! whose time ran out (crash, kill -9, lost network) are removed by the
+//! next script that touches that room: no step scans all keys or all
+//! instances.
 
 use super::keys::Keys;
 use super::{Claim, Member};
 use crate::hub::ConnId;
-use crate::redis_client::RedisStatus;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig};
+use crate::redis_client::{Commands, RedisStatus};
 use redis::{AsyncCommands, RedisResult, Script};
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
 
-static CLAIM: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/claim.lua")));
+macro_rules! room_script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/room_prune.lua"),
+                include_str!($file)
+            ))
+        })
+    };
+}
+
+macro_rules! relay_script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/relay_prune.lua"),
+                include_str!($file)
+            ))
+        })
+    };
+}
+
+static CLAIM: LazyLock<Script> = room_script!("lua/claim.lua");
+static ROOM_REFRESH: LazyLock<Script> = room_script!("lua/room_refresh.lua");
+static ROOM_COUNT: LazyLock<Script> = room_script!("lua/room_count.lua");
+static ROOM_DEPART: LazyLock<Script> = room_script!("lua/room_depart.lua");
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
-static PURGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/purge.lua")));
+static RELAY_REGISTER: LazyLock<Script> = relay_script!("lua/relay_register.lua");
+static RELAY_REFRESH: LazyLock<Script> = relay_script!("lua/relay_refresh.lua");
+static RELAY_DEPART: LazyLock<Script> = relay_script!("lua/relay_depart.lua");
+static RELAY_UNREGISTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/relay_unregister.lua")));
 
 #[derive(Clone)]
 pub struct RedisStore {
-    conn: ConnectionManager,
+    conn: Commands,
     keys: Keys,
     instance: Uuid,
-    /// Lifetime of the heartbeat key.
+    /// How long this instance's entries live without a refresh.
     ttl: Duration,
     status: Arc<RedisStatus>,
 }
 
+/// Nicknames of members of dead instances that a script removed on the way.
+pub type Departed = Vec<String>;
+
 impl RedisStore {
-    /// Creates the connection lazily: an unreachable Redis at start must not
-    /// stop the server, so the first command connects (and later ones
-    /// reconnect). Short timeouts keep an outage from stalling clients.
     pub fn new(
-        client: redis::Client,
+        conn: Commands,
         keys: Keys,
         instance: Uuid,
         ttl: Duration,
         status: Arc<RedisStatus>,
-    ) -> RedisResult<Self> {
-        let config = ConnectionManagerConfig::new()
-            .set_connection_timeout(Some(Duration::from_secs(1)))
-            .set_response_timeout(Some(Duration::from_secs(2)))
-            .set_number_of_retries(1)
-            .set_max_delay(Duration::from_millis(500));
-        let conn = ConnectionManager::new_lazy_with_config(client, config)?;
-        Ok(RedisStore {
+    ) -> Self {
+        RedisStore {
             conn,
             keys,
             instance,
             ttl,
             status,
-        })
+        }
     }
 
     /// Whether the last command got an answer. While it did not, callers
     /// skip Redis instead of waiting for a timeout on every message; the
-    /// heartbeat keeps probing and flips it back.
+    /// membership task keeps probing and flips it back.
     pub fn status(&self) -> &RedisStatus {
         &self.status
     }
 
-    pub fn connection(&self) -> ConnectionManager {
+    pub fn connection(&self) -> Commands {
         self.conn.clone()
+    }
+
+    /// Whether scripts may remove other instances' expired entries: only
+    /// once Redis has answered for a whole TTL, so that after an outage the
+    /// others get the time to refresh theirs.
+    fn may_prune(&self) -> &'static str {
+        if self.status.answering_for() >= self.ttl {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
+    /// This instance's id when it leaves a room or action for good (its
+    /// entry in the instances set goes too), '' otherwise.
+    fn owner_if(&self, last_here: bool) -> String {
+        if last_here {
+            self.instance.to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    fn room_script<'a>(&self, script: &'a Script, room: &str) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.keys.members(room));
+        invocation
+            .key(self.keys.pseudos(room))
+            .key(self.keys.room_instances(room));
+        invocation
+    }
+
+    fn relay_script<'a>(&self, script: &'a Script, action: &str) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.keys.relay_clients(action));
+        invocation
+            .key(self.keys.relay_owners(action))
+            .key(self.keys.relay_instances(action));
+        invocation
     }
 
     /// Takes the nickname; on a reclaim, also returns the connection that
@@ -72,10 +142,10 @@ impl RedisStore {
         conn: ConnId,
         member: &Member,
         previous_key: Option<&str>,
-    ) -> RedisResult<(Claim, Option<ConnId>)> {
+    ) -> RedisResult<(Claim, Option<ConnId>, Departed)> {
         let key = member.pseudo.key();
         // The member as stored in the room's members hash; the scripts read
-        // `key`, `session` and `instance` back.
+        // `pseudo`, `key`, `session` and `instance` back.
         let json = serde_json::json!({
             "pseudo": member.pseudo.as_str(),
             "key": key,
@@ -83,41 +153,73 @@ impl RedisStore {
             "instance": self.instance,
         })
         .to_string();
-        let (taken, replaced): (u8, String) = CLAIM
-            .key(self.keys.members(room))
-            .key(self.keys.pseudos(room))
-            .key(self.keys.instance_chat(self.instance))
+        let (taken, replaced, departed): (u8, String, Departed) = self
+            .room_script(&CLAIM, room)
             .arg(conn.to_string())
             .arg(&key)
             .arg(previous_key.unwrap_or(""))
             .arg(json)
             .arg(member.session.to_string())
-            .arg(room)
-            .arg(self.keys.prefix())
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(match (taken, replaced.parse::<ConnId>()) {
+        let claim = match (taken, replaced.parse::<ConnId>()) {
             (0, _) => (Claim::Taken, None),
             (_, Ok(replaced)) => (Claim::Reclaimed, Some(replaced)),
             (_, Err(_)) => (Claim::Joined, None),
-        })
+        };
+        Ok((claim.0, claim.1, departed))
     }
 
     /// True if the connection was still a member (not replaced or swept).
-    pub async fn leave(&self, room: &str, conn: ConnId, member: &Member) -> RedisResult<bool> {
-        let removed: u8 = LEAVE
-            .key(self.keys.members(room))
-            .key(self.keys.pseudos(room))
-            .key(self.keys.instance_chat(self.instance))
+    /// `last_here`: this instance has no other member in the room.
+    pub async fn leave(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        last_here: bool,
+    ) -> RedisResult<bool> {
+        let removed: u8 = self
+            .room_script(&LEAVE, room)
             .arg(conn.to_string())
             .arg(member.pseudo.key())
+            .arg(self.owner_if(last_here))
             .invoke_async(&mut self.conn.clone())
             .await?;
         Ok(removed == 1)
     }
 
-    pub async fn count(&self, room: &str) -> RedisResult<u64> {
-        self.conn.clone().hlen(self.keys.members(room)).await
+    pub async fn count(&self, room: &str) -> RedisResult<(u64, Departed)> {
+        self.room_script(&ROOM_COUNT, room)
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// Keeps this instance's members of the room alive. Returns false when
+    /// Redis no longer had them (restarted empty, or they expired): the
+    /// caller must register them again.
+    pub async fn refresh_room(&self, room: &str) -> RedisResult<(bool, Departed)> {
+        let (present, departed): (u8, Departed) = self
+            .room_script(&ROOM_REFRESH, room)
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok((present == 1, departed))
+    }
+
+    /// Removes every member this instance has in the room; returns their
+    /// nicknames (those who reconnected elsewhere meanwhile are not there).
+    pub async fn depart_room(&self, room: &str) -> RedisResult<Departed> {
+        self.room_script(&ROOM_DEPART, room)
+            .arg(self.instance.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
     }
 
     pub async fn relay_register(
@@ -126,82 +228,53 @@ impl RedisStore {
         id: ConnId,
         registration: &str,
     ) -> RedisResult<()> {
-        redis::pipe()
-            .atomic()
-            .sadd(self.keys.relay_action(action), id.to_string())
-            .ignore()
-            .set(self.keys.relay_client(id), registration)
-            .ignore()
-            .hset(
-                self.keys.instance_relay(self.instance),
-                id.to_string(),
-                action,
-            )
-            .ignore()
-            .query_async(&mut self.conn.clone())
+        self.relay_script(&RELAY_REGISTER, action)
+            .arg(id.to_string())
+            .arg(registration)
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
             .await
     }
 
-    pub async fn relay_unregister(&self, action: &str, id: ConnId) -> RedisResult<()> {
-        redis::pipe()
-            .atomic()
-            .srem(self.keys.relay_action(action), id.to_string())
-            .ignore()
-            .del(self.keys.relay_client(id))
-            .ignore()
-            .hdel(self.keys.instance_relay(self.instance), id.to_string())
-            .ignore()
-            .query_async(&mut self.conn.clone())
+    /// `last_here`: this instance has no other client of the action.
+    pub async fn relay_unregister(
+        &self,
+        action: &str,
+        id: ConnId,
+        last_here: bool,
+    ) -> RedisResult<()> {
+        self.relay_script(&RELAY_UNREGISTER, action)
+            .arg(id.to_string())
+            .arg(self.owner_if(last_here))
+            .invoke_async(&mut self.conn.clone())
             .await
     }
 
-    /// Refreshes this instance's heartbeat. Returns false when the heartbeat
-    /// had lapsed (first beat, Redis restarted empty, or this instance was
-    /// swept as dead): the caller must then register its state again.
-    pub async fn heartbeat(&self) -> RedisResult<bool> {
-        let (previous,): (Option<String>,) = redis::pipe()
-            .cmd("SET")
-            .arg(self.keys.alive(self.instance))
-            .arg(1)
-            .arg("PX")
-            .arg(self.ttl.as_millis() as u64)
-            .arg("GET")
-            .sadd(self.keys.instances(), self.instance.to_string())
-            .ignore()
-            .query_async(&mut self.conn.clone())
-            .await?;
-        Ok(previous.is_some())
-    }
-
-    /// Removes the entries of instances whose heartbeat expired. Returns the
-    /// (room, nickname) of every participant removed.
-    pub async fn sweep(&self) -> RedisResult<Vec<(String, String)>> {
-        self.purge("").await
-    }
-
-    /// Removes all of this instance's entries, heartbeat included (clean
-    /// shutdown). Returns the (room, nickname) of the participants removed:
-    /// those who did not reconnect elsewhere meanwhile.
-    pub async fn remove_instance(&self) -> RedisResult<Vec<(String, String)>> {
-        self.purge(&self.instance.to_string()).await
-    }
-
-    /// Removes this instance's entries but keeps it alive (before a resync).
-    pub async fn remove_own_entries(&self) -> RedisResult<Vec<(String, String)>> {
-        let removed = self.remove_instance().await?;
-        self.heartbeat().await?;
-        Ok(removed)
-    }
-
-    async fn purge(&self, instance: &str) -> RedisResult<Vec<(String, String)>> {
-        let flat: Vec<String> = PURGE
-            .arg(self.keys.prefix())
-            .arg(instance)
+    /// Like [`RedisStore::refresh_room`], for the clients of an action.
+    pub async fn refresh_action(&self, action: &str) -> RedisResult<bool> {
+        let present: u8 = self
+            .relay_script(&RELAY_REFRESH, action)
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(flat
-            .chunks_exact(2)
-            .map(|pair| (pair[0].clone(), pair[1].clone()))
-            .collect())
+        Ok(present == 1)
+    }
+
+    pub async fn depart_action(&self, action: &str) -> RedisResult<()> {
+        self.relay_script(&RELAY_DEPART, action)
+            .arg(self.instance.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// Whether Redis answers (with nothing to refresh, the membership task
+    /// still needs to know).
+    pub async fn ping(&self) -> RedisResult<()> {
+        let _: String = self.conn.clone().ping().await?;
+        Ok(())
     }
 }

@@ -138,16 +138,9 @@ impl Feeds {
         }
     }
 
-    /// Reads every followed stream again: after the pub/sub connection was
-    /// lost, events published meanwhile are delivered from the stream.
-    pub fn repair_all(&self) {
-        let mut rooms = self.lock();
-        for (room, feed) in rooms.iter_mut() {
-            self.queue(room, feed, true);
-        }
-    }
-
-    /// Reads the room's stream again soon (a connection could not read it).
+    /// Reads the room's stream again soon: a connection could not read it,
+    /// or the pub/sub connection was lost and events published meanwhile
+    /// must be delivered from the stream.
     pub fn repair(&self, room: &str) {
         let mut rooms = self.lock();
         if let Some(feed) = rooms.get_mut(room) {

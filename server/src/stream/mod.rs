@@ -19,7 +19,7 @@ use axum::extract::ws::Utf8Bytes;
 use std::fmt;
 use uuid::Uuid;
 
-pub use self::redis::RedisStreams;
+pub use self::redis::{publish_command, RedisStreams};
 
 /// A room's stream as stored: its epoch (empty while it has none), its
 /// newest offset, and the frames it still holds, oldest first.

@@ -1,15 +1,15 @@
 //! Room streams in Redis: per room a HASH (epoch, newest offset) and a
 //! LIST of the last stamped frames, both under the room's hash tag. The
-//! append script assigns the offset, stores and publishes in one step.
+//! append script assigns the offset, stores and publishes in one step
+//! (SPUBLISH in a Redis Cluster: the room's channel is in the same slot).
 
 use super::{stamp, Stored, StreamError};
 use crate::envelope::Envelope;
 use crate::hub::Topic;
-use crate::redis_client::RedisStatus;
+use crate::redis_client::{Commands, RedisStatus};
 use crate::store::keys::Keys;
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
-use redis::aio::ConnectionManager;
 use redis::Script;
 use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
@@ -22,19 +22,14 @@ static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua
 
 #[derive(Clone)]
 pub struct RedisStreams {
-    conn: ConnectionManager,
+    conn: Commands,
     keys: Keys,
     instance: Uuid,
     status: Arc<RedisStatus>,
 }
 
 impl RedisStreams {
-    pub fn new(
-        conn: ConnectionManager,
-        keys: Keys,
-        instance: Uuid,
-        status: Arc<RedisStatus>,
-    ) -> Self {
+    pub fn new(conn: Commands, keys: Keys, instance: Uuid, status: Arc<RedisStatus>) -> Self {
         RedisStreams {
             conn,
             keys,
@@ -56,6 +51,7 @@ impl RedisStreams {
             .arg(HISTORY_LEN)
             .arg(TTL_SECS)
             .arg(header)
+            .arg(publish_command(&self.conn))
             .invoke_async(&mut self.conn.clone())
             .await;
         stamped.map(Utf8Bytes::from).map_err(|err| self.failed(err))
@@ -98,5 +94,14 @@ impl RedisStreams {
             self.status.set_commands(false);
         }
         StreamError(err)
+    }
+}
+
+/// Sharded pub/sub in a Redis Cluster (delivered by the channel's shard
+/// alone), plain pub/sub on one Redis.
+pub fn publish_command(conn: &Commands) -> &'static str {
+    match conn {
+        Commands::Single(_) => "PUBLISH",
+        Commands::Cluster(_) => "SPUBLISH",
     }
 }

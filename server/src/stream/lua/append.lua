@@ -5,7 +5,8 @@
 --       first), channel (the room's pub/sub channel)
 -- ARGV: the event's JSON without its opening '{', an epoch to start if the
 --       stream has none (first event, or its history may have been lost),
---       history length, time to live in seconds, envelope header
+--       history length, time to live in seconds, envelope header,
+--       PUBLISH or SPUBLISH (Redis Cluster)
 -- Returns the stamped frame.
 --
 -- The epoch belongs to one run of the Redis server: a Redis that restarted
@@ -27,5 +28,5 @@ redis.call('RPUSH', KEYS[2], frame)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
-redis.call('PUBLISH', KEYS[3], ARGV[5] .. frame)
+redis.call(ARGV[6], KEYS[3], ARGV[5] .. frame)
 return frame
