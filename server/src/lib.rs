@@ -251,6 +251,14 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
         }
         Some(url) => {
             let target = redis_client::Target::from_url(url, &config.redis_ca_cert).await?;
+            match target {
+                redis_client::Target::Single(_) => {
+                    tracing::info!(redis = %redact(url), "using one Redis")
+                }
+                redis_client::Target::Cluster { .. } => {
+                    tracing::info!(redis = %redact(url), "using a Redis Cluster (sharded pub/sub)")
+                }
+            }
             let keys = Keys::new(&config.redis_prefix);
             let status = Arc::new(RedisStatus::new(bus::redis::shard_count(&target)));
             let redis = RedisStore::new(

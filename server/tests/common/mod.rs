@@ -200,14 +200,27 @@ impl Redis {
         false
     }
 
-    /// Waits until every running node sees the cluster whole.
+    /// Waits until every running node sees the cluster whole, and every
+    /// running replica is in sync with its master (a replica that never
+    /// synced does not take over).
     fn wait_cluster_ok(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(30);
         while Instant::now() < deadline {
             let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
-                node_connection(n.port)
-                    .and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c))
-                    .is_ok_and(|info| info.contains("cluster_state:ok"))
+                let Ok(mut conn) = node_connection(n.port) else {
+                    return false;
+                };
+                let cluster: String = redis::cmd("CLUSTER")
+                    .arg("INFO")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                let replication: String = redis::cmd("INFO")
+                    .arg("replication")
+                    .query(&mut conn)
+                    .unwrap_or_default();
+                cluster.contains("cluster_state:ok")
+                    && (replication.contains("role:master")
+                        || replication.contains("master_link_status:up"))
             });
             if ok {
                 return true;
@@ -229,6 +242,19 @@ impl Redis {
             let _ = child.kill();
             let _ = child.wait();
         }
+    }
+
+    /// Starts a killed node again, empty, and waits for the cluster to be
+    /// whole.
+    pub fn restart_node(&mut self, index: usize) {
+        assert!(self.spawn_node(index), "the node restarts on its port");
+        assert!(self.wait_cluster_ok(), "the cluster is whole again");
+    }
+
+    /// Waits until the running nodes serve every slot again (after a
+    /// failover).
+    pub fn wait_serving(&self) {
+        assert!(self.wait_cluster_ok(), "the cluster serves every slot");
     }
 
     /// Restarts every node, empty (a cluster keeps its shape).
@@ -417,7 +443,25 @@ impl Server {
         for (key, value) in env {
             command.env(key, value);
         }
-        Self::spawn(command)
+        let server = Self::spawn(command);
+        if let Some(redis) = redis {
+            // The suite runs against the kind of Redis it was asked for.
+            let wanted = if redis.is_cluster() {
+                "using a Redis Cluster"
+            } else {
+                "using one Redis"
+            };
+            assert!(
+                server
+                    .logs
+                    .lock()
+                    .unwrap()
+                    .iter()
+                    .any(|l| l.contains(wanted)),
+                "the server logs {wanted:?}"
+            );
+        }
+        server
     }
 
     pub fn spawn(mut command: Command) -> Server {

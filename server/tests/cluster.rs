@@ -1,0 +1,288 @@
+//! Redis Cluster: found by itself, every partition crosses instances, a
+//! master that restarts or fails over is followed, and clients end with
+//! every event or the explicit notice. (The rest of the suite runs against
+//! a cluster too, with `TEST_REDIS=cluster`.)
+
+mod common;
+
+use app::protocol::{ClientMessage, ServerEvent};
+use common::{keys, Chat, Client, Redis, Server, WAIT};
+use serde_json::json;
+use server::store::keys::{partition, PARTITIONS};
+use std::collections::{BTreeMap, HashSet};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::time::{timeout, Instant};
+use uuid::Uuid;
+
+/// Opens a socket to `room` and joins it as `pseudo`.
+async fn join_room(server: &Server, room: &str, pseudo: &str) -> Chat {
+    let (mut chat, _, _) = Chat::open(server, &format!("?room={room}")).await;
+    chat.send(&ClientMessage::Join {
+        pseudo: pseudo.into(),
+        session: Some(chat.session),
+    })
+    .await;
+    chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
+    chat
+}
+
+/// One room name per partition.
+fn a_room_per_partition() -> Vec<String> {
+    let mut rooms = BTreeMap::new();
+    for i in 0.. {
+        let room = format!("room{i}");
+        rooms.entry(partition(&room)).or_insert(room);
+        if rooms.len() == PARTITIONS as usize {
+            return rooms.into_values().collect();
+        }
+    }
+    unreachable!()
+}
+
+/// Says `text` until the server accepts it (a master may be away);
+/// returns the message as stored (with its position).
+async fn say_until_sent(chat: &mut Chat, text: &str) -> app::protocol::ChatMessage {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut refused = None;
+    while Instant::now() < deadline {
+        chat.say(text).await;
+        loop {
+            match timeout(WAIT, chat.event()).await.expect("an answer") {
+                ServerEvent::Message(m) if m.text == text => return m,
+                error @ ServerEvent::Error { .. } => {
+                    refused = Some(error);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    panic!("{text:?} was never accepted; last refusal: {refused:?}");
+}
+
+/// Reads until a message with `text` arrives.
+async fn expect_text(chat: &mut Chat, text: &str) {
+    chat.expect(|e| matches!(e, ServerEvent::Message(m) if m.text == text))
+        .await;
+}
+
+#[tokio::test]
+async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_instances() {
+    let redis = Redis::cluster(3, 0);
+    let first_node = format!("redis://127.0.0.1:{}", redis.port);
+    let a = Server::start(None, &[("REDIS_URL", &first_node)]);
+    assert!(
+        a.logs
+            .lock()
+            .unwrap()
+            .iter()
+            .any(|l| l.contains("using a Redis Cluster")),
+        "the cluster is found from one node"
+    );
+    let b = Server::start(Some(&redis), &[]);
+
+    let rooms = a_room_per_partition();
+    let mut readers = Vec::new();
+    for room in &rooms {
+        readers.push(Chat::open(&b, &format!("?room={room}")).await.0);
+    }
+    for (room, reader) in rooms.iter().zip(&mut readers) {
+        let mut talker = join_room(&a, room, "talker").await;
+        say_until_sent(&mut talker, &format!("hello {room}")).await;
+        expect_text(reader, &format!("hello {room}")).await;
+    }
+
+    // The relay too, in its own partitions.
+    for action in ["lights", "sensors.kitchen", "jobs"] {
+        let mut on_a = Client::connect(&a.relay_url()).await;
+        on_a.send_json(json!({"action": action})).await;
+        assert_eq!(on_a.json().await["type"], "registered");
+        let mut on_b = Client::connect(&b.relay_url()).await;
+        on_b.send_json(json!({"action": action})).await;
+        assert_eq!(on_b.json().await["type"], "registered");
+        assert_eq!(redis.hkeys(&keys().relay_clients(action)).len(), 2);
+        on_a.send_json(json!({"to": action})).await;
+        assert_eq!(on_b.json().await, json!({"to": action}));
+    }
+}
+
+/// The trap of a client that subscribes again to all of a node's sharded
+/// channels in one command: with channels of two slots on the restarted
+/// node, Redis refuses it (CROSSSLOT) and both rooms go silent.
+#[tokio::test]
+async fn a_master_that_restarts_gets_every_room_of_its_slots_back() {
+    let mut redis = Redis::cluster(3, 0);
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+
+    // Two rooms in different partitions (so different slots) of one master.
+    let rooms = a_room_per_partition();
+    let master = |room: &str| redis.master_of(&keys().stream_meta(room));
+    let (first, second) = rooms
+        .iter()
+        .enumerate()
+        .find_map(|(i, r)| {
+            rooms[i + 1..]
+                .iter()
+                .find(|other| master(other) == master(r))
+                .map(|other| (r.clone(), other.clone()))
+        })
+        .expect("16 partitions on 3 masters: two share one");
+    let port = master(&first);
+
+    let mut talkers = Vec::new();
+    let mut readers = Vec::new();
+    for room in [&first, &second] {
+        readers.push(Chat::open(&b, &format!("?room={room}")).await.0);
+        talkers.push(join_room(&a, room, "talker").await);
+    }
+    for (talker, reader) in talkers.iter_mut().zip(&mut readers) {
+        say_until_sent(talker, "before").await;
+        expect_text(reader, "before").await;
+    }
+
+    let node = redis.node_index(port);
+    redis.kill_node(node);
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    redis.restart_node(node);
+
+    for (talker, reader) in talkers.iter_mut().zip(&mut readers) {
+        say_until_sent(talker, "after").await;
+        expect_text(reader, "after").await;
+    }
+}
+
+/// What one reader saw of a room.
+#[derive(Default)]
+struct Sight {
+    last_epoch: String,
+    ids: Vec<Uuid>,
+    positions: Vec<String>,
+    notices: usize,
+}
+
+/// Reads a room until `stop` is set and the connection has been quiet
+/// for a second.
+async fn read_room(mut chat: Chat, history: Vec<ServerEvent>, stop: Arc<AtomicBool>) -> Sight {
+    let mut sight = Sight::default();
+    let mut last: Option<(String, u64)> = None;
+    let mut history = history.into_iter();
+    loop {
+        let event = match history.next() {
+            Some(event) => event,
+            None => match chat.client.receive_within(Duration::from_secs(1)).await {
+                Some(common::Received::Text(text)) => serde_json::from_str(&text).unwrap(),
+                Some(common::Received::Close(code)) => panic!("reader closed: {code:?}"),
+                None if stop.load(Ordering::Relaxed) => return sight,
+                None => continue,
+            },
+        };
+        match event {
+            ServerEvent::History {
+                recovered: false, ..
+            } => {
+                sight.notices += 1;
+                sight.positions.push("NOTICE".into());
+            }
+            ServerEvent::Message(m) => {
+                if let Some((epoch, offset)) = &last {
+                    assert!(
+                        *epoch != m.epoch || *offset < m.offset,
+                        "offsets go up within an epoch"
+                    );
+                }
+                last = Some((m.epoch.clone(), m.offset));
+                sight.last_epoch = m.epoch.clone();
+                sight
+                    .positions
+                    .push(format!("{} {}:{}", m.text, m.epoch, m.offset));
+                sight.ids.push(m.id);
+            }
+            _ => {}
+        }
+    }
+}
+
+/// Three masters with a replica each; one master is killed while two
+/// people talk in each of several rooms on two instances. The cluster
+/// fails over, the servers carry on, and every reader ends with every
+/// message acknowledged to its sender, once, or with the explicit notice.
+#[tokio::test]
+async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
+    let mut redis = Redis::cluster(3, 1);
+    let servers = [
+        Server::start(Some(&redis), &[]),
+        Server::start(Some(&redis), &[]),
+    ];
+    let rooms: Vec<String> = a_room_per_partition().into_iter().take(6).collect();
+    let doomed = redis.master_of(&keys().stream_meta(&rooms[0]));
+    for room in &rooms {
+        let port = redis.master_of(&keys().stream_meta(room));
+        eprintln!(
+            "{room}: master {port}{}",
+            if port == doomed { " (killed)" } else { "" }
+        );
+    }
+
+    const EACH: usize = 30;
+    let stop = Arc::new(AtomicBool::new(false));
+    let mut readers = Vec::new();
+    let mut talks = Vec::new();
+    for room in &rooms {
+        for (i, server) in servers.iter().enumerate() {
+            let (reader, history, _) = Chat::open(server, &format!("?room={room}")).await;
+            let read = read_room(reader, history, stop.clone());
+            readers.push((room.clone(), tokio::spawn(read)));
+            let mut talker = join_room(server, room, &format!("talker{i}")).await;
+            let room = room.clone();
+            talks.push(tokio::spawn(async move {
+                let mut sent = Vec::new();
+                for n in 0..EACH {
+                    let text = format!("{room} {i} {n}");
+                    let m = say_until_sent(&mut talker, &text).await;
+                    sent.push((m.id, (m.epoch.clone(), format!("{} {}", m.text, m.offset))));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                (room, sent)
+            }));
+        }
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    redis.kill_node(redis.node_index(doomed));
+    redis.wait_serving();
+
+    let mut acknowledged: BTreeMap<String, BTreeMap<Uuid, (String, String)>> = BTreeMap::new();
+    for talk in talks {
+        let (room, sent) = talk.await.unwrap();
+        acknowledged.entry(room).or_default().extend(sent);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let mut told = 0;
+    for (room, reader) in readers {
+        let sight = reader.await.unwrap();
+        let unique: HashSet<Uuid> = sight.ids.iter().copied().collect();
+        assert_eq!(unique.len(), sight.ids.len(), "{room}: no duplicates");
+        let missing: Vec<&(String, String)> = acknowledged[&room]
+            .iter()
+            .filter(|(id, _)| !unique.contains(id))
+            .map(|(_, what)| what)
+            .collect();
+        assert!(
+            missing.is_empty() || sight.notices > 0,
+            "{room}: acknowledged messages missing, and no notice: {missing:?}; saw {:?}",
+            sight.positions
+        );
+        // A notice covers what came before it, never the stream since.
+        let last_epoch = &sight.last_epoch;
+        assert!(
+            missing.iter().all(|(epoch, _)| epoch != last_epoch),
+            "{room}: missing in the current epoch: {missing:?}"
+        );
+        told += usize::from(sight.notices > 0);
+    }
+    eprintln!("readers told of a loss: {told} of {}", rooms.len() * 2);
+}
