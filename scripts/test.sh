@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what the tests need, then runs all of them: formatting and lints,
 # unit and integration tests (real redis-server processes on free ports, real
-# WebSocket clients), the release build, and the end-to-end tests in
+# WebSocket clients; once with one Redis, once with a local Redis Cluster),
+# the release build, and the end-to-end tests in
 # Chromium plus the Node `ws` relay compatibility check.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -15,8 +16,11 @@ cargo clippy --all-targets -- -D warnings
 # The browser crate on its own target: with the server it would switch on
 # both `ssr` and `hydrate` in `app`.
 cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
-step "cargo test (unit + integration)"
+step "cargo test (unit + integration, one Redis)"
 cargo test
+step "cargo test: the Redis suites again, against a three-master Redis Cluster"
+TEST_REDIS=cluster cargo test -p server --test chat --test ops --test relay \
+  --test scale --test security --test streams
 step "release build (server + WASM)"
 cargo leptos build --release
 step "end-to-end (Playwright, Chromium) and relay compatibility (Node ws)"

@@ -1,4 +1,5 @@
-//! The setting every scenario runs in: one private Redis for the whole run,
+//! The setting every scenario runs in: one private Redis (or Redis Cluster)
+//! for the whole run,
 //! fresh server instances per scenario (so each starts from the same
 //! memory), unique room and action names, and the resources spent.
 
@@ -32,6 +33,12 @@ impl Spent {
 impl Lab {
     pub fn start(bin: PathBuf, dir: PathBuf) -> anyhow::Result<Lab> {
         let redis = Redis::start(&dir)?;
+        Ok(Lab { bin, dir, redis })
+    }
+
+    /// The same, through a three-master Redis Cluster.
+    pub fn start_cluster(bin: PathBuf, dir: PathBuf) -> anyhow::Result<Lab> {
+        let redis = Redis::start_cluster(&dir)?;
         Ok(Lab { bin, dir, redis })
     }
 

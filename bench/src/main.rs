@@ -1,6 +1,6 @@
 //! Load generator for the chat and relay server. Starts a private
 //! redis-server and server instances, drives real WebSocket clients through
-//! six scenarios, stops everything and prints one table (Markdown) and one
+//! seven scenarios (the seventh through a three-master Redis Cluster), stops everything and prints one table (Markdown) and one
 //! JSON line per scenario. Figures come from the receivers (latency from the
 //! send time carried in each message, loss, duplicates) and from /proc for
 //! the server and Redis processes (CPU seconds, resident memory).
@@ -101,7 +101,7 @@ async fn main() -> anyhow::Result<()> {
     std::fs::create_dir_all(&dir).with_context(|| format!("cannot create {}", dir.display()))?;
     println!("{}", machine());
     println!("server: {}; logs: {}", bin.display(), dir.display());
-    let mut lab = Lab::start(bin, dir.clone())?;
+    let mut lab = Lab::start(bin.clone(), dir.clone())?;
     if let Some(minutes) = args.soak {
         let passed = soak::run(&mut lab, minutes).await?;
         drop(lab);
@@ -192,6 +192,27 @@ async fn main() -> anyhow::Result<()> {
         report(storm::run(&lab, "6 join storm", sizes.storm).await?);
     }
     drop(lab);
+    if wanted(7) {
+        let cluster = Lab::start_cluster(bin.clone(), dir.join("cluster"))?;
+        let f = flow(
+            "7a relay throughput, cluster",
+            Proto::Relay,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        );
+        report(f.run(&cluster).await?);
+        let f = flow(
+            "7b chat throughput, cluster",
+            Proto::Chat,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        );
+        report(f.run(&cluster).await?);
+    }
     measure::print_table(&rows);
     // Logs are kept only when something went wrong (the `?`s above).
     let _ = std::fs::remove_dir_all(&dir);

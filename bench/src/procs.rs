@@ -1,5 +1,5 @@
-//! The processes under test: a private redis-server on a free port and
-//! server instances, each logging to a file in the run's directory, and
+//! The processes under test: a private redis-server on a free port (or a
+//! private three-master Redis Cluster) and server instances, each logging to a file in the run's directory, and
 //! what they spend, read from /proc so the load generator's own work is not
 //! counted.
 
@@ -46,29 +46,82 @@ pub struct Redis {
     pub port: u16,
     /// None while restarting.
     process: Option<Owned>,
+    /// The other masters of a cluster (the first is `port`).
+    others: Vec<(u16, Owned)>,
 }
+
+/// The masters of the benchmark's cluster.
+const CLUSTER_MASTERS: usize = 3;
 
 impl Redis {
     pub fn start(dir: &Path) -> anyhow::Result<Redis> {
         // A port found free can be taken before redis-server binds it.
         for _ in 0..5 {
             let port = free_port()?;
-            if let Some(process) = Self::spawn(dir, port)? {
+            if let Some(process) = Self::spawn(dir, port, false)? {
                 return Ok(Redis {
                     port,
                     process: Some(process),
+                    others: Vec::new(),
                 });
             }
         }
         bail!("redis-server did not start on a free port")
     }
 
-    fn spawn(dir: &Path, port: u16) -> anyhow::Result<Option<Owned>> {
-        let child = Command::new("redis-server")
+    /// A Redis Cluster of three masters (no replicas), nodes in `dir`.
+    pub fn start_cluster(dir: &Path) -> anyhow::Result<Redis> {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+        let mut nodes = Vec::new();
+        while nodes.len() < CLUSTER_MASTERS {
+            let port = free_port()?;
+            // The cluster bus listens on port + 10000.
+            if port >= 55000 || TcpListener::bind(("127.0.0.1", port + 10000)).is_err() {
+                continue;
+            }
+            if let Some(process) = Self::spawn(dir, port, true)? {
+                nodes.push((port, process));
+            }
+        }
+        let mut create = Command::new("redis-cli");
+        create.args(["--cluster", "create"]);
+        for (port, _) in &nodes {
+            create.arg(format!("127.0.0.1:{port}"));
+        }
+        let status = create
+            .args(["--cluster-replicas", "0", "--cluster-yes"])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .context("cannot run redis-cli: install it (scripts/setup.sh --test)")?;
+        anyhow::ensure!(status.success(), "redis-cli --cluster create failed");
+        let ports: Vec<u16> = nodes.iter().map(|(port, _)| *port).collect();
+        let deadline = Instant::now() + START_TIMEOUT;
+        while !ports.iter().all(|&port| cluster_ok(port)) {
+            anyhow::ensure!(Instant::now() < deadline, "the cluster did not form");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let (port, first) = nodes.remove(0);
+        Ok(Redis {
+            port,
+            process: Some(first),
+            others: nodes,
+        })
+    }
+
+    fn spawn(dir: &Path, port: u16, cluster: bool) -> anyhow::Result<Option<Owned>> {
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
             .args(["--save", "", "--appendonly", "no"])
             .arg("--dir")
-            .arg(dir)
+            .arg(dir);
+        if cluster {
+            command
+                .args(["--cluster-enabled", "yes"])
+                .args(["--cluster-config-file", &format!("nodes-{port}.conf")]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()
@@ -77,27 +130,52 @@ impl Redis {
         Ok(wait_for(&mut process, || redis_ping(port))?.then_some(process))
     }
 
-    /// Stops redis-server, waits, and starts an empty one on the same port.
+    /// Stops redis-server, waits, and starts an empty one on the same port
+    /// (a single Redis only).
     pub fn restart(&mut self, dir: &Path, down_for: Duration) -> anyhow::Result<()> {
+        anyhow::ensure!(self.others.is_empty(), "a cluster is not restarted");
         self.process = None; // stopped on drop
         std::thread::sleep(down_for);
-        let process = Self::spawn(dir, self.port)?
+        let process = Self::spawn(dir, self.port, false)?
             .with_context(|| format!("redis-server did not restart on port {}", self.port))?;
         self.process = Some(process);
         Ok(())
     }
 
+    /// REDIS_URL: every master of a cluster, comma-separated.
     pub fn url(&self) -> String {
-        format!("redis://127.0.0.1:{}", self.port)
+        std::iter::once(self.port)
+            .chain(self.others.iter().map(|(port, _)| *port))
+            .map(|port| format!("redis://127.0.0.1:{port}"))
+            .collect::<Vec<_>>()
+            .join(",")
     }
 
+    /// The CPU time of every node.
     pub fn usage(&self) -> anyhow::Result<Usage> {
         let process = self
             .process
             .as_ref()
             .context("redis-server is restarting")?;
-        Usage::of(process.0.id())
+        let mut usage = Usage::of(process.0.id())?;
+        for (_, node) in &self.others {
+            let node = Usage::of(node.0.id())?;
+            usage.cpu += node.cpu;
+            usage.rss_kib += node.rss_kib;
+        }
+        Ok(usage)
     }
+}
+
+fn cluster_ok(port: u16) -> bool {
+    let Ok(mut stream) = TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let mut reply = [0u8; 512];
+    stream.write_all(b"CLUSTER INFO\r\n").is_ok()
+        && stream
+            .read(&mut reply)
+            .is_ok_and(|n| String::from_utf8_lossy(&reply[..n]).contains("cluster_state:ok"))
 }
 
 fn redis_ping(port: u16) -> bool {

@@ -170,18 +170,13 @@ fn progress(journal: &Shared, servers: &[crate::procs::Server]) -> anyhow::Resul
 }
 
 /// Keys that should be gone once every client left: presence, nicknames,
-/// relay registrations, instances' connection lists (room streams stay).
+/// relay registrations and their instances' entries (room streams stay).
 fn stale_keys(lab: &Lab) -> anyhow::Result<Vec<String>> {
     let mut redis = redis::Client::open(lab.redis.url())?.get_connection()?;
     let keys: Vec<String> = redis::cmd("KEYS").arg("chat:*").query(&mut redis)?;
     Ok(keys
         .into_iter()
-        .filter(|k| {
-            !k.ends_with(":meta")
-                && !k.ends_with(":events")
-                && !k.ends_with(":alive")
-                && k != "chat:instances"
-        })
+        .filter(|k| !k.ends_with(":meta") && !k.ends_with(":events"))
         .collect())
 }
 

@@ -30,7 +30,7 @@ pub struct Config {
     #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
     pub relay_port: u16,
 
-    /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user. Unset: embedded single-instance mode.
+    /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user; a Redis Cluster: one node, or several comma-separated (found by itself). Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,
 
