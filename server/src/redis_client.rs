@@ -213,6 +213,15 @@ fn redact_node(url: &str) -> String {
     }
 }
 
+pub struct PubsubUp<'a>(&'a RedisStatus);
+
+impl Drop for PubsubUp<'_> {
+    fn drop(&mut self) {
+        self.0.pubsub_down.fetch_add(1, Ordering::Relaxed);
+        metrics::redis_up(self.0.is_up());
+    }
+}
+
 /// The two halves of the Redis link, set by the tasks that use them.
 pub struct RedisStatus {
     /// Pub/sub connections down (one per shard: one on a single Redis,
@@ -234,17 +243,13 @@ impl RedisStatus {
             answering_since: Mutex::new(None),
         }
     }
-}
 
-impl RedisStatus {
-    /// One pub/sub connection went from down to up, or back.
-    pub fn pubsub_changed(&self, up: bool) {
-        if up {
-            self.pubsub_down.fetch_sub(1, Ordering::Relaxed);
-        } else {
-            self.pubsub_down.fetch_add(1, Ordering::Relaxed);
-        }
+    /// One pub/sub connection is up until the guard is dropped (even by a
+    /// panic, so that a restarted task cannot count it twice).
+    pub fn pubsub_up(&self) -> PubsubUp<'_> {
+        self.pubsub_down.fetch_sub(1, Ordering::Relaxed);
         metrics::redis_up(self.is_up());
+        PubsubUp(self)
     }
 
     pub fn set_commands(&self, up: bool) {

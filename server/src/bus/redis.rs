@@ -199,7 +199,7 @@ impl Shard {
                     let mut subscribed = HashSet::new();
                     match self.reconcile(&mut link, &mut subscribed).await {
                         Ok(()) => {
-                            common.status.pubsub_changed(true);
+                            let _up = common.status.pubsub_up();
                             // Redis answers: commands may go to it again
                             // without waiting for the next refresh.
                             common.status.set_commands(true);
@@ -221,7 +221,6 @@ impl Shard {
                                 common.counts.mark(&room);
                             }
                             self.listen(&mut link, &mut subscribed, requests).await;
-                            common.status.pubsub_changed(false);
                             if common.shutdown.is_cancelled() {
                                 return;
                             }
