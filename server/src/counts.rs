@@ -51,10 +51,7 @@ pub async fn run(app: Arc<AppState>) {
                 continue;
             }
         }
-        for (room, pseudo) in app.store.take_departures() {
-            tracing::info!(room, pseudo, "removed a participant of a dead instance");
-            crate::chat::announce_departure(&app, &room, &pseudo).await;
-        }
+        let mut counted = Vec::new();
         for room in app.counts.take() {
             let topic = Topic::Room(room.clone());
             if !app.bus.hub().has_listeners(&topic) {
@@ -62,6 +59,14 @@ pub async fn run(app: Arc<AppState>) {
                 continue;
             }
             let count = app.store.count(&room).await;
+            counted.push((topic, room, count));
+        }
+        // Before the counts they explain: "X left", then the new count.
+        for (room, pseudo) in app.store.take_departures() {
+            tracing::info!(room, pseudo, "removed a participant of a dead instance");
+            crate::chat::announce_departure(&app, &room, &pseudo).await;
+        }
+        for (topic, room, count) in counted {
             if pushed.get(&room) != Some(&count) {
                 pushed.insert(room, count);
                 app.bus
