@@ -20,10 +20,12 @@ module.exports = {
       // after that and a margin.
       kill_timeout: 13000,
       // Values from the environment of `pm2 start` win, so one file serves
-      // several instances: PORT=4101 RELAY_PORT=8081 pm2 start ... --name chat-2
+      // several instances: PORT=4101 RELAY_PORT=8081 ADMIN_PORT=9101 pm2 start ... --name chat-2
       env: {
         PORT: process.env.PORT || "4100",
         RELAY_PORT: process.env.RELAY_PORT || "8080",
+        // /metrics, on 127.0.0.1 only (ADMIN_BIND): one port per instance.
+        ADMIN_PORT: process.env.ADMIN_PORT || "9100",
         ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
         SHUTDOWN_GRACE_SECS: "10",
         LEPTOS_SITE_ROOT: path.join(root, "target", "site"),

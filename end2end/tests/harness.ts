@@ -26,6 +26,11 @@ export interface Running {
   stop(): Promise<void>;
 }
 
+export interface RunningServer extends Running {
+  /** The private admin port (`/metrics`). */
+  admin: string;
+}
+
 function stopper(child: ChildProcess): () => Promise<void> {
   return () =>
     new Promise((resolve) => {
@@ -52,7 +57,7 @@ export async function startRedis(port?: number): Promise<Running> {
 }
 
 /** Starts the release server on a free port; resolves once it listens. */
-export async function startServer(env: Record<string, string> = {}): Promise<Running> {
+export async function startServer(env: Record<string, string> = {}): Promise<RunningServer> {
   const child = spawn(binary, [], {
     // Not the project root: a developer's .env there must not leak into tests.
     cwd: os.tmpdir(),
@@ -61,6 +66,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
       BIND: "127.0.0.1",
       PORT: "0",
       RELAY_PORT: "0",
+      ADMIN_PORT: "0",
       LOG_FORMAT: "json",
       RUST_LOG: "info",
       LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
@@ -68,19 +74,19 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
     },
     stdio: ["ignore", "pipe", "inherit"],
   });
-  const http = await new Promise<string>((resolve, reject) => {
+  const { http, admin } = await new Promise<{ http: string; admin: string }>((resolve, reject) => {
     const lines = readline.createInterface({ input: child.stdout! });
     lines.on("line", (line) => {
       try {
         const event = JSON.parse(line);
-        if (event.message === "listening") resolve(event.http);
+        if (event.message === "listening") resolve({ http: event.http, admin: event.admin });
       } catch {
         // not a log line of ours
       }
     });
     child.once("exit", (code) => reject(new Error(`server exited with ${code}`)));
   });
-  return { url: `http://${http}`, stop: stopper(child) };
+  return { url: `http://${http}`, admin: `http://${admin}`, stop: stopper(child) };
 }
 
 /** A TCP proxy in front of a server, to take a page's network away. */

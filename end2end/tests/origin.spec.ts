@@ -51,7 +51,7 @@ test("only allowed origins open the chat socket", async ({ browser }) => {
   await foreignSocket(elsewhere, server);
   // The browser reports a refused handshake as an abnormal close (1006).
   await expect(elsewhere.locator("body")).toHaveAttribute("data-result", "closed 1006");
-  const metrics = await (await fetch(`${server.url}/metrics`)).text();
+  const metrics = await (await fetch(`${server.admin}/metrics`)).text();
   expect(metrics).toMatch(/^ws_rejected_total\{kind="chat",reason="origin"\} 1$/m);
 
   // The same page may connect once its origin is listed.

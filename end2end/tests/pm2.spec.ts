@@ -18,7 +18,7 @@ let port = 0;
 function pm2(...args: string[]): string {
   return execFileSync(pm2Bin, args, {
     cwd: root,
-    env: { ...process.env, PM2_HOME: pm2Home, PORT: String(port), RELAY_PORT: "0" },
+    env: { ...process.env, PM2_HOME: pm2Home, PORT: String(port), RELAY_PORT: "0", ADMIN_PORT: "0" },
     encoding: "utf8",
   });
 }

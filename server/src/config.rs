@@ -18,17 +18,25 @@ use std::time::Duration;
     about = "Real-time chat and WebSocket action relay, scaled out through Redis"
 )]
 pub struct Config {
-    /// Address to listen on (both ports).
+    /// Address the public ports (chat, relay) listen on.
     #[arg(long, env = "BIND", default_value = "0.0.0.0")]
     pub bind: IpAddr,
 
-    /// Port of the web chat (page, /ws, /relay, /healthz, /metrics). 0 picks a free port.
+    /// Port of the web chat (page, /ws, /relay, /healthz). 0 picks a free port.
     #[arg(long, env = "PORT", default_value_t = 4100)]
     pub port: u16,
 
     /// Port of the plain WebSocket action relay (any path). 0 disables it.
     #[arg(long, env = "RELAY_PORT", default_value_t = 8080)]
     pub relay_port: u16,
+
+    /// Port of the admin endpoints (/metrics, /healthz): give each instance on a host its own. 0 picks a free port.
+    #[arg(long, env = "ADMIN_PORT", default_value_t = 9100)]
+    pub admin_port: u16,
+
+    /// Address the admin port listens on: keep it private (default: this machine only).
+    #[arg(long, env = "ADMIN_BIND", default_value = "127.0.0.1")]
+    pub admin_bind: IpAddr,
 
     /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user; a Redis Cluster: one node, or several comma-separated (found by itself). Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
@@ -55,13 +63,25 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub outbound_queue: u64,
 
-    /// Messages per second one connection may send, on average.
-    #[arg(long, env = "RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_per_sec: u32,
+    /// Chat: messages per second one connection may send, on average (sized for people).
+    #[arg(long, env = "CHAT_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_rate_limit_per_sec: u32,
 
-    /// Messages one connection may send in a burst above the average rate.
-    #[arg(long, env = "RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
-    pub rate_limit_burst: u32,
+    /// Chat: messages one connection may send in a burst above the average rate.
+    #[arg(long, env = "CHAT_RATE_LIMIT_BURST", default_value_t = 40, value_parser = clap::value_parser!(u32).range(1..))]
+    pub chat_rate_limit_burst: u32,
+
+    /// Relay: messages per second one connection may send, on average (sized for programs: telemetry, game state, sensors).
+    #[arg(long, env = "RELAY_RATE_LIMIT_PER_SEC", default_value_t = 2000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_rate_limit_per_sec: u32,
+
+    /// Relay: messages one connection may send in a burst above the average rate.
+    #[arg(long, env = "RELAY_RATE_LIMIT_BURST", default_value_t = 5000, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_rate_limit_burst: u32,
+
+    /// Relay: bytes per second one connection may send, on average; also its burst (at least MAX_MESSAGE_BYTES).
+    #[arg(long, env = "RELAY_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub relay_bytes_per_sec: u32,
 
     /// Nickname changes one chat connection may make per minute (also the burst).
     #[arg(long, env = "RENAME_LIMIT_PER_MIN", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
@@ -172,6 +192,38 @@ impl Config {
                 self.redis_prefix
             ));
         }
+        for (old, new) in [
+            (
+                "RATE_LIMIT_PER_SEC",
+                "CHAT_RATE_LIMIT_PER_SEC and RELAY_RATE_LIMIT_PER_SEC",
+            ),
+            (
+                "RATE_LIMIT_BURST",
+                "CHAT_RATE_LIMIT_BURST and RELAY_RATE_LIMIT_BURST",
+            ),
+        ] {
+            if std::env::var_os(old).is_some() {
+                return Err(format!(
+                    "{old} is no longer read: the chat and the relay have their own limits, {new}"
+                ));
+            }
+        }
+        if u64::from(self.relay_bytes_per_sec) < self.max_message_bytes {
+            return Err(format!(
+                "RELAY_BYTES_PER_SEC ({}) must be at least MAX_MESSAGE_BYTES ({}): \
+                 a message of the largest size must fit in one second's budget",
+                self.relay_bytes_per_sec, self.max_message_bytes
+            ));
+        }
+        if self.admin_port != 0
+            && self.admin_bind == self.bind
+            && [self.port, self.relay_port].contains(&self.admin_port)
+        {
+            return Err(format!(
+                "ADMIN_PORT {} is also PORT or RELAY_PORT: give the admin endpoints their own port",
+                self.admin_port
+            ));
+        }
         if self.relay_port != 0 && self.relay_port == self.port {
             return Err(format!(
                 "RELAY_PORT and PORT are both {}: give the relay its own port, or 0 to disable it",
@@ -183,6 +235,10 @@ impl Config {
 
     pub fn http_addr(&self) -> SocketAddr {
         SocketAddr::new(self.bind, self.port)
+    }
+
+    pub fn admin_addr(&self) -> SocketAddr {
+        SocketAddr::new(self.admin_bind, self.admin_port)
     }
 
     pub fn relay_addr(&self) -> Option<SocketAddr> {

@@ -146,14 +146,20 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
         })?),
         None => None,
     };
+    let admin_addr = config.admin_addr();
+    let admin = listener::bind(admin_addr, config.reuse_port).with_context(|| {
+        format!("cannot listen on {admin_addr}: set ADMIN_PORT to a free port (one per instance on a host)")
+    })?;
     let http_addr = http.local_addr()?;
     let relay_addr = relay.as_ref().map(TcpListener::local_addr).transpose()?;
+    let admin_addr = admin.local_addr()?;
 
     let app = state(config, shutdown.clone()).await?;
     let redis = app.store.redis().cloned();
     tracing::info!(
         http = %http_addr,
         relay = relay_addr.map(|a| a.to_string()),
+        admin = %admin_addr,
         instance = %app.instance,
         redis = app.config.redis_url.as_deref().map(redact),
         "listening"
@@ -162,6 +168,7 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
     let mut servers = tokio::task::JoinSet::new();
     let site = web_routes(&app, http_addr);
     servers.spawn(serve(http, site, shutdown.clone()));
+    servers.spawn(serve(admin, admin_routes(&app), shutdown.clone()));
     if let Some(relay) = relay {
         let relay_routes = Router::new()
             .fallback(get(relay::upgrade))
@@ -326,8 +333,18 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
     Ok(app)
 }
 
+/// The private admin endpoints: metrics, and health for whoever monitors
+/// the instance from inside.
+fn admin_routes(app: &Arc<AppState>) -> Router {
+    Router::new()
+        .route("/metrics", get(health::metrics_text))
+        .route("/healthz", get(health::healthz))
+        .with_state(app.clone())
+}
+
 /// The page (server-rendered Leptos app and its static files), the chat
-/// socket, the relay on `/relay`, health and metrics.
+/// socket, the relay on `/relay`, and health for load balancers. Metrics
+/// are on the admin port only.
 fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
     let options = leptos_options(&app.config, addr);
     let pages = generate_route_list(app::App);
@@ -342,7 +359,6 @@ fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
         .route("/ws", get(chat::upgrade))
         .route("/relay", get(relay::upgrade))
         .route("/healthz", get(health::healthz))
-        .route("/metrics", get(health::metrics_text))
         .with_state(app.clone())
         .merge(site)
 }

@@ -67,8 +67,12 @@ pub fn configure(ws: WebSocketUpgrade, config: &Config) -> WebSocketUpgrade {
 pub struct Limits {
     pub max_message_bytes: u64,
     pub ping_interval: Duration,
-    /// Frames of any kind, per connection.
-    pub rate: Quota,
+    /// Frames of any kind, per chat connection: sized for people.
+    pub chat_frames: Quota,
+    /// Frames of any kind, per relay connection: sized for programs.
+    pub relay_frames: Quota,
+    /// Bytes per relay connection: what keeps a fast program's cost bounded.
+    pub relay_bytes: Quota,
     /// Chat nickname changes, per connection.
     pub renames: Quota,
     /// Chat join attempts, per connection.
@@ -81,8 +85,11 @@ impl Limits {
         Limits {
             max_message_bytes: config.max_message_bytes,
             ping_interval: config.ping_interval(),
-            rate: Quota::per_second(nonzero(config.rate_limit_per_sec))
-                .allow_burst(nonzero(config.rate_limit_burst)),
+            chat_frames: Quota::per_second(nonzero(config.chat_rate_limit_per_sec))
+                .allow_burst(nonzero(config.chat_rate_limit_burst)),
+            relay_frames: Quota::per_second(nonzero(config.relay_rate_limit_per_sec))
+                .allow_burst(nonzero(config.relay_rate_limit_burst)),
+            relay_bytes: Quota::per_second(nonzero(config.relay_bytes_per_sec)),
             renames: Quota::per_minute(nonzero(config.rename_limit_per_min)),
             joins: Quota::per_minute(nonzero(config.join_limit_per_min)),
         }
@@ -274,7 +281,13 @@ async fn read<H: Handler>(
     limits: &Limits,
 ) -> String {
     let kind = H::KIND.as_str();
-    let frames = Throttle::new(limits.rate);
+    let (frames, bytes) = match H::KIND {
+        Kind::Chat => (Throttle::new(limits.chat_frames), None),
+        Kind::Relay => (
+            Throttle::new(limits.relay_frames),
+            Some(Throttle::new(limits.relay_bytes)),
+        ),
+    };
     // Pings go out every interval; a healthy client answers each one.
     let idle = limits.ping_interval * 2 + Duration::from_secs(1);
     loop {
@@ -285,19 +298,25 @@ async fn read<H: Handler>(
                 return "ping timeout".to_owned();
             }
             Ok(None) => return "client went away".to_owned(),
-            Ok(Some(Err(err))) => {
-                if is_too_big(err) {
+            Ok(Some(Err(err))) => match ReadError::of(err) {
+                ReadError::TooBig => {
                     metrics::error(kind, "too_large");
                     let text = format!("message larger than {} bytes", limits.max_message_bytes);
                     peer.send(handler.error_frame(ErrorCode::TooLarge, &text));
                     peer.closer.close(close::TOO_BIG, "message too big");
                     return "message too big".to_owned();
                 }
-                return "read error".to_owned();
-            }
+                ReadError::InvalidUtf8 => {
+                    metrics::error(kind, "invalid_utf8");
+                    peer.closer
+                        .close(close::INVALID_DATA, "text frame is not UTF-8");
+                    return "invalid UTF-8".to_owned();
+                }
+                ReadError::Other => return "read error".to_owned(),
+            },
             Ok(Some(Ok(message))) => message,
         };
-        let bytes = match &message {
+        let size = match &message {
             Message::Text(text) => text.len(),
             Message::Binary(data) => data.len(),
             Message::Close(_) => {
@@ -307,8 +326,11 @@ async fn read<H: Handler>(
             }
             Message::Ping(_) | Message::Pong(_) => continue,
         };
-        metrics::received(H::KIND, bytes);
-        let verdict = frames.check();
+        metrics::received(H::KIND, size);
+        let verdict = match (frames.check(), &bytes) {
+            (Verdict::Allowed, Some(bytes)) => bytes.check_n(size),
+            (verdict, _) => verdict,
+        };
         if verdict != Verdict::Allowed {
             metrics::error(kind, "rate_limited");
             let error = handler.error_frame(ErrorCode::RateLimited, "too many messages: slow down");
@@ -342,11 +364,24 @@ async fn read<H: Handler>(
     }
 }
 
-fn is_too_big(err: axum::Error) -> bool {
-    matches!(
-        err.into_inner()
+/// Why reading a frame failed, when the client can be told.
+enum ReadError {
+    TooBig,
+    /// A text frame that is not UTF-8: close 1007, not a dropped socket.
+    InvalidUtf8,
+    Other,
+}
+
+impl ReadError {
+    fn of(err: axum::Error) -> ReadError {
+        match err
+            .into_inner()
             .downcast::<tungstenite::Error>()
-            .map(|e| *e),
-        Ok(tungstenite::Error::Capacity(_))
-    )
+            .map(|e| *e)
+        {
+            Ok(tungstenite::Error::Capacity(_)) => ReadError::TooBig,
+            Ok(tungstenite::Error::Utf8(_)) => ReadError::InvalidUtf8,
+            _ => ReadError::Other,
+        }
+    }
 }

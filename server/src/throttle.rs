@@ -5,6 +5,7 @@
 
 use governor::clock::{Clock, DefaultClock};
 use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use std::num::NonZeroU32;
 use std::time::Duration;
 
 pub struct Throttle {
@@ -30,12 +31,27 @@ impl Throttle {
     }
 
     pub fn check(&self) -> Verdict {
-        match self.allowed.check() {
-            Ok(()) => Verdict::Allowed,
-            Err(_) if self.refusals.check().is_err() => Verdict::Abuse,
-            Err(not_until) => {
+        self.check_n(1)
+    }
+
+    /// For a quota of units (bytes): takes `n` of them at once.
+    pub fn check_n(&self, n: usize) -> Verdict {
+        // More than the burst can never pass: the caller keeps frames
+        // smaller than the burst, so this is abuse of another kind.
+        let Some(n) = u32::try_from(n).ok().and_then(NonZeroU32::new) else {
+            return if n == 0 {
+                Verdict::Allowed
+            } else {
+                Verdict::Abuse
+            };
+        };
+        match self.allowed.check_n(n) {
+            Ok(Ok(())) => Verdict::Allowed,
+            Ok(Err(_)) if !matches!(self.refusals.check_n(n), Ok(Ok(()))) => Verdict::Abuse,
+            Ok(Err(not_until)) => {
                 Verdict::Refused(not_until.wait_time_from(DefaultClock::default().now()))
             }
+            Err(_) => Verdict::Abuse,
         }
     }
 }
@@ -43,7 +59,6 @@ impl Throttle {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::num::NonZeroU32;
 
     #[test]
     fn refuses_over_the_quota_then_calls_it_abuse() {

@@ -203,7 +203,10 @@ async fn an_oversize_frame_gets_an_error_then_close_1009_and_the_server_lives_on
 async fn a_flood_is_rate_limited_then_closed_with_1008() {
     let server = Server::start(
         None,
-        &[("RATE_LIMIT_PER_SEC", "5"), ("RATE_LIMIT_BURST", "5")],
+        &[
+            ("CHAT_RATE_LIMIT_PER_SEC", "5"),
+            ("CHAT_RATE_LIMIT_BURST", "5"),
+        ],
     );
     let mut flooder = Chat::join(&server, "flood").await;
     let mut limited = 0;

@@ -233,7 +233,7 @@ fn counter(scrape: &prometheus_parse::Scrape, name: &str, kind: &str) -> f64 {
 }
 
 async fn scrape(server: &Server) -> prometheus_parse::Scrape {
-    let (status, body) = server.get("/metrics").await;
+    let (status, body) = server.admin_get("/metrics").await;
     assert_eq!(status, 200);
     prometheus_parse::Scrape::parse(body.lines().map(|l| Ok(l.to_owned())))
         .expect("Prometheus text format")
@@ -320,4 +320,20 @@ fn help_lists_every_setting_and_env_example_documents_them() {
         String::from_utf8(version.stdout).unwrap().trim(),
         format!("server {}", env!("CARGO_PKG_VERSION"))
     );
+}
+
+/// Metrics are for the operator: on the admin port, which listens on the
+/// loopback address unless told otherwise, and not on the public port;
+/// health is on both (load balancers use the public one).
+#[tokio::test]
+async fn metrics_live_on_the_private_admin_port_only() {
+    let server = Server::start(None, &[("BIND", "0.0.0.0")]);
+    assert!(server.admin.ip().is_loopback(), "{}", server.admin);
+    let _reader = Chat::open(&server, "").await;
+    assert_eq!(server.get("/metrics").await.0, 404);
+    let (status, body) = server.admin_get("/metrics").await;
+    assert_eq!(status, 200);
+    assert!(body.contains("ws_connections"), "{body}");
+    assert_eq!(server.get("/healthz").await.0, 200);
+    assert_eq!(server.admin_get("/healthz").await.0, 200);
 }

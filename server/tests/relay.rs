@@ -89,8 +89,8 @@ async fn binary_oversize_and_floods_are_answered() {
         None,
         &[
             ("MAX_MESSAGE_BYTES", "2048"),
-            ("RATE_LIMIT_PER_SEC", "5"),
-            ("RATE_LIMIT_BURST", "5"),
+            ("RELAY_RATE_LIMIT_PER_SEC", "5"),
+            ("RELAY_RATE_LIMIT_BURST", "5"),
         ],
     );
     let url = server.relay_url();
@@ -239,8 +239,9 @@ async fn a_slow_consumer_is_disconnected_not_buffered() {
         None,
         &[
             ("OUTBOUND_QUEUE", "4"),
-            ("RATE_LIMIT_PER_SEC", "100000"),
-            ("RATE_LIMIT_BURST", "100000"),
+            ("RELAY_RATE_LIMIT_PER_SEC", "100000"),
+            ("RELAY_RATE_LIMIT_BURST", "100000"),
+            ("RELAY_BYTES_PER_SEC", "1000000000"),
         ],
     );
     let (mut sender, _) = register(&server.relay_url(), "bulk").await;
@@ -258,7 +259,7 @@ async fn a_slow_consumer_is_disconnected_not_buffered() {
             sender.send_text(&frame).await;
         }
     }
-    let (_, metrics) = server.get("/metrics").await;
+    let (_, metrics) = server.admin_get("/metrics").await;
     assert!(
         metrics
             .lines()
@@ -269,4 +270,99 @@ async fn a_slow_consumer_is_disconnected_not_buffered() {
     // it arrives if there was room, otherwise the socket is simply dropped.
     let code = slow.closed().await;
     assert!(matches!(code, Some(1013) | None), "{code:?}");
+}
+
+/// Reads `n` JSON messages and checks they are `{key: 0}`, `{key: 1}` ...
+async fn expect_sequence(mut client: Client, key: &'static str, n: u64) -> Client {
+    for i in 0..n {
+        assert_eq!(client.json().await, json!({ key: i }), "message {i} of {n}");
+    }
+    client
+}
+
+/// The original forwarded everything a program sent: with the default
+/// settings, a burst of 500 and then 1,000 messages a second for 5 seconds
+/// reach every other client of the action, on the sender's instance and on
+/// another one, all of them, once, in order, and the sender is never told
+/// to slow down.
+#[tokio::test]
+async fn default_limits_forward_what_the_original_forwarded() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[]);
+    let (mut sender, _) = register(&a.relay_url(), "telemetry").await;
+    let (here, _) = register(&a.relay_url(), "telemetry").await;
+    let (there, _) = register(&b.relay_url(), "telemetry").await;
+
+    let readers = [here, there].map(|client| {
+        tokio::spawn(async move {
+            let client = expect_sequence(client, "burst", 500).await;
+            expect_sequence(client, "steady", 5000).await
+        })
+    });
+    for i in 0..500 {
+        sender.send_json(json!({ "burst": i })).await;
+    }
+    // 1,000 a second: ten every 10 ms, for 5 seconds.
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // A late tick must not be caught up in a burst faster than 1,000/s.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..5000 {
+        if i % 10 == 0 {
+            tick.tick().await;
+        }
+        sender.send_json(json!({ "steady": i })).await;
+    }
+    for reader in readers {
+        let mut client = reader.await.expect("every message, in order");
+        silent(&mut client).await;
+    }
+    silent(&mut sender).await;
+}
+
+/// A text frame that is not UTF-8 is a protocol error: close 1007, on the
+/// relay and on the chat, rather than a dropped connection.
+#[tokio::test]
+async fn invalid_utf8_closes_with_1007() {
+    use futures::SinkExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = Server::start(None, &[]);
+    for url in [server.relay_url(), server.chat_url("")] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            ..FrameHeader::default()
+        };
+        let invalid = vec![b'{', 0xff, 0xfe, b'}'];
+        ws.send(Message::Frame(Frame::from_payload(header, invalid.into())))
+            .await
+            .unwrap();
+        let mut client = Client::from_socket(ws);
+        assert_eq!(client.closed().await, Some(1007), "{url}");
+    }
+}
+
+/// The default *rate* (not the burst) carries 1,000 messages a second: with
+/// only the burst lowered, so that it cannot absorb the traffic, 5 seconds
+/// at 1,000 a second still pass without a refusal.
+#[tokio::test]
+async fn the_default_relay_rate_sustains_1000_messages_a_second() {
+    let server = Server::start(None, &[("RELAY_RATE_LIMIT_BURST", "100")]);
+    let (mut sender, _) = register(&server.relay_url(), "steady").await;
+    let (reader, _) = register(&server.relay_url(), "steady").await;
+    let reader = tokio::spawn(expect_sequence(reader, "steady", 5000));
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // A late tick must not be caught up in a burst faster than 1,000/s.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..5000 {
+        if i % 10 == 0 {
+            tick.tick().await;
+        }
+        sender.send_json(json!({ "steady": i })).await;
+    }
+    reader.await.expect("every message, in order");
+    silent(&mut sender).await;
 }

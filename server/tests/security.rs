@@ -17,7 +17,7 @@ use std::time::Duration;
 /// The value of one sample in `/metrics`, e.g.
 /// `ws_rejected_total{kind="chat",reason="origin"}`; 0 if absent.
 async fn metric(server: &Server, sample: &str) -> f64 {
-    let (_, text) = server.get("/metrics").await;
+    let (_, text) = server.admin_get("/metrics").await;
     text.lines()
         .find_map(|line| line.strip_prefix(sample)?.strip_prefix(' '))
         .map_or(0.0, |value| value.trim().parse().unwrap())
@@ -220,8 +220,8 @@ async fn renames_joins_and_messages_have_their_own_limits() {
         &[
             ("RENAME_LIMIT_PER_MIN", "2"),
             ("JOIN_LIMIT_PER_MIN", "2"),
-            ("RATE_LIMIT_PER_SEC", "5"),
-            ("RATE_LIMIT_BURST", "10"),
+            ("CHAT_RATE_LIMIT_PER_SEC", "5"),
+            ("CHAT_RATE_LIMIT_BURST", "10"),
         ],
     );
     let rename = |pseudo: &str| ClientMessage::Rename {
@@ -360,8 +360,8 @@ async fn a_chat_member_that_stops_reading_is_dropped_and_costs_no_memory() {
         None,
         &[
             ("OUTBOUND_QUEUE", "32"),
-            ("RATE_LIMIT_PER_SEC", "100000"),
-            ("RATE_LIMIT_BURST", "100000"),
+            ("CHAT_RATE_LIMIT_PER_SEC", "100000"),
+            ("CHAT_RATE_LIMIT_BURST", "100000"),
         ],
     );
     let mut alice = Chat::join(&server, "alice").await;

@@ -422,6 +422,8 @@ pub struct Server {
     child: Child,
     pub http: SocketAddr,
     pub relay: Option<SocketAddr>,
+    /// The private admin port (metrics).
+    pub admin: SocketAddr,
     pub logs: Arc<Mutex<Vec<String>>>,
 }
 
@@ -432,6 +434,7 @@ impl Server {
             .env("BIND", "127.0.0.1")
             .env("PORT", "0")
             .env("RELAY_PORT", "0")
+            .env("ADMIN_PORT", "0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .env_remove("REDIS_URL")
@@ -488,10 +491,12 @@ impl Server {
         };
         let http = listening["http"].as_str().unwrap().parse().unwrap();
         let relay = listening["relay"].as_str().map(|a| a.parse().unwrap());
+        let admin = listening["admin"].as_str().unwrap().parse().unwrap();
         Server {
             child,
             http,
             relay,
+            admin,
             logs,
         }
     }
@@ -545,6 +550,11 @@ impl Server {
 
     pub async fn get(&self, path: &str) -> (u16, String) {
         http_get(self.http, path).await
+    }
+
+    /// A GET on the private admin port (`/metrics`, `/healthz`).
+    pub async fn admin_get(&self, path: &str) -> (u16, String) {
+        http_get(self.admin, path).await
     }
 
     pub async fn health(&self) -> Value {
@@ -626,6 +636,11 @@ pub enum Received {
 }
 
 impl Client {
+    /// A client over a socket opened by hand (to send raw frames first).
+    pub fn from_socket(ws: Socket) -> Client {
+        Client { ws }
+    }
+
     pub async fn connect(url: &str) -> Client {
         let (ws, _) = tokio_tungstenite::connect_async(url)
             .await
