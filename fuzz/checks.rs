@@ -8,8 +8,8 @@
 //! take, are UTF-8.
 
 use app::protocol::{
-    ClientMessage, ErrorCode, MessageText, Pseudo, PseudoError, TextError, MAX_PSEUDO_CHARS,
-    MAX_TEXT_CHARS,
+    invisible, ClientMessage, ErrorCode, MessageText, Pseudo, PseudoError, TextError,
+    MAX_PSEUDO_CHARS, MAX_TEXT_CHARS,
 };
 use app::relay::{check_frame, registration_action, MAX_ACTION_BYTES};
 use serde::de::IgnoredAny;
@@ -129,8 +129,8 @@ pub fn client_message(data: &[u8]) -> Outcome {
 }
 
 /// `Pseudo::parse`: the nickname rule, exactly: the input is trimmed, then
-/// refused when empty, longer than `MAX_PSEUDO_CHARS` characters, or when it
-/// holds a control character (checked in that order).
+/// refused when empty, longer than `MAX_PSEUDO_CHARS` characters, when it
+/// holds a control character, or an invisible one (checked in that order).
 pub fn pseudo(data: &[u8]) -> Outcome {
     let Ok(raw) = std::str::from_utf8(data) else {
         return Ok(());
@@ -143,6 +143,8 @@ pub fn pseudo(data: &[u8]) -> Outcome {
         Err(PseudoError::TooLong)
     } else if trimmed.chars().any(char::is_control) {
         Err(PseudoError::ControlCharacter)
+    } else if trimmed.chars().any(invisible) {
+        Err(PseudoError::Invisible)
     } else {
         Ok(trimmed)
     };
@@ -165,31 +167,36 @@ pub fn pseudo(data: &[u8]) -> Outcome {
         !s.chars().any(char::is_control),
         "{input}: {s:?} has a control character"
     );
+    ensure!(
+        !s.chars().any(invisible),
+        "{input}: {s:?} has an invisible character"
+    );
     ensure!(nick.to_string() == s, "{input}: Display differs");
     ensure!(
         Pseudo::parse(s).as_ref() == Ok(&nick),
         "{input}: {s:?} does not parse to itself"
     );
-    let key = nick.key();
-    ensure!(
-        key.to_lowercase() == key,
-        "{input}: key {key:?} is not lower case"
-    );
     Ok(())
 }
 
-/// `MessageText::parse`: refused when blank, or when longer than
-/// `MAX_TEXT_CHARS` characters; otherwise kept exactly as typed.
+/// `MessageText::parse`: refused when nothing visible is in it, when longer
+/// than `MAX_TEXT_CHARS` characters, or with a control character other than
+/// newline and tab; otherwise kept exactly as typed.
 pub fn message_text(data: &[u8]) -> Outcome {
     let Ok(raw) = std::str::from_utf8(data) else {
         return Ok(());
     };
     let input = Show(raw);
     let chars = raw.chars().count();
-    let expected = if raw.trim().is_empty() {
+    let expected = if raw.chars().all(|c| c.is_whitespace() || invisible(c)) {
         Err(TextError::Empty)
     } else if chars > MAX_TEXT_CHARS {
         Err(TextError::TooLong)
+    } else if raw
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\t')
+    {
+        Err(TextError::ControlCharacter)
     } else {
         Ok(raw)
     };

@@ -285,6 +285,9 @@ pub enum PseudoError {
     Empty,
     TooLong,
     ControlCharacter,
+    /// Invisible, bidirectional-control or blank-looking characters: a
+    /// nickname with one could pass for another.
+    Invisible,
 }
 
 impl fmt::Display for PseudoError {
@@ -298,6 +301,10 @@ impl fmt::Display for PseudoError {
             PseudoError::ControlCharacter => {
                 write!(f, "the nickname contains a control character")
             }
+            PseudoError::Invisible => write!(
+                f,
+                "the nickname contains an invisible or direction-changing character"
+            ),
         }
     }
 }
@@ -314,17 +321,14 @@ impl Pseudo {
         if trimmed.chars().any(char::is_control) {
             return Err(PseudoError::ControlCharacter);
         }
+        if trimmed.chars().any(invisible) {
+            return Err(PseudoError::Invisible);
+        }
         Ok(Pseudo(trimmed.to_owned()))
     }
 
     pub fn as_str(&self) -> &str {
         &self.0
-    }
-
-    /// The form under which nicknames are unique: "Alice" and "alice" are
-    /// the same person to a reader, so they cannot both be in a room.
-    pub fn key(&self) -> String {
-        self.0.to_lowercase()
     }
 }
 
@@ -343,6 +347,7 @@ pub struct MessageText(String);
 pub enum TextError {
     Empty,
     TooLong,
+    ControlCharacter,
 }
 
 impl fmt::Display for TextError {
@@ -352,17 +357,59 @@ impl fmt::Display for TextError {
             TextError::TooLong => {
                 write!(f, "the message is longer than {MAX_TEXT_CHARS} characters")
             }
+            TextError::ControlCharacter => write!(
+                f,
+                "the message contains a control character (only newlines and tabs are allowed)"
+            ),
         }
     }
 }
 
+/// Characters that render as nothing, or change the direction of what
+/// follows: Unicode's Default_Ignorable_Code_Point (DerivedCoreProperties:
+/// soft hyphen, zero-width spaces and joiners, bidirectional controls,
+/// variation selectors, Hangul fillers, tags ...) and the blank Braille
+/// pattern, which looks like a space without being one.
+pub fn invisible(c: char) -> bool {
+    matches!(
+        u32::from(c),
+        0x00AD
+            | 0x034F
+            | 0x061C
+            | 0x115F..=0x1160
+            | 0x17B4..=0x17B5
+            | 0x180B..=0x180F
+            | 0x200B..=0x200F
+            | 0x202A..=0x202E
+            | 0x2060..=0x206F
+            | 0x2800
+            | 0x3164
+            | 0xFE00..=0xFE0F
+            | 0xFEFF
+            | 0xFFA0
+            | 0xFFF0..=0xFFF8
+            | 0x1BCA0..=0x1BCA3
+            | 0x1D173..=0x1D17A
+            | 0xE0000..=0xE0FFF
+    )
+}
+
 impl MessageText {
+    /// A text made of spaces and invisible characters only is empty;
+    /// newlines and tabs are kept, other control characters refused.
     pub fn parse(raw: &str) -> Result<Self, TextError> {
-        if raw.trim().is_empty() {
+        let visible = raw.chars().any(|c| !c.is_whitespace() && !invisible(c));
+        if !visible {
             return Err(TextError::Empty);
         }
         if raw.chars().count() > MAX_TEXT_CHARS {
             return Err(TextError::TooLong);
+        }
+        if raw
+            .chars()
+            .any(|c| c.is_control() && c != '\n' && c != '\t')
+        {
+            return Err(TextError::ControlCharacter);
         }
         Ok(MessageText(raw.to_owned()))
     }
@@ -535,7 +582,36 @@ mod tests {
         assert_eq!(Pseudo::parse(&"a".repeat(33)), Err(PseudoError::TooLong));
         assert_eq!(Pseudo::parse("a\u{7}b"), Err(PseudoError::ControlCharacter));
         assert_eq!(Pseudo::parse("a\nb"), Err(PseudoError::ControlCharacter));
-        assert_eq!(Pseudo::parse("Alice").unwrap().key(), "alice");
+        for invisible in [
+            "alice\u{200b}",
+            "al\u{ad}ice",
+            "alice\u{fe0f}",
+            "\u{202e}ecila",
+            "\u{3164}",
+            "\u{2800}",
+        ] {
+            assert_eq!(
+                Pseudo::parse(invisible),
+                Err(PseudoError::Invisible),
+                "{invisible:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn message_text_must_show_something_and_hold_no_control_character() {
+        assert!(MessageText::parse("line one\n\tline two").is_ok());
+        for blank in ["", "  \n", "\u{200b}\u{200b}", " \u{2800} "] {
+            assert_eq!(
+                MessageText::parse(blank),
+                Err(TextError::Empty),
+                "{blank:?}"
+            );
+        }
+        assert_eq!(
+            MessageText::parse("ring\u{7}"),
+            Err(TextError::ControlCharacter)
+        );
     }
 
     #[test]

@@ -16,7 +16,8 @@
 //!   limits ([`capacity`], per [`client_ip`]).
 //! - [`socket`]: one WebSocket's life: limits ([`throttle`]), keepalive,
 //!   close handshake.
-//! - [`chat`], [`relay`]: the two protocols.
+//! - [`chat`], [`relay`]: the two protocols; [`nickname`]: when two
+//!   nicknames are the same to a reader.
 //! - [`health`], [`metrics`]: `/healthz` and `/metrics`.
 //! - [`supervise`]: restarts the background tasks the instance needs.
 //! - [`logging`]: tracing subscriber, text or JSON.
@@ -38,6 +39,7 @@ pub mod listener;
 pub mod logging;
 pub mod membership;
 pub mod metrics;
+pub mod nickname;
 pub mod origin;
 pub mod redis_client;
 pub mod relay;

@@ -3,7 +3,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
-use common::{refused_status, texts, Chat, Client, Received, Server};
+use common::{refused_status, texts, Chat, Client, Received, Redis, Server};
 use serde_json::json;
 use std::time::Duration;
 
@@ -318,4 +318,54 @@ async fn the_page_is_server_rendered_with_test_hooks() {
     }
     assert!(body.contains("/pkg/chat.js"), "hydration script");
     let _ = Client::connect(&server.chat_url("")).await;
+}
+
+/// Nobody can pass for somebody else: every look-alike of a nickname in the
+/// room is taken, and nicknames with invisible or direction-changing
+/// characters (or that render blank) are refused, with one Redis as well
+/// as embedded.
+#[tokio::test]
+async fn look_alike_and_blank_nicknames_are_refused() {
+    let redis = Redis::start();
+    for server in [Server::start(None, &[]), Server::start(Some(&redis), &[])] {
+        let mut joined = Vec::new();
+        for original in ["alice", "paypal", "STRASSE"] {
+            joined.push(Chat::join(&server, original).await);
+        }
+        let attempts = [
+            ("\u{430}lice", ErrorCode::PseudoTaken),
+            (
+                "\u{ff41}\u{ff4c}\u{ff49}\u{ff43}\u{ff45}",
+                ErrorCode::PseudoTaken,
+            ),
+            ("ALICE", ErrorCode::PseudoTaken),
+            ("paypaI", ErrorCode::PseudoTaken),
+            ("stra\u{df}e", ErrorCode::PseudoTaken),
+            ("alice\u{200b}", ErrorCode::InvalidPseudo),
+            ("al\u{ad}ice", ErrorCode::InvalidPseudo),
+            ("alice\u{fe0f}", ErrorCode::InvalidPseudo),
+            ("\u{202e}ecila", ErrorCode::InvalidPseudo),
+            ("\u{200b}", ErrorCode::InvalidPseudo),
+            ("\u{3164}", ErrorCode::InvalidPseudo),
+        ];
+        for (pseudo, wanted) in attempts {
+            let (mut chat, _, _) = Chat::open(&server, "").await;
+            chat.send(&ClientMessage::Join {
+                pseudo: pseudo.into(),
+                session: None,
+            })
+            .await;
+            assert_eq!(chat.expect_error().await, wanted, "{pseudo:?}");
+        }
+        // A message that shows nothing is empty; a control character is refused.
+        let alice = &mut joined[0];
+        for text in ["\u{200b}\u{200b}", "bell\u{7}"] {
+            alice.say(text).await;
+            assert_eq!(
+                alice.expect_error().await,
+                ErrorCode::InvalidText,
+                "{text:?}"
+            );
+        }
+    }
 }

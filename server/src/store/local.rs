@@ -5,6 +5,7 @@
 
 use super::{Claim, Member};
 use crate::hub::ConnId;
+use crate::nickname;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 
@@ -38,7 +39,7 @@ impl Local {
         previous_key: Option<&str>,
     ) -> Claim {
         let room = self.rooms.entry(room.to_owned()).or_default();
-        let key = member.pseudo.key();
+        let key = nickname::key(&member.pseudo);
         let mut claim = Claim::Joined;
         if let Some(&holder) = room.pseudos.get(&key) {
             if holder != conn {
@@ -73,7 +74,7 @@ impl Local {
         if let Some(old) = previous_key {
             room.pseudos.remove(old);
         }
-        room.pseudos.insert(member.pseudo.key(), conn);
+        room.pseudos.insert(nickname::key(&member.pseudo), conn);
         room.members.insert(conn, member.clone());
     }
 
@@ -90,7 +91,7 @@ impl Local {
             return false;
         };
         let removed = room.members.remove(&conn).is_some();
-        let key = member.pseudo.key();
+        let key = nickname::key(&member.pseudo);
         if room.pseudos.get(&key) == Some(&conn) {
             room.pseudos.remove(&key);
         }

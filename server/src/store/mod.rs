@@ -13,6 +13,7 @@ pub mod redis;
 
 use crate::hub::{ConnId, Topic};
 use crate::metrics;
+use crate::nickname;
 use app::protocol::Pseudo;
 use axum::extract::ws::Utf8Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
@@ -121,7 +122,7 @@ impl Store {
         member: &Member,
         previous: Option<&Pseudo>,
     ) -> Claim {
-        let previous_key = previous.map(Pseudo::key);
+        let previous_key = previous.map(nickname::key);
         let topic = || Topic::Room(room.to_owned());
         if let Some(redis) = self.reachable(topic) {
             match redis

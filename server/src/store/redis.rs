@@ -13,6 +13,7 @@
 use super::keys::Keys;
 use super::{Claim, Member};
 use crate::hub::ConnId;
+use crate::nickname;
 use crate::redis_client::{Commands, RedisStatus};
 use redis::{AsyncCommands, RedisResult, Script};
 use std::sync::{Arc, LazyLock};
@@ -143,7 +144,7 @@ impl RedisStore {
         member: &Member,
         previous_key: Option<&str>,
     ) -> RedisResult<(Claim, Option<ConnId>, Departed)> {
-        let key = member.pseudo.key();
+        let key = nickname::key(&member.pseudo);
         // The member as stored in the room's members hash; the scripts read
         // `pseudo`, `key`, `session` and `instance` back.
         let json = serde_json::json!({
@@ -185,7 +186,7 @@ impl RedisStore {
         let removed: u8 = self
             .room_script(&LEAVE, room)
             .arg(conn.to_string())
-            .arg(member.pseudo.key())
+            .arg(nickname::key(&member.pseudo))
             .arg(self.owner_if(last_here))
             .invoke_async(&mut self.conn.clone())
             .await?;
