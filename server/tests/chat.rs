@@ -297,6 +297,28 @@ async fn port_in_use_is_one_clear_line() {
     assert!(!stderr.contains("panicked"));
 }
 
+/// The shared rate limit of earlier versions is now one per protocol: a
+/// configuration that still sets it is told, not silently ignored.
+#[test]
+fn the_old_shared_rate_limit_is_refused_with_the_new_names() {
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
+        .env("BIND", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RELAY_PORT", "0")
+        .env("ADMIN_PORT", "0")
+        .env("RATE_LIMIT_PER_SEC", "20")
+        .env_remove("REDIS_URL")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(
+        stderr.contains("CHAT_RATE_LIMIT_PER_SEC") && stderr.contains("RELAY_RATE_LIMIT_PER_SEC"),
+        "{stderr}"
+    );
+}
+
 #[tokio::test]
 async fn the_page_is_server_rendered_with_test_hooks() {
     let server = Server::start(None, &[]);
