@@ -27,6 +27,8 @@ module.exports = {
         // /metrics, on 127.0.0.1 only (ADMIN_BIND): one port per instance.
         ADMIN_PORT: process.env.ADMIN_PORT || "9100",
         ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
+        // The origins browsers reach the chat at (DNS rebinding check).
+        ...(process.env.PUBLIC_ORIGINS ? { PUBLIC_ORIGINS: process.env.PUBLIC_ORIGINS } : {}),
         SHUTDOWN_GRACE_SECS: "10",
         LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
         RUST_LOG: process.env.RUST_LOG || "info",

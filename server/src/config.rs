@@ -95,6 +95,10 @@ pub struct Config {
     #[arg(long, env = "ALLOWED_ORIGINS", default_value = "self", value_delimiter = ',', value_parser = AllowedOrigin::parse)]
     pub allowed_origins: Vec<AllowedOrigin>,
 
+    /// The origins this server is reached at (https://chat.example.com, comma-separated): "self" in ALLOWED_ORIGINS means these, localhost and IP addresses; a browser's socket addressed to any other name is refused (DNS rebinding).
+    #[arg(long, env = "PUBLIC_ORIGINS", value_delimiter = ',', value_parser = public_origin)]
+    pub public_origins: Vec<AllowedOrigin>,
+
     /// Refuse chat sockets without an Origin header (browsers always send one; other programs may not).
     #[arg(long, env = "CHAT_REQUIRE_ORIGIN", default_value_t = false, action = clap::ArgAction::Set)]
     pub chat_require_origin: bool,
@@ -144,6 +148,16 @@ pub struct Config {
 pub enum LogFormat {
     Text,
     Json,
+}
+
+/// One entry of `PUBLIC_ORIGINS`: an exact origin only.
+fn public_origin(value: &str) -> Result<AllowedOrigin, String> {
+    match AllowedOrigin::parse(value)? {
+        exact @ AllowedOrigin::Exact(_) => Ok(exact),
+        _ => Err(format!(
+            "{value:?}: PUBLIC_ORIGINS lists origins, scheme://host[:port]"
+        )),
+    }
 }
 
 impl Config {

@@ -30,10 +30,12 @@ impl Guard {
             chat_origins: OriginPolicy::new(
                 config.allowed_origins.clone(),
                 config.chat_require_origin,
+                &config.public_origins,
             ),
             relay_origins: OriginPolicy::new(
                 config.allowed_origins.clone(),
                 config.relay_require_origin,
+                &config.public_origins,
             ),
             client_ip: ClientIp::new(
                 config.trusted_proxy_header.clone(),
@@ -60,6 +62,7 @@ impl Guard {
             Kind::Relay => &self.relay_origins,
         };
         let refusal = match origins.check(headers) {
+            Err(Refused::Host) => Some(Refusal::Host),
             Err(Refused::Origin) => Some(Refusal::Origin),
             Err(Refused::NoOrigin) => Some(Refusal::NoOrigin),
             Ok(()) if shutdown.is_cancelled() => Some(Refusal::Draining),
@@ -81,6 +84,7 @@ impl Guard {
 
 #[derive(Debug, Clone, Copy)]
 pub enum Refusal {
+    Host,
     Origin,
     NoOrigin,
     Draining,
@@ -91,6 +95,7 @@ pub enum Refusal {
 impl Refusal {
     fn label(self) -> &'static str {
         match self {
+            Refusal::Host => "host",
             Refusal::Origin => "origin",
             Refusal::NoOrigin => "no_origin",
             Refusal::Draining => "draining",
@@ -106,6 +111,12 @@ impl IntoResponse for Refusal {
         // and load balancers may not.
         const RETRY: [(axum::http::HeaderName, &str); 1] = [(RETRY_AFTER, "5")];
         match self {
+            Refusal::Host => (
+                StatusCode::FORBIDDEN,
+                "this server is not known by the name this page used (DNS rebinding?): \
+                 add its public origin to PUBLIC_ORIGINS",
+            )
+                .into_response(),
             Refusal::Origin => (
                 StatusCode::FORBIDDEN,
                 "cross-site WebSocket refused: this page's origin is not in ALLOWED_ORIGINS",

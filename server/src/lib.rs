@@ -293,6 +293,7 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
                 counts: counts.clone(),
                 status,
                 shutdown: shutdown.clone(),
+                held: Default::default(),
             };
             let (bus, subscribers) = bus::redis::RedisBus::start(redis.connection(), supervisor);
             for subscriber in subscribers {

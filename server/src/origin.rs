@@ -8,6 +8,14 @@
 //! programs could send any `Origin` they like, so refusing them protects
 //! nothing by itself. They are let in unless `CHAT_REQUIRE_ORIGIN` /
 //! `RELAY_REQUIRE_ORIGIN` say otherwise.
+//!
+//! DNS rebinding: a site can make its own name resolve to this server (or
+//! to a relay inside its visitor's network), and its pages then open
+//! sockets whose `Origin` and `Host` are both its own name, so "the page's
+//! origin is the request's host" proves nothing by itself. A browser's
+//! handshake is therefore also checked for being addressed to a name this
+//! server answers to: one of `PUBLIC_ORIGINS`, `localhost`, or an IP
+//! address, which no other site can rebind.
 
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::uri::Authority;
@@ -43,6 +51,8 @@ impl AllowedOrigin {
 /// Why an upgrade is refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Refused {
+    /// A browser's handshake addressed to a name that is not this server's.
+    Host,
     /// From a page whose origin is not allowed.
     Origin,
     /// Without an `Origin` header where one is required.
@@ -52,11 +62,43 @@ pub enum Refused {
 pub struct OriginPolicy {
     allowed: Vec<AllowedOrigin>,
     require: bool,
+    /// `PUBLIC_ORIGINS`, normalized: the origins this server is reached at.
+    public: Vec<String>,
 }
 
 impl OriginPolicy {
-    pub fn new(allowed: Vec<AllowedOrigin>, require: bool) -> Self {
-        OriginPolicy { allowed, require }
+    pub fn new(allowed: Vec<AllowedOrigin>, require: bool, public: &[AllowedOrigin]) -> Self {
+        let public = public
+            .iter()
+            .filter_map(|origin| match origin {
+                AllowedOrigin::Exact(origin) => Some(origin.clone()),
+                _ => None,
+            })
+            .collect();
+        OriginPolicy {
+            allowed,
+            require,
+            public,
+        }
+    }
+
+    /// True if `Host` names this server: the host of one of its public
+    /// origins, `localhost`, or an IP address.
+    fn own_host(&self, host: &str) -> bool {
+        let Ok(authority) = host.parse::<Authority>() else {
+            return false;
+        };
+        let name = authority
+            .host()
+            .trim_start_matches('[')
+            .trim_end_matches(']');
+        name.parse::<std::net::IpAddr>().is_ok()
+            || name.eq_ignore_ascii_case("localhost")
+            || name.to_ascii_lowercase().ends_with(".localhost")
+            || self
+                .public
+                .iter()
+                .any(|origin| host_name(origin) == Some(name.to_ascii_lowercase()))
     }
 
     pub fn check(&self, headers: &HeaderMap) -> Result<(), Refused> {
@@ -71,12 +113,15 @@ impl OriginPolicy {
         // match nothing but `*`.
         let origin = origin.to_str().ok().and_then(normalize);
         let host = headers.get(HOST).and_then(|h| h.to_str().ok());
+        if !host.is_some_and(|host| self.own_host(host)) {
+            return Err(Refused::Host);
+        }
         let allowed = self.allowed.iter().any(|entry| match entry {
             AllowedOrigin::Any => true,
-            AllowedOrigin::SameHost => origin
-                .as_deref()
-                .zip(host)
-                .is_some_and(|(origin, host)| same_host(origin, host)),
+            AllowedOrigin::SameHost => origin.as_deref().is_some_and(|origin| {
+                host.is_some_and(|host| same_host(origin, host))
+                    || self.public.iter().any(|public| public == origin)
+            }),
             AllowedOrigin::Exact(exact) => origin.as_deref() == Some(exact.as_str()),
         });
         if allowed {
@@ -104,6 +149,14 @@ fn normalize(origin: &str) -> Option<String> {
         }
         _ => Some(format!("{scheme}://{host}")),
     }
+}
+
+/// The host name of a normalized origin (any port: a name this server
+/// answers to is its own on every port, the relay's included).
+fn host_name(origin: &str) -> Option<String> {
+    let (_, authority) = origin.split_once("://")?;
+    let authority = authority.parse::<Authority>().ok()?;
+    Some(authority.host().to_ascii_lowercase())
 }
 
 fn default_port(scheme: &str) -> Option<u16> {
@@ -150,7 +203,38 @@ mod tests {
             .iter()
             .map(|e| AllowedOrigin::parse(e).unwrap())
             .collect();
-        OriginPolicy::new(allowed, require)
+        let public = [AllowedOrigin::parse("https://chat.example.com").unwrap()];
+        OriginPolicy::new(allowed, require, &public)
+    }
+
+    #[test]
+    fn a_rebound_name_is_refused_while_the_servers_own_names_work() {
+        let own = policy(&["self"], false);
+        assert_eq!(
+            own.check(&headers(
+                Some("http://rebind.evil.example:8080"),
+                "rebind.evil.example:8080"
+            )),
+            Err(Refused::Host)
+        );
+        for (origin, host) in [
+            ("http://localhost:4100", "localhost:4100"),
+            ("http://127.0.0.1:4100", "127.0.0.1:4100"),
+            ("http://[::1]:4100", "[::1]:4100"),
+            ("https://chat.example.com", "chat.example.com"),
+        ] {
+            assert_eq!(own.check(&headers(Some(origin), host)), Ok(()), "{host}");
+        }
+        // A program (no Origin) may use any name: it cannot be a rebound page.
+        assert_eq!(own.check(&headers(None, "relay.internal:8080")), Ok(()));
+        // The public page may open the relay on its own port.
+        assert_eq!(
+            own.check(&headers(
+                Some("https://chat.example.com"),
+                "chat.example.com:8080"
+            )),
+            Ok(())
+        );
     }
 
     #[test]
@@ -161,13 +245,13 @@ mod tests {
             ("https://Chat.Example.com", "chat.example.com"),
             ("https://chat.example.com", "chat.example.com:443"),
             ("http://[::1]:8080", "[::1]:8080"),
+            ("http://localhost:4100", "localhost:4100"),
         ] {
             assert_eq!(own.check(&headers(Some(origin), host)), Ok(()), "{origin}");
         }
         for (origin, host) in [
             ("https://evil.example", "chat.example.com"),
             ("http://127.0.0.1:9999", "127.0.0.1:4100"),
-            ("https://chat.example.com", "chat.example.com:80"),
             ("http://chat.example.com.evil.example", "chat.example.com"),
             ("null", "chat.example.com"),
         ] {

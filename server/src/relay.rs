@@ -132,14 +132,13 @@ impl RelaySession {
         // registration is still unregistered when it closes.
         self.action = Some((action.clone(), topic.clone()));
         self.app.store.relay_register(&action, self.id, &text).await;
-        // The reply goes out before any peer's frame can be queued.
-        self.peer.send(encode(&Reply::Registered {
+        let reply = encode(&Reply::Registered {
             id: self.id,
             action: &action,
-        }));
+        });
         self.app
             .bus
-            .subscribe(&topic, self.id, self.peer.clone())
+            .subscribe_after(&topic, self.id, self.peer.clone(), reply)
             .await;
         tracing::info!(conn = %self.id, action, "relay client registered");
         None

@@ -662,3 +662,70 @@ async fn redis_with_a_password_or_an_acl_user() {
     // Clients still connect to the degraded instance.
     assert!(try_connect(&bad.chat_url(""), &[], None).await.is_ok());
 }
+
+/// A WebSocket handshake written by hand, with the `Host` and `Origin` a
+/// browser would send from a page at that name; the HTTP status and body.
+async fn handshake(
+    addr: std::net::SocketAddr,
+    path: &str,
+    host: &str,
+    origin: &str,
+) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let request = format!(
+        "GET {path} HTTP/1.1\r\nHost: {host}\r\nOrigin: {origin}\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n"
+    );
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut reply = vec![0; 4096];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut reply))
+        .await
+        .expect("an answer")
+        .unwrap();
+    let reply = String::from_utf8_lossy(&reply[..n]).into_owned();
+    let status = reply[9..12].parse().unwrap();
+    (status, reply)
+}
+
+/// DNS rebinding: a page at a name its site made resolve to this server
+/// sends `Host` and `Origin` with that name. Refused on the chat socket and
+/// on the relay port, with the setting to change named; the configured
+/// public origin, `localhost` and the IP address keep working.
+#[tokio::test]
+async fn a_rebound_name_cannot_open_a_socket() {
+    let relay_port = free_port().to_string();
+    let server = Server::start(
+        None,
+        &[
+            ("PUBLIC_ORIGINS", "https://chat.example.test"),
+            ("RELAY_PORT", &relay_port),
+        ],
+    );
+    let http = server.http;
+    let relay = server.relay.expect("the relay port");
+    for (addr, path) in [(http, "/ws"), (relay, "/"), (http, "/relay")] {
+        let rebound = format!("rebind.evil.example:{}", addr.port());
+        let (status, body) = handshake(addr, path, &rebound, &format!("http://{rebound}")).await;
+        assert_eq!(status, 403, "{path}: {body}");
+        assert!(body.contains("PUBLIC_ORIGINS"), "{body}");
+        for (host, origin) in [
+            (
+                format!("127.0.0.1:{}", addr.port()),
+                format!("http://127.0.0.1:{}", addr.port()),
+            ),
+            (
+                format!("localhost:{}", addr.port()),
+                format!("http://localhost:{}", addr.port()),
+            ),
+            (
+                "chat.example.test".to_owned(),
+                "https://chat.example.test".to_owned(),
+            ),
+        ] {
+            let (status, body) = handshake(addr, path, &host, &origin).await;
+            assert_eq!(status, 101, "{host} {path}: {body}");
+        }
+    }
+}

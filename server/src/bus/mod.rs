@@ -65,6 +65,23 @@ impl Bus {
         }
     }
 
+    /// For a relay client: waits until frames of the action from other
+    /// instances reach this one, then queues `reply` to the client and adds
+    /// it as a listener, with no frame in between. So "registered" means
+    /// "you get every later frame", and comes before any of them.
+    pub async fn subscribe_after(&self, topic: &Topic, id: ConnId, peer: Peer, reply: Utf8Bytes) {
+        if let Backend::Redis(redis) = &self.backend {
+            redis.hold(topic);
+            redis.sync_subscriptions(topic).await;
+        }
+        peer.send(reply);
+        self.hub().insert(topic, id, peer);
+        if let Backend::Redis(redis) = &self.backend {
+            // The listener keeps the subscription from here on.
+            redis.release(topic);
+        }
+    }
+
     pub fn unsubscribe(&self, topic: &Topic, id: ConnId) {
         let last = match topic {
             Topic::Room(room) => self.feeds.unlisten(room, id),

@@ -30,7 +30,7 @@ use redis::aio::{PubSubSink, PubSubStream};
 use redis::cluster::ClusterConfig;
 use redis::cluster_async::ClusterConnection;
 use redis::{Msg, PushInfo, PushKind};
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
@@ -51,6 +51,7 @@ type SyncRequest = Option<oneshot::Sender<()>>;
 pub struct RedisBus {
     conn: Commands,
     keys: Keys,
+    common: Arc<Supervisor>,
     /// Subscription requests, one sender per shard.
     shards: Vec<mpsc::UnboundedSender<SyncRequest>>,
     status: Arc<RedisStatus>,
@@ -67,6 +68,10 @@ pub struct Supervisor {
     pub counts: Arc<Counts>,
     pub status: Arc<RedisStatus>,
     pub shutdown: CancellationToken,
+    /// Topics to follow although no local listener has them yet: a relay
+    /// client is told it is registered only once frames from the other
+    /// instances reach this one.
+    pub held: std::sync::Mutex<HashMap<Topic, usize>>,
 }
 
 /// The task that owns one shard's subscription connection.
@@ -115,6 +120,7 @@ impl RedisBus {
         let bus = RedisBus {
             conn,
             keys,
+            common: common.clone(),
             shards,
             status,
         };
@@ -135,6 +141,22 @@ impl RedisBus {
 
     pub fn request_sync(&self, topic: &Topic) {
         let _ = self.shard(topic).send(None);
+    }
+
+    /// Follows the topic from now on, listener or not, until released.
+    pub fn hold(&self, topic: &Topic) {
+        let mut held = self.common.held.lock().unwrap_or_else(|e| e.into_inner());
+        *held.entry(topic.clone()).or_default() += 1;
+    }
+
+    pub fn release(&self, topic: &Topic) {
+        let mut held = self.common.held.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(count) = held.get_mut(topic) {
+            *count -= 1;
+            if *count == 0 {
+                held.remove(topic);
+            }
+        }
     }
 
     pub async fn publish(&self, topic: &Topic, envelope: &Envelope) {
@@ -297,13 +319,15 @@ impl Shard {
         }
     }
 
-    /// The topics this shard follows: those with local listeners, in its
-    /// partition.
+    /// The topics this shard follows: those with local listeners (or
+    /// held for one about to come), in its partition.
     fn topics(&self) -> Vec<Topic> {
-        self.common
-            .feeds
-            .hub()
-            .topics()
+        let mut topics: HashSet<Topic> = self.common.feeds.hub().topics().into_iter().collect();
+        {
+            let held = self.common.held.lock().unwrap_or_else(|e| e.into_inner());
+            topics.extend(held.keys().cloned());
+        }
+        topics
             .into_iter()
             .filter(|topic| self.partition.is_none_or(|p| topic_partition(topic) == p))
             .collect()
