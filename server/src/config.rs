@@ -107,6 +107,18 @@ pub struct Config {
     #[arg(long, env = "RELAY_REQUIRE_ORIGIN", default_value_t = false, action = clap::ArgAction::Set)]
     pub relay_require_origin: bool,
 
+    /// Relay access tokens: off (anybody may register any action, as the original) or required (a JWT in the registration's "token" or an Authorization: Bearer header).
+    #[arg(long, env = "RELAY_AUTH", default_value = "off")]
+    pub relay_auth: AuthMode,
+
+    /// Secret for HS256 access tokens.
+    #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
+    pub auth_jwt_secret: Option<String>,
+
+    /// PEM file with the public key for RS256, ES256 or EdDSA access tokens.
+    #[arg(long, env = "AUTH_JWT_PUBLIC_KEY")]
+    pub auth_jwt_public_key: Option<std::path::PathBuf>,
+
     /// WebSockets (chat and relay) open at once on this instance; more are refused with HTTP 503.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
@@ -142,6 +154,12 @@ pub struct Config {
     /// Log format: text for people, json for log pipelines. Level from RUST_LOG (default info).
     #[arg(long, env = "LOG_FORMAT", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum AuthMode {
+    Off,
+    Required,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]

@@ -16,6 +16,7 @@
 //!   limits ([`capacity`], per [`client_ip`]).
 //! - [`socket`]: one WebSocket's life: limits ([`throttle`]), keepalive,
 //!   close handshake.
+//! - [`auth`]: relay access tokens (JWT).
 //! - [`chat`], [`relay`]: the two protocols; [`nickname`]: when two
 //!   nicknames are the same to a reader.
 //! - [`health`], [`metrics`]: `/healthz` and `/metrics`.
@@ -24,6 +25,7 @@
 //! - [`redis_client`]: the Redis client (TLS, credentials), the
 //!   password-free form of its URL, and the link's status.
 
+pub mod auth;
 pub mod bus;
 pub mod capacity;
 pub mod chat;
@@ -97,6 +99,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     /// Restarts of the supervised background tasks, for `/healthz`.
     pub restarts: Arc<Restarts>,
+    /// Relay access tokens, when `RELAY_AUTH=required`.
+    pub relay_auth: Option<auth::Verifier>,
 }
 
 impl AppState {
@@ -307,7 +311,15 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
             (Backend::Redis(bus), feeds, Store::new(Some(redis)), streams)
         }
     };
+    let relay_auth = match config.relay_auth {
+        config::AuthMode::Off => None,
+        config::AuthMode::Required => Some(auth::Verifier::new(
+            config.auth_jwt_secret.as_deref(),
+            config.auth_jwt_public_key.as_deref(),
+        )?),
+    };
     let app = Arc::new(AppState {
+        relay_auth,
         limits: Limits::from_config(&config),
         guard: Guard::from_config(&config),
         config,

@@ -7,11 +7,12 @@
 
 use crate::hub::{close, ConnId, Kind, Peer, Topic};
 use crate::socket::{self, Handler};
-use crate::{metrics, AppState};
+use crate::{auth, metrics, AppState};
 use app::protocol::ErrorCode;
 use app::relay::{check_frame, registration_action};
 use axum::extract::ws::{Utf8Bytes, WebSocket, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
+use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
 use axum::response::{IntoResponse, Response};
 use serde::Serialize;
@@ -30,17 +31,22 @@ pub async fn upgrade(
         Ok(slot) => slot,
         Err(refused) => return refused.into_response(),
     };
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned());
     let tracked = app.clone();
     socket::configure(ws, &app.config).on_upgrade(move |socket| {
         tracked.tasks.clone().track_future(async move {
             // The connection counts as open until its session ends.
             let _slot = slot;
-            session(tracked, socket).await;
+            session(tracked, socket, bearer).await;
         })
     })
 }
 
-async fn session(app: Arc<AppState>, socket: WebSocket) {
+async fn session(app: Arc<AppState>, socket: WebSocket, bearer: Option<String>) {
     let id = Uuid::new_v4();
     let opened = Instant::now();
     let (peer, queue) = Peer::new(Kind::Relay, app.config.outbound_queue as usize);
@@ -51,6 +57,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket) {
         id,
         peer: peer.clone(),
         action: None,
+        bearer,
     };
     let reason = socket::drive(
         socket,
@@ -86,6 +93,8 @@ struct RelaySession {
     id: ConnId,
     peer: Peer,
     action: Option<(String, Topic)>,
+    /// The token of an `Authorization: Bearer` header, if any.
+    bearer: Option<String>,
 }
 
 impl Handler for RelaySession {
@@ -118,6 +127,32 @@ impl Handler for RelaySession {
 }
 
 impl RelaySession {
+    /// With `RELAY_AUTH=required`: checks the token (the registration's
+    /// `token`, else the Bearer header) and returns the registration to
+    /// record, without the token and with the token's `sub`.
+    fn authorize(&self, action: &str, text: Utf8Bytes) -> Result<Utf8Bytes, auth::Refused> {
+        let Some(verifier) = &self.app.relay_auth else {
+            return Ok(text);
+        };
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|_| auth::Refused::Malformed)?;
+        let token = match fields.remove("token") {
+            Some(serde_json::Value::String(token)) => token,
+            Some(_) => return Err(auth::Refused::Malformed),
+            None => self.bearer.clone().ok_or(auth::Refused::Missing)?,
+        };
+        let grant = verifier.verify(&token)?;
+        if !grant.allows(action) {
+            return Err(auth::Refused::OutOfScope);
+        }
+        tracing::info!(conn = %self.id, action, sub = grant.sub.as_deref(), "relay token accepted");
+        match grant.sub {
+            Some(sub) => fields.insert("sub".into(), sub.into()),
+            None => fields.remove("sub"),
+        };
+        Ok(serde_json::Value::Object(fields).to_string().into())
+    }
+
     async fn register(&mut self, text: Utf8Bytes) -> Option<(u16, &'static str)> {
         let action = match registration_action(&text) {
             Ok(action) => action,
@@ -125,6 +160,15 @@ impl RelaySession {
                 metrics::error("relay", "registration");
                 self.peer.send(error_frame(&reason));
                 return Some((close::POLICY, "registration refused"));
+            }
+        };
+        let text = match self.authorize(&action, text) {
+            Ok(text) => text,
+            Err(refused) => {
+                metrics::error("relay", refused.label());
+                tracing::info!(conn = %self.id, action, reason = refused.label(), "relay registration refused");
+                self.peer.send(error_frame(&refused.to_string()));
+                return Some((close::POLICY, "access token refused"));
             }
         };
         let topic = Topic::Action(action.clone());

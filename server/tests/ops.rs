@@ -290,7 +290,7 @@ fn help_lists_every_setting_and_env_example_documents_them() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     // Each option is a "--flag" paragraph (-h and -V, with short flags,
     // come last); each names its variable, and all but the lists that are
-    // empty by default (REDIS_URL, PUBLIC_ORIGINS) a default.
+    // empty by default (REDIS_URL, PUBLIC_ORIGINS, the token keys) a default.
     let options: Vec<&str> = help.split("\n      --").skip(1).collect();
     assert!(options.len() >= 15, "{help}");
     for option in options {
@@ -300,7 +300,14 @@ fn help_lists_every_setting_and_env_example_documents_them() {
             .and_then(|rest| rest.split(['=', ']']).next())
             .unwrap_or_else(|| panic!("no env var in: {option}"));
         assert!(
-            option.contains("[default: ") || ["REDIS_URL", "PUBLIC_ORIGINS"].contains(&var),
+            option.contains("[default: ")
+                || [
+                    "REDIS_URL",
+                    "PUBLIC_ORIGINS",
+                    "AUTH_JWT_SECRET",
+                    "AUTH_JWT_PUBLIC_KEY",
+                ]
+                .contains(&var),
             "no default in: {option}"
         );
         assert!(
