@@ -1,9 +1,11 @@
-//! Access tokens (JWT) for the relay, verified with `jsonwebtoken`: HS256
+//! Access tokens (JWT) for the relay and the chat, verified with `jsonwebtoken`: HS256
 //! with `AUTH_JWT_SECRET`, and/or RS256, ES256 or EdDSA with the public key
 //! in `AUTH_JWT_PUBLIC_KEY` (a PEM file). A token must carry `exp`; its
 //! `actions` list the actions it may register (exact names, or a prefix
 //! ending in `*`); its optional `sub` names the client in logs and in its
-//! registration. A refusal says why without ever repeating the token.
+//! registration. On the chat, `name` is the nickname and `rooms`, when
+//! present, the rooms it may enter. A refusal says why without ever
+//! repeating the token.
 
 use anyhow::Context;
 use jsonwebtoken::errors::ErrorKind;
@@ -22,13 +24,18 @@ struct Claims {
     #[serde(default)]
     actions: Vec<String>,
     sub: Option<String>,
+    name: Option<String>,
+    rooms: Option<Vec<String>>,
 }
 
 /// What a valid token grants.
 #[derive(Debug)]
 pub struct Grant {
     pub sub: Option<String>,
+    /// The chat nickname.
+    pub name: Option<String>,
     actions: Vec<String>,
+    rooms: Option<Vec<String>>,
 }
 
 impl Grant {
@@ -41,6 +48,13 @@ impl Grant {
                 None => allowed == action,
             })
     }
+
+    /// True if the token lists the room, or lists no rooms at all.
+    pub fn allows_room(&self, room: &str) -> bool {
+        self.rooms
+            .as_ref()
+            .is_none_or(|rooms| rooms.iter().any(|r| r == room))
+    }
 }
 
 /// Why a token is refused; each is a metric label and a message.
@@ -52,8 +66,10 @@ pub enum Refused {
     BadSignature,
     /// `alg` is not one this server has a key for (`none` included).
     Algorithm,
-    /// A valid token that does not list the action.
+    /// A valid token that does not list the action (or the room).
     OutOfScope,
+    /// A chat token without a `name` to speak under.
+    NoName,
 }
 
 impl Refused {
@@ -65,6 +81,7 @@ impl Refused {
             Refused::BadSignature => "token_bad_signature",
             Refused::Algorithm => "token_algorithm",
             Refused::OutOfScope => "token_out_of_scope",
+            Refused::NoName => "token_no_name",
         }
     }
 }
@@ -79,7 +96,8 @@ impl fmt::Display for Refused {
             Refused::Expired => "the access token has expired",
             Refused::BadSignature => "the access token's signature does not verify",
             Refused::Algorithm => "the access token's algorithm is not accepted here",
-            Refused::OutOfScope => "the access token does not allow this action",
+            Refused::OutOfScope => "the access token does not allow this action or room",
+            Refused::NoName => "the access token has no name claim to chat under",
         })
     }
 }
@@ -111,7 +129,7 @@ impl Verifier {
         }
         anyhow::ensure!(
             !keys.is_empty(),
-            "RELAY_AUTH=required needs AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY"
+            "RELAY_AUTH=required or CHAT_AUTH=required needs AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY"
         );
         Ok(Verifier { keys })
     }
@@ -141,7 +159,9 @@ impl Verifier {
             .claims;
         Ok(Grant {
             sub: claims.sub,
+            name: claims.name,
             actions: claims.actions,
+            rooms: claims.rooms,
         })
     }
 }
@@ -154,8 +174,12 @@ mod tests {
     fn actions_match_exactly_or_by_prefix() {
         let grant = Grant {
             sub: None,
+            name: None,
             actions: vec!["lights".into(), "sensors.*".into()],
+            rooms: Some(vec!["general".into()]),
         };
+        assert!(grant.allows_room("general"));
+        assert!(!grant.allows_room("other"));
         assert!(grant.allows("lights"));
         assert!(grant.allows("sensors.kitchen"));
         assert!(!grant.allows("lights2"));

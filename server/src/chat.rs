@@ -7,7 +7,7 @@ use crate::socket::{self, Handler};
 use crate::store::{Claim, Member};
 use crate::stream::{history_frame, Resume, StreamError};
 use crate::throttle::{Throttle, Verdict};
-use crate::{encode, metrics, now_ms, AppState};
+use crate::{auth, encode, metrics, now_ms, AppState};
 use app::protocol::{
     valid_room, ChatMessage, ClientMessage, ErrorCode, MessageText, Position, Pseudo, ServerEvent,
     SystemKind, SystemMessage, DEFAULT_ROOM,
@@ -30,6 +30,8 @@ pub struct ChatQuery {
     since: Option<String>,
     /// The newest event the client already has (before `since` existed).
     last_seen: Option<Uuid>,
+    /// An access token, with `CHAT_AUTH=required`.
+    token: Option<String>,
 }
 
 impl ChatQuery {
@@ -74,17 +76,52 @@ pub async fn upgrade(
         )
             .into_response();
     }
+    // With CHAT_AUTH=required, the token's name is the only nickname this
+    // socket may take; refused before the WebSocket exists.
+    let name = match &app.chat_auth {
+        None => None,
+        Some(verifier) => {
+            let granted = query
+                .token
+                .as_deref()
+                .ok_or(auth::Refused::Missing)
+                .and_then(|token| verifier.verify(token))
+                .and_then(|grant| {
+                    if !grant.allows_room(&room) {
+                        return Err(auth::Refused::OutOfScope);
+                    }
+                    grant.name.ok_or(auth::Refused::NoName)
+                });
+            match granted.and_then(|name| Pseudo::parse(&name).map_err(|_| auth::Refused::NoName)) {
+                Ok(name) => Some(name),
+                Err(refused) => {
+                    metrics::error("chat", refused.label());
+                    let status = match refused {
+                        auth::Refused::OutOfScope => StatusCode::FORBIDDEN,
+                        _ => StatusCode::UNAUTHORIZED,
+                    };
+                    return (status, refused.to_string()).into_response();
+                }
+            }
+        }
+    };
     let tracked = app.clone();
     socket::configure(ws, &app.config).on_upgrade(move |socket| {
         tracked.tasks.clone().track_future(async move {
             // The connection counts as open until its session ends.
             let _slot = slot;
-            session(tracked, socket, room, resume).await;
+            session(tracked, socket, room, resume, name).await;
         })
     })
 }
 
-async fn session(app: Arc<AppState>, socket: WebSocket, room: String, resume: Resume) {
+async fn session(
+    app: Arc<AppState>,
+    socket: WebSocket,
+    room: String,
+    resume: Resume,
+    name: Option<Pseudo>,
+) {
     let id = Uuid::new_v4();
     let opened = Instant::now();
     let (peer, queue) = Peer::new(Kind::Chat, app.config.outbound_queue as usize);
@@ -128,6 +165,7 @@ async fn session(app: Arc<AppState>, socket: WebSocket, room: String, resume: Re
         topic,
         peer: peer.clone(),
         member: None,
+        name,
         renames: Throttle::new(app.limits.renames),
         joins: Throttle::new(app.limits.joins),
     };
@@ -189,6 +227,8 @@ struct ChatSession {
     topic: Topic,
     peer: Peer,
     member: Option<Member>,
+    /// The nickname an access token gives, when tokens are required.
+    name: Option<Pseudo>,
     renames: Throttle,
     joins: Throttle,
 }
@@ -261,9 +301,11 @@ impl ChatSession {
             );
             return self.refuse(ErrorCode::AlreadyJoined, message);
         }
-        let pseudo = match Pseudo::parse(raw) {
-            Ok(pseudo) => pseudo,
-            Err(err) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
+        let pseudo = match (&self.name, Pseudo::parse(raw)) {
+            // Whatever was asked for: nobody speaks as somebody else.
+            (Some(name), _) => name.clone(),
+            (None, Ok(pseudo)) => pseudo,
+            (None, Err(err)) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
         };
         let member = Member {
             pseudo,
@@ -303,6 +345,10 @@ impl ChatSession {
         let Some(current) = self.member.clone() else {
             return self.refuse(ErrorCode::NotJoined, "join before renaming".into());
         };
+        if self.name.is_some() {
+            let message = "the nickname comes from your access token".into();
+            return self.refuse(ErrorCode::InvalidPseudo, message);
+        }
         let pseudo = match Pseudo::parse(raw) {
             Ok(pseudo) => pseudo,
             Err(err) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),

@@ -111,6 +111,10 @@ pub struct Config {
     #[arg(long, env = "RELAY_AUTH", default_value = "off")]
     pub relay_auth: AuthMode,
 
+    /// Chat access tokens: off (anonymous chat) or required (a JWT in the socket URL's ?token=; its name claim is the nickname, its rooms claim limits the rooms).
+    #[arg(long, env = "CHAT_AUTH", default_value = "off")]
+    pub chat_auth: AuthMode,
+
     /// Secret for HS256 access tokens.
     #[arg(long, env = "AUTH_JWT_SECRET", hide_env_values = true)]
     pub auth_jwt_secret: Option<String>,

@@ -101,6 +101,8 @@ pub struct AppState {
     pub restarts: Arc<Restarts>,
     /// Relay access tokens, when `RELAY_AUTH=required`.
     pub relay_auth: Option<auth::Verifier>,
+    /// Chat access tokens, when `CHAT_AUTH=required`.
+    pub chat_auth: Option<auth::Verifier>,
 }
 
 impl AppState {
@@ -311,15 +313,23 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
             (Backend::Redis(bus), feeds, Store::new(Some(redis)), streams)
         }
     };
-    let relay_auth = match config.relay_auth {
-        config::AuthMode::Off => None,
-        config::AuthMode::Required => Some(auth::Verifier::new(
+    let verifier = || {
+        auth::Verifier::new(
             config.auth_jwt_secret.as_deref(),
             config.auth_jwt_public_key.as_deref(),
-        )?),
+        )
+    };
+    let relay_auth = match config.relay_auth {
+        config::AuthMode::Off => None,
+        config::AuthMode::Required => Some(verifier()?),
+    };
+    let chat_auth = match config.chat_auth {
+        config::AuthMode::Off => None,
+        config::AuthMode::Required => Some(verifier()?),
     };
     let app = Arc::new(AppState {
         relay_auth,
+        chat_auth,
         limits: Limits::from_config(&config),
         guard: Guard::from_config(&config),
         config,

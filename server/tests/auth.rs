@@ -198,3 +198,55 @@ async fn without_relay_auth_no_token_is_needed() {
     let reply = register(&server.relay_url(), json!({"action": "lights"}), None).await;
     assert_eq!(reply.unwrap()["type"], "registered");
 }
+
+/// `CHAT_AUTH=required`: the token (`?token=`) is needed to open the chat,
+/// its `name` is the nickname whatever the client asks for, renames are
+/// refused, and `rooms` limits the rooms.
+#[tokio::test]
+async fn chat_tokens_name_the_speaker_and_limit_the_rooms() {
+    use app::protocol::{ClientMessage, ErrorCode, ServerEvent};
+    let server = Server::start(
+        None,
+        &[("CHAT_AUTH", "required"), ("AUTH_JWT_SECRET", SECRET)],
+    );
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let token = |claims: Value| mint(&key, Algorithm::HS256, claims);
+
+    // Anonymous, expired, nameless or for another room: refused before the upgrade.
+    assert_eq!(common::refused_status(&server.chat_url("")).await, 401);
+    let expired = token(json!({"exp": now() - 60, "name": "alice"}));
+    assert_eq!(
+        common::refused_status(&server.chat_url(&format!("?token={expired}"))).await,
+        401
+    );
+    let nameless = token(json!({"exp": now() + 600}));
+    assert_eq!(
+        common::refused_status(&server.chat_url(&format!("?token={nameless}"))).await,
+        401
+    );
+    let elsewhere = token(json!({"exp": now() + 600, "name": "alice", "rooms": ["other"]}));
+    assert_eq!(
+        common::refused_status(&server.chat_url(&format!("?token={elsewhere}"))).await,
+        403
+    );
+
+    // A valid token: the nickname is its name, not the one asked for.
+    let alice = token(json!({"exp": now() + 600, "name": "alice", "rooms": ["general"]}));
+    let (mut chat, _, _) = common::Chat::open(&server, &format!("?token={alice}")).await;
+    chat.send(&ClientMessage::Join {
+        pseudo: "bob".into(),
+        session: None,
+    })
+    .await;
+    let joined = chat
+        .expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
+    assert!(matches!(joined, ServerEvent::Joined { pseudo, .. } if pseudo == "alice"));
+    chat.send(&ClientMessage::Rename {
+        pseudo: "bob".into(),
+    })
+    .await;
+    assert_eq!(chat.expect_error().await, ErrorCode::InvalidPseudo);
+    chat.say("signed").await;
+    assert_eq!(chat.expect_message().await.author, "alice");
+}
