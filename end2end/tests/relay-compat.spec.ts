@@ -1,6 +1,7 @@
 // A client that is not Rust (Node's `ws`, as the original server's users
 // had) against the relay protocol, on the dedicated relay port.
 import { expect, test } from "@playwright/test";
+import { createHmac } from "node:crypto";
 import WebSocket from "ws";
 import { freePort, Running, startRedis, startServer } from "./harness";
 
@@ -63,4 +64,54 @@ test("messages reach the other clients of the action, byte for byte", async () =
   expect(receiver.inbox).toEqual([frame]);
   expect(bystander.inbox).toEqual([]);
   for (const c of [sender, receiver, bystander]) c.ws.close();
+});
+
+/** An HS256 JWT, signed with Node's own crypto. */
+function mint(secret: string, claims: object): string {
+  const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
+  const unsigned = `${part({ alg: "HS256", typ: "JWT" })}.${part(claims)}`;
+  const signature = createHmac("sha256", secret).update(unsigned).digest("base64url");
+  return `${unsigned}.${signature}`;
+}
+
+test("with RELAY_AUTH=required, a Node ws client registers with a token, in the message or a Bearer header", async () => {
+  const secret = "compat secret for the end-to-end test";
+  const port = await freePort();
+  const guarded = await startServer({ RELAY_AUTH: "required", AUTH_JWT_SECRET: secret, RELAY_PORT: String(port) });
+  try {
+    const url = `ws://127.0.0.1:${port}`;
+    const token = mint(secret, { actions: ["compat.*"], sub: "node", exp: Math.floor(Date.now() / 1000) + 600 });
+    const open = async (options?: WebSocket.ClientOptions) => {
+      const ws = new WebSocket(url, options);
+      const inbox: string[] = [];
+      ws.on("message", (data) => inbox.push(data.toString()));
+      const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
+      await new Promise((resolve, reject) => {
+        ws.once("open", resolve);
+        ws.once("error", reject);
+      });
+      return { ws, inbox, closed };
+    };
+    const inMessage = await open();
+    inMessage.ws.send(JSON.stringify({ action: "compat.lights", token }));
+    await expect.poll(() => inMessage.inbox.length).toBe(1);
+    expect(JSON.parse(inMessage.inbox.shift()!)).toMatchObject({ type: "registered", action: "compat.lights" });
+
+    const withHeader = await open({ headers: { Authorization: `Bearer ${token}` } });
+    withHeader.ws.send(JSON.stringify({ action: "compat.lights" }));
+    await expect.poll(() => withHeader.inbox.length).toBe(1);
+    expect(JSON.parse(withHeader.inbox.shift()!)).toMatchObject({ type: "registered" });
+
+    const frame = '{"on":true}';
+    inMessage.ws.send(frame);
+    await expect.poll(() => withHeader.inbox).toEqual([frame]);
+
+    const anonymous = await open();
+    anonymous.ws.send(JSON.stringify({ action: "compat.lights" }));
+    expect(await anonymous.closed).toBe(1008);
+    expect(JSON.parse(anonymous.inbox[0])).toMatchObject({ type: "error" });
+    for (const c of [inMessage, withHeader]) c.ws.close();
+  } finally {
+    await guarded.stop();
+  }
 });

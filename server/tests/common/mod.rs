@@ -174,8 +174,11 @@ impl Redis {
             command
                 .args(["--cluster-enabled", "yes"])
                 .args(["--cluster-config-file", &format!("nodes-{port}.conf")])
-                // Fast failover for the tests.
+                // Fast failover for the tests, whatever the replica's
+                // last contact with its master (a loaded machine may
+                // delay it).
                 .args(["--cluster-node-timeout", "1000"])
+                .args(["--cluster-replica-validity-factor", "0"])
                 .arg("--dir")
                 .arg(dir.path());
         }
@@ -204,7 +207,7 @@ impl Redis {
     /// running replica is in sync with its master (a replica that never
     /// synced does not take over).
     fn wait_cluster_ok(&self) -> bool {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
             let ok = self.nodes.iter().filter(|n| n.child.is_some()).all(|n| {
                 let Ok(mut conn) = node_connection(n.port) else {
@@ -254,7 +257,13 @@ impl Redis {
     /// Waits until the running nodes serve every slot again (after a
     /// failover).
     pub fn wait_serving(&self) {
-        assert!(self.wait_cluster_ok(), "the cluster serves every slot");
+        if !self.wait_cluster_ok() {
+            let nodes: Vec<String> = self.on_every_node(redis::cmd("CLUSTER").arg("NODES"));
+            panic!(
+                "the cluster does not serve every slot:\n{}",
+                nodes.join("\n")
+            );
+        }
     }
 
     /// Restarts every node, empty (a cluster keeps its shape).
