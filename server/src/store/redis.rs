@@ -24,6 +24,7 @@ macro_rules! room_script {
     ($file:literal) => {
         LazyLock::new(|| {
             Script::new(concat!(
+                include_str!("lua/expiry.lua"),
                 include_str!("lua/room_prune.lua"),
                 include_str!($file)
             ))
@@ -35,6 +36,7 @@ macro_rules! relay_script {
     ($file:literal) => {
         LazyLock::new(|| {
             Script::new(concat!(
+                include_str!("lua/expiry.lua"),
                 include_str!("lua/relay_prune.lua"),
                 include_str!($file)
             ))
@@ -43,13 +45,13 @@ macro_rules! relay_script {
 }
 
 static CLAIM: LazyLock<Script> = room_script!("lua/claim.lua");
-static ROOM_REFRESH: LazyLock<Script> = room_script!("lua/room_refresh.lua");
+static ROOM_REFRESH: LazyLock<Script> = room_script!("lua/refresh.lua");
 static ROOM_COUNT: LazyLock<Script> = room_script!("lua/room_count.lua");
-static ROOM_DEPART: LazyLock<Script> = room_script!("lua/room_depart.lua");
+static ROOM_DEPART: LazyLock<Script> = room_script!("lua/depart.lua");
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
 static RELAY_REGISTER: LazyLock<Script> = relay_script!("lua/relay_register.lua");
-static RELAY_REFRESH: LazyLock<Script> = relay_script!("lua/relay_refresh.lua");
-static RELAY_DEPART: LazyLock<Script> = relay_script!("lua/relay_depart.lua");
+static RELAY_REFRESH: LazyLock<Script> = relay_script!("lua/refresh.lua");
+static RELAY_DEPART: LazyLock<Script> = relay_script!("lua/depart.lua");
 static RELAY_UNREGISTER: LazyLock<Script> =
     LazyLock::new(|| Script::new(include_str!("lua/relay_unregister.lua")));
 
@@ -255,7 +257,7 @@ impl RedisStore {
 
     /// Like [`RedisStore::refresh_room`], for the clients of an action.
     pub async fn refresh_action(&self, action: &str) -> RedisResult<bool> {
-        let present: u8 = self
+        let (present, _removed): (u8, Vec<String>) = self
             .relay_script(&RELAY_REFRESH, action)
             .arg(self.instance.to_string())
             .arg(self.ttl_ms())

@@ -1,5 +1,5 @@
 -- Takes a nickname in a room for a connection, atomically across instances.
--- (After room_prune.lua.)
+-- (After the room prelude.)
 -- ARGV: conn, new_key, old_key ('' on a first join), member_json, session,
 --       instance, ttl_ms, may prune
 -- Returns {1, replaced conn or '', departed} once the connection holds the

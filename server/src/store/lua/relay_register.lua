@@ -1,4 +1,4 @@
--- Records a relay client under its action. (After relay_prune.lua.)
+-- Records a relay client under its action. (After the relay prelude.)
 -- ARGV: id, registration message, instance, ttl_ms, may prune
 local now = now_ms()
 prune(expired(now))
