@@ -21,9 +21,12 @@ test.afterAll(async () => {
   await redis?.stop();
 });
 
-/** Opens a socket and collects what it receives. */
-async function connect(): Promise<{ ws: WebSocket; inbox: string[]; closed: Promise<number> }> {
-  const ws = new WebSocket(relayUrl);
+/** Opens a socket (to the shared server's relay unless told otherwise) and collects what it receives. */
+async function connect(
+  url: string = relayUrl,
+  options?: WebSocket.ClientOptions,
+): Promise<{ ws: WebSocket; inbox: string[]; closed: Promise<number> }> {
+  const ws = new WebSocket(url, options);
   const inbox: string[] = [];
   ws.on("message", (data) => inbox.push(data.toString()));
   const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
@@ -81,17 +84,7 @@ test("with RELAY_AUTH=required, a Node ws client registers with a token, in the 
   try {
     const url = `ws://127.0.0.1:${port}`;
     const token = mint(secret, { actions: ["compat.*"], sub: "node", exp: Math.floor(Date.now() / 1000) + 600 });
-    const open = async (options?: WebSocket.ClientOptions) => {
-      const ws = new WebSocket(url, options);
-      const inbox: string[] = [];
-      ws.on("message", (data) => inbox.push(data.toString()));
-      const closed = new Promise<number>((resolve) => ws.on("close", (code) => resolve(code)));
-      await new Promise((resolve, reject) => {
-        ws.once("open", resolve);
-        ws.once("error", reject);
-      });
-      return { ws, inbox, closed };
-    };
+    const open = (options?: WebSocket.ClientOptions) => connect(url, options);
     const inMessage = await open();
     inMessage.ws.send(JSON.stringify({ action: "compat.lights", token }));
     await expect.poll(() => inMessage.inbox.length).toBe(1);

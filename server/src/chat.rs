@@ -131,7 +131,7 @@ async fn session(
 
     // Listen first, then read the stream: an event published in between
     // is never missed, and `Replayed` keeps it from being sent twice.
-    app.bus.subscribe(&topic, id, peer.clone()).await;
+    app.bus.subscribe(&room, id, peer.clone()).await;
     let snapshot = match app.streams.read(&room).await {
         Ok(stored) => {
             let snapshot = crate::stream::resume(stored, &resume);

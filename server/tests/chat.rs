@@ -279,40 +279,40 @@ async fn rooms_are_separate_and_bad_room_names_are_refused() {
     );
 }
 
+/// Starts the server with `env` on top of free ports and no Redis, expects
+/// it to refuse with exit code 1 and one line; returns that line.
+fn refused_start(env: &[(&str, &str)]) -> String {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_server"));
+    command
+        .env("BIND", "127.0.0.1")
+        .env("PORT", "0")
+        .env("RELAY_PORT", "0")
+        .env("ADMIN_PORT", "0")
+        .env_remove("REDIS_URL");
+    for (key, value) in env {
+        command.env(key, value);
+    }
+    let output = command.output().unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    let stderr = String::from_utf8(output.stderr).unwrap();
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(!stderr.contains("panicked"));
+    stderr
+}
+
 #[tokio::test]
 async fn port_in_use_is_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-        .env("BIND", "127.0.0.1")
-        .env("PORT", &port)
-        .env("RELAY_PORT", "0")
-        .env_remove("REDIS_URL")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = refused_start(&[("PORT", &port)]);
     assert!(stderr.contains("set PORT"), "{stderr}");
-    assert!(!stderr.contains("panicked"));
 }
 
 /// The shared rate limit of earlier versions is now one per protocol: a
 /// configuration that still sets it is told, not silently ignored.
 #[test]
 fn the_old_shared_rate_limit_is_refused_with_the_new_names() {
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_server"))
-        .env("BIND", "127.0.0.1")
-        .env("PORT", "0")
-        .env("RELAY_PORT", "0")
-        .env("ADMIN_PORT", "0")
-        .env("RATE_LIMIT_PER_SEC", "20")
-        .env_remove("REDIS_URL")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(1));
-    let stderr = String::from_utf8(output.stderr).unwrap();
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let stderr = refused_start(&[("RATE_LIMIT_PER_SEC", "20")]);
     assert!(
         stderr.contains("CHAT_RATE_LIMIT_PER_SEC") && stderr.contains("RELAY_RATE_LIMIT_PER_SEC"),
         "{stderr}"

@@ -5,7 +5,7 @@
 
 mod common;
 
-use app::protocol::{ClientMessage, ServerEvent};
+use app::protocol::ServerEvent;
 use common::{keys, Chat, Client, Redis, Server, WAIT};
 use serde_json::json;
 use server::store::keys::{partition, PARTITIONS};
@@ -15,19 +15,6 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use uuid::Uuid;
-
-/// Opens a socket to `room` and joins it as `pseudo`.
-async fn join_room(server: &Server, room: &str, pseudo: &str) -> Chat {
-    let (mut chat, _, _) = Chat::open(server, &format!("?room={room}")).await;
-    chat.send(&ClientMessage::Join {
-        pseudo: pseudo.into(),
-        session: Some(chat.session),
-    })
-    .await;
-    chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
-        .await;
-    chat
-}
 
 /// One room name per partition.
 fn a_room_per_partition() -> Vec<String> {
@@ -91,7 +78,7 @@ async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_inst
         readers.push(Chat::open(&b, &format!("?room={room}")).await.0);
     }
     for (room, reader) in rooms.iter().zip(&mut readers) {
-        let mut talker = join_room(&a, room, "talker").await;
+        let mut talker = Chat::join_room(&a, room, "talker").await;
         say_until_sent(&mut talker, &format!("hello {room}")).await;
         expect_text(reader, &format!("hello {room}")).await;
     }
@@ -138,7 +125,7 @@ async fn a_master_that_restarts_gets_every_room_of_its_slots_back() {
     let mut readers = Vec::new();
     for room in [&first, &second] {
         readers.push(Chat::open(&b, &format!("?room={room}")).await.0);
-        talkers.push(join_room(&a, room, "talker").await);
+        talkers.push(Chat::join_room(&a, room, "talker").await);
     }
     for (talker, reader) in talkers.iter_mut().zip(&mut readers) {
         say_until_sent(talker, "before").await;
@@ -237,7 +224,7 @@ async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
             let (reader, history, _) = Chat::open(server, &format!("?room={room}")).await;
             let read = read_room(reader, history, stop.clone());
             readers.push((room.clone(), tokio::spawn(read)));
-            let mut talker = join_room(server, room, &format!("talker{i}")).await;
+            let mut talker = Chat::join_room(server, room, &format!("talker{i}")).await;
             let room = room.clone();
             talks.push(tokio::spawn(async move {
                 let mut sent = Vec::new();

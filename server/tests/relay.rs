@@ -280,6 +280,20 @@ async fn expect_sequence(mut client: Client, key: &'static str, n: u64) -> Clien
     client
 }
 
+/// Sends `{"steady": 0}` ... `{"steady": n - 1}` at 1,000 a second: ten
+/// every 10 ms.
+async fn send_steadily(sender: &mut Client, n: u64) {
+    let mut tick = tokio::time::interval(Duration::from_millis(10));
+    // A late tick must not be caught up in a burst faster than 1,000/s.
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    for i in 0..n {
+        if i % 10 == 0 {
+            tick.tick().await;
+        }
+        sender.send_json(json!({ "steady": i })).await;
+    }
+}
+
 /// The original forwarded everything a program sent: with the default
 /// settings, a burst of 500 and then 1,000 messages a second for 5 seconds
 /// reach every other client of the action, on the sender's instance and on
@@ -303,16 +317,7 @@ async fn default_limits_forward_what_the_original_forwarded() {
     for i in 0..500 {
         sender.send_json(json!({ "burst": i })).await;
     }
-    // 1,000 a second: ten every 10 ms, for 5 seconds.
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    // A late tick must not be caught up in a burst faster than 1,000/s.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for i in 0..5000 {
-        if i % 10 == 0 {
-            tick.tick().await;
-        }
-        sender.send_json(json!({ "steady": i })).await;
-    }
+    send_steadily(&mut sender, 5000).await;
     for reader in readers {
         let mut client = reader.await.expect("every message, in order");
         silent(&mut client).await;
@@ -354,15 +359,7 @@ async fn the_default_relay_rate_sustains_1000_messages_a_second() {
     let (mut sender, _) = register(&server.relay_url(), "steady").await;
     let (reader, _) = register(&server.relay_url(), "steady").await;
     let reader = tokio::spawn(expect_sequence(reader, "steady", 5000));
-    let mut tick = tokio::time::interval(Duration::from_millis(10));
-    // A late tick must not be caught up in a burst faster than 1,000/s.
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    for i in 0..5000 {
-        if i % 10 == 0 {
-            tick.tick().await;
-        }
-        sender.send_json(json!({ "steady": i })).await;
-    }
+    send_steadily(&mut sender, 5000).await;
     reader.await.expect("every message, in order");
     silent(&mut sender).await;
 }

@@ -70,13 +70,13 @@ mod tests {
         let (hub_a, hub_b) = (Arc::new(Hub::default()), Arc::new(Hub::default()));
         let feeds_a = Feeds::new(hub_a.clone(), Arc::new(Streams::memory()));
         let bus_a = Bus::new(a, feeds_a, Backend::Memory(shared.clone()));
-        tokio::spawn(shared.clone().pump(a, hub_a));
+        tokio::spawn(shared.clone().pump(a, hub_a.clone()));
         tokio::spawn(shared.clone().pump(b, hub_b.clone()));
         tokio::task::yield_now().await;
         let topic = Topic::Action("a".into());
         let (peer_a, mut rx_a) = Peer::new(Kind::Relay, 8);
         let (peer_b, mut rx_b) = Peer::new(Kind::Relay, 8);
-        bus_a.subscribe(&topic, Uuid::new_v4(), peer_a).await;
+        hub_a.insert(&topic, Uuid::new_v4(), peer_a);
         hub_b.insert(&topic, Uuid::new_v4(), peer_b);
         bus_a.broadcast(&topic, "hi".into(), None).await;
         assert_eq!(rx_a.recv().await.unwrap().as_str(), "hi");

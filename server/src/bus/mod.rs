@@ -51,17 +51,16 @@ impl Bus {
         &self.feeds
     }
 
-    /// Adds a local listener and waits (briefly) until frames from other
-    /// instances flow to it, so that a history read afterwards leaves no
-    /// gap. Every listener waits, not only the first: the second one to
+    /// Adds a listener to a room and waits (briefly) until frames from
+    /// other instances flow to it, so that a history read afterwards leaves
+    /// no gap. Every listener waits, not only the first: the second one to
     /// arrive must not go ahead of the first one's subscription.
-    pub async fn subscribe(&self, topic: &Topic, id: ConnId, peer: Peer) {
-        match topic {
-            Topic::Room(room) => self.feeds.listen(room, id, peer),
-            Topic::Action(_) => self.hub().insert(topic, id, peer),
-        }
+    pub async fn subscribe(&self, room: &str, id: ConnId, peer: Peer) {
+        self.feeds.listen(room, id, peer);
         if let Backend::Redis(redis) = &self.backend {
-            redis.sync_subscriptions(topic).await;
+            redis
+                .sync_subscriptions(&Topic::Room(room.to_owned()))
+                .await;
         }
     }
 

@@ -833,7 +833,16 @@ impl Chat {
 
     /// Opens a socket to the default room and joins as `pseudo`.
     pub async fn join(server: &Server, pseudo: &str) -> Chat {
-        let (mut chat, _, _) = Chat::open(server, "").await;
+        Chat::join_query(server, "", pseudo).await
+    }
+
+    /// Opens a socket to `room` and joins it as `pseudo`.
+    pub async fn join_room(server: &Server, room: &str, pseudo: &str) -> Chat {
+        Chat::join_query(server, &format!("?room={room}"), pseudo).await
+    }
+
+    async fn join_query(server: &Server, query: &str, pseudo: &str) -> Chat {
+        let (mut chat, _, _) = Chat::open(server, query).await;
         chat.send(&ClientMessage::Join {
             pseudo: pseudo.into(),
             session: Some(chat.session),
