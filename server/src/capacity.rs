@@ -1,6 +1,6 @@
-//! How many WebSockets this instance holds, in all and per client address.
-//! A connection takes a [`Slot`] before its upgrade and gives it back when
-//! the slot is dropped, wherever the connection ends.
+//! How many connections this instance holds, in all and per client address.
+//! A connection takes a [`Slot`] and gives it back when the slot is dropped,
+//! wherever the connection ends.
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
@@ -13,6 +13,23 @@ pub enum Full {
     Instance,
     /// `MAX_CONNECTIONS_PER_IP` are open from this address.
     Address,
+}
+
+impl Full {
+    /// What the refused client reads.
+    pub fn reason(self) -> &'static str {
+        match self {
+            Full::Instance => "server full: too many connections, try again later",
+            Full::Address => "too many connections from your address",
+        }
+    }
+
+    pub fn label(self) -> &'static str {
+        match self {
+            Full::Instance => "instance_full",
+            Full::Address => "address_full",
+        }
+    }
 }
 
 pub struct Capacity {
@@ -36,14 +53,25 @@ impl Capacity {
         })
     }
 
+    /// A place for a connection from `ip`, within both limits.
     pub fn acquire(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+        self.take(ip, true)
+    }
+
+    /// A place for a connection from `ip` within the total only: a trusted
+    /// proxy carries many clients, each counted by its forwarded address.
+    pub fn acquire_unlimited_address(self: &Arc<Self>, ip: IpAddr) -> Result<Slot, Full> {
+        self.take(ip, false)
+    }
+
+    fn take(self: &Arc<Self>, ip: IpAddr, limit_address: bool) -> Result<Slot, Full> {
         let address = per_address_key(ip);
         let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
         if open.total >= self.max_total {
             return Err(Full::Instance);
         }
         let count = open.per_address.entry(address).or_default();
-        if *count >= self.max_per_address {
+        if limit_address && *count >= self.max_per_address {
             return Err(Full::Address);
         }
         *count += 1;
@@ -78,6 +106,35 @@ impl Drop for Slot {
     }
 }
 
+/// Files kept for everything but client connections: Redis links (one per
+/// node and partition in a cluster), listeners, logs, the runtime.
+const RESERVED_FILES: u64 = 256;
+
+/// `max_total` connections, or fewer if the open-files limit (raised to its
+/// hard ceiling first) cannot hold them: a connection past that limit would
+/// make every accept fail, for everybody.
+pub fn fit_open_files(max_total: usize) -> usize {
+    let limit = match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => limit,
+        Err(err) => {
+            tracing::warn!(%err, "cannot read the open-files limit");
+            return max_total;
+        }
+    };
+    let room = limit.saturating_sub(RESERVED_FILES).max(1);
+    if max_total as u64 > room {
+        tracing::warn!(
+            max_connections = max_total,
+            open_files_limit = limit,
+            using = room,
+            "MAX_CONNECTIONS is above what the open-files limit holds; \
+             raise it (ulimit -n, LimitNOFILE=) to use more"
+        );
+        return room as usize;
+    }
+    max_total
+}
+
 /// An IPv6 host usually gets a whole /64: counting single addresses would
 /// give it billions of allowances.
 fn per_address_key(ip: IpAddr) -> IpAddr {
@@ -107,6 +164,18 @@ mod tests {
         drop(a1);
         let _b2 = capacity.acquire(b).unwrap();
         assert_eq!(capacity.acquire(a).err(), Some(Full::Instance));
+    }
+
+    #[test]
+    fn a_proxy_is_held_to_the_total_only() {
+        let capacity = Capacity::new(2, 1);
+        let proxy: IpAddr = "10.0.0.9".parse().unwrap();
+        let _one = capacity.acquire_unlimited_address(proxy).unwrap();
+        let _two = capacity.acquire_unlimited_address(proxy).unwrap();
+        assert_eq!(
+            capacity.acquire_unlimited_address(proxy).err(),
+            Some(Full::Instance)
+        );
     }
 
     #[test]

@@ -46,15 +46,26 @@ impl ClientIp {
         }
     }
 
+    /// No proxy believed: every peer is its own client (the admin port).
+    pub fn direct() -> Self {
+        ClientIp {
+            header: None,
+            proxies: Vec::new(),
+        }
+    }
+
+    /// Whether `peer` is a proxy whose forwarded addresses are believed.
+    pub fn is_proxy(&self, peer: IpAddr) -> bool {
+        let peer = peer.to_canonical();
+        self.header.is_some() && self.proxies.iter().any(|net| net.contains(&peer))
+    }
+
     /// The client's address for a request from `peer`.
     pub fn of(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
         let peer = peer.to_canonical();
-        let Some(header) = &self.header else {
+        let Some(header) = self.header.as_ref().filter(|_| self.is_proxy(peer)) else {
             return peer;
         };
-        if !self.proxies.iter().any(|net| net.contains(&peer)) {
-            return peer;
-        }
         // The right-most address is the one our proxy added; those left of
         // it came with the request and may be made up.
         headers

@@ -123,11 +123,11 @@ pub struct Config {
     #[arg(long, env = "AUTH_JWT_PUBLIC_KEY")]
     pub auth_jwt_public_key: Option<std::path::PathBuf>,
 
-    /// WebSockets (chat and relay) open at once on this instance; more are refused with HTTP 503.
+    /// TCP connections (HTTP and WebSocket, public and relay ports) open at once on this instance; more are refused with HTTP 503 as they are accepted.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
 
-    /// WebSockets open at once from one client address (IPv6: one /64); more are refused with HTTP 429.
+    /// TCP connections open at once from one client address (IPv6: one /64); more are refused with HTTP 429 as they are accepted. Behind a TRUSTED_PROXIES proxy, its WebSockets count per forwarded address instead.
     #[arg(long, env = "MAX_CONNECTIONS_PER_IP", default_value_t = 256, value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections_per_ip: u32,
 
@@ -138,6 +138,10 @@ pub struct Config {
     /// Addresses or CIDR ranges of the reverse proxies whose TRUSTED_PROXY_HEADER is believed, comma-separated.
     #[arg(long, env = "TRUSTED_PROXIES", default_value = "127.0.0.1,::1", value_delimiter = ',', value_parser = parse_net)]
     pub trusted_proxies: Vec<IpNet>,
+
+    /// Seconds a connection gets to send a request's headers; an idle keep-alive connection is closed after as long.
+    #[arg(long, env = "HEADER_TIMEOUT_SECS", default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..=300))]
+    pub header_timeout_secs: u64,
 
     /// Seconds between keepalive pings; a client silent for two intervals is dropped.
     #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
@@ -287,6 +291,10 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn header_timeout(&self) -> Duration {
+        Duration::from_secs(self.header_timeout_secs)
     }
 
     pub fn shutdown_grace(&self) -> Duration {

@@ -1,10 +1,12 @@
-//! Admission of a WebSocket upgrade, decided before the upgrade: the page's
-//! origin ([`origin`](crate::origin)), draining, and the connection limits
-//! ([`capacity`](crate::capacity), counted per [`client_ip`](crate::client_ip)).
-//! A refusal is an HTTP status with a one-line reason, counted in
+//! Admission of a TCP connection as it is accepted (the connection limits,
+//! [`capacity`](crate::capacity), per peer address) and of a WebSocket
+//! upgrade before it happens: the page's origin ([`origin`](crate::origin)),
+//! draining, and, behind a trusted proxy, the per-address limit for the
+//! address it forwards ([`client_ip`](crate::client_ip)). An upgrade refusal
+//! is an HTTP status with a one-line reason, counted in
 //! `ws_rejected_total{kind,reason}`.
 
-use crate::capacity::{Capacity, Full, Slot};
+use crate::capacity::{self, Capacity, Full, Slot};
 use crate::client_ip::ClientIp;
 use crate::config::Config;
 use crate::hub::Kind;
@@ -13,15 +15,18 @@ use crate::origin::{OriginPolicy, Refused};
 use axum::http::header::RETRY_AFTER;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
 use tokio_util::sync::CancellationToken;
 
 pub struct Guard {
     chat_origins: OriginPolicy,
     relay_origins: OriginPolicy,
-    client_ip: ClientIp,
-    capacity: Arc<Capacity>,
+    client_ip: Arc<ClientIp>,
+    /// Every TCP connection on the public and relay ports.
+    connections: Arc<Capacity>,
+    /// WebSockets through a trusted proxy, by the address it forwards.
+    forwarded: Arc<Capacity>,
 }
 
 impl Guard {
@@ -37,26 +42,38 @@ impl Guard {
                 config.relay_require_origin,
                 &config.public_origins,
             ),
-            client_ip: ClientIp::new(
+            client_ip: Arc::new(ClientIp::new(
                 config.trusted_proxy_header.clone(),
                 config.trusted_proxies.clone(),
-            ),
-            capacity: Capacity::new(
-                config.max_connections as usize,
+            )),
+            connections: Capacity::new(
+                capacity::fit_open_files(config.max_connections as usize),
                 config.max_connections_per_ip as usize,
             ),
+            forwarded: Capacity::new(usize::MAX, config.max_connections_per_ip as usize),
         }
     }
 
-    /// A slot for the connection (to hold until it ends), or why it is
-    /// refused (a response).
+    /// A place for a TCP connection from `peer` on the public or relay port,
+    /// held as long as its socket is open.
+    pub fn connect(&self, peer: IpAddr) -> Result<Slot, Full> {
+        if self.client_ip.is_proxy(peer) {
+            self.connections.acquire_unlimited_address(peer)
+        } else {
+            self.connections.acquire(peer)
+        }
+    }
+
+    /// Whether the upgrade may go ahead: behind a trusted proxy, with a
+    /// place for the forwarded address (to hold until the socket ends);
+    /// otherwise why it is refused (a response).
     pub fn admit(
         &self,
         kind: Kind,
         headers: &HeaderMap,
         peer: SocketAddr,
         shutdown: &CancellationToken,
-    ) -> Result<Slot, Refusal> {
+    ) -> Result<Option<Slot>, Refusal> {
         let origins = match kind {
             Kind::Chat => &self.chat_origins,
             Kind::Relay => &self.relay_origins,
@@ -70,10 +87,14 @@ impl Guard {
         };
         let refusal = match refusal {
             Some(refusal) => refusal,
-            None => match self.capacity.acquire(self.client_ip.of(peer.ip(), headers)) {
-                Ok(slot) => return Ok(slot),
-                Err(Full::Instance) => Refusal::InstanceFull,
-                Err(Full::Address) => Refusal::AddressFull,
+            // Direct clients were counted when their connection was accepted.
+            None if !self.client_ip.is_proxy(peer.ip()) => return Ok(None),
+            None => match self
+                .forwarded
+                .acquire(self.client_ip.of(peer.ip(), headers))
+            {
+                Ok(slot) => return Ok(Some(slot)),
+                Err(_) => Refusal::AddressFull,
             },
         };
         metrics::rejected(kind, refusal.label());
@@ -88,7 +109,6 @@ pub enum Refusal {
     Origin,
     NoOrigin,
     Draining,
-    InstanceFull,
     AddressFull,
 }
 
@@ -99,7 +119,6 @@ impl Refusal {
             Refusal::Origin => "origin",
             Refusal::NoOrigin => "no_origin",
             Refusal::Draining => "draining",
-            Refusal::InstanceFull => "instance_full",
             Refusal::AddressFull => "address_full",
         }
     }
@@ -128,18 +147,9 @@ impl IntoResponse for Refusal {
             )
                 .into_response(),
             Refusal::Draining => (StatusCode::SERVICE_UNAVAILABLE, "shutting down").into_response(),
-            Refusal::InstanceFull => (
-                StatusCode::SERVICE_UNAVAILABLE,
-                RETRY,
-                "server full: too many connections, try again later",
-            )
-                .into_response(),
-            Refusal::AddressFull => (
-                StatusCode::TOO_MANY_REQUESTS,
-                RETRY,
-                "too many connections from your address",
-            )
-                .into_response(),
+            Refusal::AddressFull => {
+                (StatusCode::TOO_MANY_REQUESTS, RETRY, Full::Address.reason()).into_response()
+            }
         }
     }
 }

@@ -12,8 +12,10 @@
 //! - [`membership`]: this instance's entries in Redis, kept alive and
 //!   registered again when Redis lost them.
 //! - [`counts`]: coalesced participant-count pushes.
-//! - [`guard`]: admission of an upgrade: [`origin`] check, connection
-//!   limits ([`capacity`], per [`client_ip`]).
+//! - [`serve`]: the accept loop and each connection's HTTP life (limits at
+//!   accept time, header timeout).
+//! - [`guard`]: admission of a connection and of an upgrade: [`origin`]
+//!   check, connection limits ([`capacity`], per [`client_ip`]).
 //! - [`socket`]: one WebSocket's life: limits ([`throttle`]), keepalive,
 //!   close handshake.
 //! - [`auth`]: relay access tokens (JWT).
@@ -45,6 +47,7 @@ pub mod nickname;
 pub mod origin;
 pub mod redis_client;
 pub mod relay;
+pub mod serve;
 pub mod socket;
 pub mod store;
 pub mod stream;
@@ -57,6 +60,7 @@ use axum::extract::ws::Utf8Bytes;
 use axum::routing::get;
 use axum::Router;
 use bus::{Backend, Bus};
+use capacity::Capacity;
 use config::Config;
 use counts::Counts;
 use guard::Guard;
@@ -66,6 +70,7 @@ use leptos_axum::{generate_route_list, LeptosRoutes};
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis_client::redact;
 use redis_client::RedisStatus;
+use serve::{serve, Door};
 use socket::Limits;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -175,13 +180,33 @@ pub async fn run(config: Config, shutdown: CancellationToken) -> anyhow::Result<
 
     let mut servers = tokio::task::JoinSet::new();
     let site = web_routes(&app, http_addr);
-    servers.spawn(serve(http, site, shutdown.clone()));
-    servers.spawn(serve(admin, admin_routes(&app), shutdown.clone()));
+    servers.spawn(serve(http, site, door(&app, "public"), shutdown.clone()));
+    // The admin port has places of its own: a flood on the public ports
+    // does not keep monitoring out.
+    let admin_door = Door {
+        name: "admin",
+        admit: Box::new({
+            let capacity = Capacity::new(ADMIN_CONNECTIONS, ADMIN_CONNECTIONS);
+            move |peer| capacity.acquire(peer)
+        }),
+        header_timeout: app.config.header_timeout(),
+    };
+    servers.spawn(serve(
+        admin,
+        admin_routes(&app),
+        admin_door,
+        shutdown.clone(),
+    ));
     if let Some(relay) = relay {
         let relay_routes = Router::new()
             .fallback(get(relay::upgrade))
             .with_state(app.clone());
-        servers.spawn(serve(relay, relay_routes, shutdown.clone()));
+        servers.spawn(serve(
+            relay,
+            relay_routes,
+            door(&app, "relay"),
+            shutdown.clone(),
+        ));
     }
     while let Some(result) = servers.join_next().await {
         result.context("server task failed")??;
@@ -232,19 +257,17 @@ async fn leave_cluster(app: &AppState, redis: &RedisStore, deadline: Instant) {
     }
 }
 
-async fn serve(
-    listener: TcpListener,
-    routes: Router,
-    shutdown: CancellationToken,
-) -> anyhow::Result<()> {
-    // The peer address feeds the per-address connection limit.
-    axum::serve(
-        listener,
-        routes.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .with_graceful_shutdown(shutdown.cancelled_owned())
-    .await
-    .context("HTTP server failed")
+/// Connections the admin port holds at once (scrapers, health checks).
+const ADMIN_CONNECTIONS: usize = 64;
+
+/// The public and relay ports share the instance's connection limits.
+fn door(app: &Arc<AppState>, name: &'static str) -> Door {
+    let app = app.clone();
+    Door {
+        name,
+        header_timeout: app.config.header_timeout(),
+        admit: Box::new(move |peer| app.guard.connect(peer)),
+    }
 }
 
 async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Arc<AppState>> {

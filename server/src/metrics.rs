@@ -62,6 +62,11 @@ pub fn rejected(kind: Kind, reason: &'static str) {
     counter!("ws_rejected_total", "kind" => kind.as_str(), "reason" => reason).increment(1);
 }
 
+/// A TCP connection refused as it was accepted (connection limits).
+pub fn connection_refused(port: &'static str, reason: &'static str) {
+    counter!("connections_refused_total", "port" => port, "reason" => reason).increment(1);
+}
+
 /// A refused frame or a failed operation, by kind and a stable error name.
 pub fn error(kind: &'static str, error: &'static str) {
     counter!("errors_total", "kind" => kind, "error" => error).increment(1);

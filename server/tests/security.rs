@@ -1,18 +1,23 @@
 //! Defences, each tested with real clients against a real server process:
 //! the origin check on WebSocket upgrades, connection limits (per address,
-//! per instance, behind a trusted proxy), join / rename / message rate
+//! per instance, behind a trusted proxy, within the open-files limit),
+//! half-open connections (slowloris), join / rename / message rate
 //! limits, a chat member that stops reading, and Redis over TLS, with a
 //! password and with an ACL user.
 
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent};
-use common::{eventually, free_port, try_connect, Chat, Received, Server, WAIT};
+use common::{eventually, free_port, try_connect, Chat, Client, Received, Server, WAIT};
+use serde_json::json;
+use server::capacity::Full;
 use std::io::{BufRead, BufReader};
-use std::net::IpAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use uuid::Uuid;
 
 /// The value of one sample in `/metrics`, e.g.
 /// `ws_rejected_total{kind="chat",reason="origin"}`; 0 if absent.
@@ -119,7 +124,7 @@ async fn connection_limits_per_address_and_per_instance_are_released_on_close() 
     let (chat, relay) = (server.chat_url(""), server.relay_url());
     let a1 = try_connect(&chat, &[], loopback(1)).await.unwrap();
     let _a2 = try_connect(&relay, &[], loopback(1)).await.unwrap();
-    // Chat and relay sockets share the limits.
+    // Chat and relay sockets share the limits, counted as they connect.
     let (status, body) = try_connect(&chat, &[], loopback(1)).await.err().unwrap();
     assert_eq!(
         (status, body.as_str()),
@@ -132,7 +137,7 @@ async fn connection_limits_per_address_and_per_instance_are_released_on_close() 
     assert_eq!(
         metric(
             &server,
-            r#"ws_rejected_total{kind="chat",reason="address_full"}"#
+            r#"connections_refused_total{port="public",reason="address_full"}"#
         )
         .await,
         1.0
@@ -140,11 +145,14 @@ async fn connection_limits_per_address_and_per_instance_are_released_on_close() 
     assert_eq!(
         metric(
             &server,
-            r#"ws_rejected_total{kind="relay",reason="instance_full"}"#
+            r#"connections_refused_total{port="public",reason="instance_full"}"#
         )
         .await,
         1.0
     );
+    // Plain HTTP takes a place too.
+    let (status, _) = common::http_get(server.http, "/healthz").await;
+    assert_eq!(status, 503);
 
     // A clean close and a dropped socket both give their place back.
     a1.close().await;
@@ -728,4 +736,153 @@ async fn a_rebound_name_cannot_open_a_socket() {
             assert_eq!(status, 101, "{host} {path}: {body}");
         }
     }
+}
+
+/// Connections that each send the start of a request and then nothing, the
+/// way a slowloris attack holds a server's sockets: each reports, when the
+/// server ends it, how long it lasted and whether it was refused outright.
+async fn half_open(
+    server: SocketAddr,
+    from: IpAddr,
+    count: usize,
+) -> Vec<tokio::task::JoinHandle<(Duration, bool)>> {
+    let mut ends = Vec::with_capacity(count);
+    for _ in 0..count {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind(SocketAddr::new(from, 0)).unwrap();
+        let mut stream = socket.connect(server).await.expect("TCP connects");
+        let opened = Instant::now();
+        ends.push(tokio::spawn(async move {
+            // Refused connections may be gone before this lands.
+            let _ = stream.write_all(b"GET / HTTP/1.1\r\nHost: x\r\n").await;
+            let mut answer = Vec::new();
+            let _ = stream.read_to_end(&mut answer).await;
+            let refused = answer.starts_with(b"HTTP/1.1 429");
+            (opened.elapsed(), refused)
+        }));
+    }
+    ends
+}
+
+/// A chat exchange, a relay exchange and `/healthz`, from 127.0.0.1.
+async fn others_are_served(server: &Server) {
+    assert_eq!(common::http_get(server.http, "/healthz").await.0, 200);
+    let pseudo = format!("alice-{}", &Uuid::new_v4().simple().to_string()[..8]);
+    let mut alice = Chat::join(server, &pseudo).await;
+    alice.say("still here").await;
+    assert_eq!(alice.expect_message().await.text, "still here");
+    alice.client.close().await;
+    let mut pair = Vec::new();
+    for _ in 0..2 {
+        let mut client = Client::connect(&server.relay_url()).await;
+        client.send_json(json!({"action": "lights"})).await;
+        assert_eq!(client.json().await["type"], "registered");
+        pair.push(client);
+    }
+    pair[0].send_json(json!({"on": true})).await;
+    assert_eq!(pair[1].json().await["on"], true);
+}
+
+#[tokio::test]
+async fn half_open_connections_from_one_address_are_capped_and_timed_out_on_both_ports() {
+    // Default settings (256 connections per address, 5 s for the headers),
+    // with the relay on its own port as by default.
+    let relay_port = free_port().to_string();
+    let server = Server::start(None, &[("RELAY_PORT", &relay_port)]);
+    const FLOOD: usize = 2_000;
+    const PER_ADDRESS: usize = 256;
+    const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+    let relay = server.relay.unwrap();
+    let (on_public, on_relay) = tokio::join!(
+        half_open(server.http, [127, 0, 0, 5].into(), FLOOD),
+        half_open(relay, [127, 0, 0, 6].into(), FLOOD),
+    );
+    // While the flood holds its connections, everybody else is served.
+    others_are_served(&server).await;
+    tokio::time::sleep(HEADER_TIMEOUT / 2).await;
+    others_are_served(&server).await;
+
+    for (port, ends) in [("public", on_public), ("relay", on_relay)] {
+        let mut held = 0;
+        let mut refused = 0;
+        for end in ends {
+            let (lasted, was_refused) = tokio::time::timeout(HEADER_TIMEOUT + WAIT, end)
+                .await
+                .unwrap_or_else(|_| {
+                    panic!("{port}: a half-open connection outlived the header timeout")
+                })
+                .unwrap();
+            if was_refused {
+                assert!(
+                    lasted < HEADER_TIMEOUT / 2,
+                    "{port}: refused after {lasted:?}"
+                );
+                refused += 1;
+            } else {
+                held += 1;
+            }
+        }
+        assert!(held <= PER_ADDRESS, "{port}: {held} connections held");
+        assert!(
+            refused >= FLOOD - 2 * PER_ADDRESS,
+            "{port}: {refused} refused"
+        );
+        let sample = format!(r#"connections_refused_total{{port="{port}",reason="address_full"}}"#);
+        assert!(metric(&server, &sample).await >= refused as f64);
+    }
+    others_are_served(&server).await;
+}
+
+#[tokio::test]
+async fn an_idle_keep_alive_connection_is_closed_after_the_header_timeout() {
+    let server = Server::start(None, &[("HEADER_TIMEOUT_SECS", "1")]);
+    let mut stream = tokio::net::TcpStream::connect(server.http).await.unwrap();
+    stream
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        .await
+        .unwrap();
+    let mut answer = vec![0; 4096];
+    let n = stream.read(&mut answer).await.unwrap();
+    assert!(answer[..n].starts_with(b"HTTP/1.1 200"));
+    // Kept alive for a next request, then closed for want of one.
+    let opened = Instant::now();
+    let rest = tokio::time::timeout(WAIT, stream.read(&mut answer)).await;
+    assert!(matches!(rest, Ok(Ok(0)) | Ok(Err(_))), "{rest:?}");
+    assert!(opened.elapsed() >= Duration::from_millis(900));
+}
+
+#[tokio::test]
+async fn connections_stay_within_the_open_files_limit() {
+    // A process allowed 400 files keeps 256 for itself and accepts 144
+    // connections; the next is refused, not an accept error for everybody.
+    let mut command = Command::new("prlimit");
+    command.args(["--nofile=400:400", env!("CARGO_BIN_EXE_server")]);
+    let server = common::Server::spawn_configured(command, None, &[]);
+    assert!(server
+        .logs
+        .lock()
+        .unwrap()
+        .iter()
+        .any(|line| line.contains("above what the open-files limit holds")));
+    let mut held = Vec::new();
+    for last in 1..=144u8 {
+        let from = IpAddr::from([127, 0, 1, last]);
+        held.push(
+            try_connect(&server.chat_url(""), &[], Some(from))
+                .await
+                .unwrap(),
+        );
+    }
+    let (status, body) = try_connect(&server.chat_url(""), &[], loopback(9))
+        .await
+        .err()
+        .unwrap();
+    assert_eq!((status, body.as_str()), (503, Full::Instance.reason()));
+    drop(held.pop());
+    eventually("a place comes back", WAIT, || async {
+        try_connect(&server.chat_url(""), &[], loopback(9))
+            .await
+            .is_ok()
+    })
+    .await;
 }

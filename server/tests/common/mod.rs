@@ -438,7 +438,16 @@ pub struct Server {
 
 impl Server {
     pub fn start(redis: Option<&Redis>, env: &[(&str, &str)]) -> Server {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_server"));
+        Server::spawn_configured(Command::new(env!("CARGO_BIN_EXE_server")), redis, env)
+    }
+
+    /// Like `start`, with a command that runs the server binary (under
+    /// `prlimit`, say).
+    pub fn spawn_configured(
+        mut command: Command,
+        redis: Option<&Redis>,
+        env: &[(&str, &str)],
+    ) -> Server {
         command
             .env("BIND", "127.0.0.1")
             .env("PORT", "0")
