@@ -90,20 +90,23 @@ pub fn client_message(data: &[u8]) -> Outcome {
         Ok(Value::Object(fields)) => fields,
         other => return Err(format!("{input}: decoded to {msg:?}, but is {other:?}")),
     };
-    let (tag, field, value) = match &msg {
-        ClientMessage::Join { pseudo, .. } => ("join", "pseudo", pseudo),
-        ClientMessage::Rename { pseudo } => ("rename", "pseudo", pseudo),
-        ClientMessage::Say { text } => ("say", "text", text),
+    let (tag, field) = match &msg {
+        ClientMessage::Join { pseudo, .. } => ("join", Some(("pseudo", pseudo))),
+        ClientMessage::Rename { pseudo } => ("rename", Some(("pseudo", pseudo))),
+        ClientMessage::Say { text } => ("say", Some(("text", text))),
+        ClientMessage::Typing => ("typing", None),
     };
     ensure!(
         fields.get("type") == Some(&Value::from(tag)),
         "{input}: decoded to {msg:?} without \"type\":{tag:?}"
     );
-    ensure!(
-        fields.get(field) == Some(&Value::from(value.as_str())),
-        "{input}: decoded to {msg:?}, but {field:?} is {:?}",
-        fields.get(field)
-    );
+    if let Some((field, value)) = field {
+        ensure!(
+            fields.get(field) == Some(&Value::from(value.as_str())),
+            "{input}: decoded to {msg:?}, but {field:?} is {:?}",
+            fields.get(field)
+        );
+    }
     if let ClientMessage::Join { session, .. } = &msg {
         let given = match fields.get("session") {
             None | Some(Value::Null) => None,
@@ -125,6 +128,7 @@ pub fn client_message(data: &[u8]) -> Outcome {
             pseudo(p.as_bytes())
         }
         ClientMessage::Say { text } => message_text(text.as_bytes()),
+        ClientMessage::Typing => Ok(()),
     }
 }
 

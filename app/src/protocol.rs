@@ -35,7 +35,19 @@ pub enum ClientMessage {
     Rename { pseudo: String },
     /// Post a message to the room.
     Say { text: String },
+    /// The participant is typing: the others see it for a few seconds.
+    /// Sent at most every [`TYPING_EVERY_MS`] while typing; never stored.
+    Typing,
 }
+
+/// How often a client says it is still typing.
+pub const TYPING_EVERY_MS: u64 = 2_000;
+/// How long "is typing" stays up after the last typing frame.
+pub const TYPING_SHOWN_MS: u64 = 5_000;
+/// Nicknames an online list holds; the rest are counted in `more`.
+pub const ONLINE_SHOWN: usize = 100;
+/// Rooms the room list holds: the busiest.
+pub const ROOMS_SHOWN: usize = 20;
 
 /// A frame sent by the server.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -73,6 +85,36 @@ pub enum ServerEvent {
     Count { count: u64 },
     /// The last frame from the client was refused; the connection stays open.
     Error { code: ErrorCode, message: String },
+    /// The room's participants by nickname, across all instances: sent
+    /// once after the count when the socket opens. `more` is how many
+    /// participants the list leaves out (past [`ONLINE_SHOWN`]), so that
+    /// `names.len() + more` is the count.
+    Online { names: Vec<String>, more: u64 },
+    /// A change of the online list since the last `online` or
+    /// `online_changed`: apply `removed`, then `added`.
+    OnlineChanged {
+        added: Vec<String>,
+        removed: Vec<String>,
+        more: u64,
+    },
+    /// A participant of the room is typing (nickname stamped by the
+    /// server). Shown for [`TYPING_SHOWN_MS`] unless renewed, or until a
+    /// message from them arrives.
+    Typing { pseudo: String },
+    /// The busiest rooms with participants, across all instances, up to
+    /// [`ROOMS_SHOWN`]: sent when the socket opens and when it changes.
+    Rooms { rooms: Vec<RoomSummary> },
+}
+
+/// One room in the room list.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoomSummary {
+    pub name: String,
+    /// Participants, across all instances.
+    pub count: u64,
+    /// Grows with every message in the room (the newest event's offset in
+    /// its epoch): a client that saw a lower value has unread messages.
+    pub activity: u64,
 }
 
 fn yes() -> bool {
@@ -202,6 +244,8 @@ pub enum ErrorCode {
     BinaryFrame,
     /// Too many frames too fast.
     RateLimited,
+    /// Too many new rooms from this address: the socket closes (1008).
+    TooManyRooms,
     /// The room's stream cannot be written right now (its Redis does not
     /// answer): the message was not sent, or, when the message says so, it
     /// may have been stored although the server could not confirm it.
@@ -223,6 +267,7 @@ impl ErrorCode {
             ErrorCode::TooLarge => "too_large",
             ErrorCode::BinaryFrame => "binary_frame",
             ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::Unavailable => "unavailable",
         }
     }

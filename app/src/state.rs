@@ -2,8 +2,11 @@
 //! Plain logic with no browser API, so the server can render it and native
 //! tests can exercise it.
 
-use crate::protocol::{ChatMessage, ErrorCode, Position, ServerEvent, SystemMessage};
+use crate::protocol::{
+    ChatMessage, ErrorCode, Position, RoomSummary, ServerEvent, SystemMessage, DEFAULT_ROOM,
+};
 use leptos::prelude::*;
+use std::collections::HashMap;
 use uuid::Uuid;
 
 /// Entries kept on screen; older ones scroll away for good.
@@ -64,6 +67,21 @@ pub struct ChatState {
     /// A message the server could not store (`unavailable`): the page puts
     /// it back in the composer, so that nothing typed is lost.
     pub returned: RwSignal<Option<String>>,
+    /// The room this page is in.
+    pub room: RwSignal<String>,
+    /// The room's participants by nickname, sorted, and how many more.
+    pub online: RwSignal<Vec<String>>,
+    pub online_more: RwSignal<u64>,
+    /// Who is typing, each with the stamp of their latest typing frame.
+    pub typing: RwSignal<Vec<(String, u64)>>,
+    typing_stamps: RwSignal<u64>,
+    /// The busiest rooms, across all instances.
+    pub rooms: RwSignal<Vec<RoomSummary>>,
+    /// Each listed room's activity when this page last looked at it.
+    seen: RwSignal<HashMap<String, u64>>,
+    /// Whether the tab is hidden, and the messages that arrived since.
+    pub hidden: RwSignal<bool>,
+    pub unread: RwSignal<u32>,
 }
 
 impl ChatState {
@@ -79,6 +97,79 @@ impl ChatState {
             unrecovered: RwSignal::new(false),
             in_flight: RwSignal::new(Vec::new()),
             returned: RwSignal::new(None),
+            room: RwSignal::new(DEFAULT_ROOM.to_owned()),
+            online: RwSignal::new(Vec::new()),
+            online_more: RwSignal::new(0),
+            typing: RwSignal::new(Vec::new()),
+            typing_stamps: RwSignal::new(0),
+            rooms: RwSignal::new(Vec::new()),
+            seen: RwSignal::new(HashMap::new()),
+            hidden: RwSignal::new(false),
+            unread: RwSignal::new(0),
+        }
+    }
+
+    /// Another room: what was shown belongs to the old one. The nickname
+    /// stays (the connection takes it again in the new room).
+    pub fn switch_room(&self, room: &str) {
+        self.room.set(room.to_owned());
+        self.entries.set(Vec::new());
+        self.position.set(None);
+        self.count.set(0);
+        self.online.set(Vec::new());
+        self.online_more.set(0);
+        self.typing.set(Vec::new());
+        self.unrecovered.set(false);
+        self.error.set(None);
+        self.in_flight.update(Vec::clear);
+        self.mark_seen();
+    }
+
+    /// The tab became visible (or hidden).
+    pub fn set_hidden(&self, hidden: bool) {
+        self.hidden.set(hidden);
+        if !hidden {
+            self.unread.set(0);
+        }
+    }
+
+    /// Whether a listed room had messages since this page last looked.
+    pub fn has_unread(&self, room: &RoomSummary) -> bool {
+        room.name != self.room.get()
+            && self
+                .seen
+                .with(|seen| seen.get(&room.name).is_some_and(|&at| room.activity > at))
+    }
+
+    /// The current room is read up to its latest activity.
+    fn mark_seen(&self) {
+        let room = self.room.get_untracked();
+        let activity = self
+            .rooms
+            .with_untracked(|rooms| rooms.iter().find(|r| r.name == room).map(|r| r.activity));
+        if let Some(activity) = activity {
+            self.seen.update(|seen| {
+                seen.insert(room, activity);
+            });
+        }
+    }
+
+    /// The stamp of `pseudo`'s latest typing frame: their indicator goes
+    /// when [`ChatState::typing_expired`] comes with the same stamp.
+    pub fn typing_stamp(&self, pseudo: &str) -> Option<u64> {
+        self.typing
+            .with_untracked(|typing| typing.iter().find(|(p, _)| p == pseudo).map(|(_, s)| *s))
+    }
+
+    pub fn typing_expired(&self, pseudo: &str, stamp: u64) {
+        self.typing
+            .update(|typing| typing.retain(|(p, s)| !(p == pseudo && *s == stamp)));
+    }
+
+    fn stop_typing(&self, pseudo: &str) {
+        if self.typing_stamp(pseudo).is_some() {
+            self.typing
+                .update(|typing| typing.retain(|(p, _)| p != pseudo));
         }
     }
 
@@ -105,6 +196,11 @@ impl ChatState {
 
     /// Applies one server event. Returns the error code when it is an error.
     pub fn apply(&self, event: ServerEvent) -> Option<ErrorCode> {
+        self.apply_event(event, true)
+    }
+
+    /// `live`: the event just happened (not replayed history).
+    fn apply_event(&self, event: ServerEvent, live: bool) -> Option<ErrorCode> {
         if let Some(position) = event.position().filter(|p| !p.epoch.is_empty()) {
             self.position.set(Some(position));
         }
@@ -116,7 +212,7 @@ impl ChatState {
                 events,
             } => {
                 for event in events {
-                    self.apply(event);
+                    self.apply_event(event, false);
                 }
                 if !epoch.is_empty() {
                     self.position.set(Some(Position { epoch, offset }));
@@ -143,16 +239,63 @@ impl ChatState {
                     .my_names
                     .with_untracked(|names| names.contains(&m.author));
                 if mine {
-                    self.in_flight.update(|texts| {
-                        if let Some(i) = texts.iter().position(|t| *t == m.text) {
-                            texts.remove(i);
-                        }
+                    let sent_here = self.in_flight.try_update(|texts| {
+                        let i = texts.iter().position(|t| *t == m.text)?;
+                        Some(texts.remove(i))
                     });
+                    // A message of ours went through: an old error is moot.
+                    if sent_here.flatten().is_some() {
+                        self.error.set(None);
+                    }
+                } else if live && self.hidden.get_untracked() {
+                    self.unread.update(|n| *n += 1);
                 }
+                self.stop_typing(&m.author);
                 self.push(Entry::Message(m));
             }
             ServerEvent::System(s) => self.push(Entry::System(s)),
             ServerEvent::Count { count } => self.count.set(count),
+            ServerEvent::Online { mut names, more } => {
+                names.sort();
+                names.dedup();
+                self.online.set(names);
+                self.online_more.set(more);
+            }
+            ServerEvent::OnlineChanged {
+                added,
+                removed,
+                more,
+            } => {
+                self.online.update(|names| {
+                    names.retain(|n| !removed.contains(n));
+                    for name in added {
+                        if let Err(at) = names.binary_search(&name) {
+                            names.insert(at, name);
+                        }
+                    }
+                });
+                self.online_more.set(more);
+            }
+            ServerEvent::Typing { pseudo } => {
+                let mine = self.my_names.with_untracked(|n| n.contains(&pseudo));
+                if !mine {
+                    self.typing_stamps.update(|s| *s += 1);
+                    let stamp = self.typing_stamps.get_untracked();
+                    self.typing.update(|typing| {
+                        typing.retain(|(p, _)| *p != pseudo);
+                        typing.push((pseudo, stamp));
+                    });
+                }
+            }
+            ServerEvent::Rooms { rooms } => {
+                self.seen.update(|seen| {
+                    for room in &rooms {
+                        seen.entry(room.name.clone()).or_insert(room.activity);
+                    }
+                });
+                self.rooms.set(rooms);
+                self.mark_seen();
+            }
             ServerEvent::Error { code, message } => {
                 if code == ErrorCode::Unavailable {
                     // Refusals come back in the order the messages went.

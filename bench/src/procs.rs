@@ -232,6 +232,7 @@ impl Server {
             .env("RELAY_BYTES_PER_SEC", "4000000000")
             .env("MAX_CONNECTIONS", "1000000")
             .env("MAX_CONNECTIONS_PER_IP", "1000000")
+            .env("NEW_ROOMS_PER_MIN", "1000000")
             .stdout(file.try_clone()?)
             .stderr(file)
             .spawn()

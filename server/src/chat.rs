@@ -17,10 +17,14 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use uuid::Uuid;
+
+/// Typing frames relayed per connection at most this often (clients send
+/// one every `TYPING_EVERY_MS`).
+const TYPING_GAP: Duration = Duration::from_millis(1_000);
 
 #[derive(Deserialize)]
 pub struct ChatQuery {
@@ -105,12 +109,13 @@ pub async fn upgrade(
             }
         }
     };
+    let address = app.guard.client_address(peer.ip(), &headers);
     let tracked = app.clone();
     socket::configure(ws, &app.config).on_upgrade(move |socket| {
         tracked.tasks.clone().track_future(async move {
             // The connection counts as open until its session ends.
             let _slot = slot;
-            session(tracked, socket, room, resume, name).await;
+            session(tracked, socket, room, resume, name, address).await;
         })
     })
 }
@@ -121,6 +126,7 @@ async fn session(
     room: String,
     resume: Resume,
     name: Option<Pseudo>,
+    address: IpAddr,
 ) {
     let id = Uuid::new_v4();
     let opened = Instant::now();
@@ -144,13 +150,17 @@ async fn session(
             crate::stream::Snapshot::unavailable()
         }
     };
-    let count = app.store.count(&room).await;
+    let (online, rooms) = app.counts.snapshot(&app, &room).await;
     // Written before anything queued meanwhile, which follows in order
     // (minus the events the history already holds).
     let preamble = socket::Preamble {
         frames: vec![
             history_frame(&snapshot),
-            encode(&ServerEvent::Count { count }),
+            encode(&ServerEvent::Count {
+                count: online.count,
+            }),
+            encode(&online.event()),
+            encode(&ServerEvent::Rooms { rooms }),
         ],
         replayed: Some(socket::Replayed {
             epoch: snapshot.epoch,
@@ -168,6 +178,8 @@ async fn session(
         name,
         renames: Throttle::new(app.limits.renames),
         joins: Throttle::new(app.limits.joins),
+        address,
+        typed: None,
     };
     let reason = socket::drive(
         socket,
@@ -231,6 +243,10 @@ struct ChatSession {
     name: Option<Pseudo>,
     renames: Throttle,
     joins: Throttle,
+    /// The client's address, for `NEW_ROOMS_PER_MIN`.
+    address: IpAddr,
+    /// When this connection's last typing frame went out.
+    typed: Option<Instant>,
 }
 
 impl Handler for ChatSession {
@@ -248,6 +264,7 @@ impl Handler for ChatSession {
                 verdict => return self.throttled(verdict, Limited::Rename),
             },
             Ok(ClientMessage::Say { text }) => self.say(&text).await,
+            Ok(ClientMessage::Typing) => self.typing().await,
         }
         None
     }
@@ -307,6 +324,13 @@ impl ChatSession {
             (None, Ok(pseudo)) => pseudo,
             (None, Err(err)) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
         };
+        if self.room != DEFAULT_ROOM
+            && self.app.store.online(&self.room, 0).await.0 == 0
+            && self.app.new_rooms.check_key(&self.address).is_err()
+        {
+            let message = "too many new rooms from your address: try again in a minute";
+            return self.refuse(ErrorCode::TooManyRooms, message.into());
+        }
         let member = Member {
             pseudo,
             session: session.unwrap_or_else(Uuid::new_v4),
@@ -409,6 +433,25 @@ impl ChatSession {
             };
             self.refuse(ErrorCode::Unavailable, message.into());
         }
+    }
+
+    /// Tells the others in the room that this participant is typing, at
+    /// most once per [`TYPING_GAP`]; not stored in the room's stream.
+    async fn typing(&mut self) {
+        let Some(member) = &self.member else {
+            return self.refuse(ErrorCode::NotJoined, "join before typing".into());
+        };
+        if self.typed.is_some_and(|at| at.elapsed() < TYPING_GAP) {
+            return;
+        }
+        self.typed = Some(Instant::now());
+        let frame = encode(&ServerEvent::Typing {
+            pseudo: member.pseudo.to_string(),
+        });
+        self.app
+            .bus
+            .broadcast(&self.topic, frame, Some(self.id))
+            .await;
     }
 
     async fn leave(&mut self) {

@@ -91,6 +91,10 @@ pub struct Config {
     #[arg(long, env = "JOIN_LIMIT_PER_MIN", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub join_limit_per_min: u32,
 
+    /// Rooms one client address may open per minute (be the first to join a room with nobody in it), so that nobody floods the room list.
+    #[arg(long, env = "NEW_ROOMS_PER_MIN", default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
+    pub new_rooms_per_min: u32,
+
     /// Pages allowed to open WebSockets (chat and relay), comma-separated: self (the page's own host), https://host[:port], or * (any site).
     #[arg(long, env = "ALLOWED_ORIGINS", default_value = "self", value_delimiter = ',', value_parser = AllowedOrigin::parse)]
     pub allowed_origins: Vec<AllowedOrigin>,

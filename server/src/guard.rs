@@ -64,6 +64,12 @@ impl Guard {
         }
     }
 
+    /// The client's address for a request from `peer` (the forwarded one
+    /// behind a trusted proxy).
+    pub fn client_address(&self, peer: IpAddr, headers: &HeaderMap) -> IpAddr {
+        self.client_ip.of(peer, headers)
+    }
+
     /// Whether the upgrade may go ahead: behind a trusted proxy, with a
     /// place for the forwarded address (to hold until the socket ends);
     /// otherwise why it is refused (a response).

@@ -108,6 +108,8 @@ pub struct AppState {
     pub relay_auth: Option<auth::Verifier>,
     /// Chat access tokens, when `CHAT_AUTH=required`.
     pub chat_auth: Option<auth::Verifier>,
+    /// Rooms opened per client address (`NEW_ROOMS_PER_MIN`).
+    pub new_rooms: governor::DefaultKeyedRateLimiter<std::net::IpAddr>,
 }
 
 impl AppState {
@@ -350,10 +352,12 @@ async fn state(config: Config, shutdown: CancellationToken) -> anyhow::Result<Ar
         config::AuthMode::Off => None,
         config::AuthMode::Required => Some(verifier()?),
     };
+    let limits = Limits::from_config(&config);
     let app = Arc::new(AppState {
         relay_auth,
         chat_auth,
-        limits: Limits::from_config(&config),
+        new_rooms: governor::RateLimiter::keyed(limits.new_rooms),
+        limits,
         guard: Guard::from_config(&config),
         config,
         instance,

@@ -77,6 +77,8 @@ pub struct Limits {
     pub renames: Quota,
     /// Chat join attempts, per connection.
     pub joins: Quota,
+    /// Rooms opened, per client address.
+    pub new_rooms: Quota,
 }
 
 impl Limits {
@@ -92,6 +94,7 @@ impl Limits {
             relay_bytes: Quota::per_second(nonzero(config.relay_bytes_per_sec)),
             renames: Quota::per_minute(nonzero(config.rename_limit_per_min)),
             joins: Quota::per_minute(nonzero(config.join_limit_per_min)),
+            new_rooms: Quota::per_minute(nonzero(config.new_rooms_per_min)),
         }
     }
 }

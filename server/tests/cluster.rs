@@ -16,6 +16,10 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use uuid::Uuid;
 
+/// These tests open a room in every partition from one address, beyond the
+/// default `NEW_ROOMS_PER_MIN`, which is not what they are about.
+const MANY_ROOMS: (&str, &str) = ("NEW_ROOMS_PER_MIN", "1000");
+
 /// One room name per partition.
 fn a_room_per_partition() -> Vec<String> {
     let mut rooms = BTreeMap::new();
@@ -61,7 +65,7 @@ async fn expect_text(chat: &mut Chat, text: &str) {
 async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_instances() {
     let redis = Redis::cluster(3, 0);
     let first_node = format!("redis://127.0.0.1:{}", redis.port);
-    let a = Server::start(None, &[("REDIS_URL", &first_node)]);
+    let a = Server::start(None, &[("REDIS_URL", &first_node), MANY_ROOMS]);
     assert!(
         a.logs
             .lock()
@@ -70,7 +74,7 @@ async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_inst
             .any(|l| l.contains("using a Redis Cluster")),
         "the cluster is found from one node"
     );
-    let b = Server::start(Some(&redis), &[]);
+    let b = Server::start(Some(&redis), &[MANY_ROOMS]);
 
     let rooms = a_room_per_partition();
     let mut readers = Vec::new();
@@ -103,8 +107,8 @@ async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_inst
 #[tokio::test]
 async fn a_master_that_restarts_gets_every_room_of_its_slots_back() {
     let mut redis = Redis::cluster(3, 0);
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Server::start(Some(&redis), &[MANY_ROOMS]);
+    let b = Server::start(Some(&redis), &[MANY_ROOMS]);
 
     // Two rooms in different partitions (so different slots) of one master.
     let rooms = a_room_per_partition();
@@ -202,8 +206,8 @@ async fn read_room(mut chat: Chat, history: Vec<ServerEvent>, stop: Arc<AtomicBo
 async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
     let mut redis = Redis::cluster(3, 1);
     let servers = [
-        Server::start(Some(&redis), &[]),
-        Server::start(Some(&redis), &[]),
+        Server::start(Some(&redis), &[MANY_ROOMS]),
+        Server::start(Some(&redis), &[MANY_ROOMS]),
     ];
     let rooms: Vec<String> = a_room_per_partition().into_iter().take(6).collect();
     let doomed = redis.master_of(&keys().stream_meta(&rooms[0]));

@@ -66,6 +66,13 @@ impl Keys {
         self.room(room, "members")
     }
 
+    /// HASH room -> `<count> <activity> <updated ms>`: the rooms with
+    /// participants, for the room list. One key for all rooms: the list is
+    /// read whole.
+    pub fn room_index(&self) -> String {
+        format!("{}:rooms", self.prefix)
+    }
+
     /// HASH canonical nickname -> connection id holding it.
     pub fn pseudos(&self, room: &str) -> String {
         self.room(room, "pseudos")

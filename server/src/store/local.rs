@@ -3,7 +3,7 @@
 //! that the instance can register it again after Redis restarts, and it
 //! decides alone while Redis is unreachable.
 
-use super::{Claim, Member};
+use super::{Claim, Member, RoomEntry};
 use crate::hub::ConnId;
 use crate::nickname;
 use axum::extract::ws::Utf8Bytes;
@@ -19,6 +19,8 @@ pub struct Local {
     rooms: HashMap<String, Room>,
     /// Action -> client id -> registration message.
     relay: HashMap<String, HashMap<ConnId, Utf8Bytes>>,
+    /// The room list, without Redis.
+    index: HashMap<String, RoomEntry>,
 }
 
 #[derive(Default)]
@@ -101,8 +103,29 @@ impl Local {
         removed
     }
 
-    pub fn count(&self, room: &str) -> u64 {
-        self.rooms.get(room).map_or(0, |r| r.members.len() as u64)
+    pub fn online(&self, room: &str, shown: usize) -> (u64, Vec<String>) {
+        let Some(room) = self.rooms.get(room) else {
+            return (0, Vec::new());
+        };
+        let names = room.members.values().take(shown);
+        let names = names.map(|m| m.pseudo.to_string()).collect();
+        (room.members.len() as u64, names)
+    }
+
+    pub fn index_room(&mut self, room: &str, entry: RoomEntry) {
+        if entry.count == 0 {
+            self.index.remove(room);
+        } else {
+            self.index.insert(room.to_owned(), entry);
+        }
+    }
+
+    pub fn room_index(&mut self, now_ms: u64) -> Vec<(String, RoomEntry)> {
+        self.index.retain(|_, entry| entry.is_fresh(now_ms));
+        let entries = self.index.iter();
+        entries
+            .map(|(room, entry)| (room.clone(), *entry))
+            .collect()
     }
 
     pub fn relay_register(&mut self, action: &str, id: ConnId, registration: Utf8Bytes) {
@@ -187,7 +210,7 @@ mod tests {
             local.claim("r", c3, &member("al", s1), None),
             Claim::Reclaimed
         );
-        assert_eq!(local.count("r"), 1);
+        assert_eq!(local.online("r", 0).0, 1);
         // The stale connection leaving does not free the reclaimed nickname.
         assert!(!local.leave("r", c1, &member("Al", s1)));
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Taken);
@@ -197,6 +220,6 @@ mod tests {
             Claim::Joined
         );
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Joined);
-        assert_eq!(local.count("r"), 2);
+        assert_eq!(local.online("r", 0).0, 2);
     }
 }

@@ -14,7 +14,7 @@ pub mod redis;
 use crate::hub::{ConnId, Topic};
 use crate::metrics;
 use crate::nickname;
-use app::protocol::Pseudo;
+use app::protocol::{Pseudo, RoomSummary};
 use axum::extract::ws::Utf8Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
 use local::{Local, MemberEntry, RelayEntry};
@@ -55,6 +55,42 @@ pub struct Store {
     /// Rooms and actions changed here while Redis did not answer: Redis
     /// must be told their state again.
     stale: Mutex<HashSet<Topic>>,
+}
+
+/// A room's line in the room list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomEntry {
+    pub count: u64,
+    pub activity: u64,
+    pub updated_ms: u64,
+}
+
+/// Instances write their rooms' entries every few seconds (the counts'
+/// full refresh); one not written for this long belongs to rooms whose
+/// instances died or emptied without saying so.
+const ROOM_ENTRY_TTL_MS: u64 = 15_000;
+
+impl RoomEntry {
+    /// `<count> <activity> <updated ms>`, as stored.
+    fn parse(value: &str) -> Option<RoomEntry> {
+        let mut numbers = value.split(' ').map(str::parse::<u64>);
+        let entry = RoomEntry {
+            count: numbers.next()?.ok()?,
+            activity: numbers.next()?.ok()?,
+            updated_ms: numbers.next()?.ok()?,
+        };
+        Some(entry)
+    }
+
+    fn is_fresh(&self, now_ms: u64) -> bool {
+        self.count > 0 && self.updated_ms + ROOM_ENTRY_TTL_MS >= now_ms
+    }
+}
+
+impl std::fmt::Display for RoomEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} {} {}", self.count, self.activity, self.updated_ms)
+    }
 }
 
 /// (room, connection, nickname) of a member who lost its nickname to a
@@ -152,7 +188,10 @@ impl Store {
     pub async fn leave(&self, room: &str, conn: ConnId, member: &Member) -> bool {
         let (local, last_here) = {
             let mut local = self.local();
-            (local.leave(room, conn, member), local.count(room) == 0)
+            (
+                local.leave(room, conn, member),
+                local.online(room, 0).0 == 0,
+            )
         };
         let topic = || Topic::Room(room.to_owned());
         if let Some(redis) = self.reachable(topic) {
@@ -164,19 +203,55 @@ impl Store {
         local
     }
 
-    /// Participants of the room: all instances with Redis, this one without.
-    pub async fn count(&self, room: &str) -> u64 {
+    /// Participants of the room (all instances with Redis, this one
+    /// without), and the nicknames of up to `shown` of them.
+    pub async fn online(&self, room: &str, shown: usize) -> (u64, Vec<String>) {
         let topic = || Topic::Room(room.to_owned());
         if let Some(redis) = self.reachable(topic) {
-            match redis.count(room).await {
-                Ok((count, departed)) => {
+            match redis.online(room, shown).await {
+                Ok((count, departed, names)) => {
                     self.departed(room, departed);
-                    return count;
+                    return (count, names);
                 }
                 Err(err) => self.failed(redis, "count", topic(), &err),
             }
         }
-        self.local().count(room)
+        self.local().online(room, shown)
+    }
+
+    /// Records a room's count and activity in the room list.
+    pub async fn index_room(&self, room: &str, count: u64, activity: u64) {
+        let entry = RoomEntry {
+            count,
+            activity,
+            updated_ms: crate::now_ms(),
+        };
+        if let Some(redis) = &self.redis {
+            if let Err(err) = redis.index_room(room, &entry).await {
+                tracing::debug!(room, error = %err, "cannot update the room list");
+            }
+            return;
+        }
+        self.local().index_room(room, entry);
+    }
+
+    /// The busiest rooms with participants, at most `shown`.
+    pub async fn busiest_rooms(&self, shown: usize) -> anyhow::Result<Vec<RoomSummary>> {
+        let now = crate::now_ms();
+        let mut rooms = match &self.redis {
+            Some(redis) => redis.room_index(now).await?,
+            None => self.local().room_index(now),
+        };
+        rooms.sort_by(|(a, x), (b, y)| y.count.cmp(&x.count).then_with(|| a.cmp(b)));
+        Ok(rooms
+            .into_iter()
+            .take(shown)
+            .map(|(name, entry)| RoomSummary {
+                name,
+                count: entry.count,
+                activity: entry.activity,
+            })
+            .collect())
     }
 
     /// Records a relay client under its action, with its registration

@@ -11,7 +11,7 @@
 //! instances.
 
 use super::keys::Keys;
-use super::{Claim, Member};
+use super::{Claim, Member, RoomEntry};
 use crate::hub::ConnId;
 use crate::nickname;
 use crate::redis_client::{Commands, RedisStatus};
@@ -195,8 +195,46 @@ impl RedisStore {
         Ok(removed == 1)
     }
 
-    pub async fn count(&self, room: &str) -> RedisResult<(u64, Departed)> {
+    /// Records a room's count and activity in the room list (removes it
+    /// when it has nobody).
+    pub async fn index_room(&self, room: &str, entry: &RoomEntry) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.room_index();
+        if entry.count == 0 {
+            conn.hdel(key, room).await
+        } else {
+            conn.hset(key, room, entry.to_string()).await
+        }
+    }
+
+    /// The room list's entries; stale ones (rooms nobody refreshes any
+    /// more) are dropped.
+    pub async fn room_index(&self, now_ms: u64) -> RedisResult<Vec<(String, RoomEntry)>> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.room_index();
+        let all: Vec<(String, String)> = conn.hgetall(&key).await?;
+        let (fresh, stale): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .map(|(room, value)| (room, RoomEntry::parse(&value)))
+            .partition(|(_, entry)| entry.is_some_and(|e| e.is_fresh(now_ms)));
+        if !stale.is_empty() {
+            let rooms: Vec<String> = stale.into_iter().map(|(room, _)| room).collect();
+            conn.hdel::<_, _, ()>(&key, rooms).await?;
+        }
+        Ok(fresh
+            .into_iter()
+            .filter_map(|(room, entry)| Some((room, entry?)))
+            .collect())
+    }
+
+    /// The room's participant count and up to `shown` of their nicknames.
+    pub async fn online(
+        &self,
+        room: &str,
+        shown: usize,
+    ) -> RedisResult<(u64, Departed, Vec<String>)> {
         self.room_script(&ROOM_COUNT, room)
+            .arg(shown)
             .arg(self.may_prune())
             .invoke_async(&mut self.conn.clone())
             .await

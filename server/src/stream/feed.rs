@@ -102,6 +102,15 @@ impl Feeds {
         last
     }
 
+    /// How far this instance delivered the room's stream (the offset of the
+    /// newest event in its epoch): it grows with every event, for the room
+    /// list's unread marks.
+    pub fn activity(&self, room: &str) -> u64 {
+        self.lock()
+            .get(room)
+            .map_or(0, |feed| feed.next.saturating_sub(1))
+    }
+
     /// A connection read the stream: the feed follows it from there if it
     /// did not know where the stream was yet.
     pub fn start(&self, room: &str, snapshot: &Snapshot) {
