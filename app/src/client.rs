@@ -4,9 +4,9 @@
 //! jittered exponential backoff, rejoins with the same nickname and session,
 //! asks for the events it missed, and sends what the person typed in order.
 //! Frames typed while the socket is down wait in the queue instead of being
-//! lost.
+//! lost. Switching rooms opens a socket to the new room at once.
 
-use crate::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, DEFAULT_ROOM};
+use crate::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, TYPING_SHOWN_MS};
 use crate::state::{ChatState, Status};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
 use futures::{stream, SinkExt, StreamExt};
@@ -25,13 +25,23 @@ const STABLE_MS: f64 = 5_000.0;
 /// The handle the page uses to send frames.
 #[derive(Clone)]
 pub struct Connection {
-    outbox: UnboundedSender<ClientMessage>,
+    outbox: UnboundedSender<Command>,
+}
+
+pub enum Command {
+    Send(ClientMessage),
+    /// `state.room` changed: leave the old room's socket for the new one.
+    Switch,
 }
 
 impl Connection {
     pub fn send(&self, msg: ClientMessage) {
         // The receiver lives as long as the page, so this cannot fail.
-        let _ = self.outbox.unbounded_send(msg);
+        let _ = self.outbox.unbounded_send(Command::Send(msg));
+    }
+
+    pub fn switch_room(&self) {
+        let _ = self.outbox.unbounded_send(Command::Switch);
     }
 }
 
@@ -57,10 +67,10 @@ pub fn session() -> Uuid {
 enum Event {
     Frame(Message),
     Closed,
-    Outgoing(ClientMessage),
+    Outgoing(Command),
 }
 
-async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, saved: Option<String>) {
+async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Option<String>) {
     let session = session();
     // The nickname to take again on every (re)connection.
     let mut pseudo = saved;
@@ -70,7 +80,9 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
     loop {
         state.status.set(Status::Connecting);
         let opened = js_sys::Date::now();
-        if let Ok(socket) = WebSocket::open(&socket_url(state.since())) {
+        let mut switched = false;
+        let room = state.room.get_untracked();
+        if let Ok(socket) = WebSocket::open(&socket_url(&room, state.since())) {
             let (mut sink, incoming) = socket.split();
             state.reconnected();
             let mut rejoining = false;
@@ -86,7 +98,8 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
             let incoming = incoming
                 .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
                 .chain(stream::once(async { Event::Closed }));
-            let outgoing = stream::iter(unsent.take()).chain(queue.by_ref());
+            let retry = unsent.take().map(Command::Send);
+            let outgoing = stream::iter(retry).chain(queue.by_ref());
             let mut events =
                 std::pin::pin!(stream::select(incoming, outgoing.map(Event::Outgoing)));
             while let Some(event) = events.next().await {
@@ -97,7 +110,14 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                             continue;
                         };
                         let joined = matches!(&event, ServerEvent::Joined { .. });
+                        let typist = match &event {
+                            ServerEvent::Typing { pseudo } => Some(pseudo.clone()),
+                            _ => None,
+                        };
                         let error = state.apply(event);
+                        if let Some(pseudo) = typist {
+                            hide_typing_later(state, pseudo);
+                        }
                         if joined {
                             rejoining = false;
                             pseudo = state.me.get_untracked();
@@ -116,7 +136,11 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                         }
                     }
                     Event::Frame(Message::Bytes(_)) => {}
-                    Event::Outgoing(msg) => {
+                    Event::Outgoing(Command::Switch) => {
+                        switched = true;
+                        break;
+                    }
+                    Event::Outgoing(Command::Send(msg)) => {
                         if let ClientMessage::Say { text } = &msg {
                             state.sent(text);
                         }
@@ -128,6 +152,11 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<ClientMessage>, save
                     Event::Closed => break,
                 }
             }
+        }
+        if switched {
+            // Dropping the socket closed it; the new room's opens at once.
+            failures = 0;
+            continue;
         }
         state.status.set(Status::Disconnected);
         // A connection that lasted is a fresh start; one the server keeps
@@ -154,11 +183,22 @@ fn backoff(failures: u32) -> Duration {
     Duration::from_millis(ms as u64)
 }
 
-fn socket_url(since: Option<Position>) -> String {
+/// Hides `pseudo`'s typing indicator unless another typing frame from them
+/// came meanwhile.
+fn hide_typing_later(state: ChatState, pseudo: String) {
+    let Some(stamp) = state.typing_stamp(&pseudo) else {
+        return;
+    };
+    leptos::task::spawn_local(async move {
+        sleep(Duration::from_millis(TYPING_SHOWN_MS)).await;
+        state.typing_expired(&pseudo, stamp);
+    });
+}
+
+fn socket_url(room: &str, since: Option<Position>) -> String {
     let location = web_sys::window().expect("a browser window").location();
     let secure = location.protocol().map(|p| p == "https:").unwrap_or(false);
     let host = location.host().unwrap_or_default();
-    let room = room_from_query(&location.search().unwrap_or_default());
     let mut url = format!(
         "{}://{host}/ws?room={room}",
         if secure { "wss" } else { "ws" }
@@ -168,18 +208,6 @@ fn socket_url(since: Option<Position>) -> String {
         url.push_str(&position.to_query());
     }
     url
-}
-
-/// `?room=name` picks a room; anything invalid falls back to the default
-/// (the server checks again).
-fn room_from_query(search: &str) -> String {
-    search
-        .trim_start_matches('?')
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("room="))
-        .filter(|room| crate::protocol::valid_room(room))
-        .unwrap_or(DEFAULT_ROOM)
-        .to_owned()
 }
 
 fn storage() -> Option<web_sys::Storage> {
@@ -197,4 +225,19 @@ fn store(key: &str, value: Option<&str>) {
             None => storage.remove_item(key),
         };
     }
+}
+
+/// Follows the tab's visibility: messages that arrive while it is hidden
+/// count in the title.
+pub fn watch_visibility(state: ChatState) {
+    use wasm_bindgen::{closure::Closure, JsCast};
+    let Some(document) = web_sys::window().and_then(|w| w.document()) else {
+        return;
+    };
+    state.set_hidden(document.hidden());
+    let watched = document.clone();
+    let changed = Closure::<dyn Fn()>::new(move || state.set_hidden(watched.hidden()));
+    document.set_onvisibilitychange(Some(changed.as_ref().unchecked_ref()));
+    // The page lives as long as the document: so does the listener.
+    changed.forget();
 }

@@ -1,13 +1,16 @@
 //! The chat page. Rendered on the server, hydrated in the browser; the
 //! socket starts only in the browser.
 
-use crate::protocol::{ClientMessage, MessageText, Pseudo};
-use crate::state::{ChatState, Entry};
+use crate::protocol::{
+    valid_room, ClientMessage, MessageText, Pseudo, DEFAULT_ROOM, TYPING_EVERY_MS,
+};
+use crate::state::{ChatState, Entry, Status};
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, MetaTags, Stylesheet, Title};
+use leptos_meta::{provide_meta_context, HashedStylesheet, Meta, MetaTags, Title};
 use leptos_router::{
-    components::{Route, Router, Routes},
-    StaticSegment,
+    components::{Route, Router, Routes, A},
+    hooks::{use_navigate, use_params_map, use_query_map},
+    ParamSegment, StaticSegment,
 };
 
 /// The HTML document around the app, for server-side rendering.
@@ -20,6 +23,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <AutoReload options=options.clone()/>
+                <HashedStylesheet options=options.clone() id="leptos"/>
                 <HydrationScripts options/>
                 <MetaTags/>
             </head>
@@ -34,24 +38,65 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
 pub fn App() -> impl IntoView {
     provide_meta_context();
     view! {
-        <Stylesheet id="leptos" href="/pkg/chat.css"/>
-        <Title text="Chat"/>
+        <Meta name="description" content="A real-time chat: pick a nickname, enter a room, talk."/>
+        <Meta name="theme-color" content="#1d4fb8"/>
         <Router>
             <Routes fallback=|| "Page not found.">
                 <Route path=StaticSegment("") view=ChatPage/>
+                <Route path=(StaticSegment("r"), ParamSegment("room")) view=ChatPage/>
             </Routes>
         </Router>
+    }
+}
+
+/// The room the URL names: `/r/<room>`, or `/?room=<room>` (older links),
+/// or `general`.
+fn room_of_url() -> Memo<String> {
+    let params = use_params_map();
+    let query = use_query_map();
+    Memo::new(move |_| {
+        let named = params.with(|p| p.get("room"));
+        let named = named.or_else(|| query.with(|q| q.get("room")));
+        named
+            .filter(|room| valid_room(room))
+            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
+    })
+}
+
+fn room_path(room: &str) -> String {
+    if room == DEFAULT_ROOM {
+        "/".to_owned()
+    } else {
+        format!("/r/{room}")
     }
 }
 
 #[component]
 fn ChatPage() -> impl IntoView {
     let state = ChatState::new();
-    let send = outbox(state);
+    let room = room_of_url();
+    state.room.set(room.get_untracked());
+    let outbox = Outbox::new(state);
+    // Navigating to another room (a link, the room form, back and forward)
+    // keeps the page and moves the socket.
+    Effect::new(move |_| {
+        let room = room.get();
+        if room != state.room.get_untracked() {
+            state.switch_room(&room);
+            outbox.switch_room();
+        }
+    });
     let pseudo_input = RwSignal::new(String::new());
     let text_input = RwSignal::new(String::new());
+    let room_input = RwSignal::new(String::new());
+    let composer = NodeRef::<leptos::html::Input>::new();
+    let last_typing = StoredValue::new(0.0_f64);
     let hydrated = RwSignal::new(false);
-    Effect::new(move |_| hydrated.set(true));
+    Effect::new(move |_| {
+        hydrated.set(true);
+        watch_visibility(state);
+    });
+    let navigate = use_navigate();
 
     let join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -60,7 +105,7 @@ fn ChatPage() -> impl IntoView {
             Ok(pseudo) => {
                 state.error.set(None);
                 let pseudo = pseudo.as_str().to_owned();
-                send(if state.me.get_untracked().is_some() {
+                outbox.send(if state.me.get_untracked().is_some() {
                     ClientMessage::Rename { pseudo }
                 } else {
                     ClientMessage::Join {
@@ -77,14 +122,45 @@ fn ChatPage() -> impl IntoView {
             Err(reason) => state.error.set(Some(capitalize(&reason.to_string()))),
             Ok(text) => {
                 state.error.set(None);
-                send(ClientMessage::Say {
+                outbox.send(ClientMessage::Say {
                     text: text.into_string(),
                 });
                 text_input.set(String::new());
+                last_typing.set_value(0.0);
             }
+        }
+        if let Some(input) = composer.get() {
+            let _ = input.focus();
+        }
+    };
+    let enter_room = move |ev: leptos::ev::SubmitEvent| {
+        ev.prevent_default();
+        let name = room_input.get_untracked().trim().to_owned();
+        if valid_room(&name) {
+            state.error.set(None);
+            room_input.set(String::new());
+            navigate(&room_path(&name), Default::default());
+        } else {
+            let reason = "A room name is 1 to 64 letters, digits, '-' or '_'";
+            state.error.set(Some(reason.to_owned()));
         }
     };
     let joined = move || state.me.with(Option::is_some);
+    // Others see "is typing" while this person types: one frame every few
+    // seconds at most, only when it can reach them.
+    let typed = move || {
+        let now = now_ms();
+        let connected = state.status.get_untracked() == Status::Connected;
+        let typing = !text_input.with_untracked(String::is_empty);
+        if joined()
+            && connected
+            && typing
+            && now - last_typing.get_value() >= TYPING_EVERY_MS as f64
+        {
+            last_typing.set_value(now);
+            outbox.send(ClientMessage::Typing);
+        }
+    };
     // A message the server could not store goes back into the composer,
     // unless something new was typed meanwhile.
     Effect::new(move |_| {
@@ -95,9 +171,17 @@ fn ChatPage() -> impl IntoView {
             }
         }
     });
+    let title = move || {
+        let room = state.room.get();
+        match state.unread.get() {
+            0 => format!("{room} · Chat"),
+            n => format!("({n}) {room} · Chat"),
+        }
+    };
 
-    view! {
-        <main class="chat" data-hydrated=move || hydrated.get().to_string()>
+    // Each part is type-erased: one nested view type for the whole page is
+    // too deep for the compiler, and erased parts make a smaller WASM.
+    let header = view! {
             <header class="bar">
                 <h1>"Chat"</h1>
                 <span class="participants">
@@ -107,64 +191,182 @@ fn ChatPage() -> impl IntoView {
                 <span
                     class=move || format!("status status-{}", state.status.get().label())
                     data-testid="connection-status"
+                    role="status"
                 >
                     {move || state.status.get().label()}
                 </span>
             </header>
-            <form class="pseudo" on:submit=join>
-                <label for="pseudo">
-                    {move || match state.me.get() {
-                        Some(me) => format!("You are {me}. New nickname:"),
-                        None => "Nickname:".to_owned(),
-                    }}
-                </label>
-                <input
-                    id="pseudo"
-                    data-testid="pseudo-input"
-                    autocomplete="nickname"
-                    placeholder="Your nickname"
-                    prop:value=move || pseudo_input.get()
-                    on:input=move |ev| pseudo_input.set(event_target_value(&ev))
-                />
-                <button type="submit" data-testid="join-button">
-                    {move || if joined() { "Change" } else { "Join" }}
-                </button>
-            </form>
-            <Show when=move || state.error.with(Option::is_some)>
-                <p class="error" role="alert" data-testid="error">
-                    {move || state.error.get().unwrap_or_default()}
-                </p>
-            </Show>
-            <Show when=move || state.unrecovered.get()>
-                <p class="notice" role="status" data-testid="recovery-notice">
-                    "Some earlier messages could not be recovered; the conversation resumes from here. "
-                    <button type="button" on:click=move |_| state.unrecovered.set(false)>
-                        "Dismiss"
-                    </button>
-                </p>
-            </Show>
-            <MessageList state/>
-            <form class="compose" on:submit=say>
-                <input
-                    data-testid="message-input"
-                    placeholder=move || {
-                        if joined() { "Write a message" } else { "Join to write" }
+    }
+    .into_any();
+    let side = view! {
+                <aside class="side">
+                    <Rooms state/>
+                    <form class="enter" on:submit=enter_room>
+                        <label for="room" class="visually-hidden">"Room name"</label>
+                        <input
+                            id="room"
+                            data-testid="room-input"
+                            placeholder="Room name"
+                            autocomplete="off"
+                            prop:value=move || room_input.get()
+                            on:input=move |ev| room_input.set(event_target_value(&ev))
+                        />
+                        <button type="submit" data-testid="room-button">"Enter"</button>
+                    </form>
+                    <Online state/>
+                </aside>
+    }
+    .into_any();
+    let conversation = view! {
+                <main class="conversation">
+                    <h2 class="room-name">
+                        "# " <span data-testid="current-room">{move || state.room.get()}</span>
+                    </h2>
+                    <form class="pseudo" on:submit=join>
+                        <label for="pseudo">
+                            {move || match state.me.get() {
+                                Some(me) => format!("You are {me}. New nickname:"),
+                                None => "Nickname:".to_owned(),
+                            }}
+                        </label>
+                        <input
+                            id="pseudo"
+                            data-testid="pseudo-input"
+                            autocomplete="nickname"
+                            placeholder="Your nickname"
+                            prop:value=move || pseudo_input.get()
+                            on:input=move |ev| pseudo_input.set(event_target_value(&ev))
+                        />
+                        <button type="submit" data-testid="join-button">
+                            {move || if joined() { "Change" } else { "Join" }}
+                        </button>
+                    </form>
+                    <Show when=move || state.error.with(Option::is_some)>
+                        <p class="error" role="alert" data-testid="error">
+                            {move || state.error.get().unwrap_or_default()}
+                        </p>
+                    </Show>
+                    <Show when=move || state.unrecovered.get()>
+                        <p class="notice" role="status" data-testid="recovery-notice">
+                            "Some earlier messages could not be recovered; the conversation resumes from here. "
+                            <button type="button" on:click=move |_| state.unrecovered.set(false)>
+                                "Dismiss"
+                            </button>
+                        </p>
+                    </Show>
+                    <MessageList state/>
+                    <Typing state/>
+                    <form class="compose" on:submit=say>
+                        <label for="message" class="visually-hidden">"Message"</label>
+                        <input
+                            id="message"
+                            data-testid="message-input"
+                            autocomplete="off"
+                            node_ref=composer
+                            placeholder=move || {
+                                if joined() { "Write a message" } else { "Join to write" }
+                            }
+                            disabled=move || !joined()
+                            prop:value=move || text_input.get()
+                            on:input=move |ev| {
+                                text_input.set(event_target_value(&ev));
+                                typed();
+                            }
+                        />
+                        <button type="submit" data-testid="send-button" disabled=move || !joined()>
+                            "Send"
+                        </button>
+                    </form>
+                </main>
+    }
+    .into_any();
+    view! {
+        <Title text=title/>
+        <div class="chat" data-hydrated=move || hydrated.get().to_string()>
+            {header}
+            <div class="layout">{side} {conversation}</div>
+        </div>
+    }
+}
+
+/// The busiest rooms, with their participant counts and unread marks.
+#[component]
+fn Rooms(state: ChatState) -> impl IntoView {
+    view! {
+        <nav class="rooms" aria-label="Rooms">
+            <h2>"Rooms"</h2>
+            <ul data-testid="room-list">
+                <For
+                    each=move || state.rooms.get()
+                    key=|room| (room.name.clone(), room.count, room.activity)
+                    let:room
+                >
+                    {
+                        let (data_room, title, href) =
+                            (room.name.clone(), room.name.clone(), room_path(&room.name));
+                        let count = room.count;
+                        let name = room.name.clone();
+                        let current = Memo::new(move |_| state.room.with(|r| *r == name));
+                        let unread = move || state.has_unread(&room);
+                        view! {
+                            <li data-testid="room-item" data-room=data_room class:current=move || current.get()>
+                                <A href=href attr:aria-current=move || current.get().then_some("page")>
+                                    <span class="room-title">{title}</span>
+                                    <span class="room-count">{count}</span>
+                                    <Show when=unread.clone()>
+                                        <span class="unread" data-testid="unread-mark">"new"</span>
+                                    </Show>
+                                </A>
+                            </li>
+                        }
                     }
-                    disabled=move || !joined()
-                    prop:value=move || text_input.get()
-                    on:input=move |ev| text_input.set(event_target_value(&ev))
-                />
-                <button type="submit" data-testid="send-button" disabled=move || !joined()>
-                    "Send"
-                </button>
-            </form>
-        </main>
+                </For>
+            </ul>
+        </nav>
+    }
+}
+
+/// The current room's participants, by nickname.
+#[component]
+fn Online(state: ChatState) -> impl IntoView {
+    view! {
+        <section class="online" aria-label="Online">
+            <h2>"Online"</h2>
+            <ul data-testid="online-list">
+                <For each=move || state.online.get() key=|name| name.clone() let:name>
+                    <li data-testid="online-item">{name}</li>
+                </For>
+                <Show when=move || { state.online_more.get() > 0 }>
+                    <li class="more">{move || format!("and {} more", state.online_more.get())}</li>
+                </Show>
+            </ul>
+        </section>
+    }
+}
+
+/// "alice is typing…", while somebody else types.
+#[component]
+fn Typing(state: ChatState) -> impl IntoView {
+    let text = move || {
+        state.typing.with(|typing| match typing.as_slice() {
+            [] => String::new(),
+            [(one, _)] => format!("{one} is typing…"),
+            [(one, _), (two, _)] => format!("{one} and {two} are typing…"),
+            [(one, _), rest @ ..] => format!("{one} and {} others are typing…", rest.len()),
+        })
+    };
+    view! {
+        <div class="typing" aria-live="polite">
+            <Show when=move || state.typing.with(|t| !t.is_empty())>
+                <span data-testid="typing-indicator">{text}</span>
+            </Show>
+        </div>
     }
 }
 
 #[component]
 fn MessageList(state: ChatState) -> impl IntoView {
-    let list = NodeRef::<leptos::html::Ul>::new();
+    let list = NodeRef::<leptos::html::Div>::new();
     // Keep the newest entry in view.
     Effect::new(move |_| {
         state.entries.track();
@@ -178,47 +380,87 @@ fn MessageList(state: ChatState) -> impl IntoView {
             .with(|names| names.iter().any(|n| n == author))
     };
     view! {
-        <ul class="messages" data-testid="messages" node_ref=list>
+        <div class="messages" role="log" aria-label="Messages" data-testid="messages" node_ref=list>
             <For each=move || state.entries.get() key=Entry::id let:entry>
                 {match entry {
                     Entry::Message(m) => {
                         let author = m.author.clone();
                         view! {
-                            <li class="message" class:own=move || mine(&author) data-testid="message">
+                            <div class="message" class:own=move || mine(&author) data-testid="message">
                                 <span class="author" data-testid="message-author">{m.author}</span>
                                 <time class="time" data-testid="message-time">{local_time(m.ts)}</time>
                                 <p class="text" data-testid="message-text">{m.text}</p>
-                            </li>
+                            </div>
                         }
                             .into_any()
                     }
                     Entry::System(s) => {
                         view! {
-                            <li class="system" data-testid="system-message">
+                            <div class="system" data-testid="system-message">
                                 <span>{s.text()}</span>
                                 <time class="time">{local_time(s.ts)}</time>
-                            </li>
+                            </div>
                         }
                             .into_any()
                     }
                 }}
             </For>
-        </ul>
+        </div>
     }
 }
 
-/// How the page sends frames: through the socket in the browser; the server
-/// renders the page but never runs its event handlers.
-fn outbox(state: ChatState) -> impl Fn(ClientMessage) + Copy {
+/// How the page sends frames and moves rooms: through the socket in the
+/// browser; the server renders the page but never runs its handlers.
+#[derive(Clone, Copy)]
+struct Outbox {
+    #[cfg(feature = "hydrate")]
+    connection: StoredValue<crate::client::Connection>,
+}
+
+impl Outbox {
+    fn new(state: ChatState) -> Self {
+        #[cfg(feature = "hydrate")]
+        {
+            Outbox {
+                connection: StoredValue::new(crate::client::connect(state)),
+            }
+        }
+        #[cfg(not(feature = "hydrate"))]
+        {
+            let _ = state;
+            Outbox {}
+        }
+    }
+
+    fn send(&self, msg: ClientMessage) {
+        #[cfg(feature = "hydrate")]
+        self.connection.with_value(|c| c.send(msg));
+        #[cfg(not(feature = "hydrate"))]
+        let _ = msg;
+    }
+
+    fn switch_room(&self) {
+        #[cfg(feature = "hydrate")]
+        self.connection.with_value(|c| c.switch_room());
+    }
+}
+
+/// Counts unread messages while the tab is hidden.
+fn watch_visibility(state: ChatState) {
+    #[cfg(feature = "hydrate")]
+    crate::client::watch_visibility(state);
+    #[cfg(not(feature = "hydrate"))]
+    let _ = state;
+}
+
+fn now_ms() -> f64 {
     #[cfg(feature = "hydrate")]
     {
-        let connection = StoredValue::new(crate::client::connect(state));
-        move |msg| connection.with_value(|c| c.send(msg))
+        js_sys::Date::now()
     }
     #[cfg(not(feature = "hydrate"))]
     {
-        let _ = state;
-        |_msg| {}
+        0.0
     }
 }
 

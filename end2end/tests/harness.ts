@@ -144,7 +144,7 @@ export async function startProxy(target: string): Promise<Proxy> {
 /** Opens the chat and waits until the page is hydrated and connected. */
 export async function openChat(page: Page, url: string): Promise<void> {
   await page.goto(url);
-  await expect(page.locator("main[data-hydrated=true]")).toBeVisible();
+  await expect(page.locator("[data-hydrated=true]")).toBeVisible();
   await expect(page.getByTestId("connection-status")).toHaveText("connected");
 }
 
@@ -167,4 +167,23 @@ export function watchErrors(page: Page): string[] {
   });
   page.on("pageerror", (err) => errors.push(err.message));
   return errors;
+}
+
+/** Runs axe-core in the page; resolves to its violations, one line each. */
+export async function accessibilityViolations(page: Page): Promise<string[]> {
+  await page.addScriptTag({ path: require.resolve("axe-core/axe.min.js") });
+  return page.evaluate(async () => {
+    // Injected just above.
+    const axe = (window as unknown as { axe: { run(): Promise<{ violations: { id: string; impact: string; nodes: { target: string[] }[] }[] }> } }).axe;
+    const { violations } = await axe.run();
+    return violations.map((v) => `${v.impact} ${v.id}: ${v.nodes.map((n) => n.target.join(" ")).join(", ")}`);
+  });
+}
+
+/** Pretends the tab is hidden (or visible again), as switching tabs does. */
+export async function setHidden(page: Page, hidden: boolean): Promise<void> {
+  await page.evaluate((hidden) => {
+    Object.defineProperty(document, "hidden", { value: hidden, configurable: true });
+    document.dispatchEvent(new Event("visibilitychange"));
+  }, hidden);
 }

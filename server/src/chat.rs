@@ -421,6 +421,8 @@ impl ChatSession {
             text: text.into_string(),
             ts: now_ms(),
         };
+        // The message ends this bout of typing: the next one is news.
+        self.typed = None;
         // Acknowledged (echoed back) only once it is in the stream, so no
         // crash can lose a message its sender saw as sent.
         if let Err(err) = publish(&self.app, &self.room, &ServerEvent::Message(message)).await {

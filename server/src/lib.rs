@@ -57,6 +57,7 @@ pub mod throttle;
 use anyhow::Context;
 use app::protocol::ServerEvent;
 use axum::extract::ws::Utf8Bytes;
+use axum::http::{header, HeaderValue};
 use axum::routing::get;
 use axum::Router;
 use bus::{Backend, Bus};
@@ -81,6 +82,8 @@ use supervise::Restarts;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::services::ServeDir;
+use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
 
 /// Everything the handlers share, behind one `Arc`.
@@ -400,19 +403,44 @@ fn admin_routes(app: &Arc<AppState>) -> Router {
 fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
     let options = leptos_options(&app.config, addr);
     let pages = generate_route_list(app::App);
+    // Pages change with every release: always revalidated.
+    let no_cache = SetResponseHeaderLayer::overriding(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("no-cache"),
+    );
     let site = Router::new()
         .leptos_routes(&options, pages, {
             let options = options.clone();
             move || app::shell(options.clone())
         })
+        .layer(no_cache)
         .fallback(leptos_axum::file_and_error_handler(app::shell))
-        .with_state(options);
+        .with_state(options.clone());
     Router::new()
         .route("/ws", get(chat::upgrade))
         .route("/relay", get(relay::upgrade))
         .route("/healthz", get(health::healthz))
         .with_state(app.clone())
+        .nest_service("/pkg", static_files(&options))
         .merge(site)
+}
+
+/// The WASM, JS and CSS: the build's brotli or gzip copy when the browser
+/// takes it (`cargo leptos build --release --precompress` writes them), and
+/// cached for a year when their names carry a content hash.
+fn static_files(options: &LeptosOptions) -> Router {
+    let dir = std::path::Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
+    let cache = if options.hash_files {
+        "public, max-age=31536000, immutable"
+    } else {
+        "no-cache"
+    };
+    Router::new()
+        .fallback_service(ServeDir::new(dir).precompressed_br().precompressed_gzip())
+        .layer(SetResponseHeaderLayer::overriding(
+            header::CACHE_CONTROL,
+            HeaderValue::from_static(cache),
+        ))
 }
 
 /// Under `cargo leptos watch` the Leptos settings (live-reload port, ...)
@@ -425,5 +453,11 @@ fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
         from_cargo_leptos.unwrap_or_else(|| LeptosOptions::builder().output_name("chat").build());
     options.site_root = config.site_root.as_str().into();
     options.site_addr = addr;
+    // A release build names its files with their hashes, listed in a file
+    // next to the binary; pages must then link those names.
+    let hashes = std::env::current_exe()
+        .ok()
+        .and_then(|exe| Some(exe.parent()?.join(options.hash_file.as_ref())));
+    options.hash_files = hashes.is_some_and(|file| file.exists());
     options
 }

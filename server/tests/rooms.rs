@@ -170,16 +170,23 @@ async fn room_lists_online_lists_and_counts_agree_across_instances() {
 
 #[tokio::test]
 async fn typing_is_stamped_by_the_server_shown_to_others_and_not_stored() {
-    let server = Server::start(None, &[]);
+    let redis = Redis::start();
+    let (server, other) = (
+        Server::start(Some(&redis), &[]),
+        Server::start(Some(&redis), &[]),
+    );
     let mut alice = Person::join(&server, "general", "alice").await;
-    let mut bob = Person::join(&server, "general", "bob").await;
+    let mut bob = Person::join(&other, "general", "bob").await;
+    let mut ben = Person::join(&other, "general", "ben").await;
 
     // Whatever name the frame carries, the server says who typed.
     bob.chat
         .client
         .send_text(r#"{"type":"typing","pseudo":"alice"}"#)
         .await;
+    // On the other instance and on the typist's own.
     alice.until("bob typing", |v| v.typing == ["bob"]).await;
+    ben.until("bob typing", |v| v.typing == ["bob"]).await;
     // Not echoed to the typist; repeated frames are thinned out.
     for _ in 0..5 {
         bob.chat.send(&ClientMessage::Typing).await;

@@ -389,9 +389,13 @@ impl Shard {
         match topic {
             // This instance's own appends too: the feed keeps the first copy
             // and puts every instance's events in one order.
-            Topic::Room(room) => common.feeds.offer(&room, envelope.frame),
-            Topic::Action(_) if envelope.origin == common.instance => {}
-            Topic::Action(_) => {
+            Topic::Room(room) if crate::stream::stamp::position(&envelope.frame).is_some() => {
+                common.feeds.offer(&room, envelope.frame)
+            }
+            // Unstamped room frames (typing) are not in the stream: passed
+            // on as they come, like relay frames.
+            _ if envelope.origin == common.instance => {}
+            _ => {
                 common
                     .feeds
                     .hub()
