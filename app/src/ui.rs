@@ -312,7 +312,10 @@ fn Rooms(state: ChatState) -> impl IntoView {
                             <li data-testid="room-item" data-room=data_room class:current=move || current.get()>
                                 <A href=href attr:aria-current=move || current.get().then_some("page")>
                                     <span class="room-title">{title}</span>
-                                    <span class="room-count">{count}</span>
+                                    // The current room's own count is the freshest.
+                                    <span class="room-count">
+                                        {move || if current.get() { state.count.get() } else { count }}
+                                    </span>
                                     <Show when=unread.clone()>
                                         <span class="unread" data-testid="unread-mark">"new"</span>
                                     </Show>

@@ -82,6 +82,7 @@ use supervise::Restarts;
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use tower_http::compression::CompressionLayer;
 use tower_http::services::ServeDir;
 use tower_http::set_header::SetResponseHeaderLayer;
 use uuid::Uuid;
@@ -414,6 +415,8 @@ fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
             move || app::shell(options.clone())
         })
         .layer(no_cache)
+        // The pages are rendered per request: compressed on the way out.
+        .layer(CompressionLayer::new())
         .fallback(leptos_axum::file_and_error_handler(app::shell))
         .with_state(options.clone());
     Router::new()
