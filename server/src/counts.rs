@@ -31,6 +31,10 @@ pub struct Counts {
 #[derive(Default)]
 struct Told {
     rooms: HashMap<String, Online>,
+    /// Rooms where a client that opened since the last tick started from a
+    /// fresher read than the others: the next tick sends everybody the
+    /// whole list, which is right whatever each started from.
+    mixed: HashSet<String>,
     list: Vec<RoomSummary>,
     /// Each local room's activity as last written to the room list.
     activity: HashMap<String, u64>,
@@ -90,17 +94,23 @@ impl Counts {
     }
 
     /// What a client opening a socket to the room starts from: a fresh
-    /// read, which this instance's other clients of the room are brought
-    /// to as well, so that later changes are relative to it for everybody.
-    /// Call after the client listens to the room, so that it misses no
-    /// change.
+    /// read. If the room's other clients here were told something else, the
+    /// next tick tells everybody the whole list (changes would be relative
+    /// to two different starting points); the others are not sent anything
+    /// now, so that a burst of joins stays a few frames. Call after the
+    /// client listens to the room, so that it misses no change.
     pub async fn snapshot(&self, app: &AppState, room: &str) -> (Online, Vec<RoomSummary>) {
         let online = read(app, room).await;
         let mut told = self.told();
-        let before = told.rooms.insert(room.to_owned(), online.clone());
-        let topic = Topic::Room(room.to_owned());
-        for event in before.unwrap_or_default().changes(&online) {
-            app.bus.hub().deliver(&topic, &crate::encode(&event), None);
+        match told.rooms.get(room) {
+            None => {
+                told.rooms.insert(room.to_owned(), online.clone());
+            }
+            Some(known) if *known != online => {
+                told.mixed.insert(room.to_owned());
+                self.mark(room);
+            }
+            Some(_) => {}
         }
         (online, told.list.clone())
     }
@@ -146,6 +156,7 @@ pub async fn run(app: Arc<AppState>) {
                 read_now.push((topic, room, online));
             } else {
                 told.rooms.remove(&room);
+                told.mixed.remove(&room);
                 told.activity.remove(&room);
             }
         }
@@ -158,8 +169,16 @@ pub async fn run(app: Arc<AppState>) {
             // Under the lock: a client taking its snapshot meanwhile gets
             // these changes after it, never before.
             let mut told = app.counts.told();
-            let before = told.rooms.get(&room).cloned().unwrap_or_default();
-            for event in before.changes(&online) {
+            let events = if told.mixed.remove(&room) {
+                let count = ServerEvent::Count {
+                    count: online.count,
+                };
+                vec![count, online.event()]
+            } else {
+                let before = told.rooms.get(&room).cloned().unwrap_or_default();
+                before.changes(&online)
+            };
+            for event in events {
                 app.bus.hub().deliver(&topic, &crate::encode(&event), None);
             }
             told.rooms.insert(room, online);

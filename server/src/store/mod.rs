@@ -227,6 +227,10 @@ impl Store {
             updated_ms: crate::now_ms(),
         };
         if let Some(redis) = &self.redis {
+            // Known to be down: the list waits rather than the counts.
+            if !redis.status().commands_up() {
+                return;
+            }
             if let Err(err) = redis.index_room(room, &entry).await {
                 tracing::debug!(room, error = %err, "cannot update the room list");
             }
@@ -239,6 +243,7 @@ impl Store {
     pub async fn busiest_rooms(&self, shown: usize) -> anyhow::Result<Vec<RoomSummary>> {
         let now = crate::now_ms();
         let mut rooms = match &self.redis {
+            Some(redis) if !redis.status().commands_up() => anyhow::bail!("Redis is down"),
             Some(redis) => redis.room_index(now).await?,
             None => self.local().room_index(now),
         };
