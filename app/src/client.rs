@@ -9,6 +9,7 @@
 use crate::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, TYPING_SHOWN_MS};
 use crate::state::{ChatState, Status};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
+use futures::future::{self, Either};
 use futures::{stream, SinkExt, StreamExt};
 use gloo_net::websocket::{futures::WebSocket, Message};
 use gloo_timers::future::sleep;
@@ -74,8 +75,12 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
     let session = session();
     // The nickname to take again on every (re)connection.
     let mut pseudo = saved;
-    // A frame whose send failed: sent first on the next connection.
-    let mut unsent: Option<ClientMessage> = None;
+    // Frames whose send failed or that were typed while the socket was
+    // down: sent first, in order, on the next connection.
+    let mut waiting: Vec<ClientMessage> = Vec::new();
+    // Why messages were held back, told once the new room is joined (the
+    // join would clear it otherwise).
+    let mut held_back: Option<String> = None;
     let mut failures: u32 = 0;
     loop {
         state.status.set(Status::Connecting);
@@ -86,6 +91,11 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
             let (mut sink, incoming) = socket.split();
             state.reconnected();
             let mut rejoining = false;
+            if pseudo.is_none() {
+                if let Some(notice) = held_back.take() {
+                    state.error.set(Some(notice));
+                }
+            }
             if let Some(p) = pseudo.clone() {
                 rejoining = sink
                     .send(encode(&ClientMessage::Join {
@@ -98,7 +108,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
             let incoming = incoming
                 .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
                 .chain(stream::once(async { Event::Closed }));
-            let retry = unsent.take().map(Command::Send);
+            let retry: Vec<Command> = waiting.drain(..).map(Command::Send).collect();
             let outgoing = stream::iter(retry).chain(queue.by_ref());
             let mut events =
                 std::pin::pin!(stream::select(incoming, outgoing.map(Event::Outgoing)));
@@ -119,6 +129,9 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
                             hide_typing_later(state, pseudo);
                         }
                         if joined {
+                            if let Some(notice) = held_back.take() {
+                                state.error.set(Some(notice));
+                            }
                             rejoining = false;
                             pseudo = state.me.get_untracked();
                             store(PSEUDO_KEY, pseudo.as_deref());
@@ -145,7 +158,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
                             state.sent(text);
                         }
                         if sink.send(encode(&msg)).await.is_err() {
-                            unsent = Some(msg);
+                            waiting.push(msg);
                             break;
                         }
                     }
@@ -166,8 +179,42 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
         } else {
             failures.saturating_add(1)
         };
-        sleep(backoff(failures)).await;
+        // Waiting keeps what is typed meanwhile; a room switch ends it: the
+        // person asked for that room now.
+        let mut pause = std::pin::pin!(sleep(backoff(failures)));
+        loop {
+            match future::select(pause.as_mut(), queue.next()).await {
+                Either::Left(_) => break,
+                Either::Right((Some(Command::Switch), _)) => {
+                    held_back = hold_back_messages(state, &mut waiting);
+                    break;
+                }
+                Either::Right((Some(Command::Send(msg)), _)) => waiting.push(msg),
+                // The page is gone.
+                Either::Right((None, _)) => return,
+            }
+        }
     }
+}
+
+/// Messages typed for the room being left, while the socket was down, are
+/// not sent to the next one: the first goes back into the composer.
+/// Returns what to tell the person.
+fn hold_back_messages(state: ChatState, waiting: &mut Vec<ClientMessage>) -> Option<String> {
+    let texts: Vec<String> = waiting
+        .iter()
+        .filter_map(|msg| match msg {
+            ClientMessage::Say { text } => Some(text.clone()),
+            _ => None,
+        })
+        .collect();
+    waiting.retain(|msg| !matches!(msg, ClientMessage::Say { .. }));
+    let first = texts.first()?;
+    state.returned.set(Some(first.clone()));
+    Some(format!(
+        "Not sent ({} typed while offline): you changed rooms before the connection came back",
+        texts.len()
+    ))
 }
 
 fn encode(msg: &ClientMessage) -> Message {

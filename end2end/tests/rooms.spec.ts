@@ -10,6 +10,7 @@ import {
   Running,
   say,
   setHidden,
+  startProxy,
   startRedis,
   startServer,
   watchErrors,
@@ -130,6 +131,35 @@ test("two rooms on two instances: lists, counts, online lists, typing and switch
   await online(alice, ["alice", "bob", "carol"]);
   expect(errors).toEqual([]);
   for (const page of [alice, bob, carol]) await page.context().close();
+});
+
+test("a room chosen while the network is down is entered as soon as it is back", async ({ browser }) => {
+  const proxy = await startProxy(first.url);
+  const page = await (await browser.newContext()).newPage();
+  await openChat(page, `${proxy.url}/r/before`);
+  await join(page, "wanderer");
+  proxy.cut();
+  await expect(page.getByTestId("connection-status")).toHaveText("disconnected");
+  // Long enough for the reconnect attempts to back off to their longest
+  // pause (5 to 10 s).
+  await page.waitForTimeout(12_000);
+  await say(page, "typed while offline");
+  proxy.restore();
+  await page.getByTestId("room-input").fill("after");
+  await page.getByTestId("room-button").click();
+  await expect(page.getByTestId("current-room")).toHaveText("after");
+  // At once, not at the end of the pause.
+  await expect(page.getByTestId("connection-status")).toHaveText("connected", { timeout: 3_000 });
+  // What was typed for the old room is not sent to the new one: it is back
+  // in the composer, and the page says why.
+  await expect(page.getByTestId("error")).toContainText("Not sent");
+  await expect(page.getByTestId("message-input")).toHaveValue("typed while offline");
+  await expect(page.getByTestId("message")).toHaveCount(0);
+  await page.getByTestId("message-input").press("Enter");
+  await expect(page.getByTestId("message-text")).toHaveText(["typed while offline"]);
+  await expect(page.getByTestId("error")).toHaveCount(0);
+  await page.context().close();
+  await proxy.stop();
 });
 
 test("a phone-sized screen fits, and the keyboard alone joins and sends", async ({ browser }) => {
