@@ -462,5 +462,16 @@ fn leptos_options(config: &Config, addr: SocketAddr) -> LeptosOptions {
         .ok()
         .and_then(|exe| Some(exe.parent()?.join(options.hash_file.as_ref())));
     options.hash_files = hashes.is_some_and(|file| file.exists());
+    let plain_js = std::path::Path::new(options.site_root.as_ref())
+        .join(options.site_pkg_dir.as_ref())
+        .join(format!("{}.js", options.output_name));
+    if !options.hash_files && !plain_js.exists() {
+        tracing::warn!(
+            site = %options.site_root,
+            "no {} next to the server binary, and no unhashed files in the site: \
+             pages will not load their script; copy the build's hash file along with the binary",
+            options.hash_file
+        );
+    }
     options
 }
