@@ -324,13 +324,6 @@ impl ChatSession {
             (None, Ok(pseudo)) => pseudo,
             (None, Err(err)) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
         };
-        if self.room != DEFAULT_ROOM
-            && self.app.store.online(&self.room, 0).await.0 == 0
-            && self.app.new_rooms.check_key(&self.address).is_err()
-        {
-            let message = "too many new rooms from your address: try again in a minute";
-            return self.refuse(ErrorCode::TooManyRooms, message.into());
-        }
         let member = Member {
             pseudo,
             session: session.unwrap_or_else(Uuid::new_v4),
@@ -349,10 +342,23 @@ impl ChatSession {
             let message = format!("the nickname {} is taken in this room", member.pseudo);
             return self.refuse(ErrorCode::PseudoTaken, message);
         }
+        // Only the join that found the room empty opened it (decided by the
+        // claim, so that a crowd arriving at once counts once), and it is
+        // undone over the limit.
+        if claim == Claim::Opened
+            && self.room != DEFAULT_ROOM
+            && self.app.new_rooms.check_key(&self.address).is_err()
+        {
+            self.member = None;
+            self.app.store.leave(&self.room, self.id, &member).await;
+            self.app.presence_changed(&self.room).await;
+            let message = "too many new rooms from your address: try again in a minute";
+            return self.refuse(ErrorCode::TooManyRooms, message.into());
+        }
         self.confirm(&member);
         tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
         // A reclaim is the same person back on a new connection: not news.
-        if claim == Claim::Joined {
+        if matches!(claim, Claim::Joined | Claim::Opened) {
             announce(
                 &self.app,
                 &self.room,

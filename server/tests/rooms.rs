@@ -66,12 +66,20 @@ struct Person {
 }
 
 impl Person {
-    async fn join(server: &Server, room: &str, pseudo: &str) -> Person {
-        let (mut chat, _, count) = Chat::open(server, &format!("?room={room}")).await;
-        let mut view = View {
+    /// Opens the room's page without joining: a reader.
+    async fn watch(server: &Server, room: &str) -> Person {
+        let (chat, _, count) = Chat::open(server, &format!("?room={room}")).await;
+        let view = View {
             count,
             ..View::default()
         };
+        Person { chat, view }
+    }
+
+    /// Opens the room and joins it, keeping what arrives before `joined`.
+    async fn join(server: &Server, room: &str, pseudo: &str) -> Person {
+        let mut person = Person::watch(server, room).await;
+        let chat = &mut person.chat;
         chat.send(&ClientMessage::Join {
             pseudo: pseudo.into(),
             session: Some(chat.session),
@@ -81,10 +89,10 @@ impl Person {
             match chat.event().await {
                 ServerEvent::Joined { .. } => break,
                 ServerEvent::Error { message, .. } => panic!("{pseudo} cannot join: {message}"),
-                event => view.apply(event),
+                event => person.view.apply(event),
             }
         }
-        Person { chat, view }
+        person
     }
 
     /// Reads frames until the view satisfies `done`.
@@ -108,10 +116,7 @@ fn consistent(view: &View) -> bool {
 #[tokio::test]
 async fn room_lists_online_lists_and_counts_agree_across_instances() {
     let redis = Redis::start();
-    let (a, b) = (
-        Server::start(Some(&redis), &[]),
-        Server::start(Some(&redis), &[]),
-    );
+    let (a, b) = two_instances(&redis);
     let mut alice = Person::join(&a, "lobby", "alice").await;
     let mut bob = Person::join(&b, "lobby", "bob").await;
     let mut carol = Person::join(&b, "side", "carol").await;
@@ -168,13 +173,65 @@ async fn room_lists_online_lists_and_counts_agree_across_instances() {
         .await;
 }
 
+/// Two instances on one Redis (or Cluster), default settings.
+fn two_instances(redis: &Redis) -> (Server, Server) {
+    (
+        Server::start(Some(redis), &[]),
+        Server::start(Some(redis), &[]),
+    )
+}
+
+/// Default settings: 24 people from one address arrive in a new room at
+/// once on two instances (the room is opened once, not 24 times), then
+/// half leave while the rest talk and new readers open the page.
+#[tokio::test]
+async fn online_lists_stay_right_while_people_join_and_leave_at_once_on_two_instances() {
+    let redis = Redis::start();
+    let (a, b) = two_instances(&redis);
+    let servers = [&a, &b];
+    let mut readers = vec![
+        Person::watch(&a, "crowd").await,
+        Person::watch(&b, "crowd").await,
+    ];
+    const PEOPLE: usize = 24;
+    let names: Vec<String> = (0..PEOPLE).map(|i| format!("p{i:02}")).collect();
+    let joins = names
+        .iter()
+        .enumerate()
+        .map(|(i, name)| Person::join(servers[i % 2], "crowd", name));
+    let mut people = futures::future::join_all(joins).await;
+
+    // Half of them leave while the others talk and new readers open the
+    // page, on both instances at once.
+    let leaving: Vec<Person> = people.drain(..PEOPLE / 2).collect();
+    let leaves = leaving.into_iter().map(|p| p.chat.client.close());
+    let talks = people.iter_mut().map(|p| p.chat.say("still here"));
+    let late = (0..4).map(|i| Person::watch(servers[i % 2], "crowd"));
+    let (_, _, late) = tokio::join!(
+        futures::future::join_all(leaves),
+        futures::future::join_all(talks),
+        futures::future::join_all(late),
+    );
+    readers.extend(late);
+
+    let staying = &names[PEOPLE / 2..];
+    for reader in readers.iter_mut().chain(people.iter_mut()) {
+        reader
+            .until("the online list of those who stayed", |v| {
+                v.online()
+                    .iter()
+                    .copied()
+                    .eq(staying.iter().map(String::as_str))
+                    && consistent(v)
+            })
+            .await;
+    }
+}
+
 #[tokio::test]
 async fn typing_is_stamped_by_the_server_shown_to_others_and_not_stored() {
     let redis = Redis::start();
-    let (server, other) = (
-        Server::start(Some(&redis), &[]),
-        Server::start(Some(&redis), &[]),
-    );
+    let (server, other) = two_instances(&redis);
     let mut alice = Person::join(&server, "general", "alice").await;
     let mut bob = Person::join(&other, "general", "bob").await;
     let mut ben = Person::join(&other, "general", "ben").await;
@@ -229,6 +286,8 @@ async fn one_address_opens_only_a_few_new_rooms_a_minute() {
         })
         .await;
     assert_eq!(sixth.expect_error().await, ErrorCode::TooManyRooms);
+    // The refused join left nobody behind.
+    assert_eq!(Chat::open(&server, "?room=new5").await.2, 0);
     // Rooms with people in them are not new: entering them is free.
     let _visitor = Chat::join_room(&server, "new0", "visitor").await;
     let _general = Chat::join(&server, "maker").await;

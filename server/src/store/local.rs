@@ -42,7 +42,11 @@ impl Local {
     ) -> Claim {
         let room = self.rooms.entry(room.to_owned()).or_default();
         let key = nickname::key(&member.pseudo);
-        let mut claim = Claim::Joined;
+        let mut claim = if room.members.is_empty() {
+            Claim::Opened
+        } else {
+            Claim::Joined
+        };
         if let Some(&holder) = room.pseudos.get(&key) {
             if holder != conn {
                 if let Some(held) = room.members.get(&holder) {
@@ -200,11 +204,11 @@ mod tests {
         let mut local = Local::default();
         let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
         let (c1, c2, c3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(local.claim("r", c1, &member("Al", s1), None), Claim::Joined);
+        assert_eq!(local.claim("r", c1, &member("Al", s1), None), Claim::Opened);
         assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Taken);
         assert_eq!(
             local.claim("other", c2, &member("al", s2), None),
-            Claim::Joined
+            Claim::Opened
         );
         assert_eq!(
             local.claim("r", c3, &member("al", s1), None),

@@ -37,6 +37,8 @@ pub struct Member {
 pub enum Claim {
     /// The nickname is now this connection's.
     Joined,
+    /// Likewise, and the room had nobody before: this join opened it.
+    Opened,
     /// The same session held it on an older connection, which gave way.
     Reclaimed,
     /// Another participant holds it.

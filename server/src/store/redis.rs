@@ -156,7 +156,7 @@ impl RedisStore {
             "instance": self.instance,
         })
         .to_string();
-        let (taken, replaced, departed): (u8, String, Departed) = self
+        let (taken, replaced, departed, opened): (u8, String, Departed, u8) = self
             .room_script(&CLAIM, room)
             .arg(conn.to_string())
             .arg(&key)
@@ -171,6 +171,7 @@ impl RedisStore {
         let claim = match (taken, replaced.parse::<ConnId>()) {
             (0, _) => (Claim::Taken, None),
             (_, Ok(replaced)) => (Claim::Reclaimed, Some(replaced)),
+            (_, Err(_)) if opened == 1 => (Claim::Opened, None),
             (_, Err(_)) => (Claim::Joined, None),
         };
         Ok((claim.0, claim.1, departed))
