@@ -316,7 +316,7 @@ fn Rooms(state: ChatState) -> impl IntoView {
                                     <span class="room-count">
                                         {move || if current.get() { state.count.get() } else { count }}
                                     </span>
-                                    <Show when=unread.clone()>
+                                    <Show when=unread>
                                         <span class="unread" data-testid="unread-mark">"new"</span>
                                     </Show>
                                 </A>

@@ -187,3 +187,27 @@ export async function setHidden(page: Page, hidden: boolean): Promise<void> {
     document.dispatchEvent(new Event("visibilitychange"));
   }, hidden);
 }
+
+/** A private Redis with two servers on it: the scale-out setup. */
+export interface TwoInstances {
+  redis: Running;
+  first: RunningServer;
+  second: RunningServer;
+  stop(): Promise<void>;
+}
+
+export async function startTwoInstances(): Promise<TwoInstances> {
+  const redis = await startRedis();
+  const first = await startServer({ REDIS_URL: redis.url });
+  const second = await startServer({ REDIS_URL: redis.url });
+  return {
+    redis,
+    first,
+    second,
+    async stop() {
+      await first.stop();
+      await second.stop();
+      await redis.stop();
+    },
+  };
+}

@@ -11,25 +11,22 @@ import {
   say,
   setHidden,
   startProxy,
-  startRedis,
-  startServer,
+  startTwoInstances,
+  TwoInstances,
   watchErrors,
 } from "./harness";
 
-let redis: Running;
+let setup: TwoInstances;
 let first: Running;
 let second: Running;
 
 test.beforeAll(async () => {
-  redis = await startRedis();
-  first = await startServer({ REDIS_URL: redis.url });
-  second = await startServer({ REDIS_URL: redis.url });
+  setup = await startTwoInstances();
+  ({ first, second } = setup);
 });
 
 test.afterAll(async () => {
-  await first?.stop();
-  await second?.stop();
-  await redis?.stop();
+  await setup?.stop();
 });
 
 async function roomCount(page: Page, room: string, count: number): Promise<void> {

@@ -1,22 +1,20 @@
 // The original's scenario: two instances of the release build on one Redis,
 // one browser on each, in sync.
 import { expect, test } from "@playwright/test";
-import { freePort, join, openChat, Running, say, startProxy, startRedis, startServer } from "./harness";
+import { freePort, join, openChat, Running, say, startProxy, startServer, startTwoInstances, TwoInstances } from "./harness";
 
+let setup: TwoInstances;
 let redis: Running;
 let first: Running;
 let second: Running;
 
 test.beforeAll(async () => {
-  redis = await startRedis();
-  first = await startServer({ REDIS_URL: redis.url });
-  second = await startServer({ REDIS_URL: redis.url });
+  setup = await startTwoInstances();
+  ({ redis, first, second } = setup);
 });
 
 test.afterAll(async () => {
-  await first?.stop();
-  await second?.stop();
-  await redis?.stop();
+  await setup?.stop();
 });
 
 test("two browsers on two instances share messages and the count", async ({ browser }) => {
