@@ -2,7 +2,7 @@
 //   pm2 start deploy/ecosystem.config.js    pm2 status websocket-server
 //   pm2 logs websocket-server               pm2 reload websocket-server
 //   pm2 stop websocket-server
-// Build first: cargo leptos build --release --precompress (or scripts/run.sh once).
+// Build first: scripts/build.sh (or scripts/run.sh once).
 const path = require("path");
 const root = path.resolve(__dirname, "..");
 

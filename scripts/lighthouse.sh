@@ -17,7 +17,7 @@ fi
 
 url=${1:-}
 if [ -z "$url" ]; then
-  cargo leptos build --release --precompress
+  scripts/build.sh
   port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
   PORT=$port RELAY_PORT=0 ADMIN_PORT=0 target/release/server > /dev/null 2>&1 &
   server=$!

@@ -22,6 +22,6 @@ step "cargo test: the Redis suites again, against a three-master Redis Cluster"
 TEST_REDIS=cluster cargo test -p server --test auth --test chat --test ops --test relay \
   --test rooms --test scale --test security --test streams
 step "release build (server + WASM)"
-cargo leptos build --release --precompress
+scripts/build.sh
 step "end-to-end (Playwright, Chromium) and relay compatibility (Node ws)"
 (cd end2end && npx playwright test)

@@ -6,6 +6,7 @@
 //! Frames typed while the socket is down wait in the queue instead of being
 //! lost. Switching rooms opens a socket to the new room at once.
 
+use crate::event_reader::read_event;
 use crate::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, TYPING_SHOWN_MS};
 use crate::state::{ChatState, Status};
 use futures::channel::mpsc::{unbounded, UnboundedReceiver, UnboundedSender};
@@ -116,7 +117,10 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
                 match event {
                     Event::Frame(Message::Text(text)) => {
                         state.status.set(Status::Connected);
-                        let Ok(event) = serde_json::from_str::<ServerEvent>(&text) else {
+                        let Some(event) = js_sys::JSON::parse(&text)
+                            .ok()
+                            .and_then(|frame| read_event(&frame))
+                        else {
                             continue;
                         };
                         let joined = matches!(&event, ServerEvent::Joined { .. });

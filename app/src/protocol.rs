@@ -253,6 +253,29 @@ pub enum ErrorCode {
 }
 
 impl ErrorCode {
+    pub const ALL: [ErrorCode; 13] = [
+        ErrorCode::InvalidJson,
+        ErrorCode::UnknownType,
+        ErrorCode::InvalidMessage,
+        ErrorCode::InvalidPseudo,
+        ErrorCode::PseudoTaken,
+        ErrorCode::InvalidText,
+        ErrorCode::NotJoined,
+        ErrorCode::AlreadyJoined,
+        ErrorCode::TooLarge,
+        ErrorCode::BinaryFrame,
+        ErrorCode::RateLimited,
+        ErrorCode::TooManyRooms,
+        ErrorCode::Unavailable,
+    ];
+
+    /// The code with this wire name.
+    pub fn from_wire(name: &str) -> Option<ErrorCode> {
+        ErrorCode::ALL
+            .into_iter()
+            .find(|code| code.as_str() == name)
+    }
+
     /// The wire name, e.g. `"pseudo_taken"` (also a metrics label).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -687,22 +710,25 @@ mod tests {
 
     #[test]
     fn error_code_names_match_the_wire() {
-        use ErrorCode::*;
-        for code in [
-            InvalidJson,
-            UnknownType,
-            InvalidMessage,
-            InvalidPseudo,
-            PseudoTaken,
-            InvalidText,
-            NotJoined,
-            AlreadyJoined,
-            TooLarge,
-            BinaryFrame,
-            RateLimited,
-            Unavailable,
-        ] {
+        for code in ErrorCode::ALL {
+            // A new code fails to compile here until ALL lists it.
+            match code {
+                ErrorCode::InvalidJson
+                | ErrorCode::UnknownType
+                | ErrorCode::InvalidMessage
+                | ErrorCode::InvalidPseudo
+                | ErrorCode::PseudoTaken
+                | ErrorCode::InvalidText
+                | ErrorCode::NotJoined
+                | ErrorCode::AlreadyJoined
+                | ErrorCode::TooLarge
+                | ErrorCode::BinaryFrame
+                | ErrorCode::RateLimited
+                | ErrorCode::TooManyRooms
+                | ErrorCode::Unavailable => {}
+            }
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
+            assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
         }
     }
 

@@ -1,26 +1,28 @@
 //! The chat page. Rendered on the server, hydrated in the browser; the
 //! socket starts only in the browser.
 
-use crate::protocol::{
-    valid_room, ClientMessage, MessageText, Pseudo, DEFAULT_ROOM, TYPING_EVERY_MS,
-};
+#[cfg(feature = "ssr")]
+use crate::nav::room_of_page;
+use crate::nav::{room_path, Nav};
+use crate::protocol::{valid_room, ClientMessage, MessageText, Pseudo, TYPING_EVERY_MS};
 use crate::state::{ChatState, Entry, Status};
+use leptos::either::Either;
 use leptos::prelude::*;
-use leptos_meta::{provide_meta_context, HashedStylesheet, Meta, MetaTags, Title};
-use leptos_router::{
-    components::{Route, Router, Routes, A},
-    hooks::{use_navigate, use_params_map, use_query_map},
-    ParamSegment, StaticSegment,
-};
 
 /// The HTML document around the app, for server-side rendering.
+#[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
+    use leptos_meta::{HashedStylesheet, MetaTags};
+    let title = format!("{} · Chat", room_of_page());
     view! {
         <!DOCTYPE html>
         <html lang="en">
             <head>
                 <meta charset="utf-8"/>
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
+                <meta name="description" content="A real-time chat: pick a nickname, enter a room, talk."/>
+                <meta name="theme-color" content="#1d4fb8"/>
+                <title>{title}</title>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <AutoReload options=options.clone()/>
                 <HashedStylesheet options=options.clone() id="leptos"/>
@@ -34,53 +36,19 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
     }
 }
 
+/// The chat page of the room the URL names. The server answers only `/`
+/// and `/r/<room>` with it; moving between rooms happens in place, through
+/// the browser's history, without a router (it would weigh on the WASM).
 #[component]
 pub fn App() -> impl IntoView {
-    provide_meta_context();
-    view! {
-        <Meta name="description" content="A real-time chat: pick a nickname, enter a room, talk."/>
-        <Meta name="theme-color" content="#1d4fb8"/>
-        <Router>
-            <Routes fallback=|| "Page not found.">
-                <Route path=StaticSegment("") view=ChatPage/>
-                <Route path=(StaticSegment("r"), ParamSegment("room")) view=ChatPage/>
-            </Routes>
-        </Router>
-    }
-}
-
-/// The room the URL names: `/r/<room>`, or `/?room=<room>` (older links),
-/// or `general`.
-fn room_of_url() -> Memo<String> {
-    let params = use_params_map();
-    let query = use_query_map();
-    Memo::new(move |_| {
-        let named = params.with(|p| p.get("room"));
-        let named = named.or_else(|| query.with(|q| q.get("room")));
-        named
-            .filter(|room| valid_room(room))
-            .unwrap_or_else(|| DEFAULT_ROOM.to_owned())
-    })
-}
-
-fn room_path(room: &str) -> String {
-    if room == DEFAULT_ROOM {
-        "/".to_owned()
-    } else {
-        format!("/r/{room}")
-    }
-}
-
-#[component]
-fn ChatPage() -> impl IntoView {
     let state = ChatState::new();
-    let room = room_of_url();
-    state.room.set(room.get_untracked());
+    let nav = Nav::new();
+    state.room.set(nav.room.get_untracked());
     let outbox = Outbox::new(state);
     // Navigating to another room (a link, the room form, back and forward)
     // keeps the page and moves the socket.
     Effect::new(move |_| {
-        let room = room.get();
+        let room = nav.room.get();
         if room != state.room.get_untracked() {
             state.switch_room(&room);
             outbox.switch_room();
@@ -96,7 +64,6 @@ fn ChatPage() -> impl IntoView {
         hydrated.set(true);
         watch_visibility(state);
     });
-    let navigate = use_navigate();
 
     let join = move |ev: leptos::ev::SubmitEvent| {
         ev.prevent_default();
@@ -139,7 +106,7 @@ fn ChatPage() -> impl IntoView {
         if valid_room(&name) {
             state.error.set(None);
             room_input.set(String::new());
-            navigate(&room_path(&name), Default::default());
+            nav.go(&name);
         } else {
             let reason = "A room name is 1 to 64 letters, digits, '-' or '_'";
             state.error.set(Some(reason.to_owned()));
@@ -171,16 +138,18 @@ fn ChatPage() -> impl IntoView {
             }
         }
     });
-    let title = move || {
+    // The server wrote the first title; the page keeps it current.
+    Effect::new(move |_| {
         let room = state.room.get();
-        match state.unread.get() {
+        set_title(&match state.unread.get() {
             0 => format!("{room} · Chat"),
             n => format!("({n}) {room} · Chat"),
-        }
-    };
+        });
+    });
 
-    // Each part is type-erased: one nested view type for the whole page is
-    // too deep for the compiler, and erased parts make a smaller WASM.
+    // The page in three parts, none type-erased: `into_any` keeps every
+    // way of rendering a view (async hydration included) in the WASM, and
+    // cost it about a quarter of its weight.
     let header = view! {
             <header class="bar">
                 <h1>"Chat"</h1>
@@ -196,11 +165,10 @@ fn ChatPage() -> impl IntoView {
                     {move || state.status.get().label()}
                 </span>
             </header>
-    }
-    .into_any();
+    };
     let side = view! {
                 <aside class="side">
-                    <Rooms state/>
+                    <Rooms state nav/>
                     <form class="enter" on:submit=enter_room>
                         <label for="room" class="visually-hidden">"Room name"</label>
                         <input
@@ -215,8 +183,7 @@ fn ChatPage() -> impl IntoView {
                     </form>
                     <Online state/>
                 </aside>
-    }
-    .into_any();
+    };
     let conversation = view! {
                 <main class="conversation">
                     <h2 class="room-name">
@@ -278,10 +245,8 @@ fn ChatPage() -> impl IntoView {
                         </button>
                     </form>
                 </main>
-    }
-    .into_any();
+    };
     view! {
-        <Title text=title/>
         <div class="chat" data-hydrated=move || hydrated.get().to_string()>
             {header}
             <div class="layout">{side} {conversation}</div>
@@ -291,7 +256,7 @@ fn ChatPage() -> impl IntoView {
 
 /// The busiest rooms, with their participant counts and unread marks.
 #[component]
-fn Rooms(state: ChatState) -> impl IntoView {
+fn Rooms(state: ChatState, nav: Nav) -> impl IntoView {
     view! {
         <nav class="rooms" aria-label="Rooms">
             <h2>"Rooms"</h2>
@@ -304,13 +269,18 @@ fn Rooms(state: ChatState) -> impl IntoView {
                     {
                         let (data_room, title, href) =
                             (room.name.clone(), room.name.clone(), room_path(&room.name));
+                        let target = room.name.clone();
                         let count = room.count;
                         let name = room.name.clone();
                         let current = Memo::new(move |_| state.room.with(|r| *r == name));
                         let unread = move || state.has_unread(&room);
                         view! {
                             <li data-testid="room-item" data-room=data_room class:current=move || current.get()>
-                                <A href=href attr:aria-current=move || current.get().then_some("page")>
+                                <a
+                                    href=href
+                                    aria-current=move || current.get().then_some("page")
+                                    on:click=move |ev| nav.follow(ev, &target)
+                                >
                                     <span class="room-title">{title}</span>
                                     // The current room's own count is the freshest.
                                     <span class="room-count">
@@ -319,7 +289,7 @@ fn Rooms(state: ChatState) -> impl IntoView {
                                     <Show when=unread>
                                         <span class="unread" data-testid="unread-mark">"new"</span>
                                     </Show>
-                                </A>
+                                </a>
                             </li>
                         }
                     }
@@ -388,23 +358,21 @@ fn MessageList(state: ChatState) -> impl IntoView {
                 {match entry {
                     Entry::Message(m) => {
                         let author = m.author.clone();
-                        view! {
+                        Either::Left(view! {
                             <div class="message" class:own=move || mine(&author) data-testid="message">
                                 <span class="author" data-testid="message-author">{m.author}</span>
                                 <time class="time" data-testid="message-time">{local_time(m.ts)}</time>
                                 <p class="text" data-testid="message-text">{m.text}</p>
                             </div>
-                        }
-                            .into_any()
+                        })
                     }
                     Entry::System(s) => {
-                        view! {
+                        Either::Right(view! {
                             <div class="system" data-testid="system-message">
                                 <span>{s.text()}</span>
                                 <time class="time">{local_time(s.ts)}</time>
                             </div>
-                        }
-                            .into_any()
+                        })
                     }
                 }}
             </For>
@@ -503,4 +471,13 @@ fn capitalize(sentence: &str) -> String {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
     }
+}
+
+fn set_title(title: &str) {
+    #[cfg(feature = "hydrate")]
+    if let Some(document) = web_sys::window().and_then(|w| w.document()) {
+        document.set_title(title);
+    }
+    #[cfg(not(feature = "hydrate"))]
+    let _ = title;
 }

@@ -57,7 +57,7 @@ pub mod throttle;
 use anyhow::Context;
 use app::protocol::ServerEvent;
 use axum::extract::ws::Utf8Bytes;
-use axum::http::{header, HeaderValue};
+use axum::http::{header, HeaderValue, StatusCode};
 use axum::routing::get;
 use axum::Router;
 use bus::{Backend, Bus};
@@ -67,7 +67,7 @@ use counts::Counts;
 use guard::Guard;
 use hub::Hub;
 use leptos::config::LeptosOptions;
-use leptos_axum::{generate_route_list, LeptosRoutes};
+use leptos::prelude::provide_context;
 use metrics_exporter_prometheus::PrometheusHandle;
 use redis_client::redact;
 use redis_client::RedisStatus;
@@ -403,22 +403,36 @@ fn admin_routes(app: &Arc<AppState>) -> Router {
 /// are on the admin port only.
 fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
     let options = leptos_options(&app.config, addr);
-    let pages = generate_route_list(app::App);
+    // Rendering a page spawns tasks on Leptos's executor: tokio. (An error
+    // only says it was set already: the tests start several servers.)
+    let _ = any_spawner::Executor::init_tokio();
+    // The chat page for `/` and `/r/<room>`; the page itself reads its room
+    // from the URL.
+    let page = leptos_axum::render_app_to_stream_with_context(
+        {
+            let options = options.clone();
+            move || provide_context(options.clone())
+        },
+        {
+            let options = options.clone();
+            move || app::shell(options.clone())
+        },
+    );
     // Pages change with every release: always revalidated.
     let no_cache = SetResponseHeaderLayer::overriding(
         header::CACHE_CONTROL,
         HeaderValue::from_static("no-cache"),
     );
     let site = Router::new()
-        .leptos_routes(&options, pages, {
-            let options = options.clone();
-            move || app::shell(options.clone())
-        })
+        .route("/", get(page.clone()))
+        .route("/r/{room}", get(page))
         .layer(no_cache)
         // The pages are rendered per request: compressed on the way out.
         .layer(CompressionLayer::new())
-        .fallback(leptos_axum::file_and_error_handler(app::shell))
-        .with_state(options.clone());
+        // The site's other files (the icon); anything else is not found.
+        .fallback_service(
+            ServeDir::new(options.site_root.as_ref()).not_found_service(get(not_found)),
+        );
     Router::new()
         .route("/ws", get(chat::upgrade))
         .route("/relay", get(relay::upgrade))
@@ -426,6 +440,10 @@ fn web_routes(app: &Arc<AppState>, addr: SocketAddr) -> Router {
         .with_state(app.clone())
         .nest_service("/pkg", static_files(&options))
         .merge(site)
+}
+
+async fn not_found() -> (StatusCode, &'static str) {
+    (StatusCode::NOT_FOUND, "Page not found.")
 }
 
 /// The WASM, JS and CSS: the build's brotli or gzip copy when the browser

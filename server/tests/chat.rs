@@ -340,7 +340,38 @@ async fn the_page_is_server_rendered_with_test_hooks() {
         );
     }
     assert!(body.contains("/pkg/chat.js"), "hydration script");
+    assert!(body.contains("<title>general · Chat</title>"), "{body}");
+    assert!(body.contains("<meta name=\"description\""), "{body}");
     let _ = Client::connect(&server.chat_url("")).await;
+}
+
+/// Each room has its page; older `?room=` links still work; other paths
+/// are not pages, while the site's own files are served.
+#[tokio::test]
+async fn rooms_have_their_own_pages() {
+    // The project's public files as the site (the build copies them there).
+    let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../public");
+    let server = Server::start(None, &[("LEPTOS_SITE_ROOT", public)]);
+    for (path, room) in [
+        ("/r/rust-fr", "rust-fr"),
+        ("/?room=b_2", "b_2"),
+        ("/r/not%20valid", "general"),
+    ] {
+        let (status, body) = server.get(path).await;
+        assert_eq!(status, 200, "{path}");
+        assert!(
+            body.contains(&format!("<title>{room} · Chat</title>")),
+            "{path}: {body}"
+        );
+        assert!(
+            body.contains(&format!("data-testid=\"current-room\">{room}<")),
+            "{path}: {body}"
+        );
+    }
+    for path in ["/nope", "/r/a/b", "/r/"] {
+        assert_eq!(server.get(path).await.0, 404, "{path}");
+    }
+    assert_eq!(server.get("/favicon.svg").await.0, 200);
 }
 
 /// Nobody can pass for somebody else: every look-alike of a nickname in the

@@ -1,0 +1,316 @@
+//! Reads server frames in the browser without serde.
+//!
+//! serde's derived decoders for the internally tagged [`ServerEvent`] (and
+//! the error messages they can produce, float formatting included) are a
+//! large share of the WASM. The browser already has a JSON parser: the
+//! page parses a frame with `JSON.parse` and this module picks the fields
+//! out of the result. It reads exactly what serde writes; the tests check
+//! that against serde for every kind of event.
+
+use crate::protocol::{
+    ChatMessage, ErrorCode, RoomSummary, ServerEvent, SystemKind, SystemMessage,
+};
+use uuid::Uuid;
+
+/// A parsed JSON value whose parts can be looked at: the browser's
+/// `JSON.parse` result in the page, `serde_json::Value` in the tests.
+pub trait Json: Sized {
+    /// The member `key` of an object; `None` for other values, or when the
+    /// member is missing or null.
+    fn member(&self, key: &str) -> Option<Self>;
+    fn string(&self) -> Option<String>;
+    fn number(&self) -> Option<f64>;
+    fn boolean(&self) -> Option<bool>;
+    fn items(&self) -> Option<Vec<Self>>;
+}
+
+/// The event a frame carries, or `None` when it is not a server event this
+/// page knows (the page then ignores it, as it did with serde).
+pub fn read_event<J: Json>(frame: &J) -> Option<ServerEvent> {
+    let text = |key: &str| frame.member(key)?.string();
+    let count = |key: &str| whole(frame.member(key)?.number()?);
+    let names = |key: &str| -> Option<Vec<String>> {
+        frame.member(key)?.items()?.iter().map(J::string).collect()
+    };
+    Some(match text("type")?.as_str() {
+        "history" => ServerEvent::History {
+            epoch: text("epoch").unwrap_or_default(),
+            offset: count("offset").unwrap_or_default(),
+            recovered: frame
+                .member("recovered")
+                .map_or(Some(true), |b| b.boolean())?,
+            events: frame
+                .member("events")?
+                .items()?
+                .iter()
+                .map(read_event)
+                .collect::<Option<_>>()?,
+        },
+        "joined" => ServerEvent::Joined {
+            pseudo: text("pseudo")?,
+            session: uuid(frame.member("session")?)?,
+            room: text("room")?,
+        },
+        "message" => ServerEvent::Message(ChatMessage {
+            epoch: text("epoch").unwrap_or_default(),
+            offset: count("offset").unwrap_or_default(),
+            id: uuid(frame.member("id")?)?,
+            author: text("author")?,
+            text: text("text")?,
+            ts: count("ts")?,
+        }),
+        "system" => ServerEvent::System(SystemMessage {
+            epoch: text("epoch").unwrap_or_default(),
+            offset: count("offset").unwrap_or_default(),
+            id: uuid(frame.member("id")?)?,
+            kind: match text("kind")?.as_str() {
+                "joined" => SystemKind::Joined,
+                "renamed" => SystemKind::Renamed,
+                "left" => SystemKind::Left,
+                _ => return None,
+            },
+            pseudo: text("pseudo")?,
+            previous: text("previous"),
+            ts: count("ts")?,
+        }),
+        "count" => ServerEvent::Count {
+            count: count("count")?,
+        },
+        "error" => ServerEvent::Error {
+            code: ErrorCode::from_wire(&text("code")?)?,
+            message: text("message")?,
+        },
+        "online" => ServerEvent::Online {
+            names: names("names")?,
+            more: count("more")?,
+        },
+        "online_changed" => ServerEvent::OnlineChanged {
+            added: names("added")?,
+            removed: names("removed")?,
+            more: count("more")?,
+        },
+        "typing" => ServerEvent::Typing {
+            pseudo: text("pseudo")?,
+        },
+        "rooms" => ServerEvent::Rooms {
+            rooms: frame
+                .member("rooms")?
+                .items()?
+                .iter()
+                .map(|room| {
+                    Some(RoomSummary {
+                        name: room.member("name")?.string()?,
+                        count: whole(room.member("count")?.number()?)?,
+                        activity: whole(room.member("activity")?.number()?)?,
+                    })
+                })
+                .collect::<Option<_>>()?,
+        },
+        _ => return None,
+    })
+}
+
+/// A JSON number as a count: whole, not negative, and exact (JavaScript
+/// numbers are exact up to 2^53, far beyond any count or time here).
+fn whole(n: f64) -> Option<u64> {
+    const EXACT: f64 = 9_007_199_254_740_992.0;
+    ((0.0..=EXACT).contains(&n) && n.fract() == 0.0).then_some(n as u64)
+}
+
+fn uuid<J: Json>(value: J) -> Option<Uuid> {
+    Uuid::parse_str(&value.string()?).ok()
+}
+
+/// The browser's parse of a frame.
+#[cfg(feature = "hydrate")]
+impl Json for wasm_bindgen::JsValue {
+    fn member(&self, key: &str) -> Option<Self> {
+        if !self.is_object() {
+            return None;
+        }
+        let value = js_sys::Reflect::get(self, &key.into()).ok()?;
+        (!value.is_undefined() && !value.is_null()).then_some(value)
+    }
+
+    fn string(&self) -> Option<String> {
+        self.as_string()
+    }
+
+    fn number(&self) -> Option<f64> {
+        self.as_f64()
+    }
+
+    fn boolean(&self) -> Option<bool> {
+        self.as_bool()
+    }
+
+    fn items(&self) -> Option<Vec<Self>> {
+        js_sys::Array::is_array(self).then(|| js_sys::Array::from(self).iter().collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::{json, Value};
+
+    impl Json for Value {
+        fn member(&self, key: &str) -> Option<Self> {
+            self.get(key).filter(|v| !v.is_null()).cloned()
+        }
+        fn string(&self) -> Option<String> {
+            self.as_str().map(str::to_owned)
+        }
+        fn number(&self) -> Option<f64> {
+            self.as_f64()
+        }
+        fn boolean(&self) -> Option<bool> {
+            self.as_bool()
+        }
+        fn items(&self) -> Option<Vec<Self>> {
+            self.as_array().cloned()
+        }
+    }
+
+    /// One event of every kind, with every optional field both ways. The
+    /// match makes a new kind of event fail to compile here until it has a
+    /// sample, so the reader cannot silently miss it.
+    fn samples() -> Vec<ServerEvent> {
+        let message = ChatMessage {
+            epoch: "1700000000000-0".into(),
+            offset: 7,
+            id: Uuid::new_v4(),
+            author: "alice".into(),
+            text: "hi \"there\" \n é 🦀".into(),
+            ts: 1_764_000_000_123,
+        };
+        let system = SystemMessage {
+            epoch: String::new(),
+            offset: 0,
+            id: Uuid::new_v4(),
+            kind: SystemKind::Renamed,
+            pseudo: "bob".into(),
+            previous: Some("al".into()),
+            ts: 5,
+        };
+        let mut events = vec![
+            ServerEvent::Message(message.clone()),
+            ServerEvent::Message(ChatMessage {
+                epoch: String::new(),
+                offset: 0,
+                ..message.clone()
+            }),
+            ServerEvent::System(system.clone()),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::Joined,
+                previous: None,
+                ..system.clone()
+            }),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::Left,
+                ..system.clone()
+            }),
+            ServerEvent::Joined {
+                pseudo: "alice".into(),
+                session: Uuid::new_v4(),
+                room: "general".into(),
+            },
+            ServerEvent::Count { count: 3 },
+            ServerEvent::Online {
+                names: vec!["a".into(), "b".into()],
+                more: 98,
+            },
+            ServerEvent::OnlineChanged {
+                added: vec!["c".into()],
+                removed: vec![],
+                more: 0,
+            },
+            ServerEvent::Typing {
+                pseudo: "bob".into(),
+            },
+            ServerEvent::Rooms {
+                rooms: vec![RoomSummary {
+                    name: "rust".into(),
+                    count: 2,
+                    activity: 41,
+                }],
+            },
+            ServerEvent::History {
+                epoch: String::new(),
+                offset: 0,
+                recovered: true,
+                events: vec![],
+            },
+        ];
+        events.extend(ErrorCode::ALL.iter().map(|&code| ServerEvent::Error {
+            code,
+            message: "why".into(),
+        }));
+        events.push(ServerEvent::History {
+            epoch: "e".into(),
+            offset: 9,
+            recovered: false,
+            events: events.clone(),
+        });
+        for event in &events {
+            match event {
+                ServerEvent::History { .. }
+                | ServerEvent::Joined { .. }
+                | ServerEvent::Message(_)
+                | ServerEvent::System(_)
+                | ServerEvent::Count { .. }
+                | ServerEvent::Error { .. }
+                | ServerEvent::Online { .. }
+                | ServerEvent::OnlineChanged { .. }
+                | ServerEvent::Typing { .. }
+                | ServerEvent::Rooms { .. } => {}
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn reads_what_serde_writes() {
+        for event in samples() {
+            let frame = serde_json::to_value(&event).unwrap();
+            assert_eq!(read_event(&frame).as_ref(), Some(&event), "{frame}");
+        }
+    }
+
+    #[test]
+    fn applies_the_same_defaults_as_serde() {
+        for frame in [
+            json!({"type": "history", "events": []}),
+            json!({"type": "system", "id": Uuid::nil(), "kind": "left", "pseudo": "a", "ts": 1}),
+            json!({"type": "system", "id": Uuid::nil(), "kind": "left", "pseudo": "a", "ts": 1, "previous": null}),
+        ] {
+            let by_serde: ServerEvent = serde_json::from_value(frame.clone()).unwrap();
+            assert_eq!(read_event(&frame), Some(by_serde), "{frame}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_serde_refuses() {
+        for frame in [
+            json!({"type": "nope"}),
+            json!({"count": 1}),
+            json!({"type": "count"}),
+            json!({"type": "count", "count": -1}),
+            json!({"type": "count", "count": 1.5}),
+            json!({"type": "count", "count": "1"}),
+            json!({"type": "error", "code": "no_such_code", "message": "m"}),
+            json!({"type": "typing", "pseudo": null}),
+            json!({"type": "online", "names": ["a", 1], "more": 0}),
+            json!({"type": "history", "events": [{"type": "nope"}]}),
+            json!({"type": "history", "recovered": "yes", "events": []}),
+            json!({"type": "joined", "pseudo": "a", "session": "not-a-uuid", "room": "r"}),
+            json!("count"),
+        ] {
+            assert!(serde_json::from_value::<ServerEvent>(frame.clone()).is_err());
+            assert_eq!(read_event(&frame), None, "{frame}");
+        }
+        // serde would take an array starting with the tag; frames are
+        // objects.
+        assert_eq!(read_event(&json!(["count", 1])), None);
+    }
+}
