@@ -124,7 +124,14 @@ test("two rooms on two instances: lists, counts, online lists, typing and switch
   // Back to where it was: the browser's history works too.
   await carol.goBack();
   await expect(carol.getByTestId("current-room")).toHaveText("alpha");
+  await expect(carol).toHaveTitle("alpha · Chat");
   await expect(carol.getByTestId("connection-status")).toHaveText("connected");
+  await online(alice, ["alice", "bob", "carol"]);
+  await carol.goForward();
+  await expect(carol.getByTestId("current-room")).toHaveText("gamma");
+  await online(carol, ["carol"]);
+  await carol.goBack();
+  await expect(carol.getByTestId("current-room")).toHaveText("alpha");
   await online(alice, ["alice", "bob", "carol"]);
   expect(errors).toEqual([]);
   for (const page of [alice, bob, carol]) await page.context().close();
