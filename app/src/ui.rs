@@ -13,7 +13,7 @@ use leptos::prelude::*;
 #[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
     use leptos_meta::{HashedStylesheet, MetaTags};
-    let title = format!("{} · Chat", room_of_page());
+    let title = page_title(&room_of_page(), 0);
     view! {
         <!DOCTYPE html>
         <html lang="en">
@@ -139,13 +139,7 @@ pub fn App() -> impl IntoView {
         }
     });
     // The server wrote the first title; the page keeps it current.
-    Effect::new(move |_| {
-        let room = state.room.get();
-        set_title(&match state.unread.get() {
-            0 => format!("{room} · Chat"),
-            n => format!("({n}) {room} · Chat"),
-        });
-    });
+    Effect::new(move |_| set_title(&state.room.with(|room| page_title(room, state.unread.get()))));
 
     // The page in three parts, none type-erased: `into_any` keeps every
     // way of rendering a view (async hydration included) in the WASM, and
@@ -470,6 +464,14 @@ fn capitalize(sentence: &str) -> String {
     match chars.next() {
         Some(first) => first.to_uppercase().chain(chars).collect(),
         None => String::new(),
+    }
+}
+
+/// "general · Chat", or "(3) general · Chat" with unread messages.
+fn page_title(room: &str, unread: u32) -> String {
+    match unread {
+        0 => format!("{room} · Chat"),
+        n => format!("({n}) {room} · Chat"),
     }
 }
 
