@@ -12,7 +12,9 @@ use leptos::prelude::*;
 /// The HTML document around the app, for server-side rendering.
 #[cfg(feature = "ssr")]
 pub fn shell(options: LeptosOptions) -> impl IntoView {
-    use leptos_meta::{HashedStylesheet, MetaTags};
+    // leptos_meta's title has no hydration marker in it (debug builds
+    // would put one in a plain <title>{..}</title>, shown in the tab).
+    use leptos_meta::{HashedStylesheet, MetaTags, Title};
     let title = page_title(&room_of_page(), 0);
     view! {
         <!DOCTYPE html>
@@ -22,7 +24,7 @@ pub fn shell(options: LeptosOptions) -> impl IntoView {
                 <meta name="viewport" content="width=device-width, initial-scale=1"/>
                 <meta name="description" content="A real-time chat: pick a nickname, enter a room, talk."/>
                 <meta name="theme-color" content="#1d4fb8"/>
-                <title>{title}</title>
+                <Title text=title/>
                 <link rel="icon" type="image/svg+xml" href="/favicon.svg"/>
                 <AutoReload options=options.clone()/>
                 <HashedStylesheet options=options.clone() id="leptos"/>
