@@ -166,6 +166,26 @@ test("a room chosen while the network is down is entered as soon as it is back",
   await proxy.stop();
 });
 
+test("a room link opened with Ctrl goes to a new tab and leaves the page where it is", async ({ browser }) => {
+  const context = await browser.newContext();
+  const [dora, erin] = [await context.newPage(), await context.newPage()];
+  await openChat(erin, `${first.url}/r/delta`);
+  await join(erin, "erin");
+  await openChat(dora, `${first.url}/r/epsilon`);
+  await join(dora, "dora");
+  await roomCount(dora, "delta", 1);
+  const [tab] = await Promise.all([
+    context.waitForEvent("page"),
+    dora.locator('[data-testid=room-item][data-room="delta"] a').click({ modifiers: ["Control"] }),
+  ]);
+  await expect(tab).toHaveURL(/\/r\/delta$/);
+  await expect(tab.getByTestId("current-room")).toHaveText("delta");
+  await expect(dora).toHaveURL(/\/r\/epsilon$/);
+  await expect(dora.getByTestId("current-room")).toHaveText("epsilon");
+  await online(dora, ["dora"]);
+  await context.close();
+});
+
 test("a phone-sized screen fits, and the keyboard alone joins and sends", async ({ browser }) => {
   const phone = await (await browser.newContext({ viewport: { width: 375, height: 740 } })).newPage();
   await openChat(phone, `${first.url}/r/phones`);
