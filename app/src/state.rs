@@ -74,13 +74,16 @@ pub struct ChatState {
     pub online_more: RwSignal<u64>,
     /// Who is typing, each with the stamp of their latest typing frame.
     pub typing: RwSignal<Vec<(String, u64)>>,
-    typing_stamps: RwSignal<u64>,
+    /// Typing frames received so far: the next one's stamp. Nothing on
+    /// the page shows it, so it is not a signal.
+    typing_stamps: StoredValue<u64>,
     /// The busiest rooms, across all instances.
     pub rooms: RwSignal<Vec<RoomSummary>>,
     /// Each listed room's activity when this page last looked at it.
     seen: RwSignal<HashMap<String, u64>>,
-    /// Whether the tab is hidden, and the messages that arrived since.
-    pub hidden: RwSignal<bool>,
+    /// Whether the tab is hidden (read only when a message arrives), and
+    /// the messages that arrived since.
+    hidden: StoredValue<bool>,
     pub unread: RwSignal<u32>,
 }
 
@@ -101,10 +104,10 @@ impl ChatState {
             online: RwSignal::new(Vec::new()),
             online_more: RwSignal::new(0),
             typing: RwSignal::new(Vec::new()),
-            typing_stamps: RwSignal::new(0),
+            typing_stamps: StoredValue::new(0),
             rooms: RwSignal::new(Vec::new()),
             seen: RwSignal::new(HashMap::new()),
-            hidden: RwSignal::new(false),
+            hidden: StoredValue::new(false),
             unread: RwSignal::new(0),
         }
     }
@@ -127,7 +130,7 @@ impl ChatState {
 
     /// The tab became visible (or hidden).
     pub fn set_hidden(&self, hidden: bool) {
-        self.hidden.set(hidden);
+        self.hidden.set_value(hidden);
         if !hidden {
             self.unread.set(0);
         }
@@ -247,7 +250,7 @@ impl ChatState {
                     if sent_here.flatten().is_some() {
                         self.error.set(None);
                     }
-                } else if live && self.hidden.get_untracked() {
+                } else if live && self.hidden.get_value() {
                     self.unread.update(|n| *n += 1);
                 }
                 self.stop_typing(&m.author);
@@ -279,8 +282,8 @@ impl ChatState {
             ServerEvent::Typing { pseudo } => {
                 let mine = self.my_names.with_untracked(|n| n.contains(&pseudo));
                 if !mine {
-                    self.typing_stamps.update(|s| *s += 1);
-                    let stamp = self.typing_stamps.get_untracked();
+                    self.typing_stamps.update_value(|s| *s += 1);
+                    let stamp = self.typing_stamps.get_value();
                     self.typing.update(|typing| {
                         typing.retain(|(p, _)| *p != pseudo);
                         typing.push((pseudo, stamp));

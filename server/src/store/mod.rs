@@ -190,10 +190,7 @@ impl Store {
     pub async fn leave(&self, room: &str, conn: ConnId, member: &Member) -> bool {
         let (local, last_here) = {
             let mut local = self.local();
-            (
-                local.leave(room, conn, member),
-                local.online(room, 0).0 == 0,
-            )
+            (local.leave(room, conn, member), local.count(room) == 0)
         };
         let topic = || Topic::Room(room.to_owned());
         if let Some(redis) = self.reachable(topic) {
