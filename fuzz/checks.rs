@@ -11,7 +11,7 @@ use app::protocol::{
     invisible, ClientMessage, ErrorCode, MessageText, Pseudo, PseudoError, TextError,
     MAX_PSEUDO_CHARS, MAX_TEXT_CHARS,
 };
-use app::relay::{check_frame, registration_action, MAX_ACTION_BYTES};
+use app::relay::{check_frame, registration_action, RelayFrameError, MAX_ACTION_BYTES};
 use serde::de::IgnoredAny;
 use serde_json::Value;
 
@@ -237,7 +237,10 @@ pub fn relay_frame(data: &[u8]) -> Outcome {
     let frame = check_frame(text);
     if let Err(reason) = &frame {
         ensure!(
-            reason.starts_with("message is not valid JSON: "),
+            matches!(reason, RelayFrameError::FrameNotJson(_))
+                && reason
+                    .to_string()
+                    .starts_with("message is not valid JSON: "),
             "{input}: frame refused with {reason:?}"
         );
     }
@@ -274,10 +277,17 @@ pub fn relay_frame(data: &[u8]) -> Outcome {
             ))
         }
         (Err(reason), Some(field)) => ensure!(
-            field.is_empty() || field.len() > MAX_ACTION_BYTES,
+            match reason {
+                RelayFrameError::EmptyAction => field.is_empty(),
+                RelayFrameError::ActionTooLong => field.len() > MAX_ACTION_BYTES,
+                _ => false,
+            },
             "{input}: action {field:?} refused: {reason}"
         ),
-        (Err(reason), None) => ensure!(!reason.is_empty(), "{input}: refused without a reason"),
+        (Err(reason), None) => ensure!(
+            !reason.to_string().is_empty(),
+            "{input}: refused without a reason"
+        ),
     }
     if let Ok(action) = registered {
         ensure!(!action.is_empty(), "{input}: empty action");

@@ -7,7 +7,7 @@
 
 use app::protocol::{ChatMessage, ClientMessage, MessageText, ServerEvent};
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
-use server::hub::{Hub, Kind, Peer, Queue, Topic};
+use server::fanout::{Hub, Kind, Peer, Queue, Topic};
 use std::hint::black_box;
 use uuid::Uuid;
 
@@ -31,7 +31,7 @@ fn handle(frame: &str) -> axum::extract::ws::Utf8Bytes {
         panic!("the benchmark frame is a valid say");
     };
     let text = MessageText::parse(&text).expect("valid text");
-    server::encode(&event(text.into_string()))
+    server::chat::encode(&event(text.into_string()))
 }
 
 fn steps(c: &mut Criterion) {
@@ -44,7 +44,9 @@ fn steps(c: &mut Criterion) {
         b.iter(|| MessageText::parse(black_box(text)))
     });
     let message = event(text.into());
-    group.bench_function("encode", |b| b.iter(|| server::encode(black_box(&message))));
+    group.bench_function("encode", |b| {
+        b.iter(|| server::chat::encode(black_box(&message)))
+    });
     group.finish();
 }
 

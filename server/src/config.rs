@@ -3,9 +3,9 @@
 //! environment). `clap` gives every option its variable, default and `--help`
 //! text in one place; `.env.example` documents the same list.
 
-use crate::client_ip::{parse_net, ProxyHeader};
-use crate::origin::AllowedOrigin;
-use crate::redis_client::redact;
+use crate::admission::client_ip::{parse_net, ProxyHeader};
+use crate::admission::origin::AllowedOrigin;
+use crate::broker::redis::client::redact;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -190,52 +190,91 @@ fn public_origin(value: &str) -> Result<AllowedOrigin, String> {
     }
 }
 
+/// A setting that cannot work, in a message that names it.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(String);
+
+impl From<&str> for ConfigError {
+    fn from(message: &str) -> Self {
+        ConfigError(message.to_owned())
+    }
+}
+
 impl Config {
-    /// Checks what clap cannot: returns the message naming the setting to fix.
-    pub fn validate(&self) -> Result<(), String> {
-        if let Some(url) = &self.redis_url {
-            // Several nodes, comma-separated, for a Redis Cluster.
-            let mut tls = false;
-            let mut insecure = false;
-            for node in url.split(',').map(str::trim) {
-                // Never the whole URL: it may hold a password.
-                let node_info = redis::Client::open(node).map_err(|e| {
-                    format!("REDIS_URL {} is not a valid Redis URL: {e}", redact(node))
-                })?;
-                if let redis::ConnectionAddr::TcpTls {
-                    insecure: no_check, ..
-                } = node_info.get_connection_info().addr()
-                {
-                    tls = true;
-                    insecure |= *no_check;
-                }
-            }
-            if insecure {
-                return Err(
-                    "REDIS_URL: #insecure (no certificate check) is not supported; \
-                     give a private CA in REDIS_CA_CERT"
-                        .to_owned(),
-                );
-            }
-            if self.redis_ca_cert != "system" && !tls {
-                return Err(
-                    "REDIS_CA_CERT is set, but REDIS_URL is not a rediss:// (TLS) URL".to_owned(),
-                );
-            }
-        } else if self.redis_ca_cert != "system" {
-            return Err("REDIS_CA_CERT is set, but REDIS_URL is not".to_owned());
+    /// Checks what clap cannot; the error names the setting to fix.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_redis()?;
+        self.validate_retired()?;
+        if u64::from(self.relay_bytes_per_sec) < self.max_message_bytes {
+            return Err(ConfigError(format!(
+                "RELAY_BYTES_PER_SEC ({}) must be at least MAX_MESSAGE_BYTES ({}): \
+                 a message of the largest size must fit in one second's budget",
+                self.relay_bytes_per_sec, self.max_message_bytes
+            )));
         }
+        self.validate_ports()
+    }
+
+    fn validate_redis(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.redis_url else {
+            if self.redis_ca_cert != "system" {
+                return Err(ConfigError::from(
+                    "REDIS_CA_CERT is set, but REDIS_URL is not",
+                ));
+            }
+            return self.validate_prefix();
+        };
+        // Several nodes, comma-separated, for a Redis Cluster.
+        let mut tls = false;
+        let mut insecure = false;
+        for node in url.split(',').map(str::trim) {
+            // Never the whole URL: it may hold a password.
+            let node_info = redis::Client::open(node).map_err(|e| {
+                ConfigError(format!(
+                    "REDIS_URL {} is not a valid Redis URL: {e}",
+                    redact(node)
+                ))
+            })?;
+            if let redis::ConnectionAddr::TcpTls {
+                insecure: no_check, ..
+            } = node_info.get_connection_info().addr()
+            {
+                tls = true;
+                insecure |= *no_check;
+            }
+        }
+        if insecure {
+            return Err(ConfigError::from(
+                "REDIS_URL: #insecure (no certificate check) is not supported; \
+                 give a private CA in REDIS_CA_CERT",
+            ));
+        }
+        if self.redis_ca_cert != "system" && !tls {
+            return Err(ConfigError::from(
+                "REDIS_CA_CERT is set, but REDIS_URL is not a rediss:// (TLS) URL",
+            ));
+        }
+        self.validate_prefix()
+    }
+
+    fn validate_prefix(&self) -> Result<(), ConfigError> {
         let prefix_ok = !self.redis_prefix.is_empty()
             && self
                 .redis_prefix
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b));
-        if !prefix_ok {
-            return Err(format!(
-                "REDIS_PREFIX {:?} must be non-empty letters, digits, '-', '_' or '.'",
-                self.redis_prefix
-            ));
+        if prefix_ok {
+            return Ok(());
         }
+        Err(ConfigError(format!(
+            "REDIS_PREFIX {:?} must be non-empty letters, digits, '-', '_' or '.'",
+            self.redis_prefix
+        )))
+    }
+
+    /// Settings of older versions that would now be ignored in silence.
+    fn validate_retired(&self) -> Result<(), ConfigError> {
         for (old, new) in [
             (
                 "RATE_LIMIT_PER_SEC",
@@ -247,32 +286,29 @@ impl Config {
             ),
         ] {
             if std::env::var_os(old).is_some() {
-                return Err(format!(
+                return Err(ConfigError(format!(
                     "{old} is no longer read: the chat and the relay have their own limits, {new}"
-                ));
+                )));
             }
         }
-        if u64::from(self.relay_bytes_per_sec) < self.max_message_bytes {
-            return Err(format!(
-                "RELAY_BYTES_PER_SEC ({}) must be at least MAX_MESSAGE_BYTES ({}): \
-                 a message of the largest size must fit in one second's budget",
-                self.relay_bytes_per_sec, self.max_message_bytes
-            ));
-        }
+        Ok(())
+    }
+
+    fn validate_ports(&self) -> Result<(), ConfigError> {
         if self.admin_port != 0
             && self.admin_bind == self.bind
             && [self.port, self.relay_port].contains(&self.admin_port)
         {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "ADMIN_PORT {} is also PORT or RELAY_PORT: give the admin endpoints their own port",
                 self.admin_port
-            ));
+            )));
         }
         if self.relay_port != 0 && self.relay_port == self.port {
-            return Err(format!(
+            return Err(ConfigError(format!(
                 "RELAY_PORT and PORT are both {}: give the relay its own port, or 0 to disable it",
                 self.port
-            ));
+            )));
         }
         Ok(())
     }
@@ -326,24 +362,28 @@ mod tests {
     #[test]
     fn bad_settings_name_the_variable() {
         let c = parse(&["--redis-url", "nope://x"]);
-        assert!(c.validate().unwrap_err().contains("REDIS_URL"));
+        assert!(c.validate().unwrap_err().to_string().contains("REDIS_URL"));
         let c = parse(&[
             "--redis-url",
             "redis://u:secret@h:1",
             "--redis-ca-cert",
             "ca.pem",
         ]);
-        let error = c.validate().unwrap_err();
+        let error = c.validate().unwrap_err().to_string();
         assert!(
             error.contains("REDIS_CA_CERT") && !error.contains("secret"),
             "{error}"
         );
         let c = parse(&["--redis-url", "rediss://h:1/#insecure"]);
-        assert!(c.validate().unwrap_err().contains("#insecure"));
+        assert!(c.validate().unwrap_err().to_string().contains("#insecure"));
         let c = parse(&["--redis-prefix", "a b"]);
-        assert!(c.validate().unwrap_err().contains("REDIS_PREFIX"));
+        assert!(c
+            .validate()
+            .unwrap_err()
+            .to_string()
+            .contains("REDIS_PREFIX"));
         let c = parse(&["--port", "9000", "--relay-port", "9000"]);
-        assert!(c.validate().unwrap_err().contains("RELAY_PORT"));
+        assert!(c.validate().unwrap_err().to_string().contains("RELAY_PORT"));
         assert!(Config::try_parse_from(["server", "--port", "x"]).is_err());
         for (flag, bad) in [
             ("--allowed-origins", "chat.example.com"),
@@ -362,7 +402,7 @@ mod tests {
     fn a_bad_redis_url_is_reported_without_its_password() {
         // Parses as a URL, but the database number is not a number.
         let c = parse(&["--redis-url", "redis://user:hunter2@h:1/x"]);
-        let error = c.validate().unwrap_err();
+        let error = c.validate().unwrap_err().to_string();
         assert!(error.contains("REDIS_URL"), "{error}");
         assert!(!error.contains("hunter2"), "{error}");
     }

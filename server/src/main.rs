@@ -1,5 +1,6 @@
 use clap::Parser;
 use server::config::Config;
+use server::Listeners;
 use std::process::ExitCode;
 use tokio_util::sync::CancellationToken;
 
@@ -29,7 +30,7 @@ async fn main() -> ExitCode {
     server::logging::init(config.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
-    match server::run(config, shutdown).await {
+    match serve(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {
             // One line that names the setting to change, not a backtrace.
@@ -37,6 +38,15 @@ async fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+async fn serve(config: Config, shutdown: CancellationToken) -> anyhow::Result<()> {
+    config.validate()?;
+    let listeners = Listeners::bind(&config)?;
+    server::run(listeners, config, shutdown)
+        .await?
+        .stopped()
+        .await
 }
 
 /// SIGTERM (systemd, PM2, Kubernetes) and SIGINT (Ctrl-C) start a drain.

@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Redis, Server};
+use common::{Client, Endpoint, Redis, Server};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};

@@ -3,7 +3,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
-use common::{refused_status, texts, Chat, Client, Received, Redis, Server};
+use common::{refused_status, texts, Chat, Client, Endpoint, Received, Redis, Server};
 use serde_json::json;
 use std::time::Duration;
 

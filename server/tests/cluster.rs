@@ -6,9 +6,9 @@
 mod common;
 
 use app::protocol::ServerEvent;
-use common::{keys, Chat, Client, Redis, Server, WAIT};
+use common::{keys, Chat, Client, Endpoint, Redis, Server, WAIT};
 use serde_json::json;
-use server::store::keys::{partition, PARTITIONS};
+use server::broker::redis::keys::{partition, PARTITIONS};
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;

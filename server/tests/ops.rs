@@ -3,7 +3,7 @@
 mod common;
 
 use app::protocol::{ChatMessage, ClientMessage, ServerEvent, SystemKind};
-use common::{free_port, keys, Chat, Client, Received, Redis, Server};
+use common::{free_port, keys, Chat, Client, Endpoint, Received, Redis, Server};
 use serde_json::json;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{eventually, free_port, keys, Client, Received, Redis, Server};
+use common::{eventually, free_port, keys, Client, Endpoint, Received, Redis, Server};
 use serde_json::{json, Value};
 use std::time::Duration;
 

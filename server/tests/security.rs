@@ -8,9 +8,9 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent};
-use common::{eventually, free_port, try_connect, Chat, Client, Received, Server, WAIT};
+use common::{eventually, free_port, try_connect, Chat, Client, Endpoint, Received, Server, WAIT};
 use serde_json::json;
-use server::capacity::Full;
+use server::admission::capacity::Full;
 use std::io::{BufRead, BufReader};
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;

@@ -5,7 +5,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, HISTORY_LEN};
-use common::{Chat, Received, Redis, Server};
+use common::{Chat, Endpoint, Received, Redis, Server};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -303,7 +303,7 @@ async fn kill_subscriptions(ports: Vec<u16>) -> i64 {
 /// Redis; in a cluster, one per partition each.
 fn two_instances_subscriptions(redis: &Redis) -> i64 {
     if redis.is_cluster() {
-        2 * i64::from(server::store::keys::PARTITIONS)
+        2 * i64::from(server::broker::redis::keys::PARTITIONS)
     } else {
         2
     }

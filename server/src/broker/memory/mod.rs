@@ -1,0 +1,276 @@
+//! The broker in this process's memory: the embedded default (one
+//! instance), and several in-process instances sharing one [`Shared`] in
+//! tests, which then see each other's frames, streams and presence exactly
+//! as instances sharing a Redis do.
+
+mod presence;
+mod streams;
+
+use super::{
+    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Member, Mode, Refreshed, RoomEntry,
+    Roster, Stored,
+};
+use crate::fanout::{ConnId, Topic};
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use presence::{Caller, Presence};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::time::{Duration, Instant};
+use streams::MemoryStreams;
+use uuid::Uuid;
+
+/// What the instances of one process share. Cloning shares it.
+#[derive(Clone, Default)]
+pub struct Shared(Arc<Inner>);
+
+#[derive(Default)]
+struct Inner {
+    streams: MemoryStreams,
+    presence: Mutex<Presence>,
+    instances: RwLock<Vec<Arc<Joined>>>,
+}
+
+/// One instance using the shared memory: where its frames go, and what it
+/// follows.
+struct Joined {
+    id: Uuid,
+    inbox: Arc<dyn Inbox>,
+    topics: Mutex<HashMap<Topic, usize>>,
+}
+
+impl Joined {
+    fn follows(&self, topic: &Topic) -> bool {
+        lock(&self.topics).contains_key(topic)
+    }
+}
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    // Every critical section here is a map update that cannot stop half
+    // way: the data behind a poisoned lock is whole.
+    mutex.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+impl Shared {
+    /// The registered relay clients of an action, on every instance.
+    pub fn relay_clients(&self, action: &str) -> Vec<ConnId> {
+        lock(&self.0.presence).clients(action)
+    }
+
+    fn instances(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Joined>>> {
+        self.0.instances.read().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Hands something to every other instance that `wants` it.
+    fn each_other(&self, me: Uuid, wants: impl Fn(&Joined) -> bool, give: impl Fn(&dyn Inbox)) {
+        let instances = self.instances();
+        if instances.len() < 2 {
+            return;
+        }
+        for joined in instances.iter() {
+            if joined.id != me && wants(joined) {
+                give(joined.inbox.as_ref());
+            }
+        }
+    }
+}
+
+pub struct MemoryBroker {
+    shared: Shared,
+    me: Arc<Joined>,
+    status: LinkStatus,
+    /// How long this instance's presence lives without a refresh.
+    ttl: Duration,
+}
+
+impl MemoryBroker {
+    /// Joins the shared memory as `instance`; what the others publish goes
+    /// to `inbox`.
+    pub fn join(shared: &Shared, instance: Uuid, ttl: Duration, inbox: Arc<dyn Inbox>) -> Self {
+        let me = Arc::new(Joined {
+            id: instance,
+            inbox,
+            topics: Mutex::default(),
+        });
+        let mut instances = shared
+            .0
+            .instances
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        instances.push(me.clone());
+        MemoryBroker {
+            shared: shared.clone(),
+            me,
+            status: LinkStatus::new(0),
+            ttl,
+        }
+    }
+
+    fn caller(&self) -> Caller {
+        let now = Instant::now();
+        Caller {
+            instance: self.me.id,
+            now,
+            until: now + self.ttl,
+        }
+    }
+
+    fn presence(&self) -> MutexGuard<'_, Presence> {
+        lock(&self.shared.0.presence)
+    }
+
+    fn last_of(&self, last_here: bool) -> Option<Uuid> {
+        last_here.then_some(self.me.id)
+    }
+}
+
+/// A stopped instance gets nothing more; its presence stays until it
+/// expires, as a crashed instance's does in Redis.
+impl Drop for MemoryBroker {
+    fn drop(&mut self) {
+        let mut instances = self
+            .shared
+            .0
+            .instances
+            .write()
+            .unwrap_or_else(|e| e.into_inner());
+        instances.retain(|joined| !Arc::ptr_eq(joined, &self.me));
+    }
+}
+
+#[async_trait]
+impl Broker for MemoryBroker {
+    fn mode(&self) -> Mode {
+        Mode::Memory
+    }
+
+    fn status(&self) -> &LinkStatus {
+        &self.status
+    }
+
+    fn shared(&self) -> bool {
+        self.shared.instances().len() > 1
+    }
+
+    async fn subscribe(&self, topic: &Topic) {
+        *lock(&self.me.topics).entry(topic.clone()).or_default() += 1;
+    }
+
+    fn unsubscribe(&self, topic: &Topic) {
+        let mut topics = lock(&self.me.topics);
+        if let Some(count) = topics.get_mut(topic) {
+            *count -= 1;
+            if *count == 0 {
+                topics.remove(topic);
+            }
+        }
+    }
+
+    async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<(), BrokerError> {
+        let wants = |joined: &Joined| joined.follows(topic);
+        self.shared
+            .each_other(self.me.id, wants, |inbox| inbox.frame(topic, &envelope));
+        Ok(())
+    }
+
+    async fn presence_changed(&self, room: &str) {
+        self.shared
+            .each_other(self.me.id, |_| true, |inbox| inbox.presence_changed(room));
+    }
+
+    async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError> {
+        let stamped = self.shared.0.streams.append(room, frame);
+        let topic = Topic::Room(room.to_owned());
+        let wants = |joined: &Joined| joined.follows(&topic);
+        self.shared.each_other(self.me.id, wants, |inbox| {
+            inbox.room_event(room, stamped.clone())
+        });
+        Ok(stamped)
+    }
+
+    async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
+        Ok(self.shared.0.streams.read(room))
+    }
+
+    async fn claim(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+    ) -> Result<Claimed, BrokerError> {
+        let caller = self.caller();
+        Ok(self
+            .presence()
+            .claim(room, conn, member, previous_key, caller))
+    }
+
+    async fn leave(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        last_here: bool,
+    ) -> Result<bool, BrokerError> {
+        let last_of = self.last_of(last_here);
+        Ok(self.presence().leave(room, conn, member, last_of))
+    }
+
+    async fn roster(&self, room: &str, shown: usize) -> Result<Roster, BrokerError> {
+        Ok(self.presence().roster(room, shown, Instant::now()))
+    }
+
+    async fn refresh_room(&self, room: &str) -> Result<Refreshed, BrokerError> {
+        let caller = self.caller();
+        Ok(self.presence().refresh_room(room, caller))
+    }
+
+    async fn depart_room(&self, room: &str) -> Result<Vec<String>, BrokerError> {
+        Ok(self.presence().depart_room(room, self.me.id))
+    }
+
+    async fn register(
+        &self,
+        action: &str,
+        id: ConnId,
+        registration: &str,
+    ) -> Result<(), BrokerError> {
+        let caller = self.caller();
+        self.presence().register(action, id, registration, caller);
+        Ok(())
+    }
+
+    async fn unregister(
+        &self,
+        action: &str,
+        id: ConnId,
+        last_here: bool,
+    ) -> Result<(), BrokerError> {
+        let last_of = self.last_of(last_here);
+        self.presence().unregister(action, id, last_of);
+        Ok(())
+    }
+
+    async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError> {
+        let caller = self.caller();
+        Ok(self.presence().refresh_action(action, caller))
+    }
+
+    async fn depart_action(&self, action: &str) -> Result<(), BrokerError> {
+        self.presence().depart_action(action, self.me.id);
+        Ok(())
+    }
+
+    async fn index_room(&self, room: &str, entry: RoomEntry) -> Result<(), BrokerError> {
+        self.presence().index_room(room, entry);
+        Ok(())
+    }
+
+    async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError> {
+        Ok(self.presence().room_index(now_ms))
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}

@@ -1,0 +1,279 @@
+//! Presence in this process's memory, with the rules of the Redis scripts:
+//! entries belong to the instance that wrote them and live until its lease
+//! runs out unless it refreshes them; whatever touches a room first removes
+//! the entries of instances whose lease ran out.
+
+use crate::broker::{Claim, Claimed, Member, Refreshed, RoomEntry, Roster};
+use crate::fanout::ConnId;
+use std::collections::{HashMap, HashSet};
+use std::time::Instant;
+use uuid::Uuid;
+
+#[derive(Default)]
+pub struct Presence {
+    rooms: HashMap<String, Room>,
+    actions: HashMap<String, Action>,
+    index: HashMap<String, RoomEntry>,
+}
+
+/// Until when each instance's entries of a room or action live.
+type Leases = HashMap<Uuid, Instant>;
+
+#[derive(Default)]
+struct Room {
+    members: HashMap<ConnId, Held>,
+    /// Nickname key -> holder.
+    pseudos: HashMap<String, ConnId>,
+    leases: Leases,
+}
+
+struct Held {
+    member: Member,
+    instance: Uuid,
+}
+
+#[derive(Default)]
+struct Action {
+    /// Client id -> (registration, instance).
+    clients: HashMap<ConnId, (String, Uuid)>,
+    leases: Leases,
+}
+
+/// Who is asking, and until when its entries live.
+#[derive(Clone, Copy)]
+pub struct Caller {
+    pub instance: Uuid,
+    pub now: Instant,
+    pub until: Instant,
+}
+
+fn expired(leases: &mut Leases, now: Instant) -> HashSet<Uuid> {
+    let gone: HashSet<Uuid> = leases
+        .iter()
+        .filter(|(_, until)| **until <= now)
+        .map(|(id, _)| *id)
+        .collect();
+    leases.retain(|id, _| !gone.contains(id));
+    gone
+}
+
+impl Room {
+    /// Removes the members of the instances `gone`; returns their nicknames.
+    fn prune(&mut self, gone: &HashSet<Uuid>) -> Vec<String> {
+        let conns: Vec<ConnId> = self
+            .members
+            .iter()
+            .filter(|(_, held)| gone.contains(&held.instance))
+            .map(|(conn, _)| *conn)
+            .collect();
+        conns
+            .into_iter()
+            .filter_map(|conn| self.remove(conn))
+            .map(|member| member.pseudo.to_string())
+            .collect()
+    }
+
+    fn remove(&mut self, conn: ConnId) -> Option<Member> {
+        let held = self.members.remove(&conn)?;
+        if self.pseudos.get(&held.member.key) == Some(&conn) {
+            self.pseudos.remove(&held.member.key);
+        }
+        Some(held.member)
+    }
+
+    fn prune_expired(&mut self, now: Instant) -> Vec<String> {
+        let gone = expired(&mut self.leases, now);
+        self.prune(&gone)
+    }
+}
+
+impl Action {
+    fn prune_expired(&mut self, now: Instant) {
+        let gone = expired(&mut self.leases, now);
+        self.clients.retain(|_, (_, owner)| !gone.contains(owner));
+    }
+}
+
+impl Presence {
+    pub fn claim(
+        &mut self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+        caller: Caller,
+    ) -> Claimed {
+        let entry = self.rooms.entry(room.to_owned()).or_default();
+        let departed = entry.prune_expired(caller.now);
+        let mut replaced = None;
+        if let Some(&holder) = entry.pseudos.get(&member.key) {
+            if holder != conn {
+                if let Some(held) = entry.members.get(&holder) {
+                    if held.member.session != member.session {
+                        let claim = Claim::Taken;
+                        return Claimed {
+                            claim,
+                            replaced,
+                            departed,
+                        };
+                    }
+                    entry.members.remove(&holder);
+                    replaced = Some(holder);
+                }
+            }
+        }
+        if let Some(old) = previous_key {
+            if entry.pseudos.get(old) == Some(&conn) {
+                entry.pseudos.remove(old);
+            }
+        }
+        let opened = entry.members.is_empty();
+        entry.pseudos.insert(member.key.clone(), conn);
+        let held = Held {
+            member: member.clone(),
+            instance: caller.instance,
+        };
+        entry.members.insert(conn, held);
+        entry.leases.insert(caller.instance, caller.until);
+        let claim = match (replaced, opened) {
+            (Some(_), _) => Claim::Reclaimed,
+            (None, true) => Claim::Opened,
+            (None, false) => Claim::Joined,
+        };
+        Claimed {
+            claim,
+            replaced,
+            departed,
+        }
+    }
+
+    pub fn leave(
+        &mut self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        last_of: Option<Uuid>,
+    ) -> bool {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return false;
+        };
+        let removed = entry.members.remove(&conn).is_some();
+        if entry.pseudos.get(&member.key) == Some(&conn) {
+            entry.pseudos.remove(&member.key);
+        }
+        if let Some(instance) = last_of {
+            entry.leases.remove(&instance);
+        }
+        if entry.members.is_empty() {
+            self.rooms.remove(room);
+        }
+        removed
+    }
+
+    pub fn roster(&mut self, room: &str, shown: usize, now: Instant) -> Roster {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return Roster::default();
+        };
+        let departed = entry.prune_expired(now);
+        let names = entry.members.values().take(shown);
+        Roster {
+            count: entry.members.len() as u64,
+            names: names.map(|held| held.member.pseudo.to_string()).collect(),
+            departed,
+        }
+    }
+
+    pub fn refresh_room(&mut self, room: &str, caller: Caller) -> Refreshed {
+        let entry = self.rooms.entry(room.to_owned()).or_default();
+        let present = entry
+            .leases
+            .get(&caller.instance)
+            .is_some_and(|until| *until > caller.now);
+        entry.leases.remove(&caller.instance);
+        let departed = entry.prune_expired(caller.now);
+        entry.leases.insert(caller.instance, caller.until);
+        Refreshed { present, departed }
+    }
+
+    pub fn depart_room(&mut self, room: &str, instance: Uuid) -> Vec<String> {
+        let Some(entry) = self.rooms.get_mut(room) else {
+            return Vec::new();
+        };
+        entry.leases.remove(&instance);
+        let departed = entry.prune(&HashSet::from([instance]));
+        if entry.members.is_empty() {
+            self.rooms.remove(room);
+        }
+        departed
+    }
+
+    pub fn register(&mut self, action: &str, id: ConnId, registration: &str, caller: Caller) {
+        let entry = self.actions.entry(action.to_owned()).or_default();
+        entry.prune_expired(caller.now);
+        entry
+            .clients
+            .insert(id, (registration.to_owned(), caller.instance));
+        entry.leases.insert(caller.instance, caller.until);
+    }
+
+    pub fn unregister(&mut self, action: &str, id: ConnId, last_of: Option<Uuid>) {
+        let Some(entry) = self.actions.get_mut(action) else {
+            return;
+        };
+        entry.clients.remove(&id);
+        if let Some(instance) = last_of {
+            entry.leases.remove(&instance);
+        }
+        if entry.clients.is_empty() {
+            self.actions.remove(action);
+        }
+    }
+
+    pub fn refresh_action(&mut self, action: &str, caller: Caller) -> Refreshed {
+        let entry = self.actions.entry(action.to_owned()).or_default();
+        let present = entry
+            .leases
+            .get(&caller.instance)
+            .is_some_and(|until| *until > caller.now);
+        entry.leases.remove(&caller.instance);
+        entry.prune_expired(caller.now);
+        entry.leases.insert(caller.instance, caller.until);
+        Refreshed {
+            present,
+            departed: Vec::new(),
+        }
+    }
+
+    pub fn depart_action(&mut self, action: &str, instance: Uuid) {
+        if let Some(entry) = self.actions.get_mut(action) {
+            entry.leases.remove(&instance);
+            entry.clients.retain(|_, (_, owner)| *owner != instance);
+            if entry.clients.is_empty() {
+                self.actions.remove(action);
+            }
+        }
+    }
+
+    /// The registered clients of an action (for tests and the server API).
+    pub fn clients(&self, action: &str) -> Vec<ConnId> {
+        self.actions
+            .get(action)
+            .map_or_else(Vec::new, |entry| entry.clients.keys().copied().collect())
+    }
+
+    pub fn index_room(&mut self, room: &str, entry: RoomEntry) {
+        if entry.count == 0 {
+            self.index.remove(room);
+        } else {
+            self.index.insert(room.to_owned(), entry);
+        }
+    }
+
+    pub fn room_index(&mut self, now_ms: u64) -> Vec<(String, RoomEntry)> {
+        self.index.retain(|_, entry| entry.is_fresh(now_ms));
+        let entries = self.index.iter();
+        entries
+            .map(|(room, entry)| (room.clone(), *entry))
+            .collect()
+    }
+}

@@ -1,0 +1,250 @@
+//! The one seam between instances: everything that must be shared by the
+//! instances of one deployment goes through a [`Broker`].
+//!
+//! - pub/sub: [`Broker::subscribe`] (acknowledged once frames published
+//!   elsewhere reach this instance), [`Broker::publish`];
+//! - room streams: [`Broker::append`] gives an event its room's next
+//!   offset, stores it and publishes it in one step; [`Broker::read`];
+//! - presence: members and nicknames of rooms, relay registrations, each
+//!   owned by the instance that wrote them and expiring with it;
+//! - what arrives from the other instances is handed to an [`Inbox`].
+//!
+//! Two implementations: [`memory`] (one process; several instances may
+//! share one, which is how multi-instance behaviour is tested in
+//! milliseconds) and [`redis`] (one Redis or a Redis Cluster). Nothing
+//! outside `broker::redis` knows Redis exists.
+
+pub mod envelope;
+pub mod memory;
+pub mod redis;
+pub mod stamp;
+mod status;
+
+use crate::fanout::{ConnId, Topic};
+use app::protocol::Pseudo;
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use uuid::Uuid;
+
+pub use envelope::Envelope;
+pub use status::LinkStatus;
+
+/// Why a broker call failed. Callers decide what to do without it (serve
+/// their local clients, refuse a write, retry later).
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Known to be unreachable: the call was not even tried.
+    #[error("the broker is unreachable")]
+    Unreachable,
+    /// No answer in time: the call may or may not have taken effect.
+    #[error("the broker did not answer in time: {0}")]
+    TimedOut(String),
+    #[error("the broker failed: {0}")]
+    Failed(String),
+}
+
+impl BrokerError {
+    /// Whether the call may have taken effect although it failed.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, BrokerError::TimedOut(_))
+    }
+}
+
+/// A room's stream as stored: its epoch (empty while it has none), its
+/// newest offset, and the frames it still holds, oldest first.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stored {
+    pub epoch: String,
+    pub offset: u64,
+    pub events: Vec<Utf8Bytes>,
+}
+
+/// A participant who joined a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Member {
+    pub pseudo: Pseudo,
+    /// The nickname as compared: two nicknames with one key are the same
+    /// to a reader (`crate::nickname::key`).
+    pub key: String,
+    pub session: Uuid,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Claim {
+    /// The nickname is now this connection's.
+    Joined,
+    /// Likewise, and the room had nobody before: this join opened it.
+    Opened,
+    /// The same session held it on an older connection, which gave way.
+    Reclaimed,
+    /// Another participant holds it.
+    Taken,
+}
+
+/// What a claim did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claimed {
+    pub claim: Claim,
+    /// On a reclaim, the connection that gave way.
+    pub replaced: Option<ConnId>,
+    /// Nicknames of members of dead instances removed on the way.
+    pub departed: Vec<String>,
+}
+
+/// A room's participants as the broker counts them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Roster {
+    pub count: u64,
+    /// Up to the number asked for.
+    pub names: Vec<String>,
+    /// Nicknames of members of dead instances removed on the way.
+    pub departed: Vec<String>,
+}
+
+/// This instance's entries of a room or action, kept alive.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Refreshed {
+    /// False when the broker no longer had them (restarted empty, or they
+    /// expired): the caller must register them again.
+    pub present: bool,
+    /// Nicknames of members of dead instances removed on the way.
+    pub departed: Vec<String>,
+}
+
+/// A room's line in the room list.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RoomEntry {
+    pub count: u64,
+    pub activity: u64,
+    pub updated_ms: u64,
+}
+
+/// Instances write their rooms' entries every few seconds (the counts'
+/// full refresh); one not written for this long belongs to rooms whose
+/// instances died or emptied without saying so.
+const ROOM_ENTRY_TTL_MS: u64 = 15_000;
+
+impl RoomEntry {
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.count > 0 && self.updated_ms + ROOM_ENTRY_TTL_MS >= now_ms
+    }
+}
+
+/// What arrives from the other instances, handed over as it comes (on the
+/// broker's task: implementations must not block).
+pub trait Inbox: Send + Sync {
+    /// An event of a room's stream (stamped with its position), from any
+    /// instance's append; possibly this instance's own again.
+    fn room_event(&self, room: &str, frame: Utf8Bytes);
+    /// A frame another instance published (relay frames, typing).
+    fn frame(&self, topic: &Topic, envelope: &Envelope);
+    /// The participants of a room changed somewhere.
+    fn presence_changed(&self, room: &str);
+    /// Events of the room may have been published while this instance did
+    /// not follow it: they must be read back from its stream.
+    fn missed(&self, room: &str);
+    /// The link to the other instances came back: counts may have changed.
+    fn reconnected(&self);
+}
+
+#[async_trait]
+pub trait Broker: Send + Sync {
+    /// How this deployment shares its state, for logs and `/healthz`.
+    fn mode(&self) -> Mode;
+
+    /// Whether the broker answers, as its users last found out.
+    fn status(&self) -> &LinkStatus;
+
+    /// Whether entries this instance leaves behind outlive it (other
+    /// instances share them), so that a clean stop must remove them.
+    fn shared(&self) -> bool;
+
+    /// Follows the topic, once per call, until as many [`Broker::unsubscribe`]:
+    /// returns once frames published by other instances reach this one (or
+    /// after a bounded wait while the broker is down; the subscription is
+    /// made when it answers again, and [`Inbox::missed`] says so).
+    async fn subscribe(&self, topic: &Topic);
+
+    fn unsubscribe(&self, topic: &Topic);
+
+    /// Hands a frame to the other instances following the topic.
+    async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<(), BrokerError>;
+
+    /// Tells every instance that the participants of a room changed.
+    async fn presence_changed(&self, room: &str);
+
+    /// Appends an encoded event (a JSON object) to the room's stream and
+    /// publishes it to every instance; returns it stamped with its position.
+    async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError>;
+
+    async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
+
+    /// Takes `member`'s nickname in the room for the connection;
+    /// `previous_key` is the key of the nickname it replaces on a rename.
+    async fn claim(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+    ) -> Result<Claimed, BrokerError>;
+
+    /// True if the connection was still the member (not replaced or swept).
+    /// `last_here`: this instance has no other member in the room.
+    async fn leave(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        last_here: bool,
+    ) -> Result<bool, BrokerError>;
+
+    /// The room's participant count and up to `shown` of their nicknames.
+    async fn roster(&self, room: &str, shown: usize) -> Result<Roster, BrokerError>;
+
+    async fn refresh_room(&self, room: &str) -> Result<Refreshed, BrokerError>;
+
+    /// Removes every member this instance has in the room; returns their
+    /// nicknames.
+    async fn depart_room(&self, room: &str) -> Result<Vec<String>, BrokerError>;
+
+    /// Records a relay client under its action, with its registration.
+    async fn register(
+        &self,
+        action: &str,
+        id: ConnId,
+        registration: &str,
+    ) -> Result<(), BrokerError>;
+
+    /// `last_here`: this instance has no other client of the action.
+    async fn unregister(
+        &self,
+        action: &str,
+        id: ConnId,
+        last_here: bool,
+    ) -> Result<(), BrokerError>;
+
+    async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError>;
+
+    async fn depart_action(&self, action: &str) -> Result<(), BrokerError>;
+
+    /// Records a room's line in the room list (removes it when empty).
+    async fn index_room(&self, room: &str, entry: RoomEntry) -> Result<(), BrokerError>;
+
+    /// The room list's fresh entries (stale ones are dropped).
+    async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError>;
+
+    /// Checks that the broker answers.
+    async fn ping(&self) -> Result<(), BrokerError>;
+}
+
+/// How the instances of a deployment share their state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// In this process's memory (the embedded default).
+    Memory,
+    /// One Redis.
+    Redis,
+    /// A Redis Cluster (sharded pub/sub).
+    Cluster,
+}

@@ -1,0 +1,272 @@
+//! The broker on Redis: one standalone Redis, or a Redis Cluster (sharded
+//! pub/sub, every key and channel of a room or action under one hash tag).
+//!
+//! - [`client`]: the connection from `REDIS_URL` (TLS, credentials, cluster
+//!   detection) and its printable form;
+//! - [`keys`]: every key and channel name;
+//! - [`pubsub`]: the subscription connections, one per shard, kept equal to
+//!   what the instance follows through reconnects and failovers;
+//! - [`streams`]: room streams (the append script assigns the offset,
+//!   stores and publishes in one step);
+//! - [`presence`]: members, nicknames, relay registrations and the room
+//!   list, as Lua scripts on one room's or action's keys.
+
+pub mod client;
+pub mod keys;
+mod presence;
+mod pubsub;
+mod streams;
+
+use super::{
+    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Member, Mode, Refreshed, RoomEntry,
+    Roster, Stored,
+};
+use crate::fanout::{ConnId, Topic};
+use crate::supervise::{self, Restarts};
+use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
+use client::{redact, Target};
+use keys::Keys;
+use presence::RedisPresence;
+use pubsub::{Common, PubSub};
+use redis::RedisError;
+use std::sync::Arc;
+use std::time::Duration;
+use streams::RedisStreams;
+use tokio_util::sync::CancellationToken;
+use uuid::Uuid;
+
+/// What the Redis broker is built from.
+pub struct Settings<'a> {
+    pub url: &'a str,
+    pub ca_cert: &'a str,
+    /// REDIS_PREFIX: every key and channel starts with it.
+    pub prefix: &'a str,
+    pub instance: Uuid,
+    /// How long this instance's entries live without a refresh.
+    pub ttl: Duration,
+}
+
+pub struct RedisBroker {
+    mode: Mode,
+    status: Arc<LinkStatus>,
+    pubsub: PubSub,
+    streams: RedisStreams,
+    presence: RedisPresence,
+}
+
+impl RedisBroker {
+    /// Connects (lazily: an unreachable Redis does not stop the start) and
+    /// runs the subscription tasks, supervised, until `shutdown`.
+    pub async fn start(
+        settings: Settings<'_>,
+        inbox: Arc<dyn Inbox>,
+        restarts: Arc<Restarts>,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Self> {
+        let Settings {
+            url,
+            ca_cert,
+            prefix,
+            instance,
+            ttl,
+        } = settings;
+        let target = Target::from_url(url, ca_cert).await?;
+        let mode = match target {
+            Target::Single(_) => {
+                tracing::info!(redis = %redact(url), "using one Redis");
+                Mode::Redis
+            }
+            Target::Cluster { .. } => {
+                tracing::info!(redis = %redact(url), "using a Redis Cluster (sharded pub/sub)");
+                Mode::Cluster
+            }
+        };
+        let keys = Keys::new(prefix);
+        let status = Arc::new(LinkStatus::new(pubsub::shard_count(&target)));
+        let conn = target.commands()?;
+        let presence =
+            RedisPresence::new(conn.clone(), keys.clone(), instance, ttl, status.clone());
+        let streams = RedisStreams::new(conn.clone(), keys.clone(), instance, status.clone());
+        let common = Common {
+            target,
+            address: redact(url),
+            keys,
+            instance,
+            inbox,
+            status: status.clone(),
+            shutdown: shutdown.clone(),
+            wanted: Default::default(),
+        };
+        let (pubsub, subscribers) = PubSub::start(conn, common);
+        for subscriber in subscribers {
+            supervise::spawn(
+                "redis-pubsub",
+                restarts.clone(),
+                shutdown.clone(),
+                move || subscriber.clone().run(),
+            );
+        }
+        Ok(RedisBroker {
+            mode,
+            status,
+            pubsub,
+            streams,
+            presence,
+        })
+    }
+
+    /// Fails at once while Redis is known to be down, rather than making
+    /// every caller wait for a timeout.
+    fn reachable(&self) -> Result<(), BrokerError> {
+        if self.status.commands_up() {
+            Ok(())
+        } else {
+            Err(BrokerError::Unreachable)
+        }
+    }
+
+    /// A presence call's error; a lost link marks Redis down until the
+    /// membership task finds it answering again.
+    fn failed(&self, err: RedisError) -> BrokerError {
+        self.status.set_commands(false);
+        broker_error(err)
+    }
+}
+
+fn broker_error(err: RedisError) -> BrokerError {
+    if err.is_timeout() {
+        BrokerError::TimedOut(err.to_string())
+    } else {
+        BrokerError::Failed(err.to_string())
+    }
+}
+
+#[async_trait]
+impl Broker for RedisBroker {
+    fn mode(&self) -> Mode {
+        self.mode
+    }
+
+    fn status(&self) -> &LinkStatus {
+        &self.status
+    }
+
+    fn shared(&self) -> bool {
+        true
+    }
+
+    async fn subscribe(&self, topic: &Topic) {
+        self.pubsub.subscribe(topic).await;
+    }
+
+    fn unsubscribe(&self, topic: &Topic) {
+        self.pubsub.unsubscribe(topic);
+    }
+
+    async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<(), BrokerError> {
+        self.pubsub.publish(topic, &envelope).await
+    }
+
+    async fn presence_changed(&self, room: &str) {
+        self.pubsub.publish_presence(room).await;
+    }
+
+    async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError> {
+        self.streams.append(room, frame).await
+    }
+
+    async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
+        self.streams.read(room).await
+    }
+
+    async fn claim(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+    ) -> Result<Claimed, BrokerError> {
+        self.reachable()?;
+        let claimed = self.presence.claim(room, conn, member, previous_key).await;
+        claimed.map_err(|err| self.failed(err))
+    }
+
+    async fn leave(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        last_here: bool,
+    ) -> Result<bool, BrokerError> {
+        self.reachable()?;
+        let left = self.presence.leave(room, conn, member, last_here).await;
+        left.map_err(|err| self.failed(err))
+    }
+
+    async fn roster(&self, room: &str, shown: usize) -> Result<Roster, BrokerError> {
+        self.reachable()?;
+        let roster = self.presence.roster(room, shown).await;
+        roster.map_err(|err| self.failed(err))
+    }
+
+    // The membership task's calls: it probes Redis and marks it down itself.
+    async fn refresh_room(&self, room: &str) -> Result<Refreshed, BrokerError> {
+        let refreshed = self.presence.refresh_room(room).await;
+        refreshed.map_err(broker_error)
+    }
+
+    async fn depart_room(&self, room: &str) -> Result<Vec<String>, BrokerError> {
+        let departed = self.presence.depart_room(room).await;
+        departed.map_err(broker_error)
+    }
+
+    async fn register(
+        &self,
+        action: &str,
+        id: ConnId,
+        registration: &str,
+    ) -> Result<(), BrokerError> {
+        self.reachable()?;
+        let registered = self.presence.relay_register(action, id, registration).await;
+        registered.map_err(|err| self.failed(err))
+    }
+
+    async fn unregister(
+        &self,
+        action: &str,
+        id: ConnId,
+        last_here: bool,
+    ) -> Result<(), BrokerError> {
+        self.reachable()?;
+        let unregistered = self.presence.relay_unregister(action, id, last_here).await;
+        unregistered.map_err(|err| self.failed(err))
+    }
+
+    async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError> {
+        let refreshed = self.presence.refresh_action(action).await;
+        refreshed.map_err(broker_error)
+    }
+
+    async fn depart_action(&self, action: &str) -> Result<(), BrokerError> {
+        let departed = self.presence.depart_action(action).await;
+        departed.map_err(broker_error)
+    }
+
+    async fn index_room(&self, room: &str, entry: RoomEntry) -> Result<(), BrokerError> {
+        self.reachable()?;
+        // The room list is not worth marking Redis down for.
+        let indexed = self.presence.index_room(room, &entry).await;
+        indexed.map_err(broker_error)
+    }
+
+    async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError> {
+        self.reachable()?;
+        let index = self.presence.room_index(now_ms).await;
+        index.map_err(broker_error)
+    }
+
+    async fn ping(&self) -> Result<(), BrokerError> {
+        self.presence.ping().await.map_err(broker_error)
+    }
+}

@@ -1,0 +1,355 @@
+//! The shared state of all instances in Redis: who is in which room,
+//! nicknames, relay registrations.
+//!
+//! Everything of one room (or one relay action) lives under its partition's
+//! hash tag, and every change is one script on those keys, so that two
+//! instances never see half of one and a Redis Cluster runs each in one
+//! slot. Entries belong to the instance that wrote them: each live instance
+//! refreshes its own, per room and per action, and an instance's entries
+//! whose time ran out (crash, kill -9, lost network) are removed by the
+//! next script that touches that room: no step scans all keys or all
+//! instances.
+
+use super::client::Commands;
+use super::keys::Keys;
+use crate::broker::{Claim, Claimed, LinkStatus, Member, Refreshed, RoomEntry, Roster};
+use crate::fanout::ConnId;
+use redis::{AsyncCommands, RedisResult, Script};
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
+use uuid::Uuid;
+
+macro_rules! room_script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/expiry.lua"),
+                include_str!("lua/room_prune.lua"),
+                include_str!($file)
+            ))
+        })
+    };
+}
+
+macro_rules! relay_script {
+    ($file:literal) => {
+        LazyLock::new(|| {
+            Script::new(concat!(
+                include_str!("lua/expiry.lua"),
+                include_str!("lua/relay_prune.lua"),
+                include_str!($file)
+            ))
+        })
+    };
+}
+
+static CLAIM: LazyLock<Script> = room_script!("lua/claim.lua");
+static ROOM_REFRESH: LazyLock<Script> = room_script!("lua/refresh.lua");
+static ROOM_COUNT: LazyLock<Script> = room_script!("lua/room_count.lua");
+static ROOM_DEPART: LazyLock<Script> = room_script!("lua/depart.lua");
+static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
+static RELAY_REGISTER: LazyLock<Script> = relay_script!("lua/relay_register.lua");
+static RELAY_REFRESH: LazyLock<Script> = relay_script!("lua/refresh.lua");
+static RELAY_DEPART: LazyLock<Script> = relay_script!("lua/depart.lua");
+static RELAY_UNREGISTER: LazyLock<Script> =
+    LazyLock::new(|| Script::new(include_str!("lua/relay_unregister.lua")));
+
+#[derive(Clone)]
+pub struct RedisPresence {
+    conn: Commands,
+    keys: Keys,
+    instance: Uuid,
+    /// How long this instance's entries live without a refresh.
+    ttl: Duration,
+    status: Arc<LinkStatus>,
+}
+
+/// Nicknames of members of dead instances that a script removed on the way.
+type Departed = Vec<String>;
+
+impl RedisPresence {
+    pub fn new(
+        conn: Commands,
+        keys: Keys,
+        instance: Uuid,
+        ttl: Duration,
+        status: Arc<LinkStatus>,
+    ) -> Self {
+        RedisPresence {
+            conn,
+            keys,
+            instance,
+            ttl,
+            status,
+        }
+    }
+
+    /// Whether scripts may remove other instances' expired entries: only
+    /// once Redis has answered for a whole TTL, so that after an outage the
+    /// others get the time to refresh theirs.
+    fn may_prune(&self) -> &'static str {
+        if self.status.answering_for() >= self.ttl {
+            "1"
+        } else {
+            "0"
+        }
+    }
+
+    /// This instance's id when it leaves a room or action for good (its
+    /// entry in the instances set goes too), '' otherwise.
+    fn owner_if(&self, last_here: bool) -> String {
+        if last_here {
+            self.instance.to_string()
+        } else {
+            String::new()
+        }
+    }
+
+    fn ttl_ms(&self) -> u64 {
+        self.ttl.as_millis() as u64
+    }
+
+    fn room_script<'a>(&self, script: &'a Script, room: &str) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.keys.members(room));
+        invocation
+            .key(self.keys.pseudos(room))
+            .key(self.keys.room_instances(room));
+        invocation
+    }
+
+    fn relay_script<'a>(&self, script: &'a Script, action: &str) -> redis::ScriptInvocation<'a> {
+        let mut invocation = script.key(self.keys.relay_clients(action));
+        invocation
+            .key(self.keys.relay_owners(action))
+            .key(self.keys.relay_instances(action));
+        invocation
+    }
+
+    /// Takes the nickname; on a reclaim, also returns the connection that
+    /// gave way.
+    pub async fn claim(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        previous_key: Option<&str>,
+    ) -> RedisResult<Claimed> {
+        let key = &member.key;
+        // The member as stored in the room's members hash; the scripts read
+        // `pseudo`, `key`, `session` and `instance` back.
+        let json = serde_json::json!({
+            "pseudo": member.pseudo.as_str(),
+            "key": key,
+            "session": member.session,
+            "instance": self.instance,
+        })
+        .to_string();
+        let (taken, replaced, departed, opened): (u8, String, Departed, u8) = self
+            .room_script(&CLAIM, room)
+            .arg(conn.to_string())
+            .arg(key)
+            .arg(previous_key.unwrap_or(""))
+            .arg(json)
+            .arg(member.session.to_string())
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        // The script answers '' when nobody gave way.
+        let replaced = replaced.parse::<ConnId>().ok();
+        let claim = match (taken, replaced) {
+            (0, _) => Claim::Taken,
+            (_, Some(_)) => Claim::Reclaimed,
+            (_, None) if opened == 1 => Claim::Opened,
+            (_, None) => Claim::Joined,
+        };
+        Ok(Claimed {
+            claim,
+            replaced,
+            departed,
+        })
+    }
+
+    /// True if the connection was still a member (not replaced or swept).
+    /// `last_here`: this instance has no other member in the room.
+    pub async fn leave(
+        &self,
+        room: &str,
+        conn: ConnId,
+        member: &Member,
+        last_here: bool,
+    ) -> RedisResult<bool> {
+        let removed: u8 = self
+            .room_script(&LEAVE, room)
+            .arg(conn.to_string())
+            .arg(&member.key)
+            .arg(self.owner_if(last_here))
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(removed == 1)
+    }
+
+    /// Records a room's count and activity in the room list (removes it
+    /// when it has nobody).
+    pub async fn index_room(&self, room: &str, entry: &RoomEntry) -> RedisResult<()> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.room_index();
+        if entry.count == 0 {
+            conn.hdel(key, room).await
+        } else {
+            conn.hset(key, room, format_entry(entry)).await
+        }
+    }
+
+    /// The room list's entries; stale ones (rooms nobody refreshes any
+    /// more) are dropped.
+    pub async fn room_index(&self, now_ms: u64) -> RedisResult<Vec<(String, RoomEntry)>> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.room_index();
+        let all: Vec<(String, String)> = conn.hgetall(&key).await?;
+        let (fresh, stale): (Vec<_>, Vec<_>) = all
+            .into_iter()
+            .map(|(room, value)| (room, parse_entry(&value)))
+            .partition(|(_, entry)| entry.is_some_and(|e| e.is_fresh(now_ms)));
+        if !stale.is_empty() {
+            let rooms: Vec<String> = stale.into_iter().map(|(room, _)| room).collect();
+            conn.hdel::<_, _, ()>(&key, rooms).await?;
+        }
+        Ok(fresh
+            .into_iter()
+            .filter_map(|(room, entry)| Some((room, entry?)))
+            .collect())
+    }
+
+    /// The room's participant count and up to `shown` of their nicknames.
+    pub async fn roster(&self, room: &str, shown: usize) -> RedisResult<Roster> {
+        let (count, departed, names): (u64, Departed, Vec<String>) = self
+            .room_script(&ROOM_COUNT, room)
+            .arg(shown)
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Roster {
+            count,
+            names,
+            departed,
+        })
+    }
+
+    /// Keeps this instance's members of the room alive. Returns false when
+    /// Redis no longer had them (restarted empty, or they expired): the
+    /// caller must register them again.
+    pub async fn refresh_room(&self, room: &str) -> RedisResult<Refreshed> {
+        let (present, departed): (u8, Departed) = self
+            .room_script(&ROOM_REFRESH, room)
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Refreshed {
+            present: present == 1,
+            departed,
+        })
+    }
+
+    /// Removes every member this instance has in the room; returns their
+    /// nicknames (those who reconnected elsewhere meanwhile are not there).
+    pub async fn depart_room(&self, room: &str) -> RedisResult<Departed> {
+        self.room_script(&ROOM_DEPART, room)
+            .arg(self.instance.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    pub async fn relay_register(
+        &self,
+        action: &str,
+        id: ConnId,
+        registration: &str,
+    ) -> RedisResult<()> {
+        self.relay_script(&RELAY_REGISTER, action)
+            .arg(id.to_string())
+            .arg(registration)
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// `last_here`: this instance has no other client of the action.
+    pub async fn relay_unregister(
+        &self,
+        action: &str,
+        id: ConnId,
+        last_here: bool,
+    ) -> RedisResult<()> {
+        self.relay_script(&RELAY_UNREGISTER, action)
+            .arg(id.to_string())
+            .arg(self.owner_if(last_here))
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// Like [`RedisPresence::refresh_room`], for the clients of an action.
+    pub async fn refresh_action(&self, action: &str) -> RedisResult<Refreshed> {
+        let (present, _removed): (u8, Vec<String>) = self
+            .relay_script(&RELAY_REFRESH, action)
+            .arg(self.instance.to_string())
+            .arg(self.ttl_ms())
+            .arg(self.may_prune())
+            .invoke_async(&mut self.conn.clone())
+            .await?;
+        Ok(Refreshed {
+            present: present == 1,
+            departed: Vec::new(),
+        })
+    }
+
+    pub async fn depart_action(&self, action: &str) -> RedisResult<()> {
+        self.relay_script(&RELAY_DEPART, action)
+            .arg(self.instance.to_string())
+            .invoke_async(&mut self.conn.clone())
+            .await
+    }
+
+    /// Whether Redis answers (with nothing to refresh, the membership task
+    /// still needs to know).
+    pub async fn ping(&self) -> RedisResult<()> {
+        let _: String = self.conn.clone().ping().await?;
+        Ok(())
+    }
+}
+
+/// A room list entry as stored: `<count> <activity> <updated ms>`.
+fn format_entry(entry: &RoomEntry) -> String {
+    format!("{} {} {}", entry.count, entry.activity, entry.updated_ms)
+}
+
+fn parse_entry(value: &str) -> Option<RoomEntry> {
+    let mut numbers = value.split(' ').map(str::parse::<u64>);
+    Some(RoomEntry {
+        count: numbers.next()?.ok()?,
+        activity: numbers.next()?.ok()?,
+        updated_ms: numbers.next()?.ok()?,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn room_entries_read_back_as_written() {
+        let entry = RoomEntry {
+            count: 3,
+            activity: 17,
+            updated_ms: 1_700_000_000_000,
+        };
+        assert_eq!(parse_entry(&format_entry(&entry)), Some(entry));
+        assert_eq!(parse_entry("3 x 1"), None);
+        assert_eq!(parse_entry("3 4"), None);
+    }
+}

@@ -1,0 +1,287 @@
+//! The chat protocol on `/ws`: a connection listens to one room from the
+//! start (history, live events, counts), then joins with a nickname to
+//! speak. Frames are defined in `app::protocol`.
+//!
+//! - [`upgrade`] admits the socket; [`session`] is one connection's rules;
+//! - [`announce`] puts events into a room's stream (and so in front of
+//!   everybody, in one order), and acts on presence events;
+//! - [`feed`] follows each room's stream for this instance's listeners, in
+//!   offset order ([`sequencer`]), and repairs gaps;
+//! - [`resume`] serves a reconnecting client what it missed;
+//! - [`counts`] pushes counts, online lists and the room list, coalesced.
+
+mod announce;
+pub mod counts;
+pub mod feed;
+mod resume;
+mod sequencer;
+mod session;
+
+use crate::admission::Guard;
+use crate::auth;
+use crate::broker::Broker;
+use crate::fanout::{Hub, Kind};
+use crate::metrics;
+use crate::presence::{self, Presence};
+use crate::supervise::{self, Restarts};
+use crate::ws;
+use app::protocol::{valid_room, Position, Pseudo, ServerEvent, DEFAULT_ROOM};
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::{ConnectInfo, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+pub use counts::Counts;
+pub use feed::Feeds;
+use governor::{DefaultKeyedRateLimiter, Quota};
+use resume::Resume;
+use serde::Deserialize;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// Serializes a server event once; the bytes go to every recipient.
+pub fn encode(event: &ServerEvent) -> Utf8Bytes {
+    // Plain structs of strings and numbers: serialization cannot fail.
+    serde_json::to_string(event)
+        .expect("server events serialize")
+        .into()
+}
+
+/// The chat's limits, as configured.
+pub struct Limits {
+    /// Frame size, keepalive and frame rate of each connection.
+    pub socket: ws::Limits,
+    /// Frames queued for a connection before it counts as too slow.
+    pub outbound_queue: usize,
+    /// Nickname changes, per connection.
+    pub renames: Quota,
+    /// Join attempts, per connection.
+    pub joins: Quota,
+    /// Rooms opened, per client address.
+    pub new_rooms: Quota,
+}
+
+/// What the chat's connections and tasks share.
+pub struct Chat {
+    /// This instance's id, in what it publishes.
+    instance: Uuid,
+    broker: Arc<dyn Broker>,
+    presence: Arc<Presence>,
+    hub: Arc<Hub>,
+    feeds: Arc<Feeds>,
+    counts: Arc<Counts>,
+    guard: Arc<Guard>,
+    /// Chat access tokens, when `CHAT_AUTH=required`.
+    auth: Option<auth::Verifier>,
+    limits: Limits,
+    /// Rooms opened per client address (`NEW_ROOMS_PER_MIN`).
+    new_rooms: DefaultKeyedRateLimiter<IpAddr>,
+    /// Cancelled on SIGTERM/SIGINT: every socket closes with 1012.
+    shutdown: CancellationToken,
+    /// Every connection's task, so that a drain can wait for them.
+    tasks: TaskTracker,
+}
+
+/// What [`Chat::new`] is built from.
+pub struct Parts {
+    pub instance: Uuid,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<Presence>,
+    pub hub: Arc<Hub>,
+    pub feeds: Arc<Feeds>,
+    pub counts: Arc<Counts>,
+    pub guard: Arc<Guard>,
+    pub auth: Option<auth::Verifier>,
+    pub limits: Limits,
+    pub shutdown: CancellationToken,
+    pub tasks: TaskTracker,
+}
+
+/// How often the new-rooms limiter forgets addresses that stopped.
+const NEW_ROOMS_SWEEP: Duration = Duration::from_secs(5);
+
+impl Chat {
+    pub fn new(parts: Parts) -> Arc<Self> {
+        Arc::new(Chat {
+            new_rooms: governor::RateLimiter::keyed(parts.limits.new_rooms),
+            instance: parts.instance,
+            broker: parts.broker,
+            presence: parts.presence,
+            hub: parts.hub,
+            feeds: parts.feeds,
+            counts: parts.counts,
+            guard: parts.guard,
+            auth: parts.auth,
+            limits: parts.limits,
+            shutdown: parts.shutdown,
+            tasks: parts.tasks,
+        })
+    }
+
+    /// Runs the chat's background work, supervised: the counts (which
+    /// also act on presence `events`) and the new-rooms limiter's sweep.
+    pub fn spawn_tasks(
+        self: &Arc<Self>,
+        events: mpsc::UnboundedReceiver<presence::Event>,
+        restarts: &Arc<Restarts>,
+    ) {
+        let events = Arc::new(tokio::sync::Mutex::new(events));
+        supervise::spawn("counts", restarts.clone(), self.shutdown.clone(), {
+            let chat = self.clone();
+            move || counts::run(chat.clone(), events.clone())
+        });
+        supervise::spawn("new-rooms", restarts.clone(), self.shutdown.clone(), {
+            let chat = self.clone();
+            move || {
+                let chat = chat.clone();
+                async move {
+                    let mut sweep = tokio::time::interval(NEW_ROOMS_SWEEP);
+                    loop {
+                        sweep.tick().await;
+                        chat.new_rooms.retain_recent();
+                    }
+                }
+            }
+        });
+    }
+
+    fn instance(&self) -> Uuid {
+        self.instance
+    }
+
+    /// A room's participants changed somewhere: recount it at the next tick.
+    pub fn mark(&self, room: &str) {
+        self.counts.mark(room);
+    }
+
+    /// Every local room is recounted at the next tick.
+    pub fn mark_all(&self) {
+        for room in self.hub.rooms() {
+            self.counts.mark(&room);
+        }
+    }
+}
+
+#[derive(Deserialize)]
+pub struct ChatQuery {
+    room: Option<String>,
+    /// `<epoch>:<offset>`: the stream position the client reached; only
+    /// later events are replayed.
+    since: Option<String>,
+    /// The newest event the client already has (before `since` existed).
+    last_seen: Option<Uuid>,
+    /// An access token, with `CHAT_AUTH=required`.
+    token: Option<String>,
+}
+
+impl ChatQuery {
+    fn resume(&self) -> Result<Resume, &'static str> {
+        match (&self.since, self.last_seen) {
+            (Some(since), _) => Position::from_query(since)
+                .map(Resume::Since)
+                .ok_or("since must be <epoch>:<offset>, as the stream's events carry them"),
+            (None, Some(id)) => Ok(Resume::LastSeen(id)),
+            (None, None) => Ok(Resume::Latest),
+        }
+    }
+}
+
+/// Where a new connection starts, as its request says.
+struct Opening {
+    room: String,
+    resume: Resume,
+    /// The nickname an access token gives, when tokens are required.
+    name: Option<Pseudo>,
+    address: IpAddr,
+}
+
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    query: Result<Query<ChatQuery>, axum::extract::rejection::QueryRejection>,
+    State(chat): State<Arc<Chat>>,
+) -> Response {
+    let slot = match chat.guard.admit(Kind::Chat, &headers, peer, &chat.shutdown) {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
+    let Ok(Query(query)) = query else {
+        let reason = "last_seen must be a message id (uuid)";
+        return (StatusCode::BAD_REQUEST, reason).into_response();
+    };
+    let opening = match chat.opening(query, peer.ip(), &headers) {
+        Ok(opening) => opening,
+        Err(refused) => return refused,
+    };
+    let max = chat.limits.socket.max_message_bytes;
+    let tasks = chat.tasks.clone();
+    ws::configure(ws, max).on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            // The connection counts as open until its session ends.
+            let _slot = slot;
+            session::run(chat, socket, opening).await;
+        })
+    })
+}
+
+impl Chat {
+    /// Checks the request's room, position and (when required) token.
+    fn opening(
+        &self,
+        query: ChatQuery,
+        peer: IpAddr,
+        headers: &HeaderMap,
+    ) -> Result<Opening, Response> {
+        let resume = query
+            .resume()
+            .map_err(|reason| (StatusCode::BAD_REQUEST, reason).into_response())?;
+        let room = query
+            .room
+            .clone()
+            .unwrap_or_else(|| DEFAULT_ROOM.to_owned());
+        if !valid_room(&room) {
+            let reason = "room must be 1 to 64 letters, digits, '-' or '_'";
+            return Err((StatusCode::BAD_REQUEST, reason).into_response());
+        }
+        let name = self.token_name(&query, &room)?;
+        Ok(Opening {
+            room,
+            resume,
+            name,
+            address: self.guard.client_address(peer, headers),
+        })
+    }
+
+    /// With CHAT_AUTH=required, the token's name is the only nickname this
+    /// socket may take; refused before the WebSocket exists.
+    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<Pseudo>, Response> {
+        let Some(verifier) = &self.auth else {
+            return Ok(None);
+        };
+        let granted = query
+            .token
+            .as_deref()
+            .ok_or(auth::Refused::Missing)
+            .and_then(|token| verifier.verify(token))
+            .and_then(|grant| {
+                if !grant.allows_room(room) {
+                    return Err(auth::Refused::OutOfScope);
+                }
+                grant.name.ok_or(auth::Refused::NoName)
+            })
+            .and_then(|name| Pseudo::parse(&name).map_err(|_| auth::Refused::NoName));
+        granted.map(Some).map_err(|refused| {
+            metrics::error("chat", refused.label());
+            let status = match refused {
+                auth::Refused::OutOfScope => StatusCode::FORBIDDEN,
+                _ => StatusCode::UNAUTHORIZED,
+            };
+            (status, refused.to_string()).into_response()
+        })
+    }
+}

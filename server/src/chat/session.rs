@@ -1,0 +1,407 @@
+//! One chat connection: it listens to its room from the start, then joins
+//! with a nickname to speak.
+
+use super::resume::{self, history_frame, Resume, Snapshot};
+use super::{encode, Chat, Opening};
+use crate::broker::{stamp, Claim, Member};
+use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
+use crate::metrics;
+use crate::nickname;
+use crate::ws::throttle::{Throttle, Verdict};
+use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
+use app::protocol::{
+    ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
+    DEFAULT_ROOM,
+};
+use axum::extract::ws::Utf8Bytes;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// Typing frames relayed per connection at most this often (clients send
+/// one every `TYPING_EVERY_MS`).
+const TYPING_GAP: Duration = Duration::from_millis(1_000);
+
+pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
+    let id = Uuid::new_v4();
+    let started = Instant::now();
+    let (peer, queue) = Peer::new(Kind::Chat, chat.limits.outbound_queue);
+    let Opening {
+        room,
+        resume,
+        name,
+        address,
+    } = opening;
+    metrics::connection_opened(Kind::Chat);
+    tracing::info!(conn = %id, kind = "chat", room, "connection opened");
+    let preamble = chat.open(&room, id, &peer, &resume).await;
+    let mut session = ChatSession {
+        chat: chat.clone(),
+        id,
+        topic: Topic::Room(room.clone()),
+        room,
+        peer: peer.clone(),
+        member: None,
+        name,
+        renames: Throttle::new(chat.limits.renames),
+        joins: Throttle::new(chat.limits.joins),
+        address,
+        typed: None,
+    };
+    let outbound = Outbound {
+        peer,
+        queue,
+        preamble,
+    };
+    let limits = &chat.limits.socket;
+    let reason = ws::drive(socket, outbound, &mut session, limits, &chat.shutdown).await;
+    let pseudo = session.member.as_ref().map(|m| m.pseudo.to_string());
+    session.leave().await;
+    metrics::connection_closed(Kind::Chat);
+    tracing::info!(
+        conn = %id,
+        kind = "chat",
+        room = session.room,
+        pseudo,
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason,
+        "connection closed"
+    );
+}
+
+impl Chat {
+    /// Listens to the room, then reads its stream: an event published in
+    /// between is never missed, and the preamble's filter keeps it from
+    /// being sent twice. Returns what the connection is sent first.
+    async fn open(&self, room: &str, id: ConnId, peer: &Peer, resume: &Resume) -> Preamble {
+        self.feeds.listen(room, id, peer.clone());
+        self.broker.subscribe(&Topic::Room(room.to_owned())).await;
+        let snapshot = match self.broker.read(room).await {
+            Ok(stored) => {
+                let snapshot = resume::resume(stored, resume);
+                self.feeds.start(room, &snapshot);
+                snapshot
+            }
+            Err(err) => {
+                tracing::warn!(conn = %id, room, error = %err, "cannot read the room's history");
+                self.feeds.repair(room);
+                Snapshot::unavailable()
+            }
+        };
+        let (online, rooms) = self.counts.snapshot(self, room).await;
+        // Written before anything queued meanwhile, which follows in order
+        // (minus the events the history already holds).
+        let frames = vec![
+            history_frame(&snapshot),
+            encode(&ServerEvent::Count {
+                count: online.count,
+            }),
+            encode(&online.event()),
+            encode(&ServerEvent::Rooms { rooms }),
+        ];
+        Preamble {
+            frames,
+            fresh: Some(after_history(snapshot.epoch, snapshot.offset)),
+        }
+    }
+}
+
+/// Drops the room events up to where a new connection's history ended:
+/// events published while the history was read arrive live too, and a
+/// reconnecting client gets each missed event once. Room events arrive in
+/// offset order, so the first one past the history ends the check.
+fn after_history(epoch: String, offset: u64) -> ws::Fresh {
+    let mut covered = Some((epoch, offset));
+    Box::new(move |frame: &str| {
+        let Some((until_epoch, until)) = &covered else {
+            return true;
+        };
+        match stamp::position(frame) {
+            None => true,
+            Some((epoch, at)) if epoch == until_epoch && at <= *until => false,
+            Some(_) => {
+                covered = None;
+                true
+            }
+        }
+    })
+}
+
+/// Chat actions with a bucket of their own (`JOIN_LIMIT_PER_MIN`,
+/// `RENAME_LIMIT_PER_MIN`): each writes to the broker and a rename is
+/// announced to the whole room, so they are held far below the frame rate.
+#[derive(Clone, Copy)]
+enum Limited {
+    Join,
+    Rename,
+}
+
+impl Limited {
+    /// The `errors_total` label.
+    fn label(self) -> &'static str {
+        match self {
+            Limited::Join => "join_limited",
+            Limited::Rename => "rename_limited",
+        }
+    }
+
+    /// Why a client that keeps trying is closed; its reason starts the
+    /// error messages too.
+    fn close(self) -> CloseReason {
+        match self {
+            Limited::Join => close::JOIN_FLOOD,
+            Limited::Rename => close::RENAME_FLOOD,
+        }
+    }
+}
+
+struct ChatSession {
+    chat: Arc<Chat>,
+    id: ConnId,
+    room: String,
+    topic: Topic,
+    peer: Peer,
+    member: Option<Member>,
+    /// The nickname an access token gives, when tokens are required.
+    name: Option<Pseudo>,
+    renames: Throttle,
+    joins: Throttle,
+    /// The client's address, for `NEW_ROOMS_PER_MIN`.
+    address: IpAddr,
+    /// When this connection's last typing frame went out.
+    typed: Option<Instant>,
+}
+
+impl Handler for ChatSession {
+    const KIND: Kind = Kind::Chat;
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Option<CloseReason> {
+        match ClientMessage::decode(&text) {
+            Err(err) => self.refuse(err.code, err.message),
+            Ok(ClientMessage::Join { pseudo, session }) => match self.joins.check() {
+                Verdict::Allowed => self.join(&pseudo, session).await,
+                verdict => return self.throttled(verdict, Limited::Join),
+            },
+            Ok(ClientMessage::Rename { pseudo }) => match self.renames.check() {
+                Verdict::Allowed => self.rename(&pseudo).await,
+                verdict => return self.throttled(verdict, Limited::Rename),
+            },
+            Ok(ClientMessage::Say { text }) => self.say(&text).await,
+            Ok(ClientMessage::Typing) => self.typing().await,
+        }
+        None
+    }
+
+    fn refusal(&self, refusal: Refusal) -> Utf8Bytes {
+        let (code, message) = match refusal {
+            Refusal::TooLarge(max) => (
+                ErrorCode::TooLarge,
+                format!("message larger than {max} bytes"),
+            ),
+            Refusal::RateLimited => (
+                ErrorCode::RateLimited,
+                "too many messages: slow down".into(),
+            ),
+            Refusal::Binary => (
+                ErrorCode::BinaryFrame,
+                "binary frames are not supported: send JSON as text".into(),
+            ),
+        };
+        encode(&ServerEvent::Error { code, message })
+    }
+}
+
+impl ChatSession {
+    /// Answers a join or rename over its limit; a client that keeps trying
+    /// regardless is closed with 1008.
+    fn throttled(&self, verdict: Verdict, limited: Limited) -> Option<CloseReason> {
+        metrics::error("chat", limited.label());
+        let why = limited.close();
+        let message = match verdict {
+            Verdict::Refused(wait) => {
+                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
+                format!("{}: try again in {} s", why.reason, secs.max(1))
+            }
+            Verdict::Allowed | Verdict::Abuse => format!("{}: closing", why.reason),
+        };
+        self.peer.send(encode(&ServerEvent::Error {
+            code: ErrorCode::RateLimited,
+            message,
+        }));
+        (verdict == Verdict::Abuse).then_some(why)
+    }
+
+    fn refuse(&self, code: ErrorCode, message: String) {
+        metrics::error("chat", code.as_str());
+        self.peer
+            .send(encode(&ServerEvent::Error { code, message }));
+    }
+
+    fn confirm(&self, member: &Member) {
+        self.peer.send(encode(&ServerEvent::Joined {
+            pseudo: member.pseudo.to_string(),
+            session: member.session,
+            room: self.room.clone(),
+        }));
+    }
+
+    fn member(pseudo: Pseudo, session: Uuid) -> Member {
+        Member {
+            key: nickname::key(&pseudo),
+            pseudo,
+            session,
+        }
+    }
+
+    async fn join(&mut self, raw: &str, session: Option<Uuid>) {
+        if let Some(member) = &self.member {
+            let message = format!(
+                "already joined as {}: send rename to change nickname",
+                member.pseudo
+            );
+            return self.refuse(ErrorCode::AlreadyJoined, message);
+        }
+        let pseudo = match (&self.name, Pseudo::parse(raw)) {
+            // Whatever was asked for: nobody speaks as somebody else.
+            (Some(name), _) => name.clone(),
+            (None, Ok(pseudo)) => pseudo,
+            (None, Err(err)) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
+        };
+        let member = Self::member(pseudo, session.unwrap_or_else(Uuid::new_v4));
+        // Recorded before any await, so that a connection cut short from
+        // here on still releases the nickname when it closes (releasing one
+        // it never got is harmless).
+        self.member = Some(member.clone());
+        let chat = &self.chat;
+        let claim = chat
+            .presence
+            .claim(&self.room, self.id, &member, None)
+            .await;
+        if claim == Claim::Taken {
+            self.member = None;
+            let message = format!("the nickname {} is taken in this room", member.pseudo);
+            return self.refuse(ErrorCode::PseudoTaken, message);
+        }
+        // Only the join that found the room empty opened it (decided by the
+        // claim, so that a crowd arriving at once counts once), and it is
+        // undone over the limit.
+        if claim == Claim::Opened
+            && self.room != DEFAULT_ROOM
+            && chat.new_rooms.check_key(&self.address).is_err()
+        {
+            self.member = None;
+            chat.presence.leave(&self.room, self.id, &member).await;
+            chat.presence_changed(&self.room).await;
+            let message = "too many new rooms from your address: try again in a minute";
+            return self.refuse(ErrorCode::TooManyRooms, message.into());
+        }
+        self.confirm(&member);
+        tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
+        // A reclaim is the same person back on a new connection: not news.
+        if matches!(claim, Claim::Joined | Claim::Opened) {
+            let joined = chat.system(SystemKind::Joined, member.pseudo.to_string(), None);
+            chat.announce(&self.room, &joined).await;
+        }
+        chat.presence_changed(&self.room).await;
+    }
+
+    async fn rename(&mut self, raw: &str) {
+        let Some(current) = self.member.clone() else {
+            return self.refuse(ErrorCode::NotJoined, "join before renaming".into());
+        };
+        if self.name.is_some() {
+            let message = "the nickname comes from your access token".into();
+            return self.refuse(ErrorCode::InvalidPseudo, message);
+        }
+        let pseudo = match Pseudo::parse(raw) {
+            Ok(pseudo) => pseudo,
+            Err(err) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
+        };
+        if pseudo == current.pseudo {
+            return self.confirm(&current);
+        }
+        let member = Self::member(pseudo, current.session);
+        let chat = &self.chat;
+        let previous = Some(current.key.as_str());
+        let claim = chat
+            .presence
+            .claim(&self.room, self.id, &member, previous)
+            .await;
+        if claim == Claim::Taken {
+            let message = format!("the nickname {} is taken in this room", member.pseudo);
+            return self.refuse(ErrorCode::PseudoTaken, message);
+        }
+        self.member = Some(member.clone());
+        self.confirm(&member);
+        let previous = Some(current.pseudo.to_string());
+        let renamed = chat.system(SystemKind::Renamed, member.pseudo.to_string(), previous);
+        chat.announce(&self.room, &renamed).await;
+    }
+
+    async fn say(&mut self, raw: &str) {
+        let Some(member) = &self.member else {
+            return self.refuse(ErrorCode::NotJoined, "join before sending messages".into());
+        };
+        let text = match MessageText::parse(raw) {
+            Ok(text) => text,
+            Err(err) => return self.refuse(ErrorCode::InvalidText, err.to_string()),
+        };
+        let message = ChatMessage {
+            epoch: String::new(),
+            offset: 0,
+            id: Uuid::new_v4(),
+            author: member.pseudo.to_string(),
+            text: text.into_string(),
+            ts: crate::clock::now_ms(),
+        };
+        // The message ends this bout of typing: the next one is news.
+        self.typed = None;
+        // Acknowledged (echoed back) only once it is in the stream, so no
+        // crash can lose a message its sender saw as sent.
+        let message = ServerEvent::Message(message);
+        if let Err(err) = self.chat.publish(&self.room, &message).await {
+            tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
+            // A reply that timed out may follow an append that went through.
+            let message = if err.is_timeout() {
+                "the chat could not confirm that your message was stored: it may not have been sent; check the conversation before sending it again"
+            } else {
+                "the chat cannot store messages right now: yours was not sent; try again in a moment"
+            };
+            self.refuse(ErrorCode::Unavailable, message.into());
+        }
+    }
+
+    /// Tells the others in the room that this participant is typing, at
+    /// most once per [`TYPING_GAP`]; not stored in the room's stream.
+    async fn typing(&mut self) {
+        let Some(member) = &self.member else {
+            return self.refuse(ErrorCode::NotJoined, "join before typing".into());
+        };
+        if self.typed.is_some_and(|at| at.elapsed() < TYPING_GAP) {
+            return;
+        }
+        self.typed = Some(Instant::now());
+        let frame = encode(&ServerEvent::Typing {
+            pseudo: member.pseudo.to_string(),
+        });
+        self.chat.broadcast(&self.topic, frame, self.id).await;
+    }
+
+    async fn leave(&mut self) {
+        let chat = &self.chat;
+        chat.feeds.unlisten(&self.room, self.id);
+        chat.broker.unsubscribe(&self.topic);
+        // On shutdown the instance's entries are removed all at once after
+        // a short wait, so that people who reconnect elsewhere meanwhile
+        // reclaim their nickname instead of "leaving" and "joining".
+        if chat.shutdown.is_cancelled() {
+            return;
+        }
+        if let Some(member) = self.member.take() {
+            if chat.presence.leave(&self.room, self.id, &member).await {
+                chat.departed(&self.room, member.pseudo.as_str()).await;
+            }
+        }
+    }
+}

@@ -1,0 +1,238 @@
+//! The connections of this process, grouped by topic (a chat room or a relay
+//! action). Delivery never waits on a client: each connection has a bounded
+//! queue, and a client whose queue is full is disconnected and counted.
+
+use super::{close, CloseReason, ConnId, Kind, Topic};
+use crate::metrics;
+use axum::extract::ws::Utf8Bytes;
+use futures::channel::mpsc;
+use futures::StreamExt;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, RwLock};
+use tokio_util::sync::CancellationToken;
+
+/// Asks a connection's writer to send a close frame and stop. The first
+/// reason given wins.
+#[derive(Clone, Default)]
+pub struct Closer {
+    token: CancellationToken,
+    reason: Arc<OnceLock<CloseReason>>,
+}
+
+impl Closer {
+    pub fn close(&self, why: CloseReason) {
+        let _ = self.reason.set(why);
+        self.token.cancel();
+    }
+
+    pub async fn closed(&self) -> CloseReason {
+        self.token.cancelled().await;
+        self.reason()
+    }
+
+    pub fn reason(&self) -> CloseReason {
+        self.reason.get().copied().unwrap_or(close::CLOSED)
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.token.is_cancelled()
+    }
+}
+
+/// The sending half of one connection: its bounded queue and its closer.
+///
+/// The queue is a futures unbounded channel with a count kept beside it:
+/// pushing is lock-free and allocates nothing up front (tokio's bounded
+/// channel preallocates 1.5 KiB per connection, flume's takes locks and
+/// allocates a waiter on every wait), and the count makes it bounded.
+#[derive(Clone)]
+pub struct Peer {
+    pub kind: Kind,
+    tx: mpsc::UnboundedSender<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+    capacity: usize,
+    pub closer: Closer,
+}
+
+/// The receiving half, drained by the connection's writer.
+pub struct Queue {
+    rx: mpsc::UnboundedReceiver<Utf8Bytes>,
+    queued: Arc<AtomicUsize>,
+}
+
+impl Queue {
+    /// The next frame; `None` once every sender is gone.
+    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.next().await;
+        self.took(frame)
+    }
+
+    /// The next frame if one is queued.
+    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
+        let frame = self.rx.try_recv().ok();
+        self.took(frame)
+    }
+
+    fn took(&self, frame: Option<Utf8Bytes>) -> Option<Utf8Bytes> {
+        if frame.is_some() {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+        }
+        frame
+    }
+}
+
+impl Peer {
+    pub fn new(kind: Kind, capacity: usize) -> (Self, Queue) {
+        let (tx, rx) = mpsc::unbounded();
+        let queued = Arc::new(AtomicUsize::new(0));
+        let peer = Peer {
+            kind,
+            tx,
+            queued: queued.clone(),
+            capacity,
+            closer: Closer::default(),
+        };
+        (peer, Queue { rx, queued })
+    }
+
+    /// Queues a frame without waiting. A full queue means the client reads
+    /// slower than it is sent to: it is disconnected rather than buffered.
+    pub fn send(&self, frame: Utf8Bytes) -> bool {
+        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            if !self.closer.is_closed() {
+                metrics::slow_consumer(self.kind);
+                self.closer.close(close::SLOW_CONSUMER);
+            }
+            return false;
+        }
+        if self.tx.unbounded_send(frame).is_err() {
+            // The connection is gone.
+            self.queued.fetch_sub(1, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+}
+
+#[derive(Default)]
+pub struct Hub {
+    topics: RwLock<HashMap<Topic, HashMap<ConnId, Peer>>>,
+}
+
+impl Hub {
+    pub fn insert(&self, topic: &Topic, id: ConnId, peer: Peer) {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        topics.entry(topic.clone()).or_default().insert(id, peer);
+    }
+
+    /// Removes a listener; true when it was the last of this process.
+    pub fn remove(&self, topic: &Topic, id: ConnId) -> bool {
+        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let Some(listeners) = topics.get_mut(topic) else {
+            return false;
+        };
+        listeners.remove(&id);
+        if listeners.is_empty() {
+            topics.remove(topic);
+            return true;
+        }
+        false
+    }
+
+    /// Queues the same bytes for every local listener but `except`; returns
+    /// how many got it.
+    pub fn deliver(&self, topic: &Topic, frame: &Utf8Bytes, except: Option<ConnId>) -> usize {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let Some(listeners) = topics.get(topic) else {
+            return 0;
+        };
+        let delivered = listeners
+            .iter()
+            .filter(|(id, _)| Some(**id) != except)
+            .filter(|(_, peer)| peer.send(frame.clone()))
+            .count();
+        metrics::delivered(topic.kind(), delivered, frame.len());
+        delivered
+    }
+
+    /// Sends one listener a last frame, then closes it.
+    pub fn close_one(&self, topic: &Topic, id: ConnId, frame: Utf8Bytes, why: CloseReason) {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        if let Some(peer) = topics.get(topic).and_then(|l| l.get(&id)) {
+            peer.send(frame);
+            peer.closer.close(why);
+        }
+    }
+
+    pub fn topics(&self) -> Vec<Topic> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.keys().cloned().collect()
+    }
+
+    pub fn rooms(&self) -> Vec<String> {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .keys()
+            .filter_map(|t| match t {
+                Topic::Room(room) => Some(room.clone()),
+                Topic::Action(_) => None,
+            })
+            .collect()
+    }
+
+    pub fn has_listeners(&self, topic: &Topic) -> bool {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics.contains_key(topic)
+    }
+
+    /// Open connections of a kind (each connection listens on one topic).
+    pub fn connections(&self, kind: Kind) -> usize {
+        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        topics
+            .iter()
+            .filter(|(t, _)| t.kind() == kind)
+            .map(|(_, l)| l.len())
+            .sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use uuid::Uuid;
+
+    #[test]
+    fn delivers_to_all_but_the_excluded_and_tracks_the_last_listener() {
+        let hub = Hub::default();
+        let topic = Topic::Action("a".into());
+        let (a, mut ra) = Peer::new(Kind::Relay, 4);
+        let (b, mut rb) = Peer::new(Kind::Relay, 4);
+        let (ida, idb) = (Uuid::new_v4(), Uuid::new_v4());
+        hub.insert(&topic, ida, a);
+        hub.insert(&topic, idb, b);
+        assert_eq!(hub.deliver(&topic, &"x".into(), Some(ida)), 1);
+        assert!(ra.try_recv().is_none());
+        assert_eq!(rb.try_recv().unwrap().as_str(), "x");
+        assert_eq!(hub.deliver(&Topic::Room("a".into()), &"y".into(), None), 0);
+        assert!(!hub.remove(&topic, ida));
+        assert!(hub.remove(&topic, idb));
+        assert!(!hub.has_listeners(&topic));
+    }
+
+    #[test]
+    fn a_full_queue_closes_the_slow_peer() {
+        let hub = Hub::default();
+        let topic = Topic::Room("r".into());
+        let (peer, _rx) = Peer::new(Kind::Chat, 2);
+        let closer = peer.closer.clone();
+        hub.insert(&topic, Uuid::new_v4(), peer);
+        assert_eq!(hub.deliver(&topic, &"1".into(), None), 1);
+        assert_eq!(hub.deliver(&topic, &"2".into(), None), 1);
+        assert!(!closer.is_closed());
+        assert_eq!(hub.deliver(&topic, &"3".into(), None), 0);
+        assert!(closer.is_closed());
+        assert_eq!(closer.reason(), close::SLOW_CONSUMER);
+    }
+}

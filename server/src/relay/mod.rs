@@ -1,0 +1,74 @@
+//! The action relay, wire-compatible with the original Node `ws` server.
+//!
+//! The first frame registers: a JSON object with a non-empty string
+//! `action`. The client gets an id, recorded under the action in the
+//! broker, and from then on every JSON frame it sends is forwarded byte for
+//! byte to every other client of the same action, on every instance
+//! ([`session`]).
+
+mod session;
+
+use crate::admission::Guard;
+use crate::auth;
+use crate::broker::Broker;
+use crate::fanout::{Hub, Kind};
+use crate::presence::Presence;
+use crate::ws;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{ConnectInfo, State};
+use axum::http::header::AUTHORIZATION;
+use axum::http::HeaderMap;
+use axum::response::{IntoResponse, Response};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use uuid::Uuid;
+
+/// What the relay's connections share.
+pub struct Relay {
+    /// This instance's id, in what it publishes.
+    pub instance: Uuid,
+    pub broker: Arc<dyn Broker>,
+    pub presence: Arc<Presence>,
+    pub hub: Arc<Hub>,
+    pub guard: Arc<Guard>,
+    /// Relay access tokens, when `RELAY_AUTH=required`.
+    pub auth: Option<auth::Verifier>,
+    /// Frame size, keepalive, frame and byte rates of each connection.
+    pub limits: ws::Limits,
+    /// Frames queued for a connection before it counts as too slow.
+    pub outbound_queue: usize,
+    /// Cancelled on SIGTERM/SIGINT: every socket closes with 1012.
+    pub shutdown: CancellationToken,
+    /// Every connection's task, so that a drain can wait for them.
+    pub tasks: TaskTracker,
+}
+
+pub async fn upgrade(
+    ws: WebSocketUpgrade,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    headers: HeaderMap,
+    State(relay): State<Arc<Relay>>,
+) -> Response {
+    let slot = match relay
+        .guard
+        .admit(Kind::Relay, &headers, peer, &relay.shutdown)
+    {
+        Ok(slot) => slot,
+        Err(refused) => return refused.into_response(),
+    };
+    let bearer = headers
+        .get(AUTHORIZATION)
+        .and_then(|value| value.to_str().ok())
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(|token| token.trim().to_owned());
+    let tasks = relay.tasks.clone();
+    ws::configure(ws, relay.limits.max_message_bytes).on_upgrade(move |socket| {
+        tasks.track_future(async move {
+            // The connection counts as open until its session ends.
+            let _slot = slot;
+            session::run(relay, socket, bearer).await;
+        })
+    })
+}

@@ -1,0 +1,196 @@
+//! One relay connection: registration, then forwarding.
+
+use super::Relay;
+use crate::auth;
+use crate::broker::Envelope;
+use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
+use crate::metrics;
+use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
+use app::relay::{check_frame, registration_action, RelayReply};
+use axum::extract::ws::Utf8Bytes;
+use std::sync::Arc;
+use std::time::Instant;
+use uuid::Uuid;
+
+pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>) {
+    let id = Uuid::new_v4();
+    let started = Instant::now();
+    let (peer, queue) = Peer::new(Kind::Relay, relay.outbound_queue);
+    metrics::connection_opened(Kind::Relay);
+    tracing::info!(conn = %id, kind = "relay", "connection opened");
+    let mut session = RelaySession {
+        relay: relay.clone(),
+        id,
+        peer: peer.clone(),
+        registered: None,
+        bearer,
+    };
+    let outbound = Outbound {
+        peer,
+        queue,
+        preamble: Preamble::default(),
+    };
+    let reason = ws::drive(
+        socket,
+        outbound,
+        &mut session,
+        &relay.limits,
+        &relay.shutdown,
+    )
+    .await;
+    let registered = session.registered.take();
+    if let Some(registered) = &registered {
+        relay.hub.remove(&registered.topic, id);
+        if registered.subscribed {
+            relay.broker.unsubscribe(&registered.topic);
+        }
+        // On shutdown the instance's entries are removed all at once.
+        if !relay.shutdown.is_cancelled() {
+            relay.presence.unregister(&registered.action, id).await;
+        }
+    }
+    metrics::connection_closed(Kind::Relay);
+    tracing::info!(
+        conn = %id,
+        kind = "relay",
+        action = registered.map(|r| r.action),
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason,
+        "connection closed"
+    );
+}
+
+/// The action a client registered for.
+struct Registered {
+    action: String,
+    topic: Topic,
+    /// The instance follows the action for this client (to be undone).
+    subscribed: bool,
+}
+
+struct RelaySession {
+    relay: Arc<Relay>,
+    id: ConnId,
+    peer: Peer,
+    registered: Option<Registered>,
+    /// The token of an `Authorization: Bearer` header, if any.
+    bearer: Option<String>,
+}
+
+fn error_frame(error: String) -> Utf8Bytes {
+    RelayReply::Error { error }.encode().into()
+}
+
+impl Handler for RelaySession {
+    const KIND: Kind = Kind::Relay;
+
+    async fn on_text(&mut self, text: Utf8Bytes) -> Option<CloseReason> {
+        let Some(registered) = &self.registered else {
+            return self.register(text).await;
+        };
+        if let Err(reason) = check_frame(&text) {
+            metrics::error("relay", "invalid_json");
+            self.peer.send(error_frame(reason.to_string()));
+            return None;
+        }
+        let action = &registered.action;
+        tracing::debug!(conn = %self.id, action, message = %text, "relay message");
+        let relay = &self.relay;
+        relay.hub.deliver(&registered.topic, &text, Some(self.id));
+        let envelope = Envelope::new(relay.instance, Some(self.id), text);
+        // Local delivery happened; the others miss it while the broker is
+        // down (counted by the broker).
+        let _ = relay.broker.publish(&registered.topic, envelope).await;
+        None
+    }
+
+    fn refusal(&self, refusal: Refusal) -> Utf8Bytes {
+        error_frame(match refusal {
+            Refusal::TooLarge(max) => format!("message larger than {max} bytes"),
+            Refusal::RateLimited => "too many messages: slow down".into(),
+            Refusal::Binary => "binary frames are not supported: send JSON as text".into(),
+        })
+    }
+
+    /// A binary first frame is not a registration: refused like any other.
+    fn on_binary(&self) -> Option<CloseReason> {
+        self.registered
+            .is_none()
+            .then_some(close::REGISTRATION_REFUSED)
+    }
+}
+
+impl RelaySession {
+    /// With `RELAY_AUTH=required`: checks the token (the registration's
+    /// `token`, else the Bearer header) and returns the registration to
+    /// record, without the token and with the token's `sub`.
+    fn authorize(&self, action: &str, text: Utf8Bytes) -> Result<Utf8Bytes, auth::Refused> {
+        let Some(verifier) = &self.relay.auth else {
+            return Ok(text);
+        };
+        let mut fields: serde_json::Map<String, serde_json::Value> =
+            serde_json::from_str(&text).map_err(|_| auth::Refused::Malformed)?;
+        let token = match fields.remove("token") {
+            Some(serde_json::Value::String(token)) => token,
+            Some(_) => return Err(auth::Refused::Malformed),
+            None => self.bearer.clone().ok_or(auth::Refused::Missing)?,
+        };
+        let grant = verifier.verify(&token)?;
+        if !grant.allows(action) {
+            return Err(auth::Refused::OutOfScope);
+        }
+        tracing::info!(conn = %self.id, action, sub = grant.sub.as_deref(), "relay token accepted");
+        match grant.sub {
+            Some(sub) => fields.insert("sub".into(), sub.into()),
+            None => fields.remove("sub"),
+        };
+        Ok(serde_json::Value::Object(fields).to_string().into())
+    }
+
+    async fn register(&mut self, text: Utf8Bytes) -> Option<CloseReason> {
+        let action = match registration_action(&text) {
+            Ok(action) => action,
+            Err(reason) => {
+                metrics::error("relay", "registration");
+                self.peer.send(error_frame(reason.to_string()));
+                return Some(close::REGISTRATION_REFUSED);
+            }
+        };
+        let text = match self.authorize(&action, text) {
+            Ok(text) => text,
+            Err(refused) => {
+                metrics::error("relay", refused.label());
+                tracing::info!(conn = %self.id, action, reason = refused.label(), "relay registration refused");
+                self.peer.send(error_frame(refused.to_string()));
+                return Some(close::TOKEN_REFUSED);
+            }
+        };
+        let topic = Topic::Action(action.clone());
+        // Recorded before any await, so that a connection cut short during
+        // registration is still unregistered when it closes.
+        self.registered = Some(Registered {
+            action: action.clone(),
+            topic: topic.clone(),
+            subscribed: false,
+        });
+        let relay = self.relay.clone();
+        relay.presence.register(&action, self.id, &text).await;
+        // "registered" means "you get every later frame": the instance
+        // follows the action before the reply, and the client listens
+        // right after it, with no frame in between. (Marked first: the
+        // subscription counts from the call's first step, which runs
+        // without a pause after this line.)
+        if let Some(registered) = &mut self.registered {
+            registered.subscribed = true;
+        }
+        relay.broker.subscribe(&topic).await;
+        let reply = RelayReply::Registered {
+            id: self.id,
+            action: action.clone(),
+        };
+        self.peer.send(reply.encode().into());
+        relay.hub.insert(&topic, self.id, self.peer.clone());
+        tracing::info!(conn = %self.id, action, "relay client registered");
+        None
+    }
+}

@@ -1,0 +1,192 @@
+//! One WebSocket connection's life, shared by the chat and the relay and
+//! knowing neither: a writer that drains the connection's bounded queue
+//! and sends keepalive pings ([`write`]), a reader that enforces the size
+//! limit, the rate limits and the keepalive timeout and hands text frames
+//! to the protocol's [`Handler`] ([`read`]), and the close handshake with
+//! a reason (1012 on shutdown).
+//!
+//! The socket is any `Stream` + `Sink` of WebSocket messages, so a
+//! protocol's rules can be driven by channels in unit tests.
+
+mod read;
+pub mod throttle;
+mod write;
+
+use crate::fanout::{close, CloseReason, Kind, Peer, Queue};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use futures::{Sink, Stream, StreamExt};
+use governor::Quota;
+use std::future::Future;
+use std::pin::Pin;
+use std::time::Duration;
+use tokio::time::timeout;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::AbortOnDropHandle;
+
+/// Read buffer, allocated for the life of each connection: sized for what
+/// clients send (small JSON frames), since tungstenite zero-fills all of it
+/// before each read and keeps it while the connection idles. Larger frames
+/// still arrive, in several reads.
+const READ_BUFFER: usize = 512;
+/// Bytes buffered before tungstenite writes to the socket: a batch of
+/// frames goes out in few system calls.
+const WRITE_BUFFER: usize = 16 * 1024;
+/// How long a closing connection may take to flush its queue and close frame.
+const CLOSE_FLUSH: Duration = Duration::from_secs(2);
+
+/// A frame the connection layer refused before the protocol saw it; the
+/// protocol says it in its own words ([`Handler::refusal`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// Larger than this many bytes.
+    TooLarge(u64),
+    RateLimited,
+    Binary,
+}
+
+/// What a protocol does with the frames of one connection.
+pub trait Handler: Send {
+    const KIND: Kind;
+
+    /// Handles a text frame that passed the limits; `Some` closes the
+    /// connection with that reason.
+    fn on_text(&mut self, text: Utf8Bytes) -> impl Future<Output = Option<CloseReason>> + Send;
+
+    /// The frame that tells the client why a frame was refused.
+    fn refusal(&self, refusal: Refusal) -> Utf8Bytes;
+
+    /// After the refusal of a binary frame: `Some` closes the connection.
+    fn on_binary(&self) -> Option<CloseReason> {
+        None
+    }
+}
+
+/// The limits of one connection, as its protocol sets them.
+#[derive(Clone)]
+pub struct Limits {
+    pub max_message_bytes: u64,
+    pub ping_interval: Duration,
+    /// Frames of any kind.
+    pub frames: Quota,
+    /// Bytes, when the protocol bounds them too.
+    pub bytes: Option<Quota>,
+}
+
+/// Applies the size limit and the buffer sizes to an upgrade request.
+pub fn configure(ws: WebSocketUpgrade, max_message_bytes: u64) -> WebSocketUpgrade {
+    let max = max_message_bytes as usize;
+    ws.read_buffer_size(READ_BUFFER)
+        .write_buffer_size(WRITE_BUFFER)
+        .max_message_size(max)
+        .max_frame_size(max)
+}
+
+/// Whether a queued frame still goes out: a protocol may drop frames the
+/// preamble already covered (the chat's history).
+pub type Fresh = Box<dyn FnMut(&str) -> bool + Send>;
+
+/// What a connection is sent before anything queued for it.
+#[derive(Default)]
+pub struct Preamble {
+    pub frames: Vec<Utf8Bytes>,
+    pub fresh: Option<Fresh>,
+}
+
+/// The connection's own ends: its queue's two halves and its first frames.
+pub struct Outbound {
+    pub peer: Peer,
+    pub queue: Queue,
+    pub preamble: Preamble,
+}
+
+/// A WebSocket as the connection layer uses it.
+pub trait Socket:
+    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static
+{
+}
+
+impl<S> Socket for S where
+    S: Stream<Item = Result<Message, axum::Error>>
+        + Sink<Message, Error = axum::Error>
+        + Send
+        + 'static
+{
+}
+
+/// Runs the connection until either side closes it or `shutdown` fires.
+/// Returns why it ended, for the log.
+///
+/// The future is boxed: awaited in place, the caller's task would hold it
+/// next to its own state, and every idle connection costs the task's
+/// largest size.
+pub fn drive<'a, S: Socket, H: Handler>(
+    socket: S,
+    outbound: Outbound,
+    handler: &'a mut H,
+    limits: &'a Limits,
+    shutdown: &'a CancellationToken,
+) -> Pin<Box<impl Future<Output = String> + Send + 'a>> {
+    Box::pin(run(socket, outbound, handler, limits, shutdown))
+}
+
+async fn run<S: Socket, H: Handler>(
+    socket: S,
+    outbound: Outbound,
+    handler: &mut H,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+) -> String {
+    let Outbound {
+        peer,
+        queue,
+        preamble,
+    } = outbound;
+    let (sink, mut stream) = socket.split();
+    // The writer runs as its own task: a frame queued for this client then
+    // wakes the writer alone, not the reader and the rest of this future
+    // (which a select! polls all together), for every delivery. It stops
+    // when this connection ends, whichever way.
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(write::write(
+        sink,
+        queue,
+        preamble,
+        peer.closer.clone(),
+        limits.ping_interval,
+    )));
+    let mut writer_done = false;
+    let reason = {
+        let reader = read::read(&mut stream, handler, &peer, limits);
+        tokio::select! {
+            reason = reader => reason,
+            _ = &mut writer => {
+                writer_done = true;
+                "connection lost while writing".to_owned()
+            }
+            // Closed by the server (e.g. a slow consumer) while the reader
+            // waits for a client that may never send again.
+            _ = peer.closer.closed() => String::new(),
+            _ = shutdown.cancelled() => {
+                peer.closer.close(close::SHUTDOWN);
+                String::new()
+            }
+        }
+    };
+    if !peer.closer.is_closed() {
+        return reason;
+    }
+    // Send the close frame, then wait for the client's, so that the socket
+    // is not reset while the client still reads our last frames. A client
+    // that reads nothing gets the socket dropped after the timeout.
+    let _ = timeout(CLOSE_FLUSH, async {
+        if !writer_done {
+            let _ = (&mut writer).await;
+        }
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    })
+    .await;
+    peer.closer.reason().reason.to_owned()
+}

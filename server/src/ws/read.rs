@@ -1,0 +1,115 @@
+//! The reading half of a connection: limits first, then the protocol.
+
+use super::throttle::{Throttle, Verdict};
+use super::{Handler, Limits, Refusal};
+use crate::fanout::{close, CloseReason, Peer};
+use crate::metrics;
+use axum::extract::ws::Message;
+use futures::{Stream, StreamExt};
+use std::time::Duration;
+use tokio::time::timeout;
+
+/// The limits one connection is held to, with their state.
+struct Gate {
+    frames: Throttle,
+    bytes: Option<Throttle>,
+}
+
+impl Gate {
+    fn new(limits: &Limits) -> Self {
+        Gate {
+            frames: Throttle::new(limits.frames),
+            bytes: limits.bytes.map(Throttle::new),
+        }
+    }
+
+    fn check(&self, size: usize) -> Verdict {
+        match (self.frames.check(), &self.bytes) {
+            (Verdict::Allowed, Some(bytes)) => bytes.check_n(size),
+            (verdict, _) => verdict,
+        }
+    }
+}
+
+/// Reads until the connection ends; returns why, for the log.
+pub async fn read<S, H>(stream: &mut S, handler: &mut H, peer: &Peer, limits: &Limits) -> String
+where
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    H: Handler,
+{
+    let kind = H::KIND.as_str();
+    let gate = Gate::new(limits);
+    // Pings go out every interval; a healthy client answers each one.
+    let idle = limits.ping_interval * 2 + Duration::from_secs(1);
+    loop {
+        let message = match timeout(idle, stream.next()).await {
+            Err(_) => {
+                metrics::error(kind, "ping_timeout");
+                return closing(peer, close::PING_TIMEOUT);
+            }
+            Ok(None) => return "client went away".to_owned(),
+            Ok(Some(Err(err))) => return failed(err, handler, peer, limits),
+            Ok(Some(Ok(message))) => message,
+        };
+        let size = match &message {
+            Message::Text(text) => text.len(),
+            Message::Binary(data) => data.len(),
+            // Through the writer, so that the close reply is flushed.
+            Message::Close(_) => return closing(peer, close::CLIENT_CLOSED),
+            Message::Ping(_) | Message::Pong(_) => continue,
+        };
+        metrics::received(H::KIND, size);
+        let verdict = gate.check(size);
+        if verdict != Verdict::Allowed {
+            metrics::error(kind, "rate_limited");
+            peer.send(handler.refusal(Refusal::RateLimited));
+            if verdict == Verdict::Abuse {
+                return closing(peer, close::RATE_LIMITED);
+            }
+            continue;
+        }
+        let Message::Text(text) = message else {
+            metrics::error(kind, "binary");
+            peer.send(handler.refusal(Refusal::Binary));
+            match handler.on_binary() {
+                Some(why) => return closing(peer, why),
+                None => continue,
+            }
+        };
+        // Boxed: the protocol's work on a frame (broker calls included)
+        // would otherwise sit in every idle connection's task, which is
+        // allocated at its largest size.
+        if let Some(why) = Box::pin(handler.on_text(text)).await {
+            return closing(peer, why);
+        }
+    }
+}
+
+/// Closes the connection (through its writer) and says why.
+fn closing(peer: &Peer, why: CloseReason) -> String {
+    peer.closer.close(why);
+    why.reason.to_owned()
+}
+
+/// A frame that could not be read: the client is told when it can be.
+fn failed<H: Handler>(err: axum::Error, handler: &H, peer: &Peer, limits: &Limits) -> String {
+    let kind = H::KIND.as_str();
+    let cause = err
+        .into_inner()
+        .downcast::<tungstenite::Error>()
+        .map(|e| *e);
+    match cause {
+        Ok(tungstenite::Error::Capacity(_)) => {
+            metrics::error(kind, "too_large");
+            peer.send(handler.refusal(Refusal::TooLarge(limits.max_message_bytes)));
+            closing(peer, close::TOO_LARGE)
+        }
+        // A text frame that is not UTF-8: close 1007, not a dropped socket.
+        Ok(tungstenite::Error::Utf8(_)) => {
+            metrics::error(kind, "invalid_utf8");
+            peer.closer.close(close::NOT_UTF8);
+            "invalid UTF-8".to_owned()
+        }
+        _ => "read error".to_owned(),
+    }
+}

@@ -1,0 +1,77 @@
+//! Servers in this process: started on port 0 with `server::start`, their
+//! addresses read from the value it returns. Several of them can share one
+//! in-memory broker, and then behave as instances sharing a Redis: that is
+//! how multi-instance behaviour is tested in milliseconds.
+
+use super::Endpoint;
+use clap::Parser;
+use server::broker::memory::Shared;
+use server::config::Config;
+use server::{Backing, Listeners};
+use std::net::SocketAddr;
+use tokio_util::sync::CancellationToken;
+
+/// One in-process instance; stopped (drained) with [`Instance::stop`], or
+/// when the test's runtime ends.
+pub struct Instance {
+    pub running: server::Running,
+    shutdown: CancellationToken,
+}
+
+impl Instance {
+    /// An instance on the `shared` memory, on ephemeral loopback ports,
+    /// with these extra command-line settings.
+    pub async fn start(shared: &Shared, settings: &[&str]) -> Instance {
+        let mut args = vec![
+            "server",
+            "--bind",
+            "127.0.0.1",
+            "--port",
+            "0",
+            "--relay-port",
+            "0",
+            "--admin-port",
+            "0",
+        ];
+        args.extend_from_slice(settings);
+        let config = Config::try_parse_from(args).expect("valid settings");
+        let mut listeners = Listeners::bind(&config).expect("free ports");
+        // RELAY_PORT 0 means no relay port; the test wants one, anywhere.
+        let anywhere = "127.0.0.1:0".parse().expect("an address");
+        listeners.relay = Some(server::http::listener::bind(anywhere, false).expect("a port"));
+        let shutdown = CancellationToken::new();
+        let backing = Backing::Memory(shared.clone());
+        let running = server::start(listeners, config, backing, shutdown.clone())
+            .await
+            .expect("the instance starts");
+        Instance { running, shutdown }
+    }
+
+    /// Several instances on one shared memory.
+    pub async fn several(shared: &Shared, count: usize) -> Vec<Instance> {
+        let mut instances = Vec::with_capacity(count);
+        for _ in 0..count {
+            instances.push(Instance::start(shared, &[]).await);
+        }
+        instances
+    }
+
+    /// The relay's own port.
+    pub fn relay_port_url(&self) -> String {
+        let relay = self.running.relay.expect("a relay port");
+        format!("ws://{relay}/")
+    }
+
+    /// A clean stop: sockets closed with 1012, entries removed from the
+    /// shared broker.
+    pub async fn stop(self) {
+        self.shutdown.cancel();
+        self.running.stopped().await.expect("a clean stop");
+    }
+}
+
+impl Endpoint for Instance {
+    fn http(&self) -> SocketAddr {
+        self.running.http
+    }
+}
