@@ -72,105 +72,44 @@ enum Event {
     Outgoing(Command),
 }
 
+/// How a connection ended.
+enum Ended {
+    /// The person moved to another room: its socket opens at once.
+    Switched,
+    /// The socket closed or could not open: the next one waits a while.
+    Closed,
+}
+
+/// What the socket task keeps from one connection to the next.
+struct Carried {
+    session: Uuid,
+    /// The nickname to take again on every (re)connection.
+    pseudo: Option<String>,
+    /// Frames whose send failed or that were typed while the socket was
+    /// down: sent first, in order, on the next connection.
+    waiting: Vec<ClientMessage>,
+    /// Why messages were held back, told once the new room is joined (the
+    /// join would clear it otherwise).
+    held_back: Option<String>,
+}
+
 async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Option<String>) {
-    let session = session();
-    // The nickname to take again on every (re)connection.
-    let mut pseudo = saved;
-    // Frames whose send failed or that were typed while the socket was
-    // down: sent first, in order, on the next connection.
-    let mut waiting: Vec<ClientMessage> = Vec::new();
-    // Why messages were held back, told once the new room is joined (the
-    // join would clear it otherwise).
-    let mut held_back: Option<String> = None;
+    let mut carried = Carried {
+        session: session(),
+        pseudo: saved,
+        waiting: Vec::new(),
+        held_back: None,
+    };
     let mut failures: u32 = 0;
     loop {
         state.status.set(Status::Connecting);
         let opened = js_sys::Date::now();
-        let mut switched = false;
         let room = state.room.get_untracked();
-        if let Ok(socket) = WebSocket::open(&socket_url(&room, state.since())) {
-            let (mut sink, incoming) = socket.split();
-            state.reconnected();
-            let mut rejoining = false;
-            if pseudo.is_none() {
-                if let Some(notice) = held_back.take() {
-                    state.error.set(Some(notice));
-                }
-            }
-            if let Some(p) = pseudo.clone() {
-                rejoining = sink
-                    .send(encode(&ClientMessage::Join {
-                        pseudo: p,
-                        session: Some(session),
-                    }))
-                    .await
-                    .is_ok();
-            }
-            let incoming = incoming
-                .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
-                .chain(stream::once(async { Event::Closed }));
-            let retry: Vec<Command> = waiting.drain(..).map(Command::Send).collect();
-            let outgoing = stream::iter(retry).chain(queue.by_ref());
-            let mut events =
-                std::pin::pin!(stream::select(incoming, outgoing.map(Event::Outgoing)));
-            while let Some(event) = events.next().await {
-                match event {
-                    Event::Frame(Message::Text(text)) => {
-                        state.status.set(Status::Connected);
-                        let Some(event) = js_sys::JSON::parse(&text)
-                            .ok()
-                            .and_then(|frame| read_event(&frame))
-                        else {
-                            continue;
-                        };
-                        let joined = matches!(&event, ServerEvent::Joined { .. });
-                        let typist = match &event {
-                            ServerEvent::Typing { pseudo } => Some(pseudo.clone()),
-                            _ => None,
-                        };
-                        let error = state.apply(event);
-                        if let Some(pseudo) = typist {
-                            hide_typing_later(state, pseudo);
-                        }
-                        if joined {
-                            if let Some(notice) = held_back.take() {
-                                state.error.set(Some(notice));
-                            }
-                            rejoining = false;
-                            pseudo = state.me.get_untracked();
-                            store(PSEUDO_KEY, pseudo.as_deref());
-                        } else if rejoining
-                            && matches!(
-                                error,
-                                Some(ErrorCode::PseudoTaken | ErrorCode::InvalidPseudo)
-                            )
-                        {
-                            // Somebody took the nickname while we were away.
-                            rejoining = false;
-                            pseudo = None;
-                            state.me.set(None);
-                            store(PSEUDO_KEY, None);
-                        }
-                    }
-                    Event::Frame(Message::Bytes(_)) => {}
-                    Event::Outgoing(Command::Switch) => {
-                        switched = true;
-                        break;
-                    }
-                    Event::Outgoing(Command::Send(msg)) => {
-                        if let ClientMessage::Say { text } = &msg {
-                            state.sent(text);
-                        }
-                        if sink.send(encode(&msg)).await.is_err() {
-                            waiting.push(msg);
-                            break;
-                        }
-                    }
-                    Event::Closed => break,
-                }
-            }
-        }
-        if switched {
+        let ended = match WebSocket::open(&socket_url(&room, state.since())) {
+            Ok(socket) => converse(state, socket, &mut queue, &mut carried).await,
+            Err(_) => Ended::Closed,
+        };
+        if let Ended::Switched = ended {
             // Dropping the socket closed it; the new room's opens at once.
             failures = 0;
             continue;
@@ -183,20 +122,124 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
         } else {
             failures.saturating_add(1)
         };
-        // Waiting keeps what is typed meanwhile; a room switch ends it: the
-        // person asked for that room now.
-        let mut pause = std::pin::pin!(sleep(backoff(failures)));
-        loop {
-            match future::select(pause.as_mut(), queue.next()).await {
-                Either::Left(_) => break,
-                Either::Right((Some(Command::Switch), _)) => {
-                    held_back = hold_back_messages(state, &mut waiting);
+        if !pause(state, &mut queue, backoff(failures), &mut carried).await {
+            // The page is gone.
+            return;
+        }
+    }
+}
+
+/// One connection, from the rejoin to its end: server events go to the
+/// page, what the person sends goes out in order.
+async fn converse(
+    state: ChatState,
+    socket: WebSocket,
+    queue: &mut UnboundedReceiver<Command>,
+    carried: &mut Carried,
+) -> Ended {
+    let (mut sink, incoming) = socket.split();
+    state.reconnected();
+    if carried.pseudo.is_none() {
+        if let Some(notice) = carried.held_back.take() {
+            state.error.set(Some(notice));
+        }
+    }
+    let mut rejoining = false;
+    if let Some(pseudo) = carried.pseudo.clone() {
+        let join = ClientMessage::Join {
+            pseudo,
+            session: Some(carried.session),
+        };
+        rejoining = sink.send(encode(&join)).await.is_ok();
+    }
+    let incoming = incoming
+        .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
+        .chain(stream::once(async { Event::Closed }));
+    let retry: Vec<Command> = carried.waiting.drain(..).map(Command::Send).collect();
+    let outgoing = stream::iter(retry).chain(queue.by_ref());
+    let mut events = std::pin::pin!(stream::select(incoming, outgoing.map(Event::Outgoing)));
+    while let Some(event) = events.next().await {
+        match event {
+            Event::Frame(Message::Text(text)) => {
+                state.status.set(Status::Connected);
+                if let Some(event) = js_sys::JSON::parse(&text)
+                    .ok()
+                    .and_then(|frame| read_event(&frame))
+                {
+                    carried.apply(state, event, &mut rejoining);
+                }
+            }
+            Event::Frame(Message::Bytes(_)) => {}
+            Event::Outgoing(Command::Switch) => return Ended::Switched,
+            Event::Outgoing(Command::Send(msg)) => {
+                if let ClientMessage::Say { text } = &msg {
+                    state.sent(text);
+                }
+                if sink.send(encode(&msg)).await.is_err() {
+                    carried.waiting.push(msg);
                     break;
                 }
-                Either::Right((Some(Command::Send(msg)), _)) => waiting.push(msg),
-                // The page is gone.
-                Either::Right((None, _)) => return,
             }
+            Event::Closed => break,
+        }
+    }
+    Ended::Closed
+}
+
+impl Carried {
+    /// Shows a server event, and follows the nickname: kept once the
+    /// server confirms it, dropped when a rejoin finds it taken.
+    fn apply(&mut self, state: ChatState, event: ServerEvent, rejoining: &mut bool) {
+        let joined = matches!(&event, ServerEvent::Joined { .. });
+        let typist = match &event {
+            ServerEvent::Typing { pseudo } => Some(pseudo.clone()),
+            _ => None,
+        };
+        let error = state.apply(event);
+        if let Some(pseudo) = typist {
+            hide_typing_later(state, pseudo);
+        }
+        if joined {
+            if let Some(notice) = self.held_back.take() {
+                state.error.set(Some(notice));
+            }
+            *rejoining = false;
+            self.pseudo = state.me.get_untracked();
+            store(PSEUDO_KEY, self.pseudo.as_deref());
+        } else if *rejoining
+            && matches!(
+                error,
+                Some(ErrorCode::PseudoTaken | ErrorCode::InvalidPseudo)
+            )
+        {
+            // Somebody took the nickname while we were away.
+            *rejoining = false;
+            self.pseudo = None;
+            state.me.set(None);
+            store(PSEUDO_KEY, None);
+        }
+    }
+}
+
+/// Waits before the next connection. Waiting keeps what is typed
+/// meanwhile; a room switch ends it: the person asked for that room now.
+/// `false` when the page is gone.
+async fn pause(
+    state: ChatState,
+    queue: &mut UnboundedReceiver<Command>,
+    delay: Duration,
+    carried: &mut Carried,
+) -> bool {
+    let mut delay = std::pin::pin!(sleep(delay));
+    loop {
+        match future::select(delay.as_mut(), queue.next()).await {
+            Either::Left(_) => return true,
+            Either::Right((Some(Command::Switch), _)) => {
+                carried.held_back = hold_back_messages(state, &mut carried.waiting);
+                return true;
+            }
+            Either::Right((Some(Command::Send(msg)), _)) => carried.waiting.push(msg),
+            Either::Right((None, _)) => return false,
         }
     }
 }

@@ -27,87 +27,111 @@ pub trait Json: Sized {
 /// The event a frame carries, or `None` when it is not a server event this
 /// page knows (the page then ignores it, as it did with serde).
 pub fn read_event<J: Json>(frame: &J) -> Option<ServerEvent> {
-    let text = |key: &str| frame.member(key)?.string();
-    let count = |key: &str| whole(frame.member(key)?.number()?);
-    let names = |key: &str| -> Option<Vec<String>> {
-        frame.member(key)?.items()?.iter().map(J::string).collect()
-    };
-    Some(match text("type")?.as_str() {
-        "history" => ServerEvent::History {
-            epoch: text("epoch").unwrap_or_default(),
-            offset: count("offset").unwrap_or_default(),
-            recovered: frame
-                .member("recovered")
-                .map_or(Some(true), |b| b.boolean())?,
-            events: frame
-                .member("events")?
-                .items()?
-                .iter()
-                .map(read_event)
-                .collect::<Option<_>>()?,
-        },
+    Some(match text(frame, "type")?.as_str() {
+        "history" => read_history(frame)?,
         "joined" => ServerEvent::Joined {
-            pseudo: text("pseudo")?,
+            pseudo: text(frame, "pseudo")?,
             session: uuid(frame.member("session")?)?,
-            room: text("room")?,
+            room: text(frame, "room")?,
         },
-        "message" => ServerEvent::Message(ChatMessage {
-            epoch: text("epoch").unwrap_or_default(),
-            offset: count("offset").unwrap_or_default(),
-            id: uuid(frame.member("id")?)?,
-            author: text("author")?,
-            text: text("text")?,
-            ts: count("ts")?,
-        }),
-        "system" => ServerEvent::System(SystemMessage {
-            epoch: text("epoch").unwrap_or_default(),
-            offset: count("offset").unwrap_or_default(),
-            id: uuid(frame.member("id")?)?,
-            kind: match text("kind")?.as_str() {
-                "joined" => SystemKind::Joined,
-                "renamed" => SystemKind::Renamed,
-                "left" => SystemKind::Left,
-                _ => return None,
-            },
-            pseudo: text("pseudo")?,
-            previous: text("previous"),
-            ts: count("ts")?,
-        }),
+        "message" => ServerEvent::Message(read_message(frame)?),
+        "system" => ServerEvent::System(read_system(frame)?),
         "count" => ServerEvent::Count {
-            count: count("count")?,
+            count: count(frame, "count")?,
         },
         "error" => ServerEvent::Error {
-            code: ErrorCode::from_wire(&text("code")?)?,
-            message: text("message")?,
+            code: ErrorCode::from_wire(&text(frame, "code")?)?,
+            message: text(frame, "message")?,
         },
         "online" => ServerEvent::Online {
-            names: names("names")?,
-            more: count("more")?,
+            names: names(frame, "names")?,
+            more: count(frame, "more")?,
         },
         "online_changed" => ServerEvent::OnlineChanged {
-            added: names("added")?,
-            removed: names("removed")?,
-            more: count("more")?,
+            added: names(frame, "added")?,
+            removed: names(frame, "removed")?,
+            more: count(frame, "more")?,
         },
         "typing" => ServerEvent::Typing {
-            pseudo: text("pseudo")?,
+            pseudo: text(frame, "pseudo")?,
         },
         "rooms" => ServerEvent::Rooms {
             rooms: frame
                 .member("rooms")?
                 .items()?
                 .iter()
-                .map(|room| {
-                    Some(RoomSummary {
-                        name: room.member("name")?.string()?,
-                        count: whole(room.member("count")?.number()?)?,
-                        activity: whole(room.member("activity")?.number()?)?,
-                    })
-                })
+                .map(read_room)
                 .collect::<Option<_>>()?,
         },
         _ => return None,
     })
+}
+
+fn read_history<J: Json>(frame: &J) -> Option<ServerEvent> {
+    Some(ServerEvent::History {
+        epoch: text(frame, "epoch").unwrap_or_default(),
+        offset: count(frame, "offset").unwrap_or_default(),
+        recovered: frame
+            .member("recovered")
+            .map_or(Some(true), |b| b.boolean())?,
+        events: frame
+            .member("events")?
+            .items()?
+            .iter()
+            .map(read_event)
+            .collect::<Option<_>>()?,
+    })
+}
+
+fn read_message<J: Json>(frame: &J) -> Option<ChatMessage> {
+    Some(ChatMessage {
+        epoch: text(frame, "epoch").unwrap_or_default(),
+        offset: count(frame, "offset").unwrap_or_default(),
+        id: uuid(frame.member("id")?)?,
+        author: text(frame, "author")?,
+        text: text(frame, "text")?,
+        ts: count(frame, "ts")?,
+    })
+}
+
+fn read_system<J: Json>(frame: &J) -> Option<SystemMessage> {
+    Some(SystemMessage {
+        epoch: text(frame, "epoch").unwrap_or_default(),
+        offset: count(frame, "offset").unwrap_or_default(),
+        id: uuid(frame.member("id")?)?,
+        kind: match text(frame, "kind")?.as_str() {
+            "joined" => SystemKind::Joined,
+            "renamed" => SystemKind::Renamed,
+            "left" => SystemKind::Left,
+            _ => return None,
+        },
+        pseudo: text(frame, "pseudo")?,
+        previous: text(frame, "previous"),
+        ts: count(frame, "ts")?,
+    })
+}
+
+fn read_room<J: Json>(room: &J) -> Option<RoomSummary> {
+    Some(RoomSummary {
+        name: text(room, "name")?,
+        count: count(room, "count")?,
+        activity: count(room, "activity")?,
+    })
+}
+
+/// The string member `key` of an object.
+fn text<J: Json>(object: &J, key: &str) -> Option<String> {
+    object.member(key)?.string()
+}
+
+/// The count member `key` of an object (see [`whole`]).
+fn count<J: Json>(object: &J, key: &str) -> Option<u64> {
+    whole(object.member(key)?.number()?)
+}
+
+/// The member `key` of an object, as a list of strings.
+fn names<J: Json>(object: &J, key: &str) -> Option<Vec<String>> {
+    object.member(key)?.items()?.iter().map(J::string).collect()
 }
 
 /// A JSON number as a count: whole, not negative, and exact (JavaScript

@@ -6,7 +6,8 @@
 //! - [`protocol`]: message types (tagged by `"type"`) and the nickname,
 //!   message and room rules, used on both sides of the socket.
 //! - [`event_reader`]: server frames read without serde, for the browser.
-//! - [`relay`]: the action relay's frame rules (registration, later frames).
+//! - [`relay`]: the action relay's frames (registration, replies) and the
+//!   rules for them.
 //! - [`state`]: what the page shows, and how each server event changes it.
 //! - [`ui`]: the page components and the HTML shell.
 //! - [`nav`]: the room a URL names, and moving between rooms in place.

@@ -128,6 +128,11 @@ impl ChatState {
         self.mark_seen();
     }
 
+    /// Whether the server confirmed a nickname (tracked).
+    pub fn joined(&self) -> bool {
+        self.me.with(Option::is_some)
+    }
+
     /// The tab became visible (or hidden).
     pub fn set_hidden(&self, hidden: bool) {
         self.hidden.set_value(hidden);
@@ -213,49 +218,9 @@ impl ChatState {
                 offset,
                 recovered,
                 events,
-            } => {
-                for event in events {
-                    self.apply_event(event, false);
-                }
-                if !epoch.is_empty() {
-                    self.position.set(Some(Position { epoch, offset }));
-                } else if self.position.with_untracked(Option::is_none) {
-                    // The room had no event yet: resuming from "before the
-                    // first event" still tells a reconnect what it missed.
-                    self.position.set(Some(Position::default()));
-                }
-                if !recovered {
-                    self.unrecovered.set(true);
-                }
-            }
-            ServerEvent::Joined { pseudo, .. } => {
-                self.error.set(None);
-                self.my_names.update(|names| {
-                    if !names.contains(&pseudo) {
-                        names.push(pseudo.clone());
-                    }
-                });
-                self.me.set(Some(pseudo));
-            }
-            ServerEvent::Message(m) => {
-                let mine = self
-                    .my_names
-                    .with_untracked(|names| names.contains(&m.author));
-                if mine {
-                    let sent_here = self.in_flight.try_update(|texts| {
-                        let i = texts.iter().position(|t| *t == m.text)?;
-                        Some(texts.remove(i))
-                    });
-                    // A message of ours went through: an old error is moot.
-                    if sent_here.flatten().is_some() {
-                        self.error.set(None);
-                    }
-                } else if live && self.hidden.get_value() {
-                    self.unread.update(|n| *n += 1);
-                }
-                self.stop_typing(&m.author);
-                self.push(Entry::Message(m));
-            }
+            } => self.on_history(Position { epoch, offset }, recovered, events),
+            ServerEvent::Joined { pseudo, .. } => self.on_joined(pseudo),
+            ServerEvent::Message(m) => self.on_message(m, live),
             ServerEvent::System(s) => self.push(Entry::System(s)),
             ServerEvent::Count { count } => self.count.set(count),
             ServerEvent::Online { mut names, more } => {
@@ -268,52 +233,113 @@ impl ChatState {
                 added,
                 removed,
                 more,
-            } => {
-                self.online.update(|names| {
-                    names.retain(|n| !removed.contains(n));
-                    for name in added {
-                        if let Err(at) = names.binary_search(&name) {
-                            names.insert(at, name);
-                        }
-                    }
-                });
-                self.online_more.set(more);
-            }
-            ServerEvent::Typing { pseudo } => {
-                let mine = self.my_names.with_untracked(|n| n.contains(&pseudo));
-                if !mine {
-                    self.typing_stamps.update_value(|s| *s += 1);
-                    let stamp = self.typing_stamps.get_value();
-                    self.typing.update(|typing| {
-                        typing.retain(|(p, _)| *p != pseudo);
-                        typing.push((pseudo, stamp));
-                    });
-                }
-            }
-            ServerEvent::Rooms { rooms } => {
-                self.seen.update(|seen| {
-                    for room in &rooms {
-                        seen.entry(room.name.clone()).or_insert(room.activity);
-                    }
-                });
-                self.rooms.set(rooms);
-                self.mark_seen();
-            }
+            } => self.on_online_changed(added, removed, more),
+            ServerEvent::Typing { pseudo } => self.on_typing(pseudo),
+            ServerEvent::Rooms { rooms } => self.on_rooms(rooms),
             ServerEvent::Error { code, message } => {
-                if code == ErrorCode::Unavailable {
-                    // Refusals come back in the order the messages went.
-                    let oldest = self
-                        .in_flight
-                        .try_update(|texts| (!texts.is_empty()).then(|| texts.remove(0)));
-                    if let Some(text) = oldest.flatten() {
-                        self.returned.set(Some(text));
-                    }
-                }
-                self.error.set(Some(message));
+                self.on_error(code, message);
                 return Some(code);
             }
         }
         None
+    }
+
+    /// A history frame: its events, then the stream position it ends at
+    /// (an empty epoch when it has none).
+    fn on_history(&self, end: Position, recovered: bool, events: Vec<ServerEvent>) {
+        for event in events {
+            self.apply_event(event, false);
+        }
+        if !end.epoch.is_empty() {
+            self.position.set(Some(end));
+        } else if self.position.with_untracked(Option::is_none) {
+            // The room had no event yet: resuming from "before the
+            // first event" still tells a reconnect what it missed.
+            self.position.set(Some(Position::default()));
+        }
+        if !recovered {
+            self.unrecovered.set(true);
+        }
+    }
+
+    fn on_joined(&self, pseudo: String) {
+        self.error.set(None);
+        self.my_names.update(|names| {
+            if !names.contains(&pseudo) {
+                names.push(pseudo.clone());
+            }
+        });
+        self.me.set(Some(pseudo));
+    }
+
+    /// A chat message: one of ours settles what was in flight; another's
+    /// counts as unread while the tab is hidden.
+    fn on_message(&self, m: ChatMessage, live: bool) {
+        let mine = self
+            .my_names
+            .with_untracked(|names| names.contains(&m.author));
+        if mine {
+            let sent_here = self.in_flight.try_update(|texts| {
+                let i = texts.iter().position(|t| *t == m.text)?;
+                Some(texts.remove(i))
+            });
+            // A message of ours went through: an old error is moot.
+            if sent_here.flatten().is_some() {
+                self.error.set(None);
+            }
+        } else if live && self.hidden.get_value() {
+            self.unread.update(|n| *n += 1);
+        }
+        self.stop_typing(&m.author);
+        self.push(Entry::Message(m));
+    }
+
+    fn on_online_changed(&self, added: Vec<String>, removed: Vec<String>, more: u64) {
+        self.online.update(|names| {
+            names.retain(|n| !removed.contains(n));
+            for name in added {
+                if let Err(at) = names.binary_search(&name) {
+                    names.insert(at, name);
+                }
+            }
+        });
+        self.online_more.set(more);
+    }
+
+    /// Somebody else is typing (this page's own typing is not shown).
+    fn on_typing(&self, pseudo: String) {
+        let mine = self.my_names.with_untracked(|n| n.contains(&pseudo));
+        if !mine {
+            self.typing_stamps.update_value(|s| *s += 1);
+            let stamp = self.typing_stamps.get_value();
+            self.typing.update(|typing| {
+                typing.retain(|(p, _)| *p != pseudo);
+                typing.push((pseudo, stamp));
+            });
+        }
+    }
+
+    fn on_rooms(&self, rooms: Vec<RoomSummary>) {
+        self.seen.update(|seen| {
+            for room in &rooms {
+                seen.entry(room.name.clone()).or_insert(room.activity);
+            }
+        });
+        self.rooms.set(rooms);
+        self.mark_seen();
+    }
+
+    fn on_error(&self, code: ErrorCode, message: String) {
+        if code == ErrorCode::Unavailable {
+            // Refusals come back in the order the messages went.
+            let oldest = self
+                .in_flight
+                .try_update(|texts| (!texts.is_empty()).then(|| texts.remove(0)));
+            if let Some(text) = oldest.flatten() {
+                self.returned.set(Some(text));
+            }
+        }
+        self.error.set(Some(message));
     }
 
     /// Adds an entry unless it is already shown: history replayed after a

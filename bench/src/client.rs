@@ -2,9 +2,10 @@
 //! carries: who sent it, its sequence number and when it was sent.
 
 use anyhow::{bail, Context};
-use app::protocol::ClientMessage;
+use app::protocol::{ClientMessage, ServerEvent};
+use app::relay::{Registration, RelayReply};
 use futures::{SinkExt, StreamExt};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::borrow::Cow;
 use std::sync::OnceLock;
 use std::time::Instant;
@@ -61,13 +62,17 @@ async fn open(url: &str, origin: Option<&str>) -> anyhow::Result<Ws> {
 /// A relay client registered on `action`.
 pub async fn relay(port: u16, action: &str) -> anyhow::Result<Ws> {
     let mut ws = open(&format!("ws://127.0.0.1:{port}/"), None).await?;
-    let register = serde_json::json!({ "action": action }).to_string();
-    ws.send(Message::text(register)).await?;
+    let registration = Registration {
+        action,
+        token: None,
+    };
+    ws.send(Message::text(registration.encode())).await?;
     let reply = next_text(&mut ws).await?;
-    if !reply.contains("\"registered\"") {
-        bail!("relay registration refused: {reply}");
+    match RelayReply::decode(&reply) {
+        Some(RelayReply::Registered { .. }) => Ok(ws),
+        Some(RelayReply::Error { error }) => bail!("relay registration refused: {error}"),
+        None => bail!("not a reply to the relay registration: {reply}"),
     }
-    Ok(ws)
 }
 
 /// A chat socket on `room`, opened like a browser on that page would.
@@ -80,14 +85,18 @@ pub async fn chat(port: u16, room: &str) -> anyhow::Result<Ws> {
     .await
 }
 
+/// The text of a frame the load generator sends.
+pub fn to_json(frame: &impl Serialize) -> String {
+    // Plain structs of strings and numbers: serializing cannot fail.
+    serde_json::to_string(frame).expect("frames serialize")
+}
+
 pub async fn send_join(ws: &mut Ws, pseudo: &str) -> anyhow::Result<()> {
     let join = ClientMessage::Join {
         pseudo: pseudo.to_owned(),
         session: None,
     };
-    Ok(ws
-        .send(Message::text(serde_json::to_string(&join)?))
-        .await?)
+    Ok(ws.send(Message::text(to_json(&join))).await?)
 }
 
 /// Reads until the server confirms the join; the latest count seen on the way.
@@ -95,11 +104,14 @@ pub async fn await_joined(ws: &mut Ws) -> anyhow::Result<Option<u64>> {
     let mut count = None;
     loop {
         let text = next_text(ws).await?;
-        let frame: ChatFrame = serde_json::from_str(&text)?;
-        match frame.kind.as_ref() {
-            "joined" => return Ok(count),
-            "count" => count = frame.count,
-            "error" => bail!("join refused: {text}"),
+        let event: ServerEvent =
+            serde_json::from_str(&text).with_context(|| format!("not a chat event: {text}"))?;
+        match event {
+            ServerEvent::Joined { .. } => return Ok(count),
+            ServerEvent::Count { count: now } => count = Some(now),
+            ServerEvent::Error { code, message } => {
+                bail!("join refused ({}): {message}", code.as_str())
+            }
             _ => {}
         }
     }
@@ -125,22 +137,31 @@ pub struct Probe {
     pub t: u64,
 }
 
+/// A probe as a relay frame: the load generator's own payload, which the
+/// relay forwards as is. `p` pads it to [`PAYLOAD_BYTES`].
+#[derive(Serialize)]
+struct RelayProbe<'a> {
+    s: usize,
+    n: u64,
+    t: u64,
+    p: &'a str,
+}
+
 impl Probe {
     /// The frame a client sends for this probe, padded to [`PAYLOAD_BYTES`].
     pub fn frame(self, proto: Proto) -> String {
         let Probe { s, n, t } = self;
         match proto {
             Proto::Relay => {
-                let head = format!(r#"{{"s":{s},"n":{n},"t":{t},"p":""#);
-                let pad = PAYLOAD_BYTES.saturating_sub(head.len() + 2);
-                format!("{head}{}\"}}", "x".repeat(pad))
+                let bare = to_json(&RelayProbe { s, n, t, p: "" });
+                let pad = "x".repeat(PAYLOAD_BYTES.saturating_sub(bare.len()));
+                to_json(&RelayProbe { s, n, t, p: &pad })
             }
             Proto::Chat => {
                 let head = format!("{s} {n} {t} ");
                 let pad = PAYLOAD_BYTES.saturating_sub(head.len());
                 let text = format!("{head}{}", "x".repeat(pad));
-                // A struct of strings: serializing it cannot fail.
-                serde_json::to_string(&ClientMessage::Say { text }).unwrap_or_default()
+                to_json(&ClientMessage::Say { text })
             }
         }
     }
@@ -150,8 +171,11 @@ impl Probe {
         match proto {
             Proto::Relay => serde_json::from_str(frame).ok(),
             Proto::Chat => {
-                let frame: ChatFrame = serde_json::from_str(frame).ok()?;
-                let mut words = frame
+                let event: EventView = serde_json::from_str(frame).ok()?;
+                if event.kind != Kind::Message {
+                    return None;
+                }
+                let mut words = event
                     .text?
                     .split(' ')
                     .map(str::parse::<u64>)
@@ -165,32 +189,59 @@ impl Probe {
                     }),
                     _ => None,
                 }
-                .filter(|_| frame.kind == "message")
             }
         }
     }
 }
 
-/// The fields of a chat server event that the scenarios look at.
+/// The kinds of [`ServerEvent`] the scenarios tell apart while they run.
+#[derive(Clone, Copy, Debug, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "snake_case")]
+enum Kind {
+    Message,
+    Count,
+    #[serde(other)]
+    Other,
+}
+
+/// The fields of a [`ServerEvent`] that the scenarios read from every
+/// frame, borrowed from it: receivers read many thousand frames a second,
+/// and a whole `ServerEvent` would allocate each of its strings. The test
+/// `the_view_reads_what_the_server_writes` keeps it in step with the
+/// protocol's types.
 #[derive(Deserialize)]
-pub struct ChatFrame<'a> {
-    #[serde(rename = "type", borrow)]
-    pub kind: Cow<'a, str>,
+struct EventView<'a> {
+    #[serde(rename = "type")]
+    kind: Kind,
+    /// A message's text.
     #[serde(default, borrow)]
-    pub text: Option<Cow<'a, str>>,
+    text: Option<Cow<'a, str>>,
+    /// A count event's count.
     #[serde(default)]
-    pub count: Option<u64>,
+    count: Option<u64>,
 }
 
 /// The participant count in a chat frame, if it is a count event.
 pub fn count_of(frame: &str) -> Option<u64> {
-    let frame: ChatFrame = serde_json::from_str(frame).ok()?;
-    (frame.kind == "count").then_some(frame.count).flatten()
+    let event: EventView = serde_json::from_str(frame).ok()?;
+    (event.kind == Kind::Count).then_some(event.count).flatten()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use app::protocol::{ChatMessage, ErrorCode, RoomSummary, SystemKind, SystemMessage};
+
+    fn message(text: &str) -> ServerEvent {
+        ServerEvent::Message(ChatMessage {
+            epoch: "e".into(),
+            offset: 1,
+            id: Default::default(),
+            author: "a".into(),
+            text: text.into(),
+            ts: 1,
+        })
+    }
 
     #[test]
     fn probes_round_trip_through_what_the_server_sends() {
@@ -201,20 +252,85 @@ mod tests {
         };
         let relay = probe.frame(Proto::Relay);
         assert_eq!(relay.len(), PAYLOAD_BYTES);
+        assert_eq!(app::relay::check_frame(&relay), Ok(()));
         assert_eq!(Probe::read(Proto::Relay, &relay), Some(probe));
 
-        let say: serde_json::Value = serde_json::from_str(&probe.frame(Proto::Chat)).unwrap();
-        let text = say["text"].as_str().unwrap();
+        let ClientMessage::Say { text } = ClientMessage::decode(&probe.frame(Proto::Chat)).unwrap()
+        else {
+            panic!("a probe is a say");
+        };
         assert_eq!(text.len(), PAYLOAD_BYTES);
-        let event = serde_json::json!({
-            "type": "message", "id": "00000000-0000-0000-0000-000000000000",
-            "author": "a", "text": text, "ts": 1
+        let event = to_json(&message(&text));
+        assert_eq!(Probe::read(Proto::Chat, &event), Some(probe));
+        let count = to_json(&ServerEvent::Count { count: 7 });
+        assert_eq!(count_of(&count), Some(7));
+        assert_eq!(Probe::read(Proto::Chat, &count), None);
+        assert_eq!(count_of(&event), None);
+    }
+
+    #[test]
+    fn the_view_reads_what_the_server_writes() {
+        let system = ServerEvent::System(SystemMessage {
+            epoch: String::new(),
+            offset: 0,
+            id: Default::default(),
+            kind: SystemKind::Joined,
+            pseudo: "b".into(),
+            previous: None,
+            ts: 2,
         });
-        assert_eq!(Probe::read(Proto::Chat, &event.to_string()), Some(probe));
-        assert_eq!(count_of(r#"{"type":"count","count":7}"#), Some(7));
-        assert_eq!(
-            Probe::read(Proto::Chat, r#"{"type":"count","count":7}"#),
-            None
-        );
+        let events = [
+            // Escapes make serde_json hand over an owned copy.
+            message("1 2 3 \"quoted\" é"),
+            ServerEvent::Count { count: 7 },
+            system.clone(),
+            ServerEvent::Joined {
+                pseudo: "a".into(),
+                session: Default::default(),
+                room: "r".into(),
+            },
+            ServerEvent::Error {
+                code: ErrorCode::RateLimited,
+                message: "slow down".into(),
+            },
+            ServerEvent::Typing { pseudo: "b".into() },
+            ServerEvent::Online {
+                names: vec!["a".into()],
+                more: 3,
+            },
+            ServerEvent::OnlineChanged {
+                added: vec![],
+                removed: vec!["a".into()],
+                more: 0,
+            },
+            ServerEvent::Rooms {
+                rooms: vec![RoomSummary {
+                    name: "r".into(),
+                    count: 4,
+                    activity: 5,
+                }],
+            },
+            // The events inside a history are not the frame's own fields.
+            ServerEvent::History {
+                epoch: "e".into(),
+                offset: 2,
+                recovered: true,
+                events: vec![message("1 2 3"), system],
+            },
+        ];
+        for event in events {
+            let frame = to_json(&event);
+            let view: EventView = serde_json::from_str(&frame).unwrap();
+            let expected = match &event {
+                ServerEvent::Message(m) => (Kind::Message, Some(m.text.as_str()), None),
+                ServerEvent::Count { count } => (Kind::Count, None, Some(*count)),
+                _ => (Kind::Other, None, None),
+            };
+            assert_eq!(
+                (view.kind, view.text.as_deref(), view.count),
+                expected,
+                "{frame}"
+            );
+        }
     }
 }

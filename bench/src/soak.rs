@@ -291,9 +291,7 @@ async fn session(
             let rename = ClientMessage::Rename {
                 pseudo: format!("k{id}r{n}"),
             };
-            // A struct of strings: serializing it cannot fail.
-            let rename = serde_json::to_string(&rename).unwrap_or_default();
-            outcome = sink.send(Message::text(rename)).await;
+            outcome = sink.send(Message::text(client::to_json(&rename))).await;
             journal.lock().expect("journal").renames += 1;
         } else {
             let t = client::now_us();

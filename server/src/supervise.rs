@@ -4,9 +4,10 @@
 //! `/healthz`) and started again, instead of the instance going on deaf.
 
 use crate::metrics;
+use parking_lot::Mutex;
 use std::collections::BTreeMap;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
@@ -19,16 +20,11 @@ pub struct Restarts(Mutex<BTreeMap<&'static str, u64>>);
 
 impl Restarts {
     pub fn snapshot(&self) -> BTreeMap<&'static str, u64> {
-        self.0.lock().unwrap_or_else(|e| e.into_inner()).clone()
+        self.0.lock().clone()
     }
 
     fn record(&self, task: &'static str) {
-        *self
-            .0
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .entry(task)
-            .or_default() += 1;
+        *self.0.lock().entry(task).or_default() += 1;
         metrics::task_restarted(task);
     }
 }

@@ -2,9 +2,10 @@
 //! A connection takes a [`Slot`] and gives it back when the slot is dropped,
 //! wherever the connection ends.
 
+use parking_lot::Mutex;
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv6Addr};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 /// Why there is no slot.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +67,7 @@ impl Capacity {
 
     fn take(self: &Arc<Self>, ip: IpAddr, limit_address: bool) -> Result<Slot, Full> {
         let address = per_address_key(ip);
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock();
         if open.total >= self.max_total {
             return Err(Full::Instance);
         }
@@ -83,7 +84,7 @@ impl Capacity {
     }
 
     fn release(&self, address: IpAddr) {
-        let mut open = self.open.lock().unwrap_or_else(|e| e.into_inner());
+        let mut open = self.open.lock();
         open.total = open.total.saturating_sub(1);
         if let Some(count) = open.per_address.get_mut(&address) {
             *count -= 1;

@@ -5,8 +5,8 @@
 //! keeps probing and flips it back.
 
 use crate::metrics;
+use parking_lot::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 pub struct LinkStatus {
@@ -70,11 +70,7 @@ impl LinkStatus {
         self.pubsub_down.load(Ordering::Relaxed) == 0 && self.commands_up()
     }
 
-    fn since(&self) -> std::sync::MutexGuard<'_, Option<Instant>> {
-        // Only an instant is behind it: a panic elsewhere cannot leave it
-        // half-written.
-        self.answering_since
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
+    fn since(&self) -> parking_lot::MutexGuard<'_, Option<Instant>> {
+        self.answering_since.lock()
     }
 }

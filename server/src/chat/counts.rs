@@ -17,8 +17,9 @@ use crate::clock::now_ms;
 use crate::fanout::Topic;
 use crate::presence::Event;
 use app::protocol::{RoomSummary, ServerEvent, ONLINE_SHOWN, ROOMS_SHOWN};
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{BTreeSet, HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -87,18 +88,18 @@ impl Online {
 
 impl Counts {
     pub fn mark(&self, room: &str) {
-        let mut dirty = self.dirty.lock().unwrap_or_else(|e| e.into_inner());
+        let mut dirty = self.dirty.lock();
         if !dirty.contains(room) {
             dirty.insert(room.to_owned());
         }
     }
 
     fn take(&self) -> HashSet<String> {
-        std::mem::take(&mut *self.dirty.lock().unwrap_or_else(|e| e.into_inner()))
+        std::mem::take(&mut *self.dirty.lock())
     }
 
     fn told(&self) -> MutexGuard<'_, Told> {
-        self.told.lock().unwrap_or_else(|e| e.into_inner())
+        self.told.lock()
     }
 
     /// What a client opening a socket to the room starts from: a fresh

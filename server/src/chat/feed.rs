@@ -15,8 +15,9 @@ use crate::broker::{stamp, Broker, Stored};
 use crate::fanout::{ConnId, Hub, Peer, Topic};
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
 
@@ -48,7 +49,7 @@ impl Feeds {
     }
 
     fn lock(&self) -> MutexGuard<'_, HashMap<String, Feed>> {
-        self.rooms.lock().unwrap_or_else(|e| e.into_inner())
+        self.rooms.lock()
     }
 
     /// Adds a local listener to a room, following its stream from now on.

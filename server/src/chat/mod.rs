@@ -13,6 +13,7 @@
 mod announce;
 pub mod counts;
 pub mod feed;
+mod open;
 mod resume;
 mod sequencer;
 mod session;

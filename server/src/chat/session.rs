@@ -1,14 +1,13 @@
 //! One chat connection: it listens to its room from the start, then joins
 //! with a nickname to speak.
 
-use super::resume::{self, history_frame, Resume, Snapshot};
 use super::{encode, Chat, Opening};
-use crate::broker::{stamp, Claim, Member};
+use crate::broker::{Claim, Member};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::nickname;
 use crate::ws::throttle::{Throttle, Verdict};
-use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
+use crate::ws::{self, Handler, Outbound, Refusal, Socket};
 use app::protocol::{
     ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
     DEFAULT_ROOM,
@@ -68,64 +67,6 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         reason,
         "connection closed"
     );
-}
-
-impl Chat {
-    /// Listens to the room, then reads its stream: an event published in
-    /// between is never missed, and the preamble's filter keeps it from
-    /// being sent twice. Returns what the connection is sent first.
-    async fn open(&self, room: &str, id: ConnId, peer: &Peer, resume: &Resume) -> Preamble {
-        self.feeds.listen(room, id, peer.clone());
-        self.broker.subscribe(&Topic::Room(room.to_owned())).await;
-        let snapshot = match self.broker.read(room).await {
-            Ok(stored) => {
-                let snapshot = resume::resume(stored, resume);
-                self.feeds.start(room, &snapshot);
-                snapshot
-            }
-            Err(err) => {
-                tracing::warn!(conn = %id, room, error = %err, "cannot read the room's history");
-                self.feeds.repair(room);
-                Snapshot::unavailable()
-            }
-        };
-        let (online, rooms) = self.counts.snapshot(self, room).await;
-        // Written before anything queued meanwhile, which follows in order
-        // (minus the events the history already holds).
-        let frames = vec![
-            history_frame(&snapshot),
-            encode(&ServerEvent::Count {
-                count: online.count,
-            }),
-            encode(&online.event()),
-            encode(&ServerEvent::Rooms { rooms }),
-        ];
-        Preamble {
-            frames,
-            fresh: Some(after_history(snapshot.epoch, snapshot.offset)),
-        }
-    }
-}
-
-/// Drops the room events up to where a new connection's history ended:
-/// events published while the history was read arrive live too, and a
-/// reconnecting client gets each missed event once. Room events arrive in
-/// offset order, so the first one past the history ends the check.
-fn after_history(epoch: String, offset: u64) -> ws::Fresh {
-    let mut covered = Some((epoch, offset));
-    Box::new(move |frame: &str| {
-        let Some((until_epoch, until)) = &covered else {
-            return true;
-        };
-        match stamp::position(frame) {
-            None => true,
-            Some((epoch, at)) if epoch == until_epoch && at <= *until => false,
-            Some(_) => {
-                covered = None;
-                true
-            }
-        }
-    })
 }
 
 /// Chat actions with a bucket of their own (`JOIN_LIMIT_PER_MIN`,

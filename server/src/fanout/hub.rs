@@ -7,9 +7,10 @@ use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
 use futures::channel::mpsc;
 use futures::StreamExt;
+use parking_lot::RwLock;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock, RwLock};
+use std::sync::{Arc, OnceLock};
 use tokio_util::sync::CancellationToken;
 
 /// Asks a connection's writer to send a close frame and stop. The first
@@ -123,13 +124,13 @@ pub struct Hub {
 
 impl Hub {
     pub fn insert(&self, topic: &Topic, id: ConnId, peer: Peer) {
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let mut topics = self.topics.write();
         topics.entry(topic.clone()).or_default().insert(id, peer);
     }
 
     /// Removes a listener; true when it was the last of this process.
     pub fn remove(&self, topic: &Topic, id: ConnId) -> bool {
-        let mut topics = self.topics.write().unwrap_or_else(|e| e.into_inner());
+        let mut topics = self.topics.write();
         let Some(listeners) = topics.get_mut(topic) else {
             return false;
         };
@@ -144,7 +145,7 @@ impl Hub {
     /// Queues the same bytes for every local listener but `except`; returns
     /// how many got it.
     pub fn deliver(&self, topic: &Topic, frame: &Utf8Bytes, except: Option<ConnId>) -> usize {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics.read();
         let Some(listeners) = topics.get(topic) else {
             return 0;
         };
@@ -159,7 +160,7 @@ impl Hub {
 
     /// Sends one listener a last frame, then closes it.
     pub fn close_one(&self, topic: &Topic, id: ConnId, frame: Utf8Bytes, why: CloseReason) {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics.read();
         if let Some(peer) = topics.get(topic).and_then(|l| l.get(&id)) {
             peer.send(frame);
             peer.closer.close(why);
@@ -167,12 +168,12 @@ impl Hub {
     }
 
     pub fn topics(&self) -> Vec<Topic> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics.read();
         topics.keys().cloned().collect()
     }
 
     pub fn rooms(&self) -> Vec<String> {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics.read();
         topics
             .keys()
             .filter_map(|t| match t {
@@ -183,13 +184,13 @@ impl Hub {
     }
 
     pub fn has_listeners(&self, topic: &Topic) -> bool {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics.read();
         topics.contains_key(topic)
     }
 
     /// Open connections of a kind (each connection listens on one topic).
     pub fn connections(&self, kind: Kind) -> usize {
-        let topics = self.topics.read().unwrap_or_else(|e| e.into_inner());
+        let topics = self.topics.read();
         topics
             .iter()
             .filter(|(t, _)| t.kind() == kind)

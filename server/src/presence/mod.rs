@@ -19,8 +19,9 @@ use app::protocol::RoomSummary;
 use axum::extract::ws::Utf8Bytes;
 use futures::{stream, StreamExt, TryStreamExt};
 use local::Local;
+use parking_lot::{Mutex, MutexGuard};
 use std::collections::HashSet;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use tokio::sync::mpsc;
 
 /// What the chat is told by presence.
@@ -51,12 +52,6 @@ pub struct Presence {
 /// How many rooms and actions a refresh sends to the broker at once.
 const REFRESH_CONCURRENCY: usize = 32;
 
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // A panic while holding one of these locks cannot leave the data
-    // half-updated in a way that matters more than losing the instance.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
-}
-
 impl Presence {
     pub fn new(broker: Arc<dyn Broker>, events: mpsc::UnboundedSender<Event>) -> Self {
         Presence {
@@ -68,7 +63,7 @@ impl Presence {
     }
 
     fn local(&self) -> MutexGuard<'_, Local> {
-        lock(&self.local)
+        self.local.lock()
     }
 
     fn tell(&self, event: Event) {
@@ -86,7 +81,7 @@ impl Presence {
     /// A broker call failed: the change stays local, and the topic is told
     /// to the broker again once it answers.
     fn failed(&self, operation: &'static str, topic: Topic, err: &BrokerError) {
-        lock(&self.stale).insert(topic);
+        self.stale.lock().insert(topic);
         if matches!(err, BrokerError::Unreachable) {
             return;
         }
@@ -206,7 +201,7 @@ impl Presence {
     /// made while it did not answer; with `everything`, in every room and
     /// action (after a failed refresh).
     pub async fn refresh(&self, everything: bool) -> Result<(), BrokerError> {
-        let stale = std::mem::take(&mut *lock(&self.stale));
+        let stale = std::mem::take(&mut *self.stale.lock());
         let mut topics: HashSet<Topic> = {
             let local = self.local();
             let rooms = local.rooms().into_iter().map(Topic::Room);
@@ -225,7 +220,7 @@ impl Presence {
             .await;
         if result.is_err() {
             // Told again next time, in full.
-            lock(&self.stale).extend(stale);
+            self.stale.lock().extend(stale);
         }
         result.map(drop)
     }

@@ -13,9 +13,10 @@ use super::{
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use presence::{Caller, Presence};
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex, MutexGuard, RwLock};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streams::MemoryStreams;
 use uuid::Uuid;
@@ -41,24 +42,18 @@ struct Joined {
 
 impl Joined {
     fn follows(&self, topic: &Topic) -> bool {
-        lock(&self.topics).contains_key(topic)
+        self.topics.lock().contains_key(topic)
     }
-}
-
-fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
-    // Every critical section here is a map update that cannot stop half
-    // way: the data behind a poisoned lock is whole.
-    mutex.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 impl Shared {
     /// The registered relay clients of an action, on every instance.
     pub fn relay_clients(&self, action: &str) -> Vec<ConnId> {
-        lock(&self.0.presence).clients(action)
+        self.0.presence.lock().clients(action)
     }
 
-    fn instances(&self) -> std::sync::RwLockReadGuard<'_, Vec<Arc<Joined>>> {
-        self.0.instances.read().unwrap_or_else(|e| e.into_inner())
+    fn instances(&self) -> RwLockReadGuard<'_, Vec<Arc<Joined>>> {
+        self.0.instances.read()
     }
 
     /// Hands something to every other instance that `wants` it.
@@ -92,11 +87,7 @@ impl MemoryBroker {
             inbox,
             topics: Mutex::default(),
         });
-        let mut instances = shared
-            .0
-            .instances
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut instances = shared.0.instances.write();
         instances.push(me.clone());
         MemoryBroker {
             shared: shared.clone(),
@@ -116,7 +107,7 @@ impl MemoryBroker {
     }
 
     fn presence(&self) -> MutexGuard<'_, Presence> {
-        lock(&self.shared.0.presence)
+        self.shared.0.presence.lock()
     }
 
     fn last_of(&self, last_here: bool) -> Option<Uuid> {
@@ -128,12 +119,7 @@ impl MemoryBroker {
 /// expires, as a crashed instance's does in Redis.
 impl Drop for MemoryBroker {
     fn drop(&mut self) {
-        let mut instances = self
-            .shared
-            .0
-            .instances
-            .write()
-            .unwrap_or_else(|e| e.into_inner());
+        let mut instances = self.shared.0.instances.write();
         instances.retain(|joined| !Arc::ptr_eq(joined, &self.me));
     }
 }
@@ -153,11 +139,11 @@ impl Broker for MemoryBroker {
     }
 
     async fn subscribe(&self, topic: &Topic) {
-        *lock(&self.me.topics).entry(topic.clone()).or_default() += 1;
+        *self.me.topics.lock().entry(topic.clone()).or_default() += 1;
     }
 
     fn unsubscribe(&self, topic: &Topic) {
-        let mut topics = lock(&self.me.topics);
+        let mut topics = self.me.topics.lock();
         if let Some(count) = topics.get_mut(topic) {
             *count -= 1;
             if *count == 0 {

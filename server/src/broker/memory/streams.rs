@@ -5,8 +5,8 @@
 use crate::broker::{stamp, Stored};
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
 use std::collections::{HashMap, VecDeque};
-use std::sync::Mutex;
 
 #[derive(Default)]
 pub struct MemoryStreams {
@@ -21,7 +21,7 @@ struct Room {
 
 impl MemoryStreams {
     pub fn append(&self, room: &str, frame: &str) -> Utf8Bytes {
-        let mut rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let mut rooms = self.rooms.lock();
         let room = rooms.entry(room.to_owned()).or_insert_with(|| Room {
             epoch: stamp::new_epoch(),
             offset: 0,
@@ -37,7 +37,7 @@ impl MemoryStreams {
     }
 
     pub fn read(&self, room: &str) -> Stored {
-        let rooms = self.rooms.lock().unwrap_or_else(|e| e.into_inner());
+        let rooms = self.rooms.lock();
         rooms.get(room).map_or_else(Stored::default, |r| Stored {
             epoch: r.epoch.clone(),
             offset: r.offset,

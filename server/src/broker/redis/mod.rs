@@ -13,6 +13,7 @@
 
 pub mod client;
 pub mod keys;
+mod link;
 mod presence;
 mod pubsub;
 mod streams;

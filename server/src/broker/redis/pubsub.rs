@@ -18,17 +18,15 @@
 
 use super::client::{publish_command, Commands, Target};
 use super::keys::{topic_partition, Channel, Keys, PARTITIONS};
+use super::link::{Incoming, Link, PUBSUB_TIMEOUT};
 use crate::broker::{stamp, BrokerError, Envelope, Inbox, LinkStatus};
 use crate::fanout::Topic;
 use crate::metrics;
 use backon::{BackoffBuilder, ExponentialBuilder};
-use futures::StreamExt;
-use redis::aio::{PubSubSink, PubSubStream};
-use redis::cluster::ClusterConfig;
-use redis::cluster_async::ClusterConnection;
-use redis::{Msg, PushInfo, PushKind};
+use parking_lot::{Mutex, MutexGuard};
+use redis::Msg;
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::{sleep, timeout};
@@ -38,8 +36,6 @@ use uuid::Uuid;
 /// How long a new listener waits for its subscription before going on
 /// without it (Redis is then down; the supervisor subscribes on reconnect).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
-/// Bound on every pub/sub round trip, so a silent Redis is noticed.
-const PUBSUB_TIMEOUT: Duration = Duration::from_secs(3);
 /// Keepalive: each subscription connection is probed this often.
 const PUBSUB_PING: Duration = Duration::from_secs(5);
 
@@ -68,8 +64,7 @@ pub struct Common {
 
 impl Common {
     fn wanted(&self) -> MutexGuard<'_, HashMap<Topic, usize>> {
-        // A map of counters: whole behind a poisoned lock.
-        self.wanted.lock().unwrap_or_else(|e| e.into_inner())
+        self.wanted.lock()
     }
 }
 
@@ -198,8 +193,7 @@ struct Shard {
 impl Shard {
     async fn run(&self, requests: &mut mpsc::UnboundedReceiver<SyncRequest>) {
         let common = &self.common;
-        let shard = self.partition.map_or("all".to_owned(), |p| p.to_string());
-        let address = &common.address;
+        let shard = self.name();
         let backoff = ExponentialBuilder::default()
             // Capped low: cross-instance delivery must resume within about
             // a second of Redis answering again.
@@ -214,38 +208,15 @@ impl Shard {
                 _ = common.shutdown.cancelled() => return,
                 result = timeout(PUBSUB_TIMEOUT, Link::connect(&common.target)) => result,
             };
+            let address = &common.address;
             match connected {
-                Ok(Ok(mut link)) => {
-                    let mut subscribed = HashSet::new();
-                    match self.reconcile(&mut link, &mut subscribed).await {
-                        Ok(()) => {
-                            let _up = common.status.pubsub_up();
-                            // Redis answers: commands may go to it again
-                            // without waiting for the next refresh.
-                            common.status.set_commands(true);
-                            // Events published while the subscription was
-                            // down are read back from the streams.
-                            for topic in &self.topics() {
-                                if let Topic::Room(room) = topic {
-                                    common.inbox.missed(room);
-                                }
-                            }
-                            delays = backoff.build();
-                            if was_connected {
-                                metrics::redis_reconnected();
-                            }
-                            tracing::info!(redis = %address, shard, channels = subscribed.len(), "Redis pub/sub connected");
-                            was_connected = true;
-                            common.inbox.reconnected();
-                            self.listen(&mut link, &mut subscribed, requests).await;
-                            if common.shutdown.is_cancelled() {
-                                return;
-                            }
-                            tracing::warn!(redis = %address, shard, "lost a Redis pub/sub connection; local delivery goes on; reconnecting");
-                        }
-                        Err(err) => {
-                            tracing::warn!(redis = %address, shard, error = %err, "Redis subscribe failed; retrying");
-                        }
+                Ok(Ok(link)) => {
+                    if self.serve(link, was_connected, requests).await {
+                        delays = backoff.build();
+                        was_connected = true;
+                    }
+                    if common.shutdown.is_cancelled() {
+                        return;
                     }
                 }
                 Ok(Err(err)) => {
@@ -256,18 +227,72 @@ impl Shard {
                 }
             }
             let delay = delays.next().unwrap_or(Duration::from_millis(800));
-            // Listeners that join meanwhile must not wait for a subscription
-            // that cannot happen now; the next connection subscribes them.
-            let pause = sleep(delay);
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    _ = common.shutdown.cancelled() => return,
-                    _ = &mut pause => break,
-                    Some(request) = requests.recv() => {
-                        if let Some(done) = request {
-                            let _ = done.send(());
-                        }
+            if !self.pause(delay, requests).await {
+                return;
+            }
+        }
+    }
+
+    /// `all` on a single Redis, the partition in a cluster, for the logs.
+    fn name(&self) -> String {
+        self.partition.map_or("all".to_owned(), |p| p.to_string())
+    }
+
+    /// Subscribes a new connection and listens on it until it is lost;
+    /// false if it could not even subscribe.
+    async fn serve(
+        &self,
+        mut link: Link,
+        was_connected: bool,
+        requests: &mut mpsc::UnboundedReceiver<SyncRequest>,
+    ) -> bool {
+        let common = &self.common;
+        let (address, shard) = (&common.address, self.name());
+        let mut subscribed = HashSet::new();
+        if let Err(err) = self.reconcile(&mut link, &mut subscribed).await {
+            tracing::warn!(redis = %address, shard, error = %err, "Redis subscribe failed; retrying");
+            return false;
+        }
+        let _up = common.status.pubsub_up();
+        // Redis answers: commands may go to it again without waiting for
+        // the next refresh.
+        common.status.set_commands(true);
+        // Events published while the subscription was down are read back
+        // from the streams.
+        for topic in &self.topics() {
+            if let Topic::Room(room) = topic {
+                common.inbox.missed(room);
+            }
+        }
+        if was_connected {
+            metrics::redis_reconnected();
+        }
+        tracing::info!(redis = %address, shard, channels = subscribed.len(), "Redis pub/sub connected");
+        common.inbox.reconnected();
+        self.listen(&mut link, &mut subscribed, requests).await;
+        if !common.shutdown.is_cancelled() {
+            tracing::warn!(redis = %address, shard, "lost a Redis pub/sub connection; local delivery goes on; reconnecting");
+        }
+        true
+    }
+
+    /// Waits before connecting again; false on shutdown. Listeners that
+    /// join meanwhile must not wait for a subscription that cannot happen
+    /// now: the next connection subscribes them.
+    async fn pause(
+        &self,
+        delay: Duration,
+        requests: &mut mpsc::UnboundedReceiver<SyncRequest>,
+    ) -> bool {
+        let pause = sleep(delay);
+        tokio::pin!(pause);
+        loop {
+            tokio::select! {
+                _ = self.common.shutdown.cancelled() => return false,
+                _ = &mut pause => return true,
+                Some(request) = requests.recv() => {
+                    if let Some(done) = request {
+                        let _ = done.send(());
                     }
                 }
             }
@@ -387,91 +412,6 @@ impl Shard {
             // on as they come, like relay frames.
             _ if envelope.origin == common.instance => {}
             _ => common.inbox.frame(&topic, &envelope),
-        }
-    }
-}
-
-/// A subscription connection: plain pub/sub on one Redis, sharded pub/sub
-/// through the cluster client (which follows its slot to whichever node
-/// holds it) in a Redis Cluster.
-enum Link {
-    Plain(PubSubSink, PubSubStream),
-    Sharded(ClusterConnection, mpsc::UnboundedReceiver<PushInfo>),
-}
-
-enum Incoming {
-    Message(Msg),
-    /// The server ended the subscription to this channel.
-    Unsubscribed(String),
-    Lost,
-    Other,
-}
-
-impl Link {
-    async fn connect(target: &Target) -> redis::RedisResult<Link> {
-        match target {
-            Target::Single(client) => {
-                let (sink, stream) = client.get_async_pubsub().await?.split();
-                Ok(Link::Plain(sink, stream))
-            }
-            Target::Cluster { pubsub, .. } => {
-                let (pushes, received) = mpsc::unbounded_channel();
-                let config = ClusterConfig::new()
-                    .set_connection_timeout(PUBSUB_TIMEOUT)
-                    .set_response_timeout(PUBSUB_TIMEOUT)
-                    .set_push_sender(pushes);
-                let conn = pubsub.get_async_connection_with_config(config).await?;
-                Ok(Link::Sharded(conn, received))
-            }
-        }
-    }
-
-    async fn subscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
-        match self {
-            Link::Plain(sink, _) => sink.subscribe(channels).await,
-            Link::Sharded(conn, _) => conn.ssubscribe(channels).await,
-        }
-    }
-
-    async fn unsubscribe(&mut self, channels: &[String]) -> redis::RedisResult<()> {
-        match self {
-            Link::Plain(sink, _) => sink.unsubscribe(channels).await,
-            Link::Sharded(conn, _) => conn.sunsubscribe(channels).await,
-        }
-    }
-
-    /// Checks that the connection answers; in a cluster, that the node
-    /// holding the shard's slot does (subscribing again to a channel
-    /// already followed changes nothing).
-    async fn probe(&mut self, channel: &str) -> redis::RedisResult<()> {
-        match self {
-            // In subscribed mode the reply is an array, not "PONG".
-            Link::Plain(sink, _) => sink.ping::<redis::Value>().await.map(drop),
-            Link::Sharded(conn, _) => conn.ssubscribe(channel).await,
-        }
-    }
-
-    async fn next(&mut self) -> Incoming {
-        match self {
-            Link::Plain(_, stream) => stream
-                .next()
-                .await
-                .map_or(Incoming::Lost, Incoming::Message),
-            Link::Sharded(_, pushes) => {
-                let Some(push) = pushes.recv().await else {
-                    return Incoming::Lost;
-                };
-                match push.kind {
-                    PushKind::Disconnection => Incoming::Lost,
-                    PushKind::SUnsubscribe => match push.data.first() {
-                        Some(redis::Value::BulkString(channel)) => {
-                            Incoming::Unsubscribed(String::from_utf8_lossy(channel).into_owned())
-                        }
-                        _ => Incoming::Other,
-                    },
-                    _ => Msg::from_push_info(push).map_or(Incoming::Other, Incoming::Message),
-                }
-            }
         }
     }
 }

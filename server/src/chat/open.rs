@@ -1,0 +1,74 @@
+//! What a new chat connection is sent first: the room's history from
+//! where the client resumes, the count, the online list and the room list,
+//! with nothing missed or sent twice in between.
+
+use super::resume::{self, history_frame, Resume, Snapshot};
+use super::{encode, Chat};
+use crate::broker::stamp;
+use crate::fanout::{ConnId, Peer, Topic};
+use crate::ws::{self, Preamble};
+use app::protocol::ServerEvent;
+
+impl Chat {
+    /// Listens to the room, then reads its stream: an event published in
+    /// between is never missed, and the preamble's filter keeps it from
+    /// being sent twice. Returns what the connection is sent first.
+    pub(super) async fn open(
+        &self,
+        room: &str,
+        id: ConnId,
+        peer: &Peer,
+        resume: &Resume,
+    ) -> Preamble {
+        self.feeds.listen(room, id, peer.clone());
+        self.broker.subscribe(&Topic::Room(room.to_owned())).await;
+        let snapshot = match self.broker.read(room).await {
+            Ok(stored) => {
+                let snapshot = resume::resume(stored, resume);
+                self.feeds.start(room, &snapshot);
+                snapshot
+            }
+            Err(err) => {
+                tracing::warn!(conn = %id, room, error = %err, "cannot read the room's history");
+                self.feeds.repair(room);
+                Snapshot::unavailable()
+            }
+        };
+        let (online, rooms) = self.counts.snapshot(self, room).await;
+        // Written before anything queued meanwhile, which follows in order
+        // (minus the events the history already holds).
+        let frames = vec![
+            history_frame(&snapshot),
+            encode(&ServerEvent::Count {
+                count: online.count,
+            }),
+            encode(&online.event()),
+            encode(&ServerEvent::Rooms { rooms }),
+        ];
+        Preamble {
+            frames,
+            fresh: Some(after_history(snapshot.epoch, snapshot.offset)),
+        }
+    }
+}
+
+/// Drops the room events up to where a new connection's history ended:
+/// events published while the history was read arrive live too, and a
+/// reconnecting client gets each missed event once. Room events arrive in
+/// offset order, so the first one past the history ends the check.
+fn after_history(epoch: String, offset: u64) -> ws::Fresh {
+    let mut covered = Some((epoch, offset));
+    Box::new(move |frame: &str| {
+        let Some((until_epoch, until)) = &covered else {
+            return true;
+        };
+        match stamp::position(frame) {
+            None => true,
+            Some((epoch, at)) if epoch == until_epoch && at <= *until => false,
+            Some(_) => {
+                covered = None;
+                true
+            }
+        }
+    })
+}
