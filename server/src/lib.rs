@@ -55,4 +55,7 @@ pub mod relay;
 pub mod supervise;
 pub mod ws;
 
+#[cfg(test)]
+mod testing;
+
 pub use instance::{run, start, Backing, Listeners, Running};

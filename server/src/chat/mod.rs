@@ -212,12 +212,11 @@ pub async fn upgrade(
         Err(refused) => return refused.into_response(),
     };
     let Ok(Query(query)) = query else {
-        let reason = "last_seen must be a message id (uuid)";
-        return (StatusCode::BAD_REQUEST, reason).into_response();
+        return Refused::Query("last_seen must be a message id (uuid)").into_response();
     };
     let opening = match chat.opening(query, peer.ip(), &headers) {
         Ok(opening) => opening,
-        Err(refused) => return refused,
+        Err(refused) => return refused.into_response(),
     };
     let max = chat.limits.socket.max_message_bytes;
     let tasks = chat.tasks.clone();
@@ -237,17 +236,15 @@ impl Chat {
         query: ChatQuery,
         peer: IpAddr,
         headers: &HeaderMap,
-    ) -> Result<Opening, Response> {
-        let resume = query
-            .resume()
-            .map_err(|reason| (StatusCode::BAD_REQUEST, reason).into_response())?;
+    ) -> Result<Opening, Refused> {
+        let resume = query.resume().map_err(Refused::Query)?;
         let room = query
             .room
             .clone()
             .unwrap_or_else(|| DEFAULT_ROOM.to_owned());
         if !valid_room(&room) {
             let reason = "room must be 1 to 64 letters, digits, '-' or '_'";
-            return Err((StatusCode::BAD_REQUEST, reason).into_response());
+            return Err(Refused::Query(reason));
         }
         let name = self.token_name(&query, &room)?;
         Ok(Opening {
@@ -260,7 +257,7 @@ impl Chat {
 
     /// With CHAT_AUTH=required, the token's name is the only nickname this
     /// socket may take; refused before the WebSocket exists.
-    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<Pseudo>, Response> {
+    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<Pseudo>, Refused> {
         let Some(verifier) = &self.auth else {
             return Ok(None);
         };
@@ -278,11 +275,30 @@ impl Chat {
             .and_then(|name| Pseudo::parse(&name).map_err(|_| auth::Refused::NoName));
         granted.map(Some).map_err(|refused| {
             metrics::error("chat", refused.label());
-            let status = match refused {
-                auth::Refused::OutOfScope => StatusCode::FORBIDDEN,
-                _ => StatusCode::UNAUTHORIZED,
-            };
-            (status, refused.to_string()).into_response()
+            Refused::Token(refused)
         })
+    }
+}
+
+/// Why a chat socket is refused before it opens.
+enum Refused {
+    /// The query is not what the protocol says (400).
+    Query(&'static str),
+    /// The access token is missing, invalid or out of scope (401, 403).
+    Token(auth::Refused),
+}
+
+impl IntoResponse for Refused {
+    fn into_response(self) -> Response {
+        match self {
+            Refused::Query(reason) => (StatusCode::BAD_REQUEST, reason).into_response(),
+            Refused::Token(refused) => {
+                let status = match refused {
+                    auth::Refused::OutOfScope => StatusCode::FORBIDDEN,
+                    _ => StatusCode::UNAUTHORIZED,
+                };
+                (status, refused.to_string()).into_response()
+            }
+        }
     }
 }

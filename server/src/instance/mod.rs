@@ -7,7 +7,7 @@
 //! share one in-memory broker ([`Backing::Memory`]).
 
 mod drain;
-mod inbound;
+pub mod inbound;
 mod parts;
 
 use crate::broker::memory::Shared;

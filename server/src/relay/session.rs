@@ -194,3 +194,113 @@ impl RelaySession {
         None
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::broker::memory::Shared;
+    use crate::testing::{self, Remote};
+    use governor::Quota;
+    use std::num::NonZeroU32;
+    use std::time::Duration;
+    use tokio_util::sync::CancellationToken;
+    use tokio_util::task::TaskTracker;
+
+    fn relay(shared: &Shared) -> Arc<Relay> {
+        let parts = testing::parts(shared);
+        let per_second = |n| Quota::per_second(NonZeroU32::new(n).unwrap());
+        Arc::new(Relay {
+            instance: parts.instance,
+            broker: parts.broker,
+            presence: parts.presence,
+            hub: parts.hub,
+            guard: parts.guard,
+            auth: None,
+            limits: ws::Limits {
+                max_message_bytes: 1024,
+                ping_interval: Duration::from_secs(20),
+                frames: per_second(100),
+                bytes: Some(per_second(100_000)),
+            },
+            outbound_queue: 16,
+            shutdown: CancellationToken::new(),
+            tasks: TaskTracker::new(),
+        })
+    }
+
+    fn connect(relay: &Arc<Relay>) -> Remote {
+        let (socket, remote) = testing::socket();
+        tokio::spawn(run(relay.clone(), socket, None));
+        remote
+    }
+
+    async fn registered(relay: &Arc<Relay>, action: &str) -> (Remote, Uuid) {
+        let mut client = connect(relay);
+        client.text(&format!(r#"{{"action":"{action}"}}"#));
+        let reply = client.next().await.expect("a reply");
+        match RelayReply::decode(&reply) {
+            Some(RelayReply::Registered { id, .. }) => (client, id),
+            other => panic!("not registered: {other:?}"),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_first_frame_without_an_action_is_refused_and_closed() {
+        let relay = relay(&Shared::default());
+        for first in [r#"{"no":"action"}"#, "not json", r#"{"action":""}"#] {
+            let mut client = connect(&relay);
+            client.text(first);
+            let reply = client.next().await.expect("an error");
+            assert!(matches!(
+                RelayReply::decode(&reply),
+                Some(RelayReply::Error { .. })
+            ));
+            assert_eq!(client.next().await, Err(Some(close::POLICY)), "{first}");
+        }
+        let mut client = connect(&relay);
+        client.binary(b"{\"action\":\"a\"}");
+        assert!(client.next().await.is_ok(), "an error frame first");
+        assert_eq!(client.next().await, Err(Some(close::POLICY)));
+    }
+
+    #[tokio::test]
+    async fn frames_go_to_the_other_clients_of_the_action_on_every_instance() {
+        let shared = Shared::default();
+        let (here, there) = (relay(&shared), relay(&shared));
+        let (mut a, _) = registered(&here, "lights").await;
+        let (mut b, _) = registered(&there, "lights").await;
+        let (mut c, _) = registered(&here, "lights").await;
+        let (elsewhere, _) = registered(&there, "other").await;
+        let frame = r#"{ "on" : true }"#;
+        a.text(frame);
+        assert_eq!(b.next().await.unwrap(), frame);
+        assert_eq!(c.next().await.unwrap(), frame);
+        // Not JSON: refused to its sender alone, which stays connected.
+        b.text("{oops");
+        let reply = b.next().await.unwrap();
+        assert!(matches!(
+            RelayReply::decode(&reply),
+            Some(RelayReply::Error { .. })
+        ));
+        // What each gets next is the fence: nothing crossed before it.
+        elsewhere.text(r#"{"x":1}"#);
+        c.text(r#"{"fence":1}"#);
+        assert_eq!(a.next().await.unwrap(), r#"{"fence":1}"#);
+        assert_eq!(b.next().await.unwrap(), r#"{"fence":1}"#);
+    }
+
+    #[tokio::test]
+    async fn a_client_that_goes_away_leaves_the_registry() {
+        let shared = Shared::default();
+        let relay = relay(&shared);
+        let (client, id) = registered(&relay, "a").await;
+        assert_eq!(shared.relay_clients("a"), vec![id]);
+        drop(client);
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while !shared.relay_clients("a").is_empty() {
+            assert!(tokio::time::Instant::now() < deadline, "still registered");
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert!(!relay.hub.has_listeners(&Topic::Action("a".into())));
+    }
+}
