@@ -5,10 +5,8 @@
 use crate::admission::client_ip::ProxyHeader;
 use crate::admission::{Guard, Policy};
 use crate::broker::memory::{MemoryBroker, Shared};
-use crate::broker::Broker;
-use crate::chat::{Counts, Feeds};
-use crate::fanout::Hub;
-use crate::instance::inbound::Inbound;
+use crate::broker::{Broker, Envelope, Inbox};
+use crate::fanout::{Hub, Topic};
 use crate::presence::{Event, Presence};
 use axum::extract::ws::{Message, Utf8Bytes};
 use futures::channel::mpsc;
@@ -101,24 +99,33 @@ impl Remote {
 pub struct Parts {
     pub instance: Uuid,
     pub hub: Arc<Hub>,
-    pub feeds: Arc<Feeds>,
-    pub counts: Arc<Counts>,
     pub broker: Arc<dyn Broker>,
     pub presence: Arc<Presence>,
     pub events: tokio::sync::mpsc::UnboundedReceiver<Event>,
     pub guard: Arc<Guard>,
 }
 
-pub fn parts(shared: &Shared) -> Parts {
+/// Hands other instances' frames to the hub (what the relay needs).
+pub struct HubInbox(pub Arc<Hub>);
+
+impl Inbox for HubInbox {
+    fn room_event(&self, _room: &str, _frame: Utf8Bytes) {}
+
+    fn frame(&self, topic: &Topic, envelope: &Envelope) {
+        self.0.deliver(topic, &envelope.frame, envelope.except);
+    }
+
+    fn presence_changed(&self, _room: &str) {}
+
+    fn missed(&self, _room: &str) {}
+
+    fn reconnected(&self) {}
+}
+
+/// An instance's parts on the `shared` memory, around its `hub`, with
+/// what other instances send going to `inbox`.
+pub fn parts(shared: &Shared, hub: Arc<Hub>, inbox: Arc<dyn Inbox>) -> Parts {
     let instance = Uuid::new_v4();
-    let hub = Arc::new(Hub::default());
-    let feeds = Feeds::new(hub.clone());
-    let counts = Arc::new(Counts::default());
-    let inbox = Arc::new(Inbound {
-        hub: hub.clone(),
-        feeds: feeds.clone(),
-        counts: counts.clone(),
-    });
     let ttl = Duration::from_secs(10);
     let broker: Arc<dyn Broker> = Arc::new(MemoryBroker::join(shared, instance, ttl, inbox));
     let (tell, events) = tokio::sync::mpsc::unbounded_channel();
@@ -136,8 +143,6 @@ pub fn parts(shared: &Shared) -> Parts {
     Parts {
         instance,
         hub,
-        feeds,
-        counts,
         broker,
         presence,
         events,

@@ -13,6 +13,7 @@
 mod announce;
 pub mod counts;
 pub mod feed;
+mod inbound;
 mod open;
 mod resume;
 mod sequencer;
@@ -34,6 +35,7 @@ use axum::response::{IntoResponse, Response};
 pub use counts::Counts;
 pub use feed::Feeds;
 use governor::{DefaultKeyedRateLimiter, Quota};
+pub use inbound::Inbound;
 use resume::Resume;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};

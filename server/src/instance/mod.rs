@@ -7,7 +7,6 @@
 //! share one in-memory broker ([`Backing::Memory`]).
 
 mod drain;
-pub mod inbound;
 mod parts;
 
 use crate::broker::memory::Shared;

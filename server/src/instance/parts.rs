@@ -3,7 +3,6 @@
 //! background tasks are started, supervised.
 
 use super::drain::Drain;
-use super::inbound::Inbound;
 use super::Backing;
 use crate::admission::capacity::Capacity;
 use crate::admission::{Guard, Policy};
@@ -11,7 +10,7 @@ use crate::auth::Verifier;
 use crate::broker::memory::{MemoryBroker, Shared};
 use crate::broker::redis::{RedisBroker, Settings};
 use crate::broker::{Broker, Inbox};
-use crate::chat::{self, Chat, Counts, Feeds};
+use crate::chat::{self, Chat, Counts, Feeds, Inbound};
 use crate::config::{AuthMode, Config};
 use crate::fanout::Hub;
 use crate::http::health::Monitor;

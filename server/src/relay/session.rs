@@ -199,6 +199,7 @@ impl RelaySession {
 mod tests {
     use super::*;
     use crate::broker::memory::Shared;
+    use crate::fanout::Hub;
     use crate::testing::{self, Remote};
     use governor::Quota;
     use std::num::NonZeroU32;
@@ -207,7 +208,9 @@ mod tests {
     use tokio_util::task::TaskTracker;
 
     fn relay(shared: &Shared) -> Arc<Relay> {
-        let parts = testing::parts(shared);
+        let hub = Arc::new(Hub::default());
+        let inbox = Arc::new(testing::HubInbox(hub.clone()));
+        let parts = testing::parts(shared, hub, inbox);
         let per_second = |n| Quota::per_second(NonZeroU32::new(n).unwrap());
         Arc::new(Relay {
             instance: parts.instance,

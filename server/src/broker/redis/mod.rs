@@ -16,6 +16,7 @@ pub mod keys;
 mod link;
 mod presence;
 mod pubsub;
+mod shard;
 mod streams;
 
 use super::{

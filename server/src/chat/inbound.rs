@@ -1,9 +1,10 @@
-//! Where what the broker brings from the other instances goes: room events
+//! An instance's inbox: where what the broker brings from the other
+//! instances goes: room events
 //! to the room feeds (which put them in order), other frames straight to
 //! the local listeners, presence changes to the counts.
 
+use super::{Counts, Feeds};
 use crate::broker::{Envelope, Inbox};
-use crate::chat::{Counts, Feeds};
 use crate::fanout::{Hub, Topic};
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
