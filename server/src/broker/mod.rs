@@ -59,6 +59,14 @@ pub struct Stored {
     pub events: Vec<Utf8Bytes>,
 }
 
+/// A connection's place in a room, as presence records it.
+#[derive(Debug, Clone, Copy)]
+pub struct Seat<'a> {
+    pub room: &'a str,
+    pub conn: ConnId,
+    pub member: &'a Member,
+}
+
 /// A participant who joined a room.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Member {
@@ -179,25 +187,17 @@ pub trait Broker: Send + Sync {
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
 
-    /// Takes `member`'s nickname in the room for the connection;
+    /// Takes the member's nickname in the room for the connection;
     /// `previous_key` is the key of the nickname it replaces on a rename.
     async fn claim(
         &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
+        seat: Seat<'_>,
         previous_key: Option<&str>,
     ) -> Result<Claimed, BrokerError>;
 
     /// True if the connection was still the member (not replaced or swept).
     /// `last_here`: this instance has no other member in the room.
-    async fn leave(
-        &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        last_here: bool,
-    ) -> Result<bool, BrokerError>;
+    async fn leave(&self, seat: Seat<'_>, last_here: bool) -> Result<bool, BrokerError>;
 
     /// The room's participant count and up to `shown` of their nicknames.
     async fn roster(&self, room: &str, shown: usize) -> Result<Roster, BrokerError>;
@@ -208,21 +208,12 @@ pub trait Broker: Send + Sync {
     /// nicknames.
     async fn depart_room(&self, room: &str) -> Result<Vec<String>, BrokerError>;
 
-    /// Records a relay client under its action, with its registration.
-    async fn register(
-        &self,
-        action: &str,
-        id: ConnId,
-        registration: &str,
-    ) -> Result<(), BrokerError>;
+    /// Records a relay client under its action, with `data`, its
+    /// registration message.
+    async fn register(&self, action: &str, id: ConnId, data: &str) -> Result<(), BrokerError>;
 
-    /// `last_here`: this instance has no other client of the action.
-    async fn unregister(
-        &self,
-        action: &str,
-        id: ConnId,
-        last_here: bool,
-    ) -> Result<(), BrokerError>;
+    /// `last`: this instance has no other client of the action.
+    async fn unregister(&self, action: &str, id: ConnId, last: bool) -> Result<(), BrokerError>;
 
     async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError>;
 

@@ -2,7 +2,7 @@
 //! with a nickname to speak.
 
 use super::{encode, Chat, Opening};
-use crate::broker::{Claim, Member};
+use crate::broker::{Claim, Member, Seat};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::nickname;
@@ -187,6 +187,14 @@ impl ChatSession {
         }));
     }
 
+    fn seat<'a>(&'a self, member: &'a Member) -> Seat<'a> {
+        Seat {
+            room: &self.room,
+            conn: self.id,
+            member,
+        }
+    }
+
     fn member(pseudo: Pseudo, session: Uuid) -> Member {
         Member {
             key: nickname::key(&pseudo),
@@ -215,10 +223,7 @@ impl ChatSession {
         // it never got is harmless).
         self.member = Some(member.clone());
         let chat = &self.chat;
-        let claim = chat
-            .presence
-            .claim(&self.room, self.id, &member, None)
-            .await;
+        let claim = chat.presence.claim(self.seat(&member), None).await;
         if claim == Claim::Taken {
             self.member = None;
             let message = format!("the nickname {} is taken in this room", member.pseudo);
@@ -232,7 +237,7 @@ impl ChatSession {
             && chat.new_rooms.check_key(&self.address).is_err()
         {
             self.member = None;
-            chat.presence.leave(&self.room, self.id, &member).await;
+            chat.presence.leave(self.seat(&member)).await;
             chat.presence_changed(&self.room).await;
             let message = "too many new rooms from your address: try again in a minute";
             return self.refuse(ErrorCode::TooManyRooms, message.into());
@@ -265,10 +270,7 @@ impl ChatSession {
         let member = Self::member(pseudo, current.session);
         let chat = &self.chat;
         let previous = Some(current.key.as_str());
-        let claim = chat
-            .presence
-            .claim(&self.room, self.id, &member, previous)
-            .await;
+        let claim = chat.presence.claim(self.seat(&member), previous).await;
         if claim == Claim::Taken {
             let message = format!("the nickname {} is taken in this room", member.pseudo);
             return self.refuse(ErrorCode::PseudoTaken, message);
@@ -340,7 +342,7 @@ impl ChatSession {
             return;
         }
         if let Some(member) = self.member.take() {
-            if chat.presence.leave(&self.room, self.id, &member).await {
+            if chat.presence.leave(self.seat(&member)).await {
                 chat.departed(&self.room, member.pseudo.as_str()).await;
             }
         }

@@ -12,7 +12,7 @@
 mod local;
 pub mod membership;
 
-use crate::broker::{Broker, BrokerError, Claim, Member, RoomEntry, Roster};
+use crate::broker::{Broker, BrokerError, Claim, RoomEntry, Roster, Seat};
 use crate::fanout::{ConnId, Topic};
 use crate::metrics;
 use app::protocol::RoomSummary;
@@ -89,16 +89,11 @@ impl Presence {
         tracing::warn!(operation, error = %err, "broker call failed; using this instance's local state until it answers again");
     }
 
-    /// Takes `member`'s nickname in the room for the connection;
+    /// Takes the member's nickname in the room for the connection;
     /// `previous_key` is the key of the nickname it replaces on a rename.
-    pub async fn claim(
-        &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        previous_key: Option<&str>,
-    ) -> Claim {
-        match self.broker.claim(room, conn, member, previous_key).await {
+    pub async fn claim(&self, seat: Seat<'_>, previous_key: Option<&str>) -> Claim {
+        let Seat { room, conn, member } = seat;
+        match self.broker.claim(seat, previous_key).await {
             Ok(claimed) => {
                 self.departed(room, claimed.departed);
                 if claimed.claim != Claim::Taken {
@@ -119,12 +114,13 @@ impl Presence {
 
     /// True if the connection was still the member (not replaced by a newer
     /// connection of the same session, nor swept).
-    pub async fn leave(&self, room: &str, conn: ConnId, member: &Member) -> bool {
+    pub async fn leave(&self, seat: Seat<'_>) -> bool {
+        let Seat { room, conn, member } = seat;
         let (local, last_here) = {
             let mut local = self.local();
             (local.leave(room, conn, member), local.count(room) == 0)
         };
-        match self.broker.leave(room, conn, member, last_here).await {
+        match self.broker.leave(seat, last_here).await {
             Ok(removed) => removed,
             Err(err) => {
                 self.failed("leave", Topic::Room(room.to_owned()), &err);
@@ -255,7 +251,12 @@ impl Presence {
         let stale = self.broker.depart_room(room).await?;
         let members = self.local().room_members(room);
         for (conn, member) in &members {
-            let claimed = self.broker.claim(room, *conn, member, None).await?;
+            let seat = Seat {
+                room,
+                conn: *conn,
+                member,
+            };
+            let claimed = self.broker.claim(seat, None).await?;
             self.departed(room, claimed.departed);
             if claimed.claim == Claim::Taken {
                 // Taken here while the broker was away, and held there by
@@ -275,7 +276,14 @@ impl Presence {
         for (conn, member) in &members {
             if !now.iter().any(|(c, _)| c == conn) {
                 self.broker
-                    .leave(room, *conn, member, now.is_empty())
+                    .leave(
+                        Seat {
+                            room,
+                            conn: *conn,
+                            member,
+                        },
+                        now.is_empty(),
+                    )
                     .await?;
             }
         }

@@ -7,8 +7,8 @@ mod presence;
 mod streams;
 
 use super::{
-    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Member, Mode, Refreshed, RoomEntry,
-    Roster, Stored,
+    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed, RoomEntry, Roster,
+    Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
@@ -180,26 +180,16 @@ impl Broker for MemoryBroker {
 
     async fn claim(
         &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
+        seat: Seat<'_>,
         previous_key: Option<&str>,
     ) -> Result<Claimed, BrokerError> {
         let caller = self.caller();
-        Ok(self
-            .presence()
-            .claim(room, conn, member, previous_key, caller))
+        Ok(self.presence().claim(seat, previous_key, caller))
     }
 
-    async fn leave(
-        &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        last_here: bool,
-    ) -> Result<bool, BrokerError> {
+    async fn leave(&self, seat: Seat<'_>, last_here: bool) -> Result<bool, BrokerError> {
         let last_of = self.last_of(last_here);
-        Ok(self.presence().leave(room, conn, member, last_of))
+        Ok(self.presence().leave(seat, last_of))
     }
 
     async fn roster(&self, room: &str, shown: usize) -> Result<Roster, BrokerError> {
@@ -215,24 +205,14 @@ impl Broker for MemoryBroker {
         Ok(self.presence().depart_room(room, self.me.id))
     }
 
-    async fn register(
-        &self,
-        action: &str,
-        id: ConnId,
-        registration: &str,
-    ) -> Result<(), BrokerError> {
+    async fn register(&self, action: &str, id: ConnId, data: &str) -> Result<(), BrokerError> {
         let caller = self.caller();
-        self.presence().register(action, id, registration, caller);
+        self.presence().register(action, id, data, caller);
         Ok(())
     }
 
-    async fn unregister(
-        &self,
-        action: &str,
-        id: ConnId,
-        last_here: bool,
-    ) -> Result<(), BrokerError> {
-        let last_of = self.last_of(last_here);
+    async fn unregister(&self, action: &str, id: ConnId, last: bool) -> Result<(), BrokerError> {
+        let last_of = self.last_of(last);
         self.presence().unregister(action, id, last_of);
         Ok(())
     }

@@ -3,7 +3,7 @@
 //! runs out unless it refreshes them; whatever touches a room first removes
 //! the entries of instances whose lease ran out.
 
-use crate::broker::{Claim, Claimed, Member, Refreshed, RoomEntry, Roster};
+use crate::broker::{Claim, Claimed, Member, Refreshed, RoomEntry, Roster, Seat};
 use crate::fanout::ConnId;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -95,14 +95,8 @@ impl Action {
 }
 
 impl Presence {
-    pub fn claim(
-        &mut self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        previous_key: Option<&str>,
-        caller: Caller,
-    ) -> Claimed {
+    pub fn claim(&mut self, seat: Seat<'_>, previous_key: Option<&str>, caller: Caller) -> Claimed {
+        let Seat { room, conn, member } = seat;
         let entry = self.rooms.entry(room.to_owned()).or_default();
         let departed = entry.prune_expired(caller.now);
         let mut replaced = None;
@@ -147,13 +141,8 @@ impl Presence {
         }
     }
 
-    pub fn leave(
-        &mut self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        last_of: Option<Uuid>,
-    ) -> bool {
+    pub fn leave(&mut self, seat: Seat<'_>, last_of: Option<Uuid>) -> bool {
+        let Seat { room, conn, member } = seat;
         let Some(entry) = self.rooms.get_mut(room) else {
             return false;
         };

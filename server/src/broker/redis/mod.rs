@@ -20,8 +20,8 @@ mod shard;
 mod streams;
 
 use super::{
-    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Member, Mode, Refreshed, RoomEntry,
-    Roster, Stored,
+    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed, RoomEntry, Roster,
+    Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
@@ -184,25 +184,17 @@ impl Broker for RedisBroker {
 
     async fn claim(
         &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
+        seat: Seat<'_>,
         previous_key: Option<&str>,
     ) -> Result<Claimed, BrokerError> {
         self.reachable()?;
-        let claimed = self.presence.claim(room, conn, member, previous_key).await;
+        let claimed = self.presence.claim(seat, previous_key).await;
         claimed.map_err(|err| self.failed(err))
     }
 
-    async fn leave(
-        &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        last_here: bool,
-    ) -> Result<bool, BrokerError> {
+    async fn leave(&self, seat: Seat<'_>, last_here: bool) -> Result<bool, BrokerError> {
         self.reachable()?;
-        let left = self.presence.leave(room, conn, member, last_here).await;
+        let left = self.presence.leave(seat, last_here).await;
         left.map_err(|err| self.failed(err))
     }
 
@@ -223,25 +215,15 @@ impl Broker for RedisBroker {
         departed.map_err(broker_error)
     }
 
-    async fn register(
-        &self,
-        action: &str,
-        id: ConnId,
-        registration: &str,
-    ) -> Result<(), BrokerError> {
+    async fn register(&self, action: &str, id: ConnId, data: &str) -> Result<(), BrokerError> {
         self.reachable()?;
-        let registered = self.presence.relay_register(action, id, registration).await;
+        let registered = self.presence.relay_register(action, id, data).await;
         registered.map_err(|err| self.failed(err))
     }
 
-    async fn unregister(
-        &self,
-        action: &str,
-        id: ConnId,
-        last_here: bool,
-    ) -> Result<(), BrokerError> {
+    async fn unregister(&self, action: &str, id: ConnId, last: bool) -> Result<(), BrokerError> {
         self.reachable()?;
-        let unregistered = self.presence.relay_unregister(action, id, last_here).await;
+        let unregistered = self.presence.relay_unregister(action, id, last).await;
         unregistered.map_err(|err| self.failed(err))
     }
 

@@ -12,7 +12,7 @@
 
 use super::client::Commands;
 use super::keys::Keys;
-use crate::broker::{Claim, Claimed, LinkStatus, Member, Refreshed, RoomEntry, Roster};
+use crate::broker::{Claim, Claimed, LinkStatus, Refreshed, RoomEntry, Roster, Seat};
 use crate::fanout::ConnId;
 use redis::{AsyncCommands, RedisResult, Script};
 use std::sync::{Arc, LazyLock};
@@ -127,13 +127,8 @@ impl RedisPresence {
 
     /// Takes the nickname; on a reclaim, also returns the connection that
     /// gave way.
-    pub async fn claim(
-        &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        previous_key: Option<&str>,
-    ) -> RedisResult<Claimed> {
+    pub async fn claim(&self, seat: Seat<'_>, previous_key: Option<&str>) -> RedisResult<Claimed> {
+        let Seat { room, conn, member } = seat;
         let key = &member.key;
         // The member as stored in the room's members hash; the scripts read
         // `pseudo`, `key`, `session` and `instance` back.
@@ -173,13 +168,8 @@ impl RedisPresence {
 
     /// True if the connection was still a member (not replaced or swept).
     /// `last_here`: this instance has no other member in the room.
-    pub async fn leave(
-        &self,
-        room: &str,
-        conn: ConnId,
-        member: &Member,
-        last_here: bool,
-    ) -> RedisResult<bool> {
+    pub async fn leave(&self, seat: Seat<'_>, last_here: bool) -> RedisResult<bool> {
+        let Seat { room, conn, member } = seat;
         let removed: u8 = self
             .room_script(&LEAVE, room)
             .arg(conn.to_string())
@@ -241,17 +231,8 @@ impl RedisPresence {
     /// Redis no longer had them (restarted empty, or they expired): the
     /// caller must register them again.
     pub async fn refresh_room(&self, room: &str) -> RedisResult<Refreshed> {
-        let (present, departed): (u8, Departed) = self
-            .room_script(&ROOM_REFRESH, room)
-            .arg(self.instance.to_string())
-            .arg(self.ttl_ms())
-            .arg(self.may_prune())
-            .invoke_async(&mut self.conn.clone())
-            .await?;
-        Ok(Refreshed {
-            present: present == 1,
-            departed,
-        })
+        self.refresh(&mut self.room_script(&ROOM_REFRESH, room))
+            .await
     }
 
     /// Removes every member this instance has in the room; returns their
@@ -295,8 +276,17 @@ impl RedisPresence {
 
     /// Like [`RedisPresence::refresh_room`], for the clients of an action.
     pub async fn refresh_action(&self, action: &str) -> RedisResult<Refreshed> {
-        let (present, _removed): (u8, Vec<String>) = self
-            .relay_script(&RELAY_REFRESH, action)
+        let mut refreshed = self
+            .refresh(&mut self.relay_script(&RELAY_REFRESH, action))
+            .await?;
+        // The relay's script lists the client ids it removed: no one to
+        // announce.
+        refreshed.departed.clear();
+        Ok(refreshed)
+    }
+
+    async fn refresh(&self, script: &mut redis::ScriptInvocation<'_>) -> RedisResult<Refreshed> {
+        let (present, departed): (u8, Departed) = script
             .arg(self.instance.to_string())
             .arg(self.ttl_ms())
             .arg(self.may_prune())
@@ -304,7 +294,7 @@ impl RedisPresence {
             .await?;
         Ok(Refreshed {
             present: present == 1,
-            departed: Vec::new(),
+            departed,
         })
     }
 
