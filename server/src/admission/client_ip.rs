@@ -4,6 +4,7 @@
 //! peer is one of `TRUSTED_PROXIES`: anybody else could write any address in
 //! it and dodge the per-address limit.
 
+use super::InvalidSetting;
 use axum::http::{HeaderMap, HeaderName};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -14,23 +15,23 @@ pub struct ProxyHeader(Option<HeaderName>);
 
 impl ProxyHeader {
     /// Parses `none` or a header name (for clap).
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidSetting> {
         if value.eq_ignore_ascii_case("none") {
             return Ok(ProxyHeader(None));
         }
         HeaderName::try_from(value)
             .map(|name| ProxyHeader(Some(name)))
-            .map_err(|_| format!("{value:?} is not a header name (or none)"))
+            .map_err(|_| InvalidSetting::Header(value.to_owned()))
     }
 }
 
 /// Parses an address or a CIDR range (for clap).
-pub fn parse_net(value: &str) -> Result<IpNet, String> {
+pub fn parse_net(value: &str) -> Result<IpNet, InvalidSetting> {
     let value = value.trim();
     value
         .parse::<IpNet>()
         .or_else(|_| value.parse::<IpAddr>().map(IpNet::from))
-        .map_err(|_| format!("{value:?} is not an IP address or CIDR range"))
+        .map_err(|_| InvalidSetting::Network(value.to_owned()))
 }
 
 pub struct ClientIp {

@@ -33,6 +33,19 @@ pub struct Guard {
     forwarded: Arc<Capacity>,
 }
 
+/// A setting of who may connect that cannot be read.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum InvalidSetting {
+    #[error("{0:?} is not an origin: use scheme://host[:port] (no path), self or *")]
+    Origin(String),
+    #[error("{0:?}: PUBLIC_ORIGINS lists origins, scheme://host[:port]")]
+    PublicOrigin(String),
+    #[error("{0:?} is not a header name (or none)")]
+    Header(String),
+    #[error("{0:?} is not an IP address or CIDR range")]
+    Network(String),
+}
+
 /// Who may connect, as configured.
 pub struct Policy {
     pub allowed_origins: Vec<AllowedOrigin>,

@@ -17,6 +17,7 @@
 //! server answers to: one of `PUBLIC_ORIGINS`, `localhost`, or an IP
 //! address, which no other site can rebind.
 
+use super::InvalidSetting;
 use axum::http::header::{HOST, ORIGIN};
 use axum::http::uri::Authority;
 use axum::http::{HeaderMap, Uri};
@@ -35,15 +36,13 @@ pub enum AllowedOrigin {
 
 impl AllowedOrigin {
     /// Parses `self`, `*` or `scheme://host[:port]` (for clap).
-    pub fn parse(value: &str) -> Result<Self, String> {
+    pub fn parse(value: &str) -> Result<Self, InvalidSetting> {
         match value.trim() {
             "self" => Ok(AllowedOrigin::SameHost),
             "*" => Ok(AllowedOrigin::Any),
-            origin => normalize(origin).map(AllowedOrigin::Exact).ok_or_else(|| {
-                format!(
-                    "{origin:?} is not an origin: use scheme://host[:port] (no path), self or *"
-                )
-            }),
+            origin => normalize(origin)
+                .map(AllowedOrigin::Exact)
+                .ok_or_else(|| InvalidSetting::Origin(origin.to_owned())),
         }
     }
 }

@@ -5,6 +5,7 @@
 
 use crate::admission::client_ip::{parse_net, ProxyHeader};
 use crate::admission::origin::AllowedOrigin;
+use crate::admission::InvalidSetting;
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -180,12 +181,10 @@ pub enum LogFormat {
 }
 
 /// One entry of `PUBLIC_ORIGINS`: an exact origin only.
-fn public_origin(value: &str) -> Result<AllowedOrigin, String> {
+fn public_origin(value: &str) -> Result<AllowedOrigin, InvalidSetting> {
     match AllowedOrigin::parse(value)? {
         exact @ AllowedOrigin::Exact(_) => Ok(exact),
-        _ => Err(format!(
-            "{value:?}: PUBLIC_ORIGINS lists origins, scheme://host[:port]"
-        )),
+        _ => Err(InvalidSetting::PublicOrigin(value.to_owned())),
     }
 }
 
