@@ -220,14 +220,9 @@ pub async fn upgrade(
         Ok(opening) => opening,
         Err(refused) => return refused.into_response(),
     };
-    let max = chat.limits.socket.max_message_bytes;
-    let tasks = chat.tasks.clone();
-    ws::configure(ws, max).on_upgrade(move |socket| {
-        tasks.track_future(async move {
-            // The connection counts as open until its session ends.
-            let _slot = slot;
-            session::run(chat, socket, opening).await;
-        })
+    let (max, tasks) = (chat.limits.socket.max_message_bytes, chat.tasks.clone());
+    ws::accept(ws, max, &tasks, slot, move |socket| {
+        session::run(chat, socket, opening)
     })
 }
 

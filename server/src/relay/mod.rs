@@ -63,12 +63,8 @@ pub async fn upgrade(
         .and_then(|value| value.to_str().ok())
         .and_then(|value| value.strip_prefix("Bearer "))
         .map(|token| token.trim().to_owned());
-    let tasks = relay.tasks.clone();
-    ws::configure(ws, relay.limits.max_message_bytes).on_upgrade(move |socket| {
-        tasks.track_future(async move {
-            // The connection counts as open until its session ends.
-            let _slot = slot;
-            session::run(relay, socket, bearer).await;
-        })
+    let (max, tasks) = (relay.limits.max_message_bytes, relay.tasks.clone());
+    ws::accept(ws, max, &tasks, slot, move |socket| {
+        session::run(relay, socket, bearer)
     })
 }

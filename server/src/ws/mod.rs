@@ -13,7 +13,8 @@ pub mod throttle;
 mod write;
 
 use crate::fanout::{close, CloseReason, Kind, Peer, Queue};
-use axum::extract::ws::{Message, Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::response::Response;
 use futures::{Sink, Stream, StreamExt};
 use governor::Quota;
 use std::future::Future;
@@ -21,7 +22,7 @@ use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::AbortOnDropHandle;
+use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
 /// Read buffer, allocated for the life of each connection: sized for what
 /// clients send (small JSON frames), since tungstenite zero-fills all of it
@@ -72,13 +73,32 @@ pub struct Limits {
     pub bytes: Option<Quota>,
 }
 
-/// Applies the size limit and the buffer sizes to an upgrade request.
-pub fn configure(ws: WebSocketUpgrade, max_message_bytes: u64) -> WebSocketUpgrade {
+/// Completes an upgrade request: the size limit and buffer sizes applied,
+/// the `session` run as a task the drain waits for, holding `place` (the
+/// connection's place in the limits) until it ends.
+pub fn accept<F, Fut>(
+    ws: WebSocketUpgrade,
+    max_message_bytes: u64,
+    tasks: &TaskTracker,
+    place: impl Send + 'static,
+    session: F,
+) -> Response
+where
+    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
     let max = max_message_bytes as usize;
+    let tasks = tasks.clone();
     ws.read_buffer_size(READ_BUFFER)
         .write_buffer_size(WRITE_BUFFER)
         .max_message_size(max)
         .max_frame_size(max)
+        .on_upgrade(move |socket| {
+            tasks.track_future(async move {
+                session(socket).await;
+                drop(place);
+            })
+        })
 }
 
 /// Whether a queued frame still goes out: a protocol may drop frames the
