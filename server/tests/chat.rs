@@ -3,7 +3,9 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
-use common::{refused_status, texts, Chat, Client, Endpoint, Received, Redis, Server};
+use common::{
+    eventually, refused_status, texts, Chat, Client, Endpoint, Received, Redis, Server, WAIT,
+};
 use serde_json::json;
 use std::time::Duration;
 
@@ -90,9 +92,16 @@ async fn nicknames_are_unique_but_a_session_reclaims_its_own() {
     // Two participants, not three: the reclaim replaced the stale socket.
     assert_eq!(Chat::open(&server, "").await.2, 2);
 
-    // The stale socket closing does not free the nickname nor announce a leave.
+    // The stale socket closing does not free the nickname nor announce a
+    // leave, once the server is done with it (it logs the close last).
     alice.client.close().await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    eventually("the server is done with the stale socket", WAIT, || async {
+        server
+            .log_lines("connection closed")
+            .iter()
+            .any(|l| l["kind"] == "chat" && l["pseudo"] == "alice")
+    })
+    .await;
     let (mut thief, _, _) = Chat::open(&server, "").await;
     thief
         .send(&ClientMessage::Join {
@@ -271,7 +280,10 @@ async fn rooms_are_separate_and_bad_room_names_are_refused() {
         .await;
     b.say("in other").await;
     b.expect_message().await;
-    a.no_message_for(Duration::from_millis(500)).await;
+    // Nothing of the other room reached `a`: the next message it gets is
+    // one said after, in its own room.
+    a.say("in the default room").await;
+    assert_eq!(a.expect_message().await.text, "in the default room");
 
     assert_eq!(refused_status(&server.chat_url("?room=a%20b")).await, 400);
     assert_eq!(

@@ -6,11 +6,11 @@
 mod common;
 
 use app::protocol::ServerEvent;
-use common::{keys, Chat, Client, Endpoint, Redis, Server, WAIT};
+use common::{eventually, keys, Chat, Client, Endpoint, Redis, Server, WAIT};
 use serde_json::json;
 use server::broker::redis::keys::{partition, PARTITIONS};
 use std::collections::{BTreeMap, HashSet};
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::time::{timeout, Instant};
@@ -50,6 +50,7 @@ async fn say_until_sent(chat: &mut Chat, text: &str) -> app::protocol::ChatMessa
                 _ => {}
             }
         }
+        // Refused while a master is away: try again shortly.
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     panic!("{text:?} was never accepted; last refusal: {refused:?}");
@@ -137,8 +138,19 @@ async fn a_master_that_restarts_gets_every_room_of_its_slots_back() {
     }
 
     let node = redis.node_index(port);
+    let both_report = |status: &'static str| {
+        let (a, b) = (&a, &b);
+        move || async move { a.health().await["redis"] == status && b.health().await["redis"] == status }
+    };
+    eventually("both instances report Redis ok", WAIT, both_report("ok")).await;
     redis.kill_node(node);
-    tokio::time::sleep(Duration::from_secs(2)).await;
+    // The master is away until both instances have noticed.
+    eventually(
+        "both instances see the master gone",
+        WAIT,
+        both_report("degraded"),
+    )
+    .await;
     redis.restart_node(node);
 
     for (talker, reader) in talkers.iter_mut().zip(&mut readers) {
@@ -156,28 +168,48 @@ struct Sight {
     notices: usize,
 }
 
-/// Reads a room until `stop` is set and the connection has been quiet
-/// for a second.
-async fn read_room(mut chat: Chat, history: Vec<ServerEvent>, stop: Arc<AtomicBool>) -> Sight {
+/// The last message a talker says, after all its others.
+fn last_words(room: &str, talker: usize) -> String {
+    format!("{room} {talker} end")
+}
+
+/// Reads a room until the last message of each of its two talkers came:
+/// everything they said before is in the stream before it.
+async fn read_room(mut chat: Chat, history: Vec<ServerEvent>, room: String) -> Sight {
     let mut sight = Sight::default();
     let mut last: Option<(String, u64)> = None;
     let mut history = history.into_iter();
-    loop {
+    let mut awaited: HashSet<String> = (0..2).map(|i| last_words(&room, i)).collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !awaited.is_empty() {
         let event = match history.next() {
             Some(event) => event,
-            None => match chat.client.receive_within(Duration::from_secs(1)).await {
+            None => match chat
+                .client
+                .receive_within(deadline.saturating_duration_since(Instant::now()))
+                .await
+            {
                 Some(common::Received::Text(text)) => serde_json::from_str(&text).unwrap(),
                 Some(common::Received::Close(code)) => panic!("reader closed: {code:?}"),
-                None if stop.load(Ordering::Relaxed) => return sight,
-                None => continue,
+                None => panic!(
+                    "{room}: still waiting for {awaited:?}; saw {:?}",
+                    sight.positions
+                ),
             },
         };
         match event {
             ServerEvent::History {
-                recovered: false, ..
+                recovered: false,
+                events,
+                ..
             } => {
                 sight.notices += 1;
                 sight.positions.push("NOTICE".into());
+                for event in events {
+                    if let ServerEvent::Message(m) = event {
+                        awaited.remove(&m.text);
+                    }
+                }
             }
             ServerEvent::Message(m) => {
                 if let Some((epoch, offset)) = &last {
@@ -192,10 +224,12 @@ async fn read_room(mut chat: Chat, history: Vec<ServerEvent>, stop: Arc<AtomicBo
                     .positions
                     .push(format!("{} {}:{}", m.text, m.epoch, m.offset));
                 sight.ids.push(m.id);
+                awaited.remove(&m.text);
             }
             _ => {}
         }
     }
+    sight
 }
 
 /// Three masters with a replica each; one master is killed while two
@@ -220,29 +254,37 @@ async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
     }
 
     const EACH: usize = 30;
-    let stop = Arc::new(AtomicBool::new(false));
+    let acknowledged_so_far = Arc::new(AtomicUsize::new(0));
     let mut readers = Vec::new();
     let mut talks = Vec::new();
     for room in &rooms {
         for (i, server) in servers.iter().enumerate() {
             let (reader, history, _) = Chat::open(server, &format!("?room={room}")).await;
-            let read = read_room(reader, history, stop.clone());
+            let read = read_room(reader, history, room.clone());
             readers.push((room.clone(), tokio::spawn(read)));
             let mut talker = Chat::join_room(server, room, &format!("talker{i}")).await;
             let room = room.clone();
+            let acknowledged_so_far = acknowledged_so_far.clone();
             talks.push(tokio::spawn(async move {
                 let mut sent = Vec::new();
                 for n in 0..EACH {
                     let text = format!("{room} {i} {n}");
                     let m = say_until_sent(&mut talker, &text).await;
                     sent.push((m.id, (m.epoch.clone(), format!("{} {}", m.text, m.offset))));
+                    acknowledged_so_far.fetch_add(1, Ordering::Relaxed);
+                    // Pacing: the talk lasts through the failover.
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
+                say_until_sent(&mut talker, &last_words(&room, i)).await;
                 (room, sent)
             }));
         }
     }
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // The master dies once the talk is under way (a few messages each).
+    eventually("the talk is under way", WAIT, || async {
+        acknowledged_so_far.load(Ordering::Relaxed) >= 3 * talks.len()
+    })
+    .await;
     redis.kill_node(redis.node_index(doomed));
     redis.wait_serving();
 
@@ -251,7 +293,6 @@ async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
         let (room, sent) = talk.await.unwrap();
         acknowledged.entry(room).or_default().extend(sent);
     }
-    stop.store(true, Ordering::Relaxed);
     let mut told = 0;
     for (room, reader) in readers {
         let sight = reader.await.unwrap();

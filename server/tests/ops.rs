@@ -144,6 +144,7 @@ impl Member {
                 return;
             }
             assert!(Instant::now() < deadline, "reconnects within 10 s");
+            // The new process may not have taken the port yet: retry.
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     }
@@ -176,11 +177,15 @@ async fn reload_on_a_shared_port_delivers_every_message_once() {
     let talk = tokio::spawn(async move {
         for i in 0..SENT {
             talker.say(&format!("m{i}")).await;
+            // Pacing: the talk lasts through the switch.
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         talker
     });
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // The switch comes once the talk is under way: the member got some of
+    // it from the old process.
+    member.collect(3).await;
+    assert_eq!(member.reconnects, 0, "still on the old process");
     old.signal("TERM");
 
     member.collect(SENT).await;

@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{eventually, free_port, keys, Client, Endpoint, Received, Redis, Server};
+use common::{eventually, free_port, keys, Client, Endpoint, Received, Redis, Server, WAIT};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -19,10 +19,12 @@ async fn register(url: &str, action: &str) -> (Client, String) {
     (client, id)
 }
 
-async fn silent(client: &mut Client) {
-    match client.receive_within(Duration::from_millis(400)).await {
-        None => {}
-        Some(other) => panic!("expected nothing, got {other:?}"),
+/// The next frame `client` gets is `frame`: a fence, sent after whatever
+/// it must not have got, so nothing unwanted came before it.
+async fn next_is(client: &mut Client, frame: &str) {
+    match client.receive().await {
+        Received::Text(text) => assert_eq!(text, frame, "the fence comes next"),
+        other => panic!("expected {frame}, got {other:?}"),
     }
 }
 
@@ -71,14 +73,19 @@ async fn forwards_to_every_other_client_of_the_action_only() {
             }
         }
     }
-    silent(&mut sender).await;
-    silent(&mut other).await;
+    // The sender got none of its own frames, the other action none of
+    // them: a frame sent after is the next thing each of them gets.
+    peer1.send_text("{\"fence\":1}").await;
+    next_is(&mut sender, "{\"fence\":1}").await;
+    let (mut music, _) = register(&url, "music").await;
+    music.send_text("{\"fence\":2}").await;
+    next_is(&mut other, "{\"fence\":2}").await;
 
-    // A frame that is not JSON is refused, not forwarded; the client stays.
+    // A frame that is not JSON is refused, not forwarded; the client stays:
+    // the next frame peer1 gets is the one sent after it.
     sender.send_text("{oops").await;
     let error = sender.json().await;
     assert_eq!(error["type"], "error");
-    silent(&mut peer1).await;
     sender.send_text("{\"still\":\"open\"}").await;
     assert!(matches!(peer1.receive().await, Received::Text(t) if t == "{\"still\":\"open\"}"));
 }
@@ -152,10 +159,14 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
     for i in 0..10 {
         assert_eq!(on_b.json().await, json!({"seq": i}));
     }
-    silent(&mut on_a).await;
-    silent(&mut other).await;
+    // No echo of its own frames came back to the sender, and nothing of
+    // "sync" reached the other action: frames sent after are the next
+    // things they get.
     on_b.send_json(json!({"back": true})).await;
     assert_eq!(on_a.json().await, json!({"back": true}));
+    let (mut other_on_a, _) = register(&a.relay_url(), "other").await;
+    other_on_a.send_json(json!({"fence": true})).await;
+    assert_eq!(other.json().await, json!({"fence": true}));
 
     on_a.close().await;
     eventually(
@@ -174,6 +185,7 @@ async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids(
 
     on_b.close().await;
     other.close().await;
+    other_on_a.close().await;
     eventually(
         "every relay key is gone",
         Duration::from_secs(5),
@@ -209,28 +221,43 @@ async fn a_crashed_instances_ids_are_swept() {
 
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_dropped_and_unregistered() {
-    let server = Server::start(None, &[("PING_INTERVAL_SECS", "1")]);
-    let (_silent, _) = register(&server.relay_url(), "k").await;
-    let (mut alive, _) = register(&server.relay_url(), "k").await;
+    let redis = Redis::start();
+    let server = Server::start(Some(&redis), &[("PING_INTERVAL_SECS", "1")]);
+    let registry = keys().relay_clients("k");
+    let (_silent, silent_id) = register(&server.relay_url(), "k").await;
+    let (mut alive, alive_id) = register(&server.relay_url(), "k").await;
+    let mut both = vec![silent_id.clone(), alive_id.clone()];
+    both.sort();
+    assert_eq!(redis.hkeys(&registry), both, "both registered");
     assert_eq!(server.health().await["connections"]["relay"], 2);
-    // `alive` keeps reading, so its WebSocket answers the pings; `_silent`
-    // never reads again, so it never answers.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while server.health().await["connections"]["relay"] != 1 {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "silent client dropped"
-        );
-        assert!(alive
-            .receive_within(Duration::from_millis(200))
-            .await
-            .is_none());
-    }
-    assert!(
-        alive.receive_within(Duration::from_secs(3)).await.is_none(),
-        "still connected"
-    );
+
+    // `alive` keeps reading (in a task, until told to stop), so its
+    // WebSocket answers the pings; `_silent` never reads again, so it
+    // never answers.
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reading = tokio::spawn(async move {
+        tokio::select! {
+            got = alive.receive_within(Duration::from_secs(120)) => {
+                panic!("the client that answers pings got {got:?}")
+            }
+            _ = stopped => alive,
+        }
+    });
+    eventually("the silent client is dropped", WAIT, || async {
+        server.health().await["connections"]["relay"] == 1
+    })
+    .await;
+    eventually("the silent client is unregistered", WAIT, || async {
+        redis.hkeys(&registry) == [alive_id.clone()]
+    })
+    .await;
+    // Three more ping intervals (what the test is about): the client that
+    // answers them stays connected and registered.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let _ = stop.send(());
+    let _alive = reading.await.expect("still connected");
     assert_eq!(server.health().await["connections"]["relay"], 1);
+    assert_eq!(redis.hkeys(&registry), [alive_id]);
 }
 
 #[tokio::test]
@@ -318,11 +345,19 @@ async fn default_limits_forward_what_the_original_forwarded() {
         sender.send_json(json!({ "burst": i })).await;
     }
     send_steadily(&mut sender, 5000).await;
+    let mut clients = Vec::new();
     for reader in readers {
-        let mut client = reader.await.expect("every message, in order");
-        silent(&mut client).await;
+        clients.push(reader.await.expect("every message, in order"));
     }
-    silent(&mut sender).await;
+    // Nothing more (no repeat) reached the readers, and the sender got
+    // nothing (no echo, no refusal): frames sent after are the next things
+    // they get.
+    sender.send_json(json!({"end": true})).await;
+    for client in &mut clients {
+        assert_eq!(client.json().await, json!({"end": true}));
+    }
+    clients[0].send_json(json!({"fence": true})).await;
+    assert_eq!(sender.json().await, json!({"fence": true}));
 }
 
 /// A text frame that is not UTF-8 is a protocol error: close 1007, on the
@@ -360,6 +395,8 @@ async fn the_default_relay_rate_sustains_1000_messages_a_second() {
     let (reader, _) = register(&server.relay_url(), "steady").await;
     let reader = tokio::spawn(expect_sequence(reader, "steady", 5000));
     send_steadily(&mut sender, 5000).await;
-    reader.await.expect("every message, in order");
-    silent(&mut sender).await;
+    let mut reader = reader.await.expect("every message, in order");
+    // No refusal came: a frame sent after is the next thing the sender gets.
+    reader.send_json(json!({"fence": true})).await;
+    assert_eq!(sender.json().await, json!({"fence": true}));
 }

@@ -287,25 +287,6 @@ impl Chat {
         }
         out
     }
-
-    /// Asserts that no chat message arrives for a while.
-    pub async fn no_message_for(&mut self, duration: Duration) {
-        let deadline = tokio::time::Instant::now() + duration;
-        loop {
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            match self.client.receive_within(left).await {
-                None => return,
-                Some(Received::Text(text)) => {
-                    let event: ServerEvent = serde_json::from_str(&text).unwrap();
-                    assert!(
-                        !matches!(event, ServerEvent::Message(_)),
-                        "unexpected {event:?}"
-                    );
-                }
-                Some(Received::Close(code)) => panic!("closed: {code:?}"),
-            }
-        }
-    }
 }
 
 /// The texts of the chat messages among events (e.g. a history).

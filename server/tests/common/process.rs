@@ -114,6 +114,15 @@ impl Server {
         json["instance"].as_str().unwrap().to_owned()
     }
 
+    /// The JSON log lines so far whose message is `message`.
+    pub fn log_lines(&self, message: &str) -> Vec<Value> {
+        let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
+        logs.iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|json| json["message"] == message)
+            .collect()
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.id()
     }
