@@ -4,7 +4,8 @@ mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
 use common::{
-    eventually, refused_status, texts, Chat, Client, Endpoint, Received, Redis, Server, WAIT,
+    eventually, refused_status, texts, Chat, Client, Endpoint, Instance, Received, Redis, Server,
+    WAIT,
 };
 use serde_json::json;
 use std::time::Duration;
@@ -13,9 +14,9 @@ fn is_system(kind: SystemKind, pseudo: &str) -> impl Fn(&ServerEvent) -> bool + 
     move |e| matches!(e, ServerEvent::System(s) if s.kind == kind && s.pseudo == pseudo)
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn join_talk_rename_leave_with_counts_and_system_messages() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     let mut alice = Chat::join(&server, "alice").await;
     alice.expect(is_system(SystemKind::Joined, "alice")).await;
     alice.expect_count(1).await;
@@ -51,7 +52,7 @@ async fn join_talk_rename_leave_with_counts_and_system_messages() {
     alice.expect_count(1).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn nicknames_are_unique_but_a_session_reclaims_its_own() {
     let server = Server::start(None, &[]);
     let alice = Chat::join(&server, "alice").await;
@@ -120,9 +121,9 @@ async fn nicknames_are_unique_but_a_session_reclaims_its_own() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_input_gets_an_error_event_and_the_connection_stays_usable() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     let (mut chat, _, _) = Chat::open(&server, "").await;
     let cases: Vec<(String, ErrorCode)> = vec![
         ("not json".into(), ErrorCode::InvalidJson),
@@ -197,9 +198,9 @@ async fn invalid_input_gets_an_error_event_and_the_connection_stays_usable() {
     assert_eq!(chat.expect_message().await.author, "dora");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_oversize_frame_gets_an_error_then_close_1009_and_the_server_lives_on() {
-    let server = Server::start(None, &[("MAX_MESSAGE_BYTES", "4096")]);
+    let server = Instance::configured(None, &[("MAX_MESSAGE_BYTES", "4096")]).await;
     let (mut chat, _, _) = Chat::open(&server, "").await;
     chat.say(&"x".repeat(5000)).await;
     assert_eq!(chat.expect_error().await, ErrorCode::TooLarge);
@@ -209,15 +210,16 @@ async fn an_oversize_frame_gets_an_error_then_close_1009_and_the_server_lives_on
     assert_eq!(fresh.expect_message().await.text, "still serving");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_flood_is_rate_limited_then_closed_with_1008() {
-    let server = Server::start(
+    let server = Instance::configured(
         None,
         &[
             ("CHAT_RATE_LIMIT_PER_SEC", "5"),
             ("CHAT_RATE_LIMIT_BURST", "5"),
         ],
-    );
+    )
+    .await;
     let mut flooder = Chat::join(&server, "flood").await;
     let mut limited = 0;
     let say = serde_json::to_string(&ClientMessage::Say {
@@ -246,9 +248,9 @@ async fn a_flood_is_rate_limited_then_closed_with_1008() {
     calm.expect_message().await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_for_newcomers_and_catch_up_after_a_reconnect() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     let mut alice = Chat::join(&server, "alice").await;
     for i in 0..3 {
         alice.say(&format!("m{i}")).await;
@@ -266,9 +268,9 @@ async fn history_for_newcomers_and_catch_up_after_a_reconnect() {
     assert_eq!(texts(&missed), ["m1", "m2", "m3"]);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_are_separate_and_bad_room_names_are_refused() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     let mut a = Chat::join(&server, "a").await;
     let (mut b, _, _) = Chat::open(&server, "?room=other").await;
     b.send(&ClientMessage::Join {
@@ -313,7 +315,7 @@ fn refused_start(env: &[(&str, &str)]) -> String {
     stderr
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn port_in_use_is_one_clear_line() {
     let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = taken.local_addr().unwrap().port().to_string();
@@ -332,7 +334,7 @@ fn the_old_shared_rate_limit_is_refused_with_the_new_names() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_page_is_server_rendered_with_test_hooks() {
     let server = Server::start(None, &[]);
     let (status, body) = server.get("/").await;
@@ -365,7 +367,7 @@ async fn the_page_is_server_rendered_with_test_hooks() {
 
 /// Each room has its page; older `?room=` links still work; other paths
 /// are not pages, while the site's own files are served.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rooms_have_their_own_pages() {
     // The project's public files as the site (the build copies them there).
     let public = concat!(env!("CARGO_MANIFEST_DIR"), "/../public");
@@ -396,10 +398,13 @@ async fn rooms_have_their_own_pages() {
 /// room is taken, and nicknames with invisible or direction-changing
 /// characters (or that render blank) are refused, with one Redis as well
 /// as embedded.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn look_alike_and_blank_nicknames_are_refused() {
     let redis = Redis::start();
-    for server in [Server::start(None, &[]), Server::start(Some(&redis), &[])] {
+    for server in [
+        Instance::configured(None, &[]).await,
+        Instance::configured(Some(&redis), &[]).await,
+    ] {
         let mut joined = Vec::new();
         for original in ["alice", "paypal", "STRASSE"] {
             joined.push(Chat::join(&server, original).await);

@@ -36,7 +36,7 @@ async fn text(client: &mut Client) -> String {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn relay_frames_reach_every_other_client_of_the_action_on_every_instance_once() {
     let shared = Shared::default();
     let instances = Instance::several(&shared, 2).await;
@@ -115,7 +115,7 @@ fn messages(events: &[ServerEvent]) -> Vec<ChatMessage> {
         .collect()
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn concurrent_senders_on_two_instances_give_everybody_one_order_and_exact_catch_up() {
     const SENDERS_PER_INSTANCE: usize = 3;
     const EACH: usize = 10;
@@ -194,7 +194,7 @@ async fn concurrent_senders_on_two_instances_give_everybody_one_order_and_exact_
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_are_totals_across_instances_and_a_clean_stop_says_who_left() {
     let shared = Shared::default();
     let mut instances = Instance::several(&shared, 2).await;

@@ -6,7 +6,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, RoomSummary, ServerEvent, ONLINE_SHOWN};
-use common::{Chat, Redis, Server, WAIT};
+use common::{Chat, Endpoint, Instance, Redis, WAIT};
 use std::collections::BTreeSet;
 
 /// What one client knows, from its frames alone.
@@ -66,7 +66,7 @@ struct Person {
 
 impl Person {
     /// Opens the room's page without joining: a reader.
-    async fn watch(server: &Server, room: &str) -> Person {
+    async fn watch(server: &impl Endpoint, room: &str) -> Person {
         let (chat, _, count) = Chat::open(server, &format!("?room={room}")).await;
         let view = View {
             count,
@@ -76,7 +76,7 @@ impl Person {
     }
 
     /// Opens the room and joins it, keeping what arrives before `joined`.
-    async fn join(server: &Server, room: &str, pseudo: &str) -> Person {
+    async fn join(server: &impl Endpoint, room: &str, pseudo: &str) -> Person {
         let mut person = Person::watch(server, room).await;
         let chat = &mut person.chat;
         chat.send(&ClientMessage::Join {
@@ -112,10 +112,10 @@ fn consistent(view: &View) -> bool {
     view.online.len() as u64 + view.more == view.count
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_lists_online_lists_and_counts_agree_across_instances() {
     let redis = Redis::start();
-    let (a, b) = two_instances(&redis);
+    let (a, b) = two_instances(&redis).await;
     let mut alice = Person::join(&a, "lobby", "alice").await;
     let mut bob = Person::join(&b, "lobby", "bob").await;
     let mut carol = Person::join(&b, "side", "carol").await;
@@ -181,20 +181,20 @@ async fn room_lists_online_lists_and_counts_agree_across_instances() {
 }
 
 /// Two instances on one Redis (or Cluster), default settings.
-fn two_instances(redis: &Redis) -> (Server, Server) {
+async fn two_instances(redis: &Redis) -> (Instance, Instance) {
     (
-        Server::start(Some(redis), &[]),
-        Server::start(Some(redis), &[]),
+        Instance::configured(Some(redis), &[]).await,
+        Instance::configured(Some(redis), &[]).await,
     )
 }
 
 /// Default settings: 24 people from one address arrive in a new room at
 /// once on two instances (the room is opened once, not 24 times), then
 /// half leave while the rest talk and new readers open the page.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_lists_stay_right_while_people_join_and_leave_at_once_on_two_instances() {
     let redis = Redis::start();
-    let (a, b) = two_instances(&redis);
+    let (a, b) = two_instances(&redis).await;
     let servers = [&a, &b];
     let mut readers = vec![
         Person::watch(&a, "crowd").await,
@@ -235,10 +235,10 @@ async fn online_lists_stay_right_while_people_join_and_leave_at_once_on_two_inst
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_stamped_by_the_server_shown_to_others_and_not_stored() {
     let redis = Redis::start();
-    let (server, other) = two_instances(&redis);
+    let (server, other) = two_instances(&redis).await;
     let mut alice = Person::join(&server, "general", "alice").await;
     let mut bob = Person::join(&other, "general", "bob").await;
     let mut ben = Person::join(&other, "general", "ben").await;
@@ -276,11 +276,11 @@ async fn typing_is_stamped_by_the_server_shown_to_others_and_not_stored() {
     assert_eq!(watcher.expect_error().await, ErrorCode::NotJoined);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_address_opens_only_a_few_new_rooms_a_minute() {
     // Default settings: 5 new rooms a minute per address.
     let redis = Redis::start();
-    let server = Server::start(Some(&redis), &[]);
+    let server = Instance::configured(Some(&redis), &[]).await;
     let mut kept = Vec::new();
     for i in 0..5 {
         kept.push(Chat::join_room(&server, &format!("new{i}"), "maker").await);
@@ -300,10 +300,10 @@ async fn one_address_opens_only_a_few_new_rooms_a_minute() {
     let _general = Chat::join(&server, "maker").await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_big_room_shows_a_capped_online_list_that_adds_up_to_its_count() {
     let redis = Redis::start();
-    let server = Server::start(Some(&redis), &[]);
+    let server = Instance::configured(Some(&redis), &[]).await;
     let mut people = Vec::new();
     for i in 0..ONLINE_SHOWN + 5 {
         people.push(Chat::join(&server, &format!("p{i}")).await);

@@ -5,7 +5,7 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, Position, ServerEvent, HISTORY_LEN};
-use common::{Chat, Endpoint, Received, Redis, Server};
+use common::{Chat, Endpoint, Instance, Received, Redis, Server};
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -50,21 +50,24 @@ async fn read_until(chat: &mut Chat, got: &mut Vec<Seen>, done: impl Fn(&[Seen])
 /// The instances a scenario runs on: the embedded server alone, or two
 /// servers sharing a private Redis.
 struct Setup {
-    servers: Vec<Server>,
+    servers: Vec<Instance>,
     _redis: Option<Redis>,
 }
 
 impl Setup {
-    fn embedded() -> Setup {
+    async fn embedded() -> Setup {
         Setup {
-            servers: vec![Server::start(None, &[])],
+            servers: vec![Instance::configured(None, &[]).await],
             _redis: None,
         }
     }
 
-    fn redis() -> Setup {
+    async fn redis() -> Setup {
         let redis = Redis::start();
-        let servers = (0..2).map(|_| Server::start(Some(&redis), &[])).collect();
+        let mut servers = Vec::new();
+        for _ in 0..2 {
+            servers.push(Instance::configured(Some(&redis), &[]).await);
+        }
         Setup {
             servers,
             _redis: Some(redis),
@@ -72,7 +75,7 @@ impl Setup {
     }
 
     /// The n-th instance, round robin (always the same one when embedded).
-    fn at(&self, n: usize) -> &Server {
+    fn at(&self, n: usize) -> &Instance {
         &self.servers[n % self.servers.len()]
     }
 }
@@ -222,14 +225,14 @@ async fn one_order_and_exact_catch_up(setup: Setup) {
     drop(held);
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_one_order_and_exact_catch_up_under_concurrent_senders() {
-    one_order_and_exact_catch_up(Setup::embedded()).await;
+    one_order_and_exact_catch_up(Setup::embedded().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_one_order_and_exact_catch_up_under_concurrent_senders() {
-    one_order_and_exact_catch_up(Setup::redis()).await;
+    one_order_and_exact_catch_up(Setup::redis().await).await;
 }
 
 /// A client further behind than the history reaches, or from another
@@ -262,19 +265,19 @@ async fn too_far_behind_is_said(setup: Setup) {
     assert!(chat.recovered && history.is_empty(), "up to date");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn embedded_a_client_too_far_behind_is_told() {
-    too_far_behind_is_said(Setup::embedded()).await;
+    too_far_behind_is_said(Setup::embedded().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_client_too_far_behind_is_told() {
-    too_far_behind_is_said(Setup::redis()).await;
+    too_far_behind_is_said(Setup::redis().await).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_since_is_refused_with_400() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     for bad in ["?since=nope", "?since=e:x", "?since=e:-1"] {
         assert_eq!(
             common::refused_status(&server.chat_url(bad)).await,
@@ -316,8 +319,8 @@ fn two_instances_subscriptions(redis: &Redis) -> i64 {
 /// instance must get every one once, in order, with no notice.
 async fn talk_across_a_lost_subscription(n: usize, kill_after: Duration, pace: Duration) {
     let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
     let (mut reader, _, _) = Chat::open(&b, "").await;
     let mut talker = Chat::join(&a, "talker").await;
     let mut got = Vec::new();
@@ -359,7 +362,7 @@ async fn talk_across_a_lost_subscription(n: usize, kill_after: Duration, pace: D
 
 /// Events published while an instance's pub/sub connection is down reach
 /// its clients from the stream once it is back, in order, with no notice.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_lost_subscription_is_repaired_from_the_stream() {
     talk_across_a_lost_subscription(30, Duration::from_millis(30), Duration::from_millis(5)).await;
 }
@@ -367,14 +370,14 @@ async fn a_lost_subscription_is_repaired_from_the_stream() {
 /// Events published just after an instance lost its subscription, with
 /// nothing after them to reveal the gap, still reach its clients once the
 /// subscription is back.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_tail_published_during_a_lost_subscription_is_delivered() {
     talk_across_a_lost_subscription(10, Duration::ZERO, Duration::ZERO).await;
 }
 
 /// A message its sender saw echoed is in the stream: killing the sender's
 /// instance at once loses none of them.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_loses_no_acknowledged_message() {
     let redis = Redis::start();
     let mut a = Server::start(Some(&redis), &[]);
@@ -425,12 +428,12 @@ async fn kill_9_loses_no_acknowledged_message() {
 /// While Redis is away nothing can be appended: a sender is told its
 /// message was not sent; once Redis is back (empty: a new epoch), every
 /// client is told events may be missing, and talk resumes.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_refuses_sends_meanwhile_and_announces_the_new_epoch() {
     let mut redis = Redis::start();
     let fast = [("HEARTBEAT_TTL_SECS", "3")];
-    let a = Server::start(Some(&redis), &fast);
-    let b = Server::start(Some(&redis), &fast);
+    let a = Instance::configured(Some(&redis), &fast).await;
+    let b = Instance::configured(Some(&redis), &fast).await;
     let mut alice = Chat::join(&a, "alice").await;
     let (mut reader, _, _) = Chat::open(&b, "").await;
     alice.say("before").await;

@@ -3,7 +3,7 @@
 //! in-memory broker, and then behave as instances sharing a Redis: that is
 //! how multi-instance behaviour is tested in milliseconds.
 
-use super::Endpoint;
+use super::{Endpoint, Redis};
 use clap::Parser;
 use server::broker::memory::Shared;
 use server::config::Config;
@@ -22,6 +22,10 @@ impl Instance {
     /// An instance on the `shared` memory, on ephemeral loopback ports,
     /// with these extra command-line settings.
     pub async fn start(shared: &Shared, settings: &[&str]) -> Instance {
+        Instance::with(Backing::Memory(shared.clone()), settings).await
+    }
+
+    async fn with(backing: Backing, settings: &[&str]) -> Instance {
         let mut args = vec![
             "server",
             "--bind",
@@ -40,11 +44,32 @@ impl Instance {
         let anywhere = "127.0.0.1:0".parse().expect("an address");
         listeners.relay = Some(server::http::listener::bind(anywhere, false).expect("a port"));
         let shutdown = CancellationToken::new();
-        let backing = Backing::Memory(shared.clone());
         let running = server::start(listeners, config, backing, shutdown.clone())
             .await
             .expect("the instance starts");
         Instance { running, shutdown }
+    }
+
+    /// An instance as `Server::start(redis, env)` starts a process, in
+    /// this one: the same settings (`("MAX_MESSAGE_BYTES", "4096")` is
+    /// `--max-message-bytes 4096`), on a Redis or on memory of its own.
+    pub async fn configured(redis: Option<&Redis>, env: &[(&str, &str)]) -> Instance {
+        let mut flags: Vec<String> = env
+            .iter()
+            .flat_map(|(name, value)| {
+                let flag = format!("--{}", name.to_lowercase().replace('_', "-"));
+                [flag, (*value).to_owned()]
+            })
+            .collect();
+        let backing = match redis {
+            Some(redis) => {
+                flags.extend(["--redis-url".to_owned(), redis.url()]);
+                Backing::Configured
+            }
+            None => Backing::Memory(Shared::default()),
+        };
+        let settings: Vec<&str> = flags.iter().map(String::as_str).collect();
+        Instance::with(backing, &settings).await
     }
 
     /// Several instances on one shared memory.
@@ -54,6 +79,10 @@ impl Instance {
             instances.push(Instance::start(shared, &[]).await);
         }
         instances
+    }
+
+    pub async fn get(&self, path: &str) -> (u16, String) {
+        super::http_get(self.running.http, path).await
     }
 
     /// The relay's own port.
