@@ -4,7 +4,7 @@
 
 mod common;
 
-use common::{Client, Endpoint, Redis, Server};
+use common::{Client, Endpoint, Instance, Redis};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
 use std::time::{SystemTime, UNIX_EPOCH};
@@ -47,7 +47,12 @@ async fn register(
 }
 
 /// Every case against one server whose tokens are signed with `key`.
-async fn every_case(server: &Server, key: &EncodingKey, algorithm: Algorithm, other: &EncodingKey) {
+async fn every_case(
+    server: &Instance,
+    key: &EncodingKey,
+    algorithm: Algorithm,
+    other: &EncodingKey,
+) {
     let url = server.relay_url();
     let valid = |actions: Value| {
         mint(
@@ -120,13 +125,14 @@ async fn every_case(server: &Server, key: &EncodingKey, algorithm: Algorithm, ot
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hs256_tokens_every_case() {
     let redis = Redis::start();
-    let server = Server::start(
+    let server = Instance::configured(
         Some(&redis),
         &[("RELAY_AUTH", "required"), ("AUTH_JWT_SECRET", SECRET)],
-    );
+    )
+    .await;
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     let other = EncodingKey::from_secret(b"somebody else's secret");
     every_case(&server, &key, Algorithm::HS256, &other).await;
@@ -155,7 +161,7 @@ async fn hs256_tokens_every_case() {
     );
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn es256_tokens_every_case() {
     let signing = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
     let other = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).unwrap();
@@ -163,13 +169,14 @@ async fn es256_tokens_every_case() {
     std::fs::create_dir_all(&dir).unwrap();
     let public = dir.join("public.pem");
     std::fs::write(&public, signing.public_key_pem()).unwrap();
-    let server = Server::start(
+    let server = Instance::configured(
         None,
         &[
             ("RELAY_AUTH", "required"),
             ("AUTH_JWT_PUBLIC_KEY", public.to_str().unwrap()),
         ],
-    );
+    )
+    .await;
     let key = EncodingKey::from_ec_pem(signing.serialize_pem().as_bytes()).unwrap();
     let other = EncodingKey::from_ec_pem(other.serialize_pem().as_bytes()).unwrap();
     every_case(&server, &key, Algorithm::ES256, &other).await;
@@ -192,9 +199,9 @@ async fn es256_tokens_every_case() {
 }
 
 /// Off by default: the drop-in needs no token.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_relay_auth_no_token_is_needed() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     let reply = register(&server.relay_url(), json!({"action": "lights"}), None).await;
     assert_eq!(reply.unwrap()["type"], "registered");
 }
@@ -202,13 +209,14 @@ async fn without_relay_auth_no_token_is_needed() {
 /// `CHAT_AUTH=required`: the token (`?token=`) is needed to open the chat,
 /// its `name` is the nickname whatever the client asks for, renames are
 /// refused, and `rooms` limits the rooms.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chat_tokens_name_the_speaker_and_limit_the_rooms() {
     use app::protocol::{ClientMessage, ErrorCode, ServerEvent};
-    let server = Server::start(
+    let server = Instance::configured(
         None,
         &[("CHAT_AUTH", "required"), ("AUTH_JWT_SECRET", SECRET)],
-    );
+    )
+    .await;
     let key = EncodingKey::from_secret(SECRET.as_bytes());
     let token = |claims: Value| mint(&key, Algorithm::HS256, claims);
 
