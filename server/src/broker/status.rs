@@ -10,6 +10,9 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub struct LinkStatus {
+    /// Whether `redis_up` reports this link (not for the in-memory broker,
+    /// which has no link to lose).
+    reported: bool,
     /// Subscription connections down.
     pubsub_down: AtomicUsize,
     commands: AtomicBool,
@@ -24,7 +27,7 @@ pub struct PubsubUp<'a>(&'a LinkStatus);
 impl Drop for PubsubUp<'_> {
     fn drop(&mut self) {
         self.0.pubsub_down.fetch_add(1, Ordering::Relaxed);
-        metrics::redis_up(self.0.is_up());
+        self.0.report();
     }
 }
 
@@ -34,16 +37,31 @@ impl LinkStatus {
     /// down until its `pubsub_connections` are made.
     pub fn new(pubsub_connections: usize) -> Self {
         LinkStatus {
+            reported: true,
             pubsub_down: AtomicUsize::new(pubsub_connections),
             commands: AtomicBool::new(true),
             answering_since: Mutex::new(None),
         }
     }
 
+    /// A link that is always up, for the in-memory broker.
+    pub fn in_memory() -> Self {
+        LinkStatus {
+            reported: false,
+            ..LinkStatus::new(0)
+        }
+    }
+
     pub fn pubsub_up(&self) -> PubsubUp<'_> {
         self.pubsub_down.fetch_sub(1, Ordering::Relaxed);
-        metrics::redis_up(self.is_up());
+        self.report();
         PubsubUp(self)
+    }
+
+    fn report(&self) {
+        if self.reported {
+            metrics::redis_up(self.is_up());
+        }
     }
 
     pub fn set_commands(&self, up: bool) {
@@ -54,7 +72,8 @@ impl LinkStatus {
             (false, _) => *since = None,
             (true, Some(_)) => {}
         }
-        metrics::redis_up(self.is_up());
+        drop(since);
+        self.report();
     }
 
     /// How long commands have answered without a break.

@@ -92,7 +92,7 @@ impl MemoryBroker {
         MemoryBroker {
             shared: shared.clone(),
             me,
-            status: LinkStatus::new(0),
+            status: LinkStatus::in_memory(),
             ttl,
         }
     }
