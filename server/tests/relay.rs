@@ -2,7 +2,9 @@
 
 mod common;
 
-use common::{eventually, free_port, keys, Client, Endpoint, Received, Redis, Server, WAIT};
+use common::{
+    eventually, free_port, keys, Client, Endpoint, Instance, Received, Redis, Server, WAIT,
+};
 use serde_json::{json, Value};
 use std::time::Duration;
 
@@ -28,9 +30,9 @@ async fn next_is(client: &mut Client, frame: &str) {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_bad_first_message_gets_an_error_and_close_1008() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     for first in [
         "not json".to_owned(),
         "[1,2]".to_owned(),
@@ -52,9 +54,9 @@ async fn a_bad_first_message_gets_an_error_and_close_1008() {
     assert_eq!(binary.closed().await, Some(1008), "a binary first frame");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwards_to_every_other_client_of_the_action_only() {
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     let url = server.relay_url();
     let (mut sender, _) = register(&url, "lights").await;
     let (mut peer1, _) = register(&url, "lights").await;
@@ -90,16 +92,17 @@ async fn forwards_to_every_other_client_of_the_action_only() {
     assert!(matches!(peer1.receive().await, Received::Text(t) if t == "{\"still\":\"open\"}"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn binary_oversize_and_floods_are_answered() {
-    let server = Server::start(
+    let server = Instance::configured(
         None,
         &[
             ("MAX_MESSAGE_BYTES", "2048"),
             ("RELAY_RATE_LIMIT_PER_SEC", "5"),
             ("RELAY_RATE_LIMIT_BURST", "5"),
         ],
-    );
+    )
+    .await;
     let url = server.relay_url();
     let (mut client, _) = register(&url, "a").await;
     client.send_binary(vec![0, 1, 2]).await;
@@ -139,11 +142,11 @@ async fn the_dedicated_relay_port_accepts_any_path() {
     assert!(matches!(b.receive().await, Received::Text(t) if t == "{\"hello\":1}"));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn forwarding_crosses_instances_and_redis_holds_exactly_the_connected_ids() {
     let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
     let (mut on_a, id_a) = register(&a.relay_url(), "sync").await;
     let (mut on_b, id_b) = register(&b.relay_url(), "sync").await;
     let (mut other, id_other) = register(&b.relay_url(), "other").await;
@@ -326,11 +329,11 @@ async fn send_steadily(sender: &mut Client, n: u64) {
 /// reach every other client of the action, on the sender's instance and on
 /// another one, all of them, once, in order, and the sender is never told
 /// to slow down.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_limits_forward_what_the_original_forwarded() {
     let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
     let (mut sender, _) = register(&a.relay_url(), "telemetry").await;
     let (here, _) = register(&a.relay_url(), "telemetry").await;
     let (there, _) = register(&b.relay_url(), "telemetry").await;
@@ -362,14 +365,14 @@ async fn default_limits_forward_what_the_original_forwarded() {
 
 /// A text frame that is not UTF-8 is a protocol error: close 1007, on the
 /// relay and on the chat, rather than a dropped connection.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn invalid_utf8_closes_with_1007() {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
     use tokio_tungstenite::tungstenite::Message;
 
-    let server = Server::start(None, &[]);
+    let server = Instance::configured(None, &[]).await;
     for url in [server.relay_url(), server.chat_url("")] {
         let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         let header = FrameHeader {
@@ -388,9 +391,9 @@ async fn invalid_utf8_closes_with_1007() {
 /// The default *rate* (not the burst) carries 1,000 messages a second: with
 /// only the burst lowered, so that it cannot absorb the traffic, 5 seconds
 /// at 1,000 a second still pass without a refusal.
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_default_relay_rate_sustains_1000_messages_a_second() {
-    let server = Server::start(None, &[("RELAY_RATE_LIMIT_BURST", "100")]);
+    let server = Instance::configured(None, &[("RELAY_RATE_LIMIT_BURST", "100")]).await;
     let (mut sender, _) = register(&server.relay_url(), "steady").await;
     let (reader, _) = register(&server.relay_url(), "steady").await;
     let reader = tokio::spawn(expect_sequence(reader, "steady", 5000));

@@ -3,14 +3,17 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
-use common::{eventually, keys, texts, Chat, Redis, Server};
+use common::{eventually, keys, texts, Chat, Instance, Redis, Server};
 use std::collections::HashMap;
 use std::time::Duration;
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn three_instances_deliver_every_message_to_every_member_once_in_order() {
     let redis = Redis::start();
-    let servers: Vec<Server> = (0..3).map(|_| Server::start(Some(&redis), &[])).collect();
+    let mut servers = Vec::new();
+    for _ in 0..3 {
+        servers.push(Instance::configured(Some(&redis), &[]).await);
+    }
     let mut chats = Vec::new();
     for (i, server) in servers.iter().enumerate() {
         chats.push(Chat::join(server, &format!("user{i}")).await);
@@ -56,11 +59,11 @@ async fn three_instances_deliver_every_message_to_every_member_once_in_order() {
     }
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn counts_renames_leaves_and_nicknames_span_instances() {
     let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
     let mut alice = Chat::join(&a, "alice").await;
     let mut bob = Chat::join(&b, "bob").await;
     alice.expect_count(2).await;
@@ -104,11 +107,11 @@ async fn counts_renames_leaves_and_nicknames_span_instances() {
     alice.expect_count(2).await;
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn history_and_catch_up_work_whatever_instance_is_reached() {
     let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
     let mut alice = Chat::join(&a, "alice").await;
     alice.say("first").await;
     let first = alice.expect_message().await;
@@ -160,11 +163,11 @@ async fn killing_an_instance_heals_the_counts_of_the_others() {
         .all(|k| !k.contains(&doomed.instance_id())));
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_restart_refuses_messages_meanwhile_then_resumes_cross_instance() {
     let mut redis = Redis::start();
-    let a = Server::start(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]);
-    let b = Server::start(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]);
+    let a = Instance::configured(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]).await;
+    let b = Instance::configured(Some(&redis), &[("HEARTBEAT_TTL_SECS", "3")]).await;
     let mut a1 = Chat::join(&a, "a1").await;
     let mut a2 = Chat::join(&a, "a2").await;
     let mut b1 = Chat::join(&b, "b1").await;
@@ -240,11 +243,11 @@ async fn an_unreachable_redis_at_start_is_retried_until_it_comes() {
     assert_eq!(solo.expect_message().await.text, "with redis");
 }
 
-#[tokio::test]
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_joins_costs_each_client_a_few_count_frames() {
     let redis = Redis::start();
-    let a = Server::start(Some(&redis), &[]);
-    let b = Server::start(Some(&redis), &[]);
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
     let mut observer = Chat::join(&a, "observer").await;
     observer.expect_count(1).await;
     const JOINS: u64 = 100;

@@ -85,6 +85,10 @@ impl Instance {
         super::http_get(self.running.http, path).await
     }
 
+    pub async fn health(&self) -> serde_json::Value {
+        serde_json::from_str(&self.get("/healthz").await.1).expect("health is JSON")
+    }
+
     /// The relay's own port.
     pub fn relay_port_url(&self) -> String {
         let relay = self.running.relay.expect("a relay port");
