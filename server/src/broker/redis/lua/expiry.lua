@@ -36,3 +36,21 @@ local function refresh(instance, ttl, now)
     redis.call('PEXPIRE', KEYS[i], ttl * 3)
   end
 end
+
+-- Removes the entries of the hash KEYS[hash] that belong to the instances
+-- in `gone` (`owner` reads an entry's instance from its value), each with
+-- `drop`, which also says what to report of it. Returns the reports.
+local function prune_entries(gone, hash, owner, drop)
+  local removed = {}
+  if next(gone) == nil then
+    return removed
+  end
+  local entries = redis.call('HGETALL', KEYS[hash])
+  for i = 1, #entries, 2 do
+    if gone[owner(entries[i + 1])] then
+      removed[#removed + 1] = drop(entries[i], entries[i + 1])
+    end
+  end
+  forget(gone)
+  return removed
+end
