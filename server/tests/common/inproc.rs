@@ -69,7 +69,15 @@ impl Instance {
             None => Backing::Memory(Shared::default()),
         };
         let settings: Vec<&str> = flags.iter().map(String::as_str).collect();
-        Instance::with(backing, &settings).await
+        let instance = Instance::with(backing, &settings).await;
+        if redis.is_some() {
+            // As a load balancer would: clients come once the instance
+            // follows the other instances (its subscriptions are up), not
+            // while its Redis connections are still being made.
+            let ready = || async { instance.health().await["redis"] == "ok" };
+            super::eventually("the instance's Redis link is up", super::WAIT, ready).await;
+        }
+        instance
     }
 
     /// Several instances on one shared memory.
