@@ -167,11 +167,6 @@ impl Hub {
         }
     }
 
-    pub fn topics(&self) -> Vec<Topic> {
-        let topics = self.topics.read();
-        topics.keys().cloned().collect()
-    }
-
     pub fn rooms(&self) -> Vec<String> {
         let topics = self.topics.read();
         topics
