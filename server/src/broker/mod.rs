@@ -20,7 +20,7 @@ pub mod redis;
 pub mod stamp;
 mod status;
 
-use crate::fanout::{ConnId, Topic};
+use crate::fanout::{ConnId, Hub, Topic};
 use app::protocol::Pseudo;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
@@ -57,6 +57,23 @@ pub struct Stored {
     pub epoch: String,
     pub offset: u64,
     pub events: Vec<Utf8Bytes>,
+}
+
+/// Delivers a sender's frame to every listener of the topic on every
+/// instance but the sender: this instance's at once (local delivery never
+/// waits for the broker), the others' through the broker. The bytes are
+/// encoded once by the caller and forwarded unparsed.
+pub async fn broadcast(
+    broker: &dyn Broker,
+    hub: &Hub,
+    instance: Uuid,
+    topic: &Topic,
+    frame: Utf8Bytes,
+    sender: ConnId,
+) -> Result<(), BrokerError> {
+    hub.deliver(topic, &frame, Some(sender));
+    let envelope = Envelope::new(instance, Some(sender), frame);
+    broker.publish(topic, envelope).await
 }
 
 /// A connection's place in a room, as presence records it.

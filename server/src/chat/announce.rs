@@ -5,7 +5,7 @@
 //! instance) are acted on here.
 
 use super::{encode, Chat};
-use crate::broker::{BrokerError, Envelope};
+use crate::broker::{self, BrokerError};
 use crate::clock::now_ms;
 use crate::fanout::{close, ConnId, Topic};
 use crate::presence::Event;
@@ -64,10 +64,10 @@ impl Chat {
     /// A frame that is not part of the room's stream (typing), for every
     /// listener of the topic on every instance but the sender.
     pub(super) async fn broadcast(&self, topic: &Topic, frame: Utf8Bytes, sender: ConnId) {
-        self.hub.deliver(topic, &frame, Some(sender));
-        let envelope = Envelope::new(self.instance(), Some(sender), frame);
+        let broker = self.broker.as_ref();
+        let sent = broker::broadcast(broker, &self.hub, self.instance, topic, frame, sender);
         // Other instances miss it while the broker is down: it is a hint.
-        let _ = self.broker.publish(topic, envelope).await;
+        let _ = sent.await;
     }
 
     /// Acts on what presence found.

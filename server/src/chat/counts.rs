@@ -14,7 +14,7 @@
 use super::{encode, Chat};
 use crate::broker::RoomEntry;
 use crate::clock::now_ms;
-use crate::fanout::Topic;
+use crate::fanout::{Hub, Topic};
 use crate::presence::Event;
 use app::protocol::{RoomSummary, ServerEvent, ONLINE_SHOWN, ROOMS_SHOWN};
 use parking_lot::{Mutex, MutexGuard};
@@ -94,6 +94,13 @@ impl Counts {
         }
     }
 
+    /// Every room with listeners here is recounted at the next tick.
+    pub fn mark_all(&self, hub: &Hub) {
+        for room in hub.rooms() {
+            self.mark(&room);
+        }
+    }
+
     fn take(&self) -> HashSet<String> {
         std::mem::take(&mut *self.dirty.lock())
     }
@@ -143,7 +150,7 @@ pub async fn run(chat: Arc<Chat>, events: Events) {
             _ = chat.shutdown.cancelled() => return,
             _ = tick.tick() => {}
             _ = refresh.tick() => {
-                chat.mark_all();
+                chat.counts.mark_all(&chat.hub);
                 continue;
             }
             _ = room_list.tick() => {

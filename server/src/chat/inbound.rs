@@ -33,8 +33,6 @@ impl Inbox for Inbound {
     }
 
     fn reconnected(&self) {
-        for room in self.hub.rooms() {
-            self.counts.mark(&room);
-        }
+        self.counts.mark_all(&self.hub);
     }
 }

@@ -2,7 +2,7 @@
 
 use super::Relay;
 use crate::auth;
-use crate::broker::Envelope;
+use crate::broker;
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
@@ -96,11 +96,11 @@ impl Handler for RelaySession {
         let action = &registered.action;
         tracing::debug!(conn = %self.id, action, message = %text, "relay message");
         let relay = &self.relay;
-        relay.hub.deliver(&registered.topic, &text, Some(self.id));
-        let envelope = Envelope::new(relay.instance, Some(self.id), text);
+        let (broker, topic) = (relay.broker.as_ref(), &registered.topic);
+        let sent = broker::broadcast(broker, &relay.hub, relay.instance, topic, text, self.id);
         // Local delivery happened; the others miss it while the broker is
         // down (counted by the broker).
-        let _ = relay.broker.publish(&registered.topic, envelope).await;
+        let _ = sent.await;
         None
     }
 
