@@ -231,6 +231,11 @@ async fn counts_are_totals_across_instances_and_a_clean_stop_says_who_left() {
     }
     assert_eq!(left, BTreeSet::from(["bob".to_owned(), "carol".to_owned()]));
     alice.expect_count(1).await;
+    // Nothing of the stopped instance lives on to be handed frames.
+    eventually("the stopped instance leaves the memory", WAIT, || async {
+        shared.joined() == 1
+    })
+    .await;
     drop((bob, carol));
     for instance in instances {
         instance.stop().await;

@@ -20,6 +20,7 @@ use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
 
 /// How long an event may wait for the ones before it before the feed reads
 /// them from the stream. Pub/sub and the append's reply race by well under
@@ -164,8 +165,12 @@ impl Feeds {
     }
 
     /// Reads back from the broker what the feeds miss, room by room, as
-    /// they ask.
-    pub async fn repair_loop(self: Arc<Self>, broker: Arc<dyn Broker>) {
+    /// they ask, until `shutdown`.
+    pub async fn repair_loop(
+        self: Arc<Self>,
+        broker: Arc<dyn Broker>,
+        shutdown: CancellationToken,
+    ) {
         let mut queue = self.queue.lock().await;
         // Rooms a previous run took off the queue but did not repair (it
         // panicked) are queued again.
@@ -173,7 +178,14 @@ impl Feeds {
             feed.queued = false;
             self.queue(room, feed, true);
         }
-        while let Some(room) = queue.recv().await {
+        loop {
+            let room = tokio::select! {
+                _ = shutdown.cancelled() => return,
+                room = queue.recv() => match room {
+                    Some(room) => room,
+                    None => return,
+                },
+            };
             // Let events in flight arrive first; batch what queues meanwhile.
             tokio::time::sleep(GAP_WAIT).await;
             let mut rooms = HashSet::from([room]);

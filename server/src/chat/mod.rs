@@ -144,28 +144,14 @@ impl Chat {
                 async move {
                     let mut sweep = tokio::time::interval(NEW_ROOMS_SWEEP);
                     loop {
-                        sweep.tick().await;
-                        chat.new_rooms.retain_recent();
+                        tokio::select! {
+                            _ = chat.shutdown.cancelled() => return,
+                            _ = sweep.tick() => chat.new_rooms.retain_recent(),
+                        }
                     }
                 }
             }
         });
-    }
-
-    fn instance(&self) -> Uuid {
-        self.instance
-    }
-
-    /// A room's participants changed somewhere: recount it at the next tick.
-    pub fn mark(&self, room: &str) {
-        self.counts.mark(room);
-    }
-
-    /// Every local room is recounted at the next tick.
-    pub fn mark_all(&self) {
-        for room in self.hub.rooms() {
-            self.counts.mark(&room);
-        }
     }
 }
 

@@ -50,7 +50,7 @@ fn chat(shared: &Shared) -> Arc<Chat> {
     let restarts = Arc::new(Restarts::default());
     chat.spawn_tasks(parts.events, &restarts);
     let broker = chat.broker.clone();
-    tokio::spawn(feeds.repair_loop(broker));
+    tokio::spawn(feeds.repair_loop(broker, CancellationToken::new()));
     chat
 }
 

@@ -64,8 +64,8 @@ impl Parts {
         });
         let broker = broker(config, backing, instance, inbox, &restarts, &shutdown).await?;
         supervise::spawn("stream-repairs", restarts.clone(), shutdown.clone(), {
-            let (feeds, broker) = (feeds.clone(), broker.clone());
-            move || feeds.clone().repair_loop(broker.clone())
+            let (feeds, broker, shutdown) = (feeds.clone(), broker.clone(), shutdown.clone());
+            move || feeds.clone().repair_loop(broker.clone(), shutdown.clone())
         });
         let (events, presence_events) = mpsc::unbounded_channel();
         let presence = Arc::new(Presence::new(broker.clone(), events));

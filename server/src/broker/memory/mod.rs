@@ -52,6 +52,11 @@ impl Shared {
         self.0.presence.lock().clients(action)
     }
 
+    /// How many instances use this memory now (a stopped one leaves).
+    pub fn joined(&self) -> usize {
+        self.instances().len()
+    }
+
     fn instances(&self) -> RwLockReadGuard<'_, Vec<Arc<Joined>>> {
         self.0.instances.read()
     }
