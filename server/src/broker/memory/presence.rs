@@ -266,3 +266,133 @@ impl Presence {
             .collect()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use app::protocol::Pseudo;
+    use std::time::Duration;
+
+    fn member(pseudo: &str, session: Uuid) -> Member {
+        let pseudo = Pseudo::parse(pseudo).unwrap();
+        Member {
+            key: crate::nickname::key(&pseudo),
+            pseudo,
+            session,
+        }
+    }
+
+    fn caller(instance: Uuid, now: Instant, lease: Duration) -> Caller {
+        Caller {
+            instance,
+            now,
+            until: now + lease,
+        }
+    }
+
+    fn seat<'a>(conn: ConnId, member: &'a Member) -> Seat<'a> {
+        Seat {
+            room: "r",
+            conn,
+            member,
+        }
+    }
+
+    #[test]
+    fn a_dead_instances_members_go_when_its_lease_runs_out_and_are_named_once() {
+        let mut presence = Presence::default();
+        let (dead, alive) = (Uuid::new_v4(), Uuid::new_v4());
+        let (al, bo) = (member("al", Uuid::new_v4()), member("bo", Uuid::new_v4()));
+        let start = Instant::now();
+        let lease = Duration::from_secs(10);
+        let claimed = presence.claim(seat(Uuid::new_v4(), &al), None, caller(dead, start, lease));
+        assert_eq!(claimed.claim, Claim::Opened);
+        let claimed = presence.claim(seat(Uuid::new_v4(), &bo), None, caller(alive, start, lease));
+        assert_eq!(claimed.claim, Claim::Joined);
+        assert_eq!(presence.roster("r", 10, start).count, 2);
+        // The living instance refreshes; the dead one does not.
+        let later = start + Duration::from_secs(8);
+        let refreshed = presence.refresh_room("r", caller(alive, later, lease));
+        assert!(refreshed.present && refreshed.departed.is_empty());
+        let after = start + Duration::from_secs(11);
+        let roster = presence.roster("r", 10, after);
+        assert_eq!((roster.count, roster.departed), (1, vec!["al".to_owned()]));
+        assert!(
+            presence.roster("r", 10, after).departed.is_empty(),
+            "named once"
+        );
+        // Its nickname is free again, for anybody.
+        let stranger = member("AL", Uuid::new_v4());
+        let claimed = presence.claim(
+            seat(Uuid::new_v4(), &stranger),
+            None,
+            caller(alive, after, lease),
+        );
+        assert_eq!(claimed.claim, Claim::Joined);
+        // A refresh after its own lease ran out says it must register again.
+        let late = after + Duration::from_secs(30);
+        assert!(
+            !presence
+                .refresh_room("r", caller(alive, late, lease))
+                .present
+        );
+    }
+
+    #[test]
+    fn a_session_reclaims_its_nickname_and_a_clean_stop_departs_its_own_only() {
+        let mut presence = Presence::default();
+        let (here, there) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Instant::now();
+        let lease = Duration::from_secs(10);
+        let session = Uuid::new_v4();
+        let (old, new) = (Uuid::new_v4(), Uuid::new_v4());
+        let al = member("al", session);
+        presence.claim(seat(old, &al), None, caller(here, now, lease));
+        let claimed = presence.claim(seat(new, &al), None, caller(there, now, lease));
+        assert_eq!(
+            (claimed.claim, claimed.replaced),
+            (Claim::Reclaimed, Some(old))
+        );
+        let other = member("al", Uuid::new_v4());
+        let taken = presence.claim(seat(Uuid::new_v4(), &other), None, caller(here, now, lease));
+        assert_eq!(taken.claim, Claim::Taken);
+        // The replaced connection leaving changes nothing.
+        assert!(!presence.leave(seat(old, &al), None));
+        let bo = member("bo", Uuid::new_v4());
+        presence.claim(seat(Uuid::new_v4(), &bo), None, caller(here, now, lease));
+        assert_eq!(presence.depart_room("r", here), vec!["bo".to_owned()]);
+        assert_eq!(presence.roster("r", 10, now).names, vec!["al".to_owned()]);
+    }
+
+    #[test]
+    fn relay_clients_leave_with_their_instance() {
+        let mut presence = Presence::default();
+        let (dead, alive) = (Uuid::new_v4(), Uuid::new_v4());
+        let now = Instant::now();
+        let lease = Duration::from_secs(10);
+        let (a, b, c) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
+        presence.register("x", a, "{}", caller(dead, now, lease));
+        presence.register("x", b, "{}", caller(alive, now, lease));
+        presence.register("x", c, "{}", caller(alive, now, lease));
+        presence.unregister("x", c, None);
+        let mut clients = presence.clients("x");
+        clients.sort();
+        let mut expected = vec![a, b];
+        expected.sort();
+        assert_eq!(clients, expected);
+        // The living instance refreshes; the dead one's lease runs out and
+        // the next registration sweeps its clients.
+        let refreshed =
+            presence.refresh_action("x", caller(alive, now + Duration::from_secs(8), lease));
+        assert!(refreshed.present);
+        let after = now + Duration::from_secs(11);
+        presence.register("x", c, "{}", caller(alive, after, lease));
+        let mut clients = presence.clients("x");
+        clients.sort();
+        let mut expected = vec![b, c];
+        expected.sort();
+        assert_eq!(clients, expected);
+        presence.depart_action("x", alive);
+        assert!(presence.clients("x").is_empty());
+    }
+}
