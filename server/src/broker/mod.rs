@@ -24,6 +24,7 @@ use crate::fanout::{ConnId, Hub, Topic};
 use app::protocol::Pseudo;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
+use std::sync::Arc;
 use uuid::Uuid;
 
 pub use envelope::Envelope;
@@ -74,6 +75,32 @@ pub async fn broadcast(
     hub.deliver(topic, &frame, Some(sender));
     let envelope = Envelope::new(instance, Some(sender), frame);
     broker.publish(topic, envelope).await
+}
+
+/// This instance following a topic for one listener, as long as the value
+/// lives.
+pub struct Subscription {
+    broker: Arc<dyn Broker>,
+    topic: Topic,
+}
+
+impl Drop for Subscription {
+    fn drop(&mut self) {
+        self.broker.unfollow(&self.topic);
+    }
+}
+
+/// Follows `topic` and returns once frames of other instances reach this
+/// one. Dropped, even while it waits (a connection closed meanwhile), it is
+/// undone: every follow is matched by one unfollow.
+pub async fn subscribe(broker: &Arc<dyn Broker>, topic: Topic) -> Subscription {
+    broker.follow(&topic);
+    let subscription = Subscription {
+        broker: broker.clone(),
+        topic,
+    };
+    subscription.broker.live(&subscription.topic).await;
+    subscription
 }
 
 /// A connection's place in a room, as presence records it.
@@ -184,13 +211,19 @@ pub trait Broker: Send + Sync {
     /// instances share them), so that a clean stop must remove them.
     fn shared(&self) -> bool;
 
-    /// Follows the topic, once per call, until as many [`Broker::unsubscribe`]:
-    /// returns once frames published by other instances reach this one (or
-    /// after a bounded wait while the broker is down; the subscription is
-    /// made when it answers again, and [`Inbox::missed`] says so).
-    async fn subscribe(&self, topic: &Topic);
+    /// Follows the topic once more, from now until as many
+    /// [`Broker::unfollow`]. Callers use [`subscribe`], which also waits
+    /// for it to be live and undoes it however it ends.
+    fn follow(&self, topic: &Topic);
 
-    fn unsubscribe(&self, topic: &Topic);
+    /// Returns once frames published by other instances on a followed
+    /// topic reach this one (or after a bounded wait while the broker is
+    /// down; the subscription is made when it answers again, and
+    /// [`Inbox::missed`] says so). Every follower waits, not only the
+    /// first: the second must not go ahead of the first one's subscription.
+    async fn live(&self, topic: &Topic);
+
+    fn unfollow(&self, topic: &Topic);
 
     /// Hands a frame to the other instances following the topic.
     async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<(), BrokerError>;

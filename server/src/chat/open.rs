@@ -4,7 +4,7 @@
 
 use super::resume::{self, history_frame, Resume, Snapshot};
 use super::{encode, Chat};
-use crate::broker::stamp;
+use crate::broker::{self, stamp, Subscription};
 use crate::fanout::{ConnId, Peer, Topic};
 use crate::ws::{self, Preamble};
 use app::protocol::ServerEvent;
@@ -12,16 +12,17 @@ use app::protocol::ServerEvent;
 impl Chat {
     /// Listens to the room, then reads its stream: an event published in
     /// between is never missed, and the preamble's filter keeps it from
-    /// being sent twice. Returns what the connection is sent first.
+    /// being sent twice. Returns what the connection is sent first, and
+    /// the instance's subscription to the room for this connection.
     pub(super) async fn open(
         &self,
         room: &str,
         id: ConnId,
         peer: &Peer,
         resume: &Resume,
-    ) -> Preamble {
+    ) -> (Preamble, Subscription) {
         self.feeds.listen(room, id, peer.clone());
-        self.broker.subscribe(&Topic::Room(room.to_owned())).await;
+        let subscription = broker::subscribe(&self.broker, Topic::Room(room.to_owned())).await;
         let snapshot = match self.broker.read(room).await {
             Ok(stored) => {
                 let snapshot = resume::resume(stored, resume);
@@ -45,10 +46,11 @@ impl Chat {
             encode(&online.event()),
             encode(&ServerEvent::Rooms { rooms }),
         ];
-        Preamble {
+        let preamble = Preamble {
             frames,
             fresh: Some(after_history(snapshot.epoch, snapshot.offset)),
-        }
+        };
+        (preamble, subscription)
     }
 }
 

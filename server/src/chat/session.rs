@@ -2,7 +2,7 @@
 //! with a nickname to speak.
 
 use super::{encode, Chat, Opening};
-use crate::broker::{Claim, Member, Seat};
+use crate::broker::{Claim, Member, Seat, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::nickname;
@@ -34,10 +34,11 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     } = opening;
     metrics::connection_opened(Kind::Chat);
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
-    let preamble = chat.open(&room, id, &peer, &resume).await;
+    let (preamble, subscription) = chat.open(&room, id, &peer, &resume).await;
     let mut session = ChatSession {
         chat: chat.clone(),
         id,
+        subscription: Some(subscription),
         topic: Topic::Room(room.clone()),
         room,
         peer: peer.clone(),
@@ -100,6 +101,8 @@ impl Limited {
 struct ChatSession {
     chat: Arc<Chat>,
     id: ConnId,
+    /// The instance follows the room for this connection until it leaves.
+    subscription: Option<Subscription>,
     room: String,
     topic: Topic,
     peer: Peer,
@@ -334,7 +337,7 @@ impl ChatSession {
     async fn leave(&mut self) {
         let chat = &self.chat;
         chat.feeds.unlisten(&self.room, self.id);
-        chat.broker.unsubscribe(&self.topic);
+        self.subscription.take();
         // On shutdown the instance's entries are removed all at once after
         // a short wait, so that people who reconnect elsewhere meanwhile
         // reclaim their nickname instead of "leaving" and "joining".

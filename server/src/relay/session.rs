@@ -2,7 +2,7 @@
 
 use super::Relay;
 use crate::auth;
-use crate::broker;
+use crate::broker::{self, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
@@ -38,12 +38,10 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
         &relay.shutdown,
     )
     .await;
-    let registered = session.registered.take();
-    if let Some(registered) = &registered {
+    let mut registered = session.registered.take();
+    if let Some(registered) = &mut registered {
         relay.hub.remove(&registered.topic, id);
-        if registered.subscribed {
-            relay.broker.unsubscribe(&registered.topic);
-        }
+        registered.subscription.take();
         // On shutdown the instance's entries are removed all at once.
         if !relay.shutdown.is_cancelled() {
             relay.presence.unregister(&registered.action, id).await;
@@ -64,8 +62,9 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
 struct Registered {
     action: String,
     topic: Topic,
-    /// The instance follows the action for this client (to be undone).
-    subscribed: bool,
+    /// The instance follows the action for this client, once it was asked
+    /// to (undone when dropped).
+    subscription: Option<Subscription>,
 }
 
 struct RelaySession {
@@ -171,19 +170,17 @@ impl RelaySession {
         self.registered = Some(Registered {
             action: action.clone(),
             topic: topic.clone(),
-            subscribed: false,
+            subscription: None,
         });
         let relay = self.relay.clone();
         relay.presence.register(&action, self.id, &text).await;
         // "registered" means "you get every later frame": the instance
         // follows the action before the reply, and the client listens
-        // right after it, with no frame in between. (Marked first: the
-        // subscription counts from the call's first step, which runs
-        // without a pause after this line.)
+        // right after it, with no frame in between.
+        let subscription = broker::subscribe(&relay.broker, topic.clone()).await;
         if let Some(registered) = &mut self.registered {
-            registered.subscribed = true;
+            registered.subscription = Some(subscription);
         }
-        relay.broker.subscribe(&topic).await;
         let reply = RelayReply::Registered {
             id: self.id,
             action: action.clone(),

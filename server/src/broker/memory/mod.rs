@@ -143,11 +143,14 @@ impl Broker for MemoryBroker {
         self.shared.instances().len() > 1
     }
 
-    async fn subscribe(&self, topic: &Topic) {
+    fn follow(&self, topic: &Topic) {
         *self.me.topics.lock().entry(topic.clone()).or_default() += 1;
     }
 
-    fn unsubscribe(&self, topic: &Topic) {
+    /// Frames go to the followers as they are published: live at once.
+    async fn live(&self, _topic: &Topic) {}
+
+    fn unfollow(&self, topic: &Topic) {
         let mut topics = self.me.topics.lock();
         if let Some(count) = topics.get_mut(topic) {
             *count -= 1;

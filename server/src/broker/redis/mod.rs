@@ -158,12 +158,16 @@ impl Broker for RedisBroker {
         true
     }
 
-    async fn subscribe(&self, topic: &Topic) {
-        self.pubsub.subscribe(topic).await;
+    fn follow(&self, topic: &Topic) {
+        self.pubsub.follow(topic);
     }
 
-    fn unsubscribe(&self, topic: &Topic) {
-        self.pubsub.unsubscribe(topic);
+    async fn live(&self, topic: &Topic) {
+        self.pubsub.live(topic).await;
+    }
+
+    fn unfollow(&self, topic: &Topic) {
+        self.pubsub.unfollow(topic);
     }
 
     async fn publish(&self, topic: &Topic, envelope: Envelope) -> Result<(), BrokerError> {

@@ -106,19 +106,20 @@ impl PubSub {
         &self.shards[index]
     }
 
-    /// Follows the topic (once more), and waits (briefly) until its
-    /// shard's connection does: every caller waits, not only the first,
-    /// since the second to arrive must not go ahead of the first one's
-    /// subscription.
-    pub async fn subscribe(&self, topic: &Topic) {
+    /// Follows the topic (once more); its shard subscribes when asked.
+    pub fn follow(&self, topic: &Topic) {
         *self.common.wanted().entry(topic.clone()).or_default() += 1;
+    }
+
+    /// Waits (briefly) until the topic's shard follows what it is asked to.
+    pub async fn live(&self, topic: &Topic) {
         let (done, wait) = oneshot::channel();
         if self.shard(topic).send(Some(done)).is_ok() {
             let _ = timeout(SUBSCRIBE_WAIT, wait).await;
         }
     }
 
-    pub fn unsubscribe(&self, topic: &Topic) {
+    pub fn unfollow(&self, topic: &Topic) {
         let mut wanted = self.common.wanted();
         let Some(count) = wanted.get_mut(topic) else {
             return;
