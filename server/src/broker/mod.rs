@@ -121,6 +121,16 @@ pub struct Member {
     pub session: Uuid,
 }
 
+impl Member {
+    pub fn new(pseudo: Pseudo, session: Uuid) -> Self {
+        Member {
+            key: crate::nickname::key(&pseudo),
+            pseudo,
+            session,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Claim {
     /// The nickname is now this connection's.

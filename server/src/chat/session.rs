@@ -5,7 +5,6 @@ use super::{encode, Chat, Opening};
 use crate::broker::{Claim, Member, Seat, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
-use crate::nickname;
 use crate::ws::throttle::{Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Refusal, Socket};
 use app::protocol::{
@@ -198,14 +197,6 @@ impl ChatSession {
         }
     }
 
-    fn member(pseudo: Pseudo, session: Uuid) -> Member {
-        Member {
-            key: nickname::key(&pseudo),
-            pseudo,
-            session,
-        }
-    }
-
     async fn join(&mut self, raw: &str, session: Option<Uuid>) {
         if let Some(member) = &self.member {
             let message = format!(
@@ -220,7 +211,7 @@ impl ChatSession {
             (None, Ok(pseudo)) => pseudo,
             (None, Err(err)) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
         };
-        let member = Self::member(pseudo, session.unwrap_or_else(Uuid::new_v4));
+        let member = Member::new(pseudo, session.unwrap_or_else(Uuid::new_v4));
         // Recorded before any await, so that a connection cut short from
         // here on still releases the nickname when it closes (releasing one
         // it never got is harmless).
@@ -270,7 +261,7 @@ impl ChatSession {
         if pseudo == current.pseudo {
             return self.confirm(&current);
         }
-        let member = Self::member(pseudo, current.session);
+        let member = Member::new(pseudo, current.session);
         let chat = &self.chat;
         let previous = Some(current.key.as_str());
         let claim = chat.presence.claim(self.seat(&member), previous).await;

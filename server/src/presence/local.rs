@@ -163,12 +163,7 @@ mod tests {
     use uuid::Uuid;
 
     fn member(pseudo: &str, session: Uuid) -> Member {
-        let pseudo = Pseudo::parse(pseudo).unwrap();
-        Member {
-            key: crate::nickname::key(&pseudo),
-            pseudo,
-            session,
-        }
+        Member::new(Pseudo::parse(pseudo).unwrap(), session)
     }
 
     #[test]

@@ -274,12 +274,7 @@ mod tests {
     use std::time::Duration;
 
     fn member(pseudo: &str, session: Uuid) -> Member {
-        let pseudo = Pseudo::parse(pseudo).unwrap();
-        Member {
-            key: crate::nickname::key(&pseudo),
-            pseudo,
-            session,
-        }
+        Member::new(Pseudo::parse(pseudo).unwrap(), session)
     }
 
     fn caller(instance: Uuid, now: Instant, lease: Duration) -> Caller {
