@@ -107,6 +107,10 @@ fn read_system<J: Json>(frame: &J) -> Option<SystemMessage> {
         },
         pseudo: text(frame, "pseudo")?,
         previous: text(frame, "previous"),
+        others: frame
+            .member("others")
+            .map_or(Some(Vec::new()), |_| names(frame, "others"))?,
+        more: count(frame, "more").unwrap_or_default(),
         ts: count(frame, "ts")?,
     })
 }
@@ -215,6 +219,8 @@ mod tests {
             kind: SystemKind::Renamed,
             pseudo: "bob".into(),
             previous: Some("al".into()),
+            others: Vec::new(),
+            more: 0,
             ts: 5,
         };
         let mut events = vec![
@@ -228,10 +234,19 @@ mod tests {
             ServerEvent::System(SystemMessage {
                 kind: SystemKind::Joined,
                 previous: None,
+                others: Vec::new(),
+                more: 0,
                 ..system.clone()
             }),
             ServerEvent::System(SystemMessage {
                 kind: SystemKind::Left,
+                ..system.clone()
+            }),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::Joined,
+                previous: None,
+                others: vec!["c".into(), "d".into()],
+                more: 40,
                 ..system.clone()
             }),
             ServerEvent::Joined {

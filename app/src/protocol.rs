@@ -180,8 +180,19 @@ pub struct SystemMessage {
     /// The former nickname, for a rename.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub previous: Option<String>,
+    /// In a big room joins and leaves are announced together, one event
+    /// per instance and second: the others named (at most
+    /// [`ANNOUNCED_NAMES`] in all, `pseudo` included)...
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub others: Vec<String>,
+    /// ...and how many more came or went without being named.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub more: u64,
     pub ts: u64,
 }
+
+/// Names in one grouped join or leave announcement; the rest are counted.
+pub const ANNOUNCED_NAMES: usize = 10;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -207,13 +218,32 @@ impl ServerEvent {
 }
 
 impl SystemMessage {
-    /// The sentence a person reads, e.g. "alice is now bob".
+    /// The sentence a person reads, e.g. "alice is now bob", or "alice,
+    /// bob and 10 others joined".
     pub fn text(&self) -> String {
         match (self.kind, &self.previous) {
-            (SystemKind::Joined, _) => format!("{} joined", self.pseudo),
+            (SystemKind::Joined, _) => format!("{} joined", self.who()),
             (SystemKind::Renamed, Some(old)) => format!("{old} is now {}", self.pseudo),
             (SystemKind::Renamed, None) => format!("{} changed nickname", self.pseudo),
-            (SystemKind::Left, _) => format!("{} left", self.pseudo),
+            (SystemKind::Left, _) => format!("{} left", self.who()),
+        }
+    }
+
+    /// How many people the event is about (more than one when grouped).
+    pub fn people(&self) -> u64 {
+        1 + self.others.len() as u64 + self.more
+    }
+
+    /// The people concerned, as a sentence's subject.
+    fn who(&self) -> String {
+        let named: Vec<&str> = std::iter::once(self.pseudo.as_str())
+            .chain(self.others.iter().map(String::as_str))
+            .collect();
+        match (named.split_last(), self.more) {
+            (Some((last, [])), 0) => (*last).to_owned(),
+            (Some((last, first)), 0) => format!("{} and {last}", first.join(", ")),
+            (_, 1) => format!("{} and 1 other", named.join(", ")),
+            (_, more) => format!("{} and {more} others", named.join(", ")),
         }
     }
 }
@@ -574,6 +604,8 @@ mod tests {
             kind: SystemKind::Renamed,
             pseudo: "new".into(),
             previous: Some("old".into()),
+            others: Vec::new(),
+            more: 0,
             ts: 1,
         });
         let history = ServerEvent::History {
@@ -741,6 +773,8 @@ mod tests {
             kind: SystemKind::Joined,
             pseudo: "bob".into(),
             previous: None,
+            others: Vec::new(),
+            more: 0,
             ts: 0,
         };
         assert_eq!(sys.text(), "bob joined");
@@ -749,5 +783,33 @@ mod tests {
         sys.kind = SystemKind::Renamed;
         sys.previous = Some("al".into());
         assert_eq!(sys.text(), "al is now bob");
+    }
+
+    #[test]
+    fn grouped_system_text() {
+        let mut sys = SystemMessage {
+            epoch: String::new(),
+            offset: 0,
+            id: Uuid::nil(),
+            kind: SystemKind::Joined,
+            pseudo: "ann".into(),
+            previous: None,
+            others: vec!["bob".into()],
+            more: 0,
+            ts: 0,
+        };
+        assert_eq!(sys.text(), "ann and bob joined");
+        sys.others.push("cy".into());
+        assert_eq!(sys.text(), "ann, bob and cy joined");
+        assert_eq!(sys.people(), 3);
+        sys.more = 1;
+        assert_eq!(sys.text(), "ann, bob, cy and 1 other joined");
+        sys.kind = SystemKind::Left;
+        sys.more = 12;
+        assert_eq!(sys.text(), "ann, bob, cy and 12 others left");
+        assert_eq!(sys.people(), 15);
+        let json = serde_json::to_value(ServerEvent::System(sys)).unwrap();
+        assert_eq!(json["others"], serde_json::json!(["bob", "cy"]));
+        assert_eq!(json["more"], 12);
     }
 }

@@ -442,6 +442,8 @@ mod tests {
             kind: SystemKind::Joined,
             pseudo: "x".into(),
             previous: None,
+            others: Vec::new(),
+            more: 0,
             ts: 0,
         }));
         state.apply(ServerEvent::Count { count: 3 });

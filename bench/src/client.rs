@@ -99,15 +99,18 @@ pub async fn send_join(ws: &mut Ws, pseudo: &str) -> anyhow::Result<()> {
     Ok(ws.send(Message::text(to_json(&join))).await?)
 }
 
-/// Reads until the server confirms the join; the latest count seen on the way.
-pub async fn await_joined(ws: &mut Ws) -> anyhow::Result<Option<u64>> {
+/// Reads until the server confirms the join; the latest count seen on the
+/// way and how many frames were read.
+pub async fn await_joined(ws: &mut Ws) -> anyhow::Result<(Option<u64>, u64)> {
     let mut count = None;
+    let mut frames = 0;
     loop {
         let text = next_text(ws).await?;
+        frames += 1;
         let event: ServerEvent =
             serde_json::from_str(&text).with_context(|| format!("not a chat event: {text}"))?;
         match event {
-            ServerEvent::Joined { .. } => return Ok(count),
+            ServerEvent::Joined { .. } => return Ok((count, frames)),
             ServerEvent::Count { count: now } => count = Some(now),
             ServerEvent::Error { code, message } => {
                 bail!("join refused ({}): {message}", code.as_str())
@@ -277,6 +280,8 @@ mod tests {
             kind: SystemKind::Joined,
             pseudo: "b".into(),
             previous: None,
+            others: Vec::new(),
+            more: 0,
             ts: 2,
         });
         let events = [

@@ -7,6 +7,7 @@
 use crate::client::{self, Probe, Proto, Ws};
 use crate::lab::Lab;
 use crate::measure::{histogram, Progress, Row, Seen};
+use crate::procs::Server;
 use anyhow::Context;
 use futures::stream::{SplitSink, SplitStream};
 use futures::{SinkExt, StreamExt, TryStreamExt};
@@ -31,8 +32,20 @@ pub enum Layout {
     Apart,
 }
 
+/// What serves a flow.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Target {
+    /// Two instances through the lab's Redis.
+    TwoInstances,
+    /// One instance on its embedded broker.
+    Embedded,
+    /// `minrelay`, the smallest relay (relay flows only).
+    Minimal,
+}
+
 pub struct Flow {
     pub name: String,
+    pub target: Target,
     pub proto: Proto,
     pub clients: usize,
     /// Clients `0..senders` send (and receive too).
@@ -49,6 +62,9 @@ const DRAIN_IDLE: Duration = Duration::from_secs(3);
 
 impl Flow {
     fn instance(&self, client: usize) -> usize {
+        if self.target != Target::TwoInstances {
+            return 0;
+        }
         match self.layout {
             Layout::Alternate => client % 2,
             Layout::Apart => usize::from(client >= self.senders),
@@ -62,7 +78,11 @@ impl Flow {
     }
 
     pub async fn run(&self, lab: &Lab) -> anyhow::Result<Row> {
-        let servers = lab.servers(2, &self.name)?;
+        let servers = match self.target {
+            Target::TwoInstances => lab.servers(2, &self.name)?,
+            Target::Embedded => lab.embedded(&self.name)?,
+            Target::Minimal => vec![Server::minimal(&lab.dir)?],
+        };
         let topic = lab.topic(&self.name);
         let port = |i: usize| match self.proto {
             Proto::Relay => servers[self.instance(i)].relay_port,

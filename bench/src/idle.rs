@@ -1,7 +1,8 @@
-//! Scenario 4: many registered relay clients that say nothing, on one
-//! instance. The server's resident memory before and after, per connection.
+//! Scenario 4: many clients that say nothing, on one instance: registered
+//! relay clients (4a), or chat members joined in rooms of [`ROOM_SIZE`]
+//! (4b). The server's resident memory before and after, per connection.
 
-use crate::client::{self, Ws};
+use crate::client::{self, Proto, Ws};
 use crate::lab::Lab;
 use crate::measure::Row;
 use futures::StreamExt;
@@ -13,10 +14,16 @@ use tokio_util::sync::CancellationToken;
 /// connections, first buffers) are not charged to the measured ones.
 const WARM_UP: usize = 100;
 const CONNECT_CONCURRENCY: usize = 200;
+/// Chat members per room: a room's joins are each announced to it.
+const ROOM_SIZE: usize = 50;
 
-pub async fn run(lab: &Lab, name: &str, connections: usize) -> anyhow::Result<Row> {
+pub async fn run(lab: &Lab, name: &str, proto: Proto, connections: usize) -> anyhow::Result<Row> {
     let servers = lab.servers(1, name)?;
-    let (port, action) = (servers[0].relay_port, lab.topic(name));
+    let server = &servers[0];
+    let (port, topic) = match proto {
+        Proto::Relay => (server.relay_port, lab.topic(name)),
+        Proto::Chat => (server.http_port, lab.topic(name)),
+    };
     let stop = CancellationToken::new();
     let mut readers = JoinSet::new();
     let mut keep_reading = |sockets: Vec<Ws>| {
@@ -31,10 +38,10 @@ pub async fn run(lab: &Lab, name: &str, connections: usize) -> anyhow::Result<Ro
             });
         }
     };
-    keep_reading(open(port, &action, WARM_UP).await.0);
+    keep_reading(open(proto, port, &format!("{topic}w"), WARM_UP).await.0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = lab.usage(&servers)?;
-    let (sockets, failed) = open(port, &action, connections).await;
+    let (sockets, failed) = open(proto, port, &topic, connections).await;
     let opened = sockets.len();
     keep_reading(sockets);
     tokio::time::sleep(Duration::from_secs(2)).await;
@@ -49,7 +56,8 @@ pub async fn run(lab: &Lab, name: &str, connections: usize) -> anyhow::Result<Ro
         deliveries: opened as u64,
         lost: failed as u64,
         note: format!(
-            "{opened} idle relay clients: RSS {rss_before} -> {rss_after} KiB, {per_conn:.2} KiB per connection"
+            "{opened} idle {} clients: RSS {rss_before} -> {rss_after} KiB, {per_conn:.2} KiB per connection",
+            proto.name()
         ),
         rss_per_connection_kib: Some(per_conn),
         ..Row::default()
@@ -58,10 +66,22 @@ pub async fn run(lab: &Lab, name: &str, connections: usize) -> anyhow::Result<Ro
     Ok(row)
 }
 
-/// Opens `count` registered relay clients; also how many failed.
-async fn open(port: u16, action: &str, count: usize) -> (Vec<Ws>, usize) {
+/// Opens `count` registered relay clients or joined chat members; also
+/// how many failed.
+async fn open(proto: Proto, port: u16, topic: &str, count: usize) -> (Vec<Ws>, usize) {
     let results: Vec<_> = futures::stream::iter(0..count)
-        .map(|_| client::relay(port, action))
+        .map(|i| async move {
+            match proto {
+                Proto::Relay => client::relay(port, topic).await,
+                Proto::Chat => {
+                    let room = format!("{topic}-{}", i / ROOM_SIZE);
+                    let mut ws = client::chat(port, &room).await?;
+                    client::send_join(&mut ws, &format!("m{i}")).await?;
+                    client::await_joined(&mut ws).await?;
+                    Ok(ws)
+                }
+            }
+        })
         .buffer_unordered(CONNECT_CONCURRENCY)
         .collect()
         .await;

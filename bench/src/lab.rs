@@ -43,13 +43,22 @@ impl Lab {
     }
 
     pub fn servers(&self, n: usize, scenario: &str) -> anyhow::Result<Vec<Server>> {
+        (0..n)
+            .map(|i| self.server(Some(&self.redis), scenario, i))
+            .collect()
+    }
+
+    /// One instance on its embedded broker, without Redis.
+    pub fn embedded(&self, scenario: &str) -> anyhow::Result<Vec<Server>> {
+        Ok(vec![self.server(None, scenario, 0)?])
+    }
+
+    fn server(&self, redis: Option<&Redis>, scenario: &str, i: usize) -> anyhow::Result<Server> {
         let slug: String = scenario
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        (0..n)
-            .map(|i| Server::start(&self.bin, &self.redis, &self.dir, &format!("{slug}-{i}")))
-            .collect()
+        Server::start(&self.bin, redis, &self.dir, &format!("{slug}-{i}"))
     }
 
     /// A room or action name no earlier scenario used.

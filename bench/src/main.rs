@@ -20,7 +20,7 @@ mod storm;
 use anyhow::Context;
 use clap::Parser;
 use client::Proto;
-use flow::{Flow, Layout, Pacing};
+use flow::{Flow, Layout, Pacing, Target};
 use lab::Lab;
 use measure::Row;
 use std::path::PathBuf;
@@ -58,6 +58,7 @@ struct Sizes {
     throughput_senders: usize,
     idle: usize,
     storm: usize,
+    big_room: usize,
     duration: Duration,
 }
 
@@ -70,6 +71,7 @@ impl Sizes {
                 throughput_senders: 2,
                 idle: 200,
                 storm: 20,
+                big_room: 60,
                 duration: Duration::from_secs(1),
             }
         } else {
@@ -79,6 +81,7 @@ impl Sizes {
                 throughput_senders: 10,
                 idle: 15_000,
                 storm: 1000,
+                big_room: 5000,
                 duration: Duration::from_secs(args.seconds),
             }
         }
@@ -114,12 +117,16 @@ async fn main() -> anyhow::Result<()> {
     let wanted = |n: u8| args.only.is_empty() || args.only.contains(&n);
 
     let mut rows: Vec<Row> = Vec::new();
-    let mut report = |row: Row| {
+    let mut report = |mut row: Row| {
+        if row.deliveries > 0 {
+            row.server_cpu_us_per_delivery = row.server_cpu_s * 1e6 / row.deliveries as f64;
+        }
         println!("{}", serde_json::to_string(&row).expect("rows serialize"));
         rows.push(row);
     };
     let flow = |name: &str, proto, clients, senders, pacing, layout| Flow {
         name: name.to_owned(),
+        target: Target::TwoInstances,
         proto,
         clients,
         senders,
@@ -175,7 +182,10 @@ async fn main() -> anyhow::Result<()> {
         report(f.run(&lab).await?);
     }
     if wanted(4) {
-        report(idle::run(&lab, "4 idle connections", sizes.idle).await?);
+        let (name, idle) = ("4a idle relay connections", sizes.idle);
+        report(idle::run(&lab, name, Proto::Relay, idle).await?);
+        let (name, idle) = ("4b idle chat members", sizes.idle);
+        report(idle::run(&lab, name, Proto::Chat, idle).await?);
     }
     if wanted(5) {
         let f = flow(
@@ -189,7 +199,42 @@ async fn main() -> anyhow::Result<()> {
         report(f.run(&lab).await?);
     }
     if wanted(6) {
-        report(storm::run(&lab, "6 join storm", sizes.storm).await?);
+        let name = "6 join storm";
+        report(storm::run(&lab, name, lab.servers(2, name)?, sizes.storm).await?);
+    }
+    if wanted(8) {
+        let name = "8 big room, embedded";
+        report(storm::run(&lab, name, lab.embedded(name)?, sizes.big_room).await?);
+    }
+    if wanted(9) {
+        // The relay's share of what the machine allows: the same load
+        // through one embedded instance, then through `minrelay`.
+        let mut server = flow(
+            "9a relay throughput, one embedded instance",
+            Proto::Relay,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        );
+        server.target = Target::Embedded;
+        let mut server = server.run(&lab).await?;
+        let mut minimal = flow(
+            "9b minimal relay (bench/src/bin/minrelay.rs)",
+            Proto::Relay,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        );
+        minimal.target = Target::Minimal;
+        let minimal = minimal.run(&lab).await?;
+        let share = server.deliveries_per_sec / minimal.deliveries_per_sec.max(1.0);
+        server
+            .note
+            .push_str(&format!("; {:.0}% of the minimal relay", share * 100.0));
+        report(server);
+        report(minimal);
     }
     drop(lab);
     if wanted(7) {

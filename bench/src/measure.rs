@@ -99,6 +99,8 @@ pub struct Row {
     pub duplicated: u64,
     /// CPU time of both server processes during the scenario.
     pub server_cpu_s: f64,
+    /// The same, per delivery (or per join, in the storms).
+    pub server_cpu_us_per_delivery: f64,
     pub redis_cpu_s: f64,
     /// CPU time of the load generator (all the clients) during the scenario.
     pub client_cpu_s: f64,
@@ -125,12 +127,12 @@ impl Row {
 
 pub fn print_table(rows: &[Row]) {
     println!(
-        "\n| scenario | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | lost | dup | server CPU s | Redis CPU s | clients CPU s | server RSS MiB | note |"
+        "\n| scenario | deliveries/s | p50 ms | p90 ms | p99 ms | max ms | lost | dup | server CPU s | server CPU us per delivery | Redis CPU s | clients CPU s | server RSS MiB | note |"
     );
-    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
+    println!("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|");
     for r in rows {
         println!(
-            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
+            "| {} | {:.0} | {:.1} | {:.1} | {:.1} | {:.1} | {} | {} | {:.2} | {:.2} | {:.2} | {:.2} | {:.1} | {} |",
             r.scenario,
             r.deliveries_per_sec,
             r.p50_ms,
@@ -140,6 +142,7 @@ pub fn print_table(rows: &[Row]) {
             r.lost,
             r.duplicated,
             r.server_cpu_s,
+            r.server_cpu_us_per_delivery,
             r.redis_cpu_s,
             r.client_cpu_s,
             r.server_rss_mib,

@@ -211,18 +211,27 @@ pub struct Server {
 
 impl Server {
     /// Starts an instance with its default settings but the per-connection
-    /// rate and connection limits, which the scenarios exceed on purpose.
-    pub fn start(bin: &Path, redis: &Redis, dir: &Path, name: &str) -> anyhow::Result<Server> {
+    /// rate and connection limits, which the scenarios exceed on purpose;
+    /// without `redis`, on its embedded broker.
+    pub fn start(
+        bin: &Path,
+        redis: Option<&Redis>,
+        dir: &Path,
+        name: &str,
+    ) -> anyhow::Result<Server> {
         let (http_port, relay_port) = (free_port()?, free_port()?);
         let log = dir.join(format!("{name}.log"));
         let file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
-        let child = Command::new(bin)
+        let mut command = Command::new(bin);
+        if let Some(redis) = redis {
+            command.env("REDIS_URL", redis.url());
+        }
+        let child = command
             .current_dir(dir) // no stray .env
             .env("BIND", "127.0.0.1")
             .env("PORT", http_port.to_string())
             .env("RELAY_PORT", relay_port.to_string())
-            .env("REDIS_URL", redis.url())
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .env("CHAT_RATE_LIMIT_PER_SEC", "1000000")
@@ -248,6 +257,33 @@ impl Server {
         Ok(Server {
             http_port,
             relay_port,
+            process,
+        })
+    }
+
+    /// Starts `minrelay` (next to this program) on a free port: the
+    /// relay to compare with.
+    pub fn minimal(dir: &Path) -> anyhow::Result<Server> {
+        let bin = std::env::current_exe()?.with_file_name("minrelay");
+        let port = free_port()?;
+        let log = dir.join("minrelay.log");
+        let file =
+            File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
+        let child = Command::new(&bin)
+            .arg(port.to_string())
+            .stdout(file.try_clone()?)
+            .stderr(file)
+            .spawn()
+            .with_context(|| format!("cannot run {}: build it first", bin.display()))?;
+        let mut process = Owned(child);
+        if !wait_for(&mut process, || {
+            TcpStream::connect(("127.0.0.1", port)).is_ok()
+        })? {
+            bail!("minrelay did not start: see {}", log.display());
+        }
+        Ok(Server {
+            http_port: port,
+            relay_port: port,
             process,
         })
     }

@@ -4,6 +4,7 @@
 //! Presence events (members of dead instances, nicknames lost to another
 //! instance) are acted on here.
 
+use super::crowd::{self, Group};
 use super::{encode, Chat};
 use crate::broker::{self, BrokerError};
 use crate::clock::now_ms;
@@ -28,16 +29,18 @@ impl Chat {
         kind: SystemKind,
         pseudo: String,
         previous: Option<String>,
-    ) -> ServerEvent {
-        ServerEvent::System(SystemMessage {
+    ) -> SystemMessage {
+        SystemMessage {
             epoch: String::new(),
             offset: 0,
             id: Uuid::new_v4(),
             kind,
             pseudo,
             previous,
+            others: Vec::new(),
+            more: 0,
             ts: now_ms(),
-        })
+        }
     }
 
     /// A system event nobody waits for: while the stream is unavailable it
@@ -56,9 +59,36 @@ impl Chat {
 
     /// Tells the room that somebody left and that its count changed.
     pub async fn departed(&self, room: &str, pseudo: &str) {
-        let left = self.system(SystemKind::Left, pseudo.to_owned(), None);
-        self.announce(room, &left).await;
+        self.arrival(room, SystemKind::Left, pseudo).await;
         self.presence_changed(room).await;
+    }
+
+    /// Announces that somebody joined or left: at once in a small room,
+    /// with others a moment later in a crowded one (see [`crowd`]).
+    pub(super) async fn arrival(&self, room: &str, kind: SystemKind, pseudo: &str) {
+        let topic = Topic::Room(room.to_owned());
+        let size = self
+            .counts
+            .last_count(room)
+            .max(self.hub.listeners(&topic) as u64);
+        if size >= crowd::CROWD {
+            return self.crowds.add(room, kind, pseudo);
+        }
+        let event = self.system(kind, pseudo.to_owned(), None);
+        self.announce(room, &ServerEvent::System(event)).await;
+    }
+
+    /// Appends the joins and leaves gathered in crowded rooms, one event
+    /// per room and kind.
+    pub async fn announce_crowds(&self) {
+        for (room, kind, Group { names, more }) in self.crowds.take() {
+            let mut names = names.into_iter();
+            let Some(first) = names.next() else { continue };
+            let mut event = self.system(kind, first, None);
+            event.others = names.collect();
+            event.more = more;
+            self.announce(&room, &ServerEvent::System(event)).await;
+        }
     }
 
     /// A frame that is not part of the room's stream (typing), for every

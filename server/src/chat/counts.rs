@@ -101,6 +101,12 @@ impl Counts {
         }
     }
 
+    /// The room's participants as this instance last told its clients
+    /// (0 when it has none there).
+    pub fn last_count(&self, room: &str) -> u64 {
+        self.told().rooms.get(room).map_or(0, |online| online.count)
+    }
+
     fn take(&self) -> HashSet<String> {
         std::mem::take(&mut *self.dirty.lock())
     }

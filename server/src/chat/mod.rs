@@ -8,10 +8,12 @@
 //! - [`feed`] follows each room's stream for this instance's listeners, in
 //!   offset order ([`sequencer`]), and repairs gaps;
 //! - [`resume`] serves a reconnecting client what it missed;
-//! - [`counts`] pushes counts, online lists and the room list, coalesced.
+//! - [`counts`] pushes counts, online lists and the room list, coalesced;
+//! - [`crowd`] groups the joins and leaves of big rooms.
 
 mod announce;
 pub mod counts;
+mod crowd;
 pub mod feed;
 mod inbound;
 mod open;
@@ -33,6 +35,7 @@ use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 pub use counts::Counts;
+use crowd::Crowds;
 pub use feed::Feeds;
 use governor::{DefaultKeyedRateLimiter, Quota};
 pub use inbound::Inbound;
@@ -77,6 +80,7 @@ pub struct Chat {
     hub: Arc<Hub>,
     feeds: Arc<Feeds>,
     counts: Arc<Counts>,
+    crowds: Crowds,
     guard: Arc<Guard>,
     /// Chat access tokens, when `CHAT_AUTH=required`.
     auth: Option<auth::Verifier>,
@@ -117,6 +121,7 @@ impl Chat {
             hub: parts.hub,
             feeds: parts.feeds,
             counts: parts.counts,
+            crowds: Crowds::default(),
             guard: parts.guard,
             auth: parts.auth,
             limits: parts.limits,
@@ -126,7 +131,8 @@ impl Chat {
     }
 
     /// Runs the chat's background work, supervised: the counts (which
-    /// also act on presence `events`) and the new-rooms limiter's sweep.
+    /// also act on presence `events`), the crowds' announcements and the
+    /// new-rooms limiter's sweep.
     pub fn spawn_tasks(
         self: &Arc<Self>,
         events: mpsc::UnboundedReceiver<presence::Event>,
@@ -136,6 +142,21 @@ impl Chat {
         supervise::spawn("counts", restarts.clone(), self.shutdown.clone(), {
             let chat = self.clone();
             move || counts::run(chat.clone(), events.clone())
+        });
+        supervise::spawn("crowds", restarts.clone(), self.shutdown.clone(), {
+            let chat = self.clone();
+            move || {
+                let chat = chat.clone();
+                async move {
+                    let mut every = tokio::time::interval(crowd::EVERY);
+                    loop {
+                        tokio::select! {
+                            _ = chat.shutdown.cancelled() => return,
+                            _ = every.tick() => chat.announce_crowds().await,
+                        }
+                    }
+                }
+            }
         });
         supervise::spawn("new-rooms", restarts.clone(), self.shutdown.clone(), {
             let chat = self.clone();

@@ -240,8 +240,8 @@ impl ChatSession {
         tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
         // A reclaim is the same person back on a new connection: not news.
         if matches!(claim, Claim::Joined | Claim::Opened) {
-            let joined = chat.system(SystemKind::Joined, member.pseudo.to_string(), None);
-            chat.announce(&self.room, &joined).await;
+            let pseudo = member.pseudo.as_str();
+            chat.arrival(&self.room, SystemKind::Joined, pseudo).await;
         }
         chat.presence_changed(&self.room).await;
     }
@@ -273,7 +273,8 @@ impl ChatSession {
         self.confirm(&member);
         let previous = Some(current.pseudo.to_string());
         let renamed = chat.system(SystemKind::Renamed, member.pseudo.to_string(), previous);
-        chat.announce(&self.room, &renamed).await;
+        chat.announce(&self.room, &ServerEvent::System(renamed))
+            .await;
     }
 
     async fn say(&mut self, raw: &str) {

@@ -178,6 +178,12 @@ impl Hub {
             .collect()
     }
 
+    /// How many connections of this process listen to the topic.
+    pub fn listeners(&self, topic: &Topic) -> usize {
+        let topics = self.topics.read();
+        topics.get(topic).map_or(0, HashMap::len)
+    }
+
     pub fn has_listeners(&self, topic: &Topic) -> bool {
         let topics = self.topics.read();
         topics.contains_key(topic)

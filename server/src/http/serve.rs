@@ -86,6 +86,11 @@ pub async fn serve(
         };
         match (door.admit)(peer.ip()) {
             Ok(slot) => {
+                // Frames are batched by the writer already: Nagle's wait for
+                // the peer's (delayed) ACK would only add up to 40 ms.
+                if let Err(err) = stream.set_nodelay(true) {
+                    tracing::debug!(port = door.name, %peer, error = %err, "cannot set TCP_NODELAY");
+                }
                 let held = Held {
                     stream,
                     _slot: slot,
