@@ -14,6 +14,7 @@ mod idle;
 mod lab;
 mod measure;
 mod procs;
+mod recovery;
 mod soak;
 mod storm;
 
@@ -235,6 +236,9 @@ async fn main() -> anyhow::Result<()> {
             .push_str(&format!("; {:.0}% of the minimal relay", share * 100.0));
         report(server);
         report(minimal);
+    }
+    if wanted(10) {
+        report(recovery::run(&mut lab, "10 recovery after Redis restarts").await?);
     }
     drop(lab);
     if wanted(7) {

@@ -403,3 +403,42 @@ async fn the_default_relay_rate_sustains_1000_messages_a_second() {
     reader.send_json(json!({"fence": true})).await;
     assert_eq!(sender.json().await, json!({"fence": true}));
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_that_cannot_reach_the_other_instances_is_answered_with_an_error() {
+    let mut redis = Redis::start();
+    let a = Instance::configured(Some(&redis), &[]).await;
+    let b = Instance::configured(Some(&redis), &[]).await;
+    let (mut sender, _) = register(&a.relay_url(), "sync").await;
+    let (mut beside, _) = register(&a.relay_url(), "sync").await;
+    let (mut far, _) = register(&b.relay_url(), "sync").await;
+
+    redis.stop();
+    // Every frame reaches the client beside the sender, and the sender is
+    // told that it went no further: never silence.
+    for i in 0..3 {
+        sender.send_json(json!({"during": i})).await;
+        assert_eq!(beside.json().await, json!({"during": i}));
+        let error = sender.json().await;
+        assert_eq!(error["type"], "error", "frame {i}: {error}");
+        let why = error["error"].as_str().unwrap();
+        assert!(why.contains("this server only"), "{why}");
+    }
+
+    redis.restart();
+    // Forwarding between the instances comes back by itself: a frame
+    // reaching the far client proves it. Each frame meanwhile is either
+    // forwarded or answered with an error (drained as it comes).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    for i in 0.. {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "frames never crossed again"
+        );
+        sender.send_json(json!({"after": i})).await;
+        if let Some(Received::Text(text)) = far.receive_within(Duration::from_millis(200)).await {
+            assert!(text.contains("after"), "{text}");
+            break;
+        }
+    }
+}

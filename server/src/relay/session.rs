@@ -97,9 +97,12 @@ impl Handler for RelaySession {
         let relay = &self.relay;
         let (broker, topic) = (relay.broker.as_ref(), &registered.topic);
         let sent = broker::broadcast(broker, &relay.hub, relay.instance, topic, text, self.id);
-        // Local delivery happened; the others miss it while the broker is
-        // down (counted by the broker).
-        let _ = sent.await;
+        // Local delivery happened; the sender learns that the other
+        // instances' clients missed it, rather than hearing nothing.
+        if let Err(err) = sent.await {
+            let why = format!("delivered to the clients of this server only: {err}");
+            self.peer.send(error_frame(why));
+        }
         None
     }
 

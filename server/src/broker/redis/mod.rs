@@ -9,13 +9,15 @@
 //! - [`streams`]: room streams (the append script assigns the offset,
 //!   stores and publishes in one step);
 //! - [`presence`]: members, nicknames, relay registrations and the room
-//!   list, as Lua scripts on one room's or action's keys.
+//!   list, as Lua scripts on one room's or action's keys;
+//! - [`recovery`]: notices at once that Redis answers again.
 
 pub mod client;
 pub mod keys;
 mod link;
 mod presence;
 mod pubsub;
+mod recovery;
 mod shard;
 mod streams;
 
@@ -31,6 +33,7 @@ use client::{redact, Target};
 use keys::Keys;
 use presence::RedisPresence;
 use pubsub::{Common, PubSub};
+use recovery::Recovery;
 use redis::RedisError;
 use std::sync::Arc;
 use std::time::Duration;
@@ -90,7 +93,21 @@ impl RedisBroker {
         let presence =
             RedisPresence::new(conn.clone(), keys.clone(), instance, ttl, status.clone());
         let streams = RedisStreams::new(conn.clone(), keys.clone(), instance, status.clone());
+        let back = Arc::new(tokio::sync::Notify::new());
+        let recovery = Arc::new(Recovery {
+            conn: conn.clone(),
+            status: status.clone(),
+            back: back.clone(),
+            shutdown: shutdown.clone(),
+        });
+        supervise::spawn(
+            "redis-recovery",
+            restarts.clone(),
+            shutdown.clone(),
+            move || recovery.clone().run(),
+        );
         let common = Common {
+            back,
             target,
             address: redact(url),
             keys,

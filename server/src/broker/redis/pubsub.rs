@@ -55,6 +55,9 @@ pub struct Common {
     pub inbox: Arc<dyn Inbox>,
     pub status: Arc<LinkStatus>,
     pub shutdown: CancellationToken,
+    /// Woken when Redis answers again: a shard waiting to reconnect stops
+    /// waiting.
+    pub back: Arc<tokio::sync::Notify>,
     /// The topics followed, with how many subscriptions each.
     pub wanted: Mutex<HashMap<Topic, usize>>,
 }

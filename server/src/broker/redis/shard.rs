@@ -127,9 +127,10 @@ impl Shard {
         true
     }
 
-    /// Waits before connecting again; false on shutdown. Listeners that
-    /// join meanwhile must not wait for a subscription that cannot happen
-    /// now: the next connection subscribes them.
+    /// Waits before connecting again, or until Redis is found answering;
+    /// false on shutdown. Listeners that join meanwhile must not wait for a
+    /// subscription that cannot happen now: the next connection subscribes
+    /// them.
     async fn pause(
         &self,
         delay: Duration,
@@ -137,10 +138,13 @@ impl Shard {
     ) -> bool {
         let pause = sleep(delay);
         tokio::pin!(pause);
+        let back = self.common.back.notified();
+        tokio::pin!(back);
         loop {
             tokio::select! {
                 _ = self.common.shutdown.cancelled() => return false,
                 _ = &mut pause => return true,
+                _ = &mut back => return true,
                 Some(request) = requests.recv() => {
                     if let Some(done) = request {
                         let _ = done.send(());
