@@ -16,6 +16,7 @@ mod measure;
 mod procs;
 mod recovery;
 mod soak;
+mod spread;
 mod storm;
 
 use anyhow::Context;
@@ -261,6 +262,11 @@ async fn main() -> anyhow::Result<()> {
             Layout::Alternate,
         );
         report(f.run(&cluster).await?);
+    }
+    if wanted(11) {
+        let cluster = Lab::start_cluster(bin.clone(), dir.join("spread"))?;
+        let name = "11 cluster spread";
+        report(spread::run(&cluster, name, spread::rooms(args.quick)).await?);
     }
     measure::print_table(&rows);
     // Logs are kept only when something went wrong (the `?`s above).

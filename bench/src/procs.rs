@@ -142,10 +142,17 @@ impl Redis {
         Ok(())
     }
 
-    /// REDIS_URL: every master of a cluster, comma-separated.
-    pub fn url(&self) -> String {
+    /// Every master's port (the only one of a single Redis first).
+    pub fn ports(&self) -> Vec<u16> {
         std::iter::once(self.port)
             .chain(self.others.iter().map(|(port, _)| *port))
+            .collect()
+    }
+
+    /// REDIS_URL: every master of a cluster, comma-separated.
+    pub fn url(&self) -> String {
+        self.ports()
+            .into_iter()
             .map(|port| format!("redis://127.0.0.1:{port}"))
             .collect::<Vec<_>>()
             .join(",")

@@ -1,6 +1,6 @@
-//! Redis Cluster: found by itself, every partition crosses instances, a
-//! master that restarts or fails over is followed, and clients end with
-//! every event or the explicit notice. (The rest of the suite runs against
+//! Redis Cluster: found by itself, rooms spread over the slots and cross
+//! instances from every master, a master that restarts or fails over is
+//! followed, and clients end with every event or the explicit notice. (The rest of the suite runs against
 //! a cluster too, with `TEST_REDIS=cluster`.)
 
 mod common;
@@ -8,7 +8,7 @@ mod common;
 use app::protocol::ServerEvent;
 use common::{eventually, keys, Chat, Client, Endpoint, Redis, Server, WAIT};
 use serde_json::json;
-use server::broker::redis::keys::{partition, PARTITIONS};
+use server::broker::redis::keys::partition;
 use std::collections::{BTreeMap, HashSet};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -16,21 +16,41 @@ use std::time::Duration;
 use tokio::time::{timeout, Instant};
 use uuid::Uuid;
 
-/// These tests open a room in every partition from one address, beyond the
-/// default `NEW_ROOMS_PER_MIN`, which is not what they are about.
+/// These tests open many rooms from one address, beyond the default
+/// `NEW_ROOMS_PER_MIN`, which is not what they are about.
 const MANY_ROOMS: (&str, &str) = ("NEW_ROOMS_PER_MIN", "1000");
 
-/// One room name per partition.
-fn a_room_per_partition() -> Vec<String> {
-    let mut rooms = BTreeMap::new();
+/// The masters of every cluster these tests start.
+const MASTERS: usize = 3;
+
+/// Room names, `per_master` of them on each master, every one in a
+/// partition of its own; listed master by master in turn.
+fn rooms_on_every_master(redis: &Redis, per_master: usize) -> Vec<String> {
+    let mut by_master: BTreeMap<u16, Vec<String>> = BTreeMap::new();
+    let mut partitions = HashSet::new();
     for i in 0.. {
         let room = format!("room{i}");
-        rooms.entry(partition(&room)).or_insert(room);
-        if rooms.len() == PARTITIONS as usize {
-            return rooms.into_values().collect();
+        if !partitions.insert(partition(&room)) {
+            continue;
         }
+        let on = by_master
+            .entry(redis.master_of(&keys().stream_meta(&room)))
+            .or_default();
+        if on.len() < per_master {
+            on.push(room);
+        }
+        let full = by_master.values().filter(|r| r.len() == per_master).count();
+        if full == MASTERS {
+            break;
+        }
+        assert!(
+            i < 100_000,
+            "no {per_master} rooms on each master: {by_master:?}"
+        );
     }
-    unreachable!()
+    (0..per_master)
+        .flat_map(|i| by_master.values().map(move |rooms| rooms[i].clone()))
+        .collect()
 }
 
 /// Says `text` until the server accepts it (a master may be away);
@@ -63,8 +83,8 @@ async fn expect_text(chat: &mut Chat, text: &str) {
 }
 
 #[tokio::test]
-async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_instances() {
-    let redis = Redis::cluster(3, 0);
+async fn one_node_is_enough_to_find_the_cluster_and_rooms_of_every_master_cross_instances() {
+    let redis = Redis::cluster(MASTERS, 0);
     let first_node = format!("redis://127.0.0.1:{}", redis.port);
     let a = Server::start(None, &[("REDIS_URL", &first_node), MANY_ROOMS]);
     assert!(
@@ -77,7 +97,7 @@ async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_inst
     );
     let b = Server::start(Some(&redis), &[MANY_ROOMS]);
 
-    let rooms = a_room_per_partition();
+    let rooms = rooms_on_every_master(&redis, 3);
     let mut readers = Vec::new();
     for room in &rooms {
         readers.push(Chat::open(&b, &format!("?room={room}")).await.0);
@@ -107,24 +127,15 @@ async fn one_node_is_enough_to_find_the_cluster_and_every_partition_crosses_inst
 /// node, Redis refuses it (CROSSSLOT) and both rooms go silent.
 #[tokio::test]
 async fn a_master_that_restarts_gets_every_room_of_its_slots_back() {
-    let mut redis = Redis::cluster(3, 0);
+    let mut redis = Redis::cluster(MASTERS, 0);
     let a = Server::start(Some(&redis), &[MANY_ROOMS]);
     let b = Server::start(Some(&redis), &[MANY_ROOMS]);
 
     // Two rooms in different partitions (so different slots) of one master.
-    let rooms = a_room_per_partition();
-    let master = |room: &str| redis.master_of(&keys().stream_meta(room));
-    let (first, second) = rooms
-        .iter()
-        .enumerate()
-        .find_map(|(i, r)| {
-            rooms[i + 1..]
-                .iter()
-                .find(|other| master(other) == master(r))
-                .map(|other| (r.clone(), other.clone()))
-        })
-        .expect("16 partitions on 3 masters: two share one");
-    let port = master(&first);
+    let rooms = rooms_on_every_master(&redis, 2);
+    let (first, second) = (rooms[0].clone(), rooms[MASTERS].clone());
+    let port = redis.master_of(&keys().stream_meta(&first));
+    assert_eq!(port, redis.master_of(&keys().stream_meta(&second)));
 
     let mut talkers = Vec::new();
     let mut readers = Vec::new();
@@ -238,12 +249,12 @@ async fn read_room(mut chat: Chat, history: Vec<ServerEvent>, room: String) -> S
 /// message acknowledged to its sender, once, or with the explicit notice.
 #[tokio::test]
 async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
-    let mut redis = Redis::cluster(3, 1);
+    let mut redis = Redis::cluster(MASTERS, 1);
     let servers = [
         Server::start(Some(&redis), &[MANY_ROOMS]),
         Server::start(Some(&redis), &[MANY_ROOMS]),
     ];
-    let rooms: Vec<String> = a_room_per_partition().into_iter().take(6).collect();
+    let rooms = rooms_on_every_master(&redis, 2);
     let doomed = redis.master_of(&keys().stream_meta(&rooms[0]));
     for room in &rooms {
         let port = redis.master_of(&keys().stream_meta(room));
@@ -317,4 +328,72 @@ async fn a_failover_while_people_talk_leaves_every_reader_whole_or_told() {
         told += usize::from(sight.notices > 0);
     }
     eprintln!("readers told of a loss: {told} of {}", rooms.len() * 2);
+}
+
+/// Rooms spread over the slots and the masters, and each instance holds
+/// one subscription connection per master it follows rooms on, however
+/// many rooms: not one per room, nor one per partition and master.
+#[tokio::test]
+async fn rooms_spread_over_the_slots_and_subscriptions_stay_one_per_node() {
+    let redis = Redis::cluster(MASTERS, 0);
+    let rooms: Vec<String> = (0..300).map(|i| format!("spread-{i}")).collect();
+    let mut slots = HashSet::new();
+    let mut per_master: BTreeMap<u16, usize> = BTreeMap::new();
+    let first_node = format!("redis://127.0.0.1:{}", redis.port);
+    let mut conn = redis::Client::open(first_node)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    for room in &rooms {
+        let slot: u16 = redis::cmd("CLUSTER")
+            .arg("KEYSLOT")
+            .arg(keys().stream_meta(room))
+            .query(&mut conn)
+            .unwrap();
+        slots.insert(slot);
+        *per_master
+            .entry(redis.master_of(&keys().stream_meta(room)))
+            .or_default() += 1;
+    }
+    assert!(slots.len() >= 150, "300 rooms on {} slots", slots.len());
+    // Each master within 25% of its fair share (hashing 300 names cannot
+    // promise better).
+    let fair = rooms.len() / MASTERS;
+    assert_eq!(per_master.len(), MASTERS, "{per_master:?}");
+    assert!(
+        per_master
+            .values()
+            .all(|n| n * 4 >= fair * 3 && n * 4 <= fair * 5),
+        "rooms per master: {per_master:?}"
+    );
+
+    // One instance follows 30 of those rooms (a reader in each).
+    let server = Server::start(Some(&redis), &[MANY_ROOMS]);
+    let mut readers = Vec::new();
+    for room in rooms.iter().take(30) {
+        readers.push(Chat::open(&server, &format!("?room={room}")).await.0);
+    }
+    let pubsub_connections = || {
+        redis
+            .on_every_node::<String>(redis::cmd("CLIENT").arg("LIST").arg("TYPE").arg("pubsub"))
+            .iter()
+            .map(|list| list.lines().count())
+            .sum::<usize>()
+    };
+    eventually("the instance subscribed", WAIT, || async {
+        pubsub_connections() > 0
+    })
+    .await;
+    let held = pubsub_connections();
+    assert!(
+        (1..=MASTERS).contains(&held),
+        "{held} subscription connections for 30 rooms on {MASTERS} masters"
+    );
+    // And every one of those rooms is live across instances.
+    let other = Server::start(Some(&redis), &[MANY_ROOMS]);
+    for (room, reader) in rooms.iter().zip(&mut readers).take(30) {
+        let mut talker = Chat::join_room(&other, room, "talker").await;
+        say_until_sent(&mut talker, &format!("hi {room}")).await;
+        expect_text(reader, &format!("hi {room}")).await;
+    }
 }

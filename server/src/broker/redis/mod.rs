@@ -4,8 +4,9 @@
 //! - [`client`]: the connection from `REDIS_URL` (TLS, credentials, cluster
 //!   detection) and its printable form;
 //! - [`keys`]: every key and channel name;
-//! - [`pubsub`]: the subscription connections, one per shard, kept equal to
-//!   what the instance follows through reconnects and failovers;
+//! - [`pubsub`]: publishing, and the subscription link ([`subscriber`]),
+//!   kept equal to what the instance follows through reconnects and
+//!   failovers;
 //! - [`streams`]: room streams (the append script assigns the offset,
 //!   stores and publishes in one step);
 //! - [`presence`]: members, nicknames, relay registrations and the room
@@ -18,8 +19,8 @@ mod link;
 mod presence;
 mod pubsub;
 mod recovery;
-mod shard;
 mod streams;
+mod subscriber;
 
 use super::{
     Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed, RoomEntry, Roster,
@@ -88,7 +89,7 @@ impl RedisBroker {
             }
         };
         let keys = Keys::new(prefix);
-        let status = Arc::new(LinkStatus::new(pubsub::shard_count(&target)));
+        let status = Arc::new(LinkStatus::new(1));
         let conn = target.commands()?;
         let presence =
             RedisPresence::new(conn.clone(), keys.clone(), instance, ttl, status.clone());
@@ -117,15 +118,13 @@ impl RedisBroker {
             shutdown: shutdown.clone(),
             wanted: Default::default(),
         };
-        let (pubsub, subscribers) = PubSub::start(conn, common);
-        for subscriber in subscribers {
-            supervise::spawn(
-                "redis-pubsub",
-                restarts.clone(),
-                shutdown.clone(),
-                move || subscriber.clone().run(),
-            );
-        }
+        let (pubsub, subscriber) = PubSub::start(conn, common);
+        supervise::spawn(
+            "redis-pubsub",
+            restarts.clone(),
+            shutdown.clone(),
+            move || subscriber.clone().run(),
+        );
         Ok(RedisBroker {
             mode,
             status,
@@ -179,8 +178,9 @@ impl Broker for RedisBroker {
         self.pubsub.follow(topic);
     }
 
-    async fn live(&self, topic: &Topic) {
-        self.pubsub.live(topic).await;
+    async fn live(&self, _topic: &Topic) {
+        // One link follows every topic.
+        self.pubsub.live().await;
     }
 
     fn unfollow(&self, topic: &Topic) {

@@ -2,23 +2,21 @@
 //!
 //! Publishing goes through the shared command connection: PUBLISH on one
 //! Redis, SPUBLISH (sharded pub/sub, handled by the channel's shard alone)
-//! in a Redis Cluster. Receiving uses dedicated connections, one per shard:
-//! a single one on one Redis; in a cluster one per partition, following only
-//! channels of its partition's slot, so that after a node restart or a
-//! failover the client can subscribe them again in one command (channels of
-//! different slots would be refused with CROSSSLOT).
+//! in a Redis Cluster. Receiving uses one subscription link: a connection
+//! on one Redis, a connection per node in a cluster (see [`subscriber`]
+//! for how it keeps clear of the crate's cross-slot resubscription).
 //!
-//! Each connection is owned by one task, which keeps its subscriptions
-//! equal to "the topics of its shard this instance follows, plus the
-//! presence channels" (it reconciles rather than
+//! The link is owned by one task, which keeps its subscriptions equal to
+//! "the topics this instance follows, plus the presence channels of their
+//! partitions" (it reconciles rather than
 //! replaying subscribe/unsubscribe calls, so races cannot leave a stale
 //! subscription). When the connection drops, a slot moves, or a probe goes
 //! unanswered, it connects again with backoff, subscribes again, and has
 //! the inbox read back from the streams what was published meanwhile.
 
 use super::client::{publish_command, Commands, Target};
-use super::keys::{topic_partition, Keys, PARTITIONS};
-use super::shard::{Shard, Subscriber};
+use super::keys::Keys;
+use super::subscriber::Subscriber;
 use crate::broker::{BrokerError, Envelope, Inbox, LinkStatus};
 use crate::fanout::Topic;
 use crate::metrics;
@@ -35,17 +33,17 @@ use uuid::Uuid;
 /// without it (Redis is then down; the supervisor subscribes on reconnect).
 const SUBSCRIBE_WAIT: Duration = Duration::from_secs(2);
 
-/// Asks a shard to bring its subscriptions up to date, and to say when.
+/// Asks the subscriber to bring its subscriptions up to date, and to say when.
 pub type SyncRequest = Option<oneshot::Sender<()>>;
 
 pub struct PubSub {
     conn: Commands,
     common: Arc<Common>,
-    /// Subscription requests, one sender per shard.
-    shards: Vec<mpsc::UnboundedSender<SyncRequest>>,
+    /// Subscription requests, for the subscriber.
+    requests: mpsc::UnboundedSender<SyncRequest>,
 }
 
-/// What every shard's task needs.
+/// What the subscriber needs.
 pub struct Common {
     pub target: Target,
     /// REDIS_URL without its password, for the logs.
@@ -55,8 +53,8 @@ pub struct Common {
     pub inbox: Arc<dyn Inbox>,
     pub status: Arc<LinkStatus>,
     pub shutdown: CancellationToken,
-    /// Woken when Redis answers again: a shard waiting to reconnect stops
-    /// waiting.
+    /// Woken when Redis answers again: the subscriber stops waiting to
+    /// reconnect.
     pub back: Arc<tokio::sync::Notify>,
     /// The topics followed, with how many subscriptions each.
     pub wanted: Mutex<HashMap<Topic, usize>>,
@@ -68,56 +66,33 @@ impl Common {
     }
 }
 
-/// How many subscription connections a target needs.
-pub fn shard_count(target: &Target) -> usize {
-    match target {
-        Target::Single(_) => 1,
-        Target::Cluster { .. } => PARTITIONS as usize,
-    }
-}
-
 impl PubSub {
-    /// Returns the pub/sub and its subscribers, for the caller to run
+    /// Returns the pub/sub and its subscriber, for the caller to run
     /// (supervised: [`Subscriber::run`] can be run again if it ends).
-    pub fn start(conn: Commands, common: Common) -> (Self, Vec<Arc<Subscriber>>) {
-        let count = shard_count(&common.target);
+    pub fn start(conn: Commands, common: Common) -> (Self, Arc<Subscriber>) {
         let common = Arc::new(common);
-        let mut shards = Vec::new();
-        let mut subscribers = Vec::new();
-        for index in 0..count {
-            let (sync, requests) = mpsc::unbounded_channel();
-            shards.push(sync);
-            let partition = (count > 1).then_some(index as u32);
-            subscribers.push(Arc::new(Subscriber {
-                shard: Shard {
-                    common: common.clone(),
-                    partition,
-                },
-                requests: tokio::sync::Mutex::new(requests),
-            }));
-        }
+        let (requests, received) = mpsc::unbounded_channel();
+        let subscriber = Arc::new(Subscriber {
+            common: common.clone(),
+            requests: tokio::sync::Mutex::new(received),
+        });
         let pubsub = PubSub {
             conn,
             common,
-            shards,
+            requests,
         };
-        (pubsub, subscribers)
+        (pubsub, subscriber)
     }
 
-    fn shard(&self, topic: &Topic) -> &mpsc::UnboundedSender<SyncRequest> {
-        let index = topic_partition(topic) as usize % self.shards.len();
-        &self.shards[index]
-    }
-
-    /// Follows the topic (once more); its shard subscribes when asked.
+    /// Follows the topic (once more); the subscriber subscribes when asked.
     pub fn follow(&self, topic: &Topic) {
         *self.common.wanted().entry(topic.clone()).or_default() += 1;
     }
 
-    /// Waits (briefly) until the topic's shard follows what it is asked to.
-    pub async fn live(&self, topic: &Topic) {
+    /// Waits (briefly) until the subscriber follows what it is asked to.
+    pub async fn live(&self) {
         let (done, wait) = oneshot::channel();
-        if self.shard(topic).send(Some(done)).is_ok() {
+        if self.requests.send(Some(done)).is_ok() {
             let _ = timeout(SUBSCRIBE_WAIT, wait).await;
         }
     }
@@ -131,7 +106,7 @@ impl PubSub {
         if *count == 0 {
             wanted.remove(topic);
             drop(wanted);
-            let _ = self.shard(topic).send(None);
+            let _ = self.requests.send(None);
         }
     }
 
@@ -161,7 +136,7 @@ impl PubSub {
             .await;
         result.map_err(|err| {
             // One line per frame would flood the log during an outage: the
-            // shard's task reports the outage, the counter counts the losses.
+            // subscriber reports the outage, the counter counts the losses.
             metrics::error("redis", "publish");
             tracing::debug!(channel, error = %err, "publish failed; delivered locally only");
             status.set_commands(false);

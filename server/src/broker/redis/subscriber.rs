@@ -1,9 +1,19 @@
-//! One shard's subscription connection, owned by one task: it keeps the
-//! connection's subscriptions equal to what the instance follows in its
-//! shard, hands what arrives to the inbox, and connects again with backoff
-//! when the connection drops, a slot moves or a probe goes unanswered.
+//! The instance's subscription link, owned by one task: it keeps the
+//! link's subscriptions equal to what the instance follows, hands what
+//! arrives to the inbox, and connects again with backoff when a connection
+//! drops, a slot moves or a probe goes unanswered.
+//!
+//! In a cluster the link is one cluster connection, so one connection per
+//! node: the crate sends each `SSUBSCRIBE` to the node of its channels'
+//! slot. Channels are subscribed one partition (so one slot) per command.
+//! The crate, when it reconnects a node by itself, subscribes all of that
+//! node's channels again in one command, which Redis refuses (`CROSSSLOT`)
+//! once they span slots; so a lost node connection (the crate's
+//! `Disconnection` push) or a moved slot (`sunsubscribe` push) makes this
+//! task start a new link and subscribe again, partition by partition,
+//! instead of relying on that.
 
-use super::keys::{topic_partition, Channel, PARTITIONS};
+use super::keys::{topic_partition, Channel};
 use super::link::{Incoming, Link, PUBSUB_TIMEOUT};
 use super::pubsub::{Common, SyncRequest};
 use crate::broker::{stamp, Envelope};
@@ -11,7 +21,7 @@ use crate::fanout::Topic;
 use crate::metrics;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use redis::Msg;
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::mpsc;
@@ -20,31 +30,24 @@ use tokio::time::{sleep, timeout};
 /// Keepalive: each subscription connection is probed this often.
 const PUBSUB_PING: Duration = Duration::from_secs(5);
 
-/// The task that owns one shard's subscription connection.
+/// The task that owns the subscription link.
 pub struct Subscriber {
-    pub shard: Shard,
+    pub common: Arc<Common>,
     /// Subscription requests, taken by whichever run is live.
     pub requests: tokio::sync::Mutex<mpsc::UnboundedReceiver<SyncRequest>>,
 }
 
+/// Channels to subscribe, each with its partition (its slot in a cluster).
+type Channels = HashMap<String, u32>;
+
 impl Subscriber {
     pub async fn run(self: Arc<Self>) {
         let mut requests = self.requests.lock().await;
-        self.shard.run(&mut requests).await;
+        self.connect_and_serve(&mut requests).await;
     }
-}
 
-/// One subscription connection and what it follows: every partition on a
-/// single Redis, one partition in a cluster.
-pub struct Shard {
-    pub common: Arc<Common>,
-    pub partition: Option<u32>,
-}
-
-impl Shard {
-    async fn run(&self, requests: &mut mpsc::UnboundedReceiver<SyncRequest>) {
+    async fn connect_and_serve(&self, requests: &mut mpsc::UnboundedReceiver<SyncRequest>) {
         let common = &self.common;
-        let shard = self.name();
         let backoff = ExponentialBuilder::default()
             // Capped low: cross-instance delivery must resume within about
             // a second of Redis answering again.
@@ -71,10 +74,10 @@ impl Shard {
                     }
                 }
                 Ok(Err(err)) => {
-                    tracing::warn!(redis = %address, shard, error = %err, "cannot reach Redis for pub/sub; serving local clients only, retrying with backoff");
+                    tracing::warn!(redis = %address, error = %err, "cannot reach Redis for pub/sub; serving local clients only, retrying with backoff");
                 }
                 Err(_) => {
-                    tracing::warn!(redis = %address, shard, "Redis did not answer in time; serving local clients only, retrying with backoff");
+                    tracing::warn!(redis = %address, "Redis did not answer in time; serving local clients only, retrying with backoff");
                 }
             }
             let delay = delays.next().unwrap_or(Duration::from_millis(800));
@@ -82,11 +85,6 @@ impl Shard {
                 return;
             }
         }
-    }
-
-    /// `all` on a single Redis, the partition in a cluster, for the logs.
-    fn name(&self) -> String {
-        self.partition.map_or("all".to_owned(), |p| p.to_string())
     }
 
     /// Subscribes a new connection and listens on it until it is lost;
@@ -98,10 +96,10 @@ impl Shard {
         requests: &mut mpsc::UnboundedReceiver<SyncRequest>,
     ) -> bool {
         let common = &self.common;
-        let (address, shard) = (&common.address, self.name());
-        let mut subscribed = HashSet::new();
+        let address = &common.address;
+        let mut subscribed = Channels::new();
         if let Err(err) = self.reconcile(&mut link, &mut subscribed).await {
-            tracing::warn!(redis = %address, shard, error = %err, "Redis subscribe failed; retrying");
+            tracing::warn!(redis = %address, error = %err, "Redis subscribe failed; retrying");
             return false;
         }
         let _up = common.status.pubsub_up();
@@ -110,7 +108,7 @@ impl Shard {
         common.status.set_commands(true);
         // Events published while the subscription was down are read back
         // from the streams.
-        for topic in &self.topics() {
+        for topic in common.wanted().keys() {
             if let Topic::Room(room) = topic {
                 common.inbox.missed(room);
             }
@@ -118,11 +116,11 @@ impl Shard {
         if was_connected {
             metrics::redis_reconnected();
         }
-        tracing::info!(redis = %address, shard, channels = subscribed.len(), "Redis pub/sub connected");
+        tracing::info!(redis = %address, channels = subscribed.len(), "Redis pub/sub connected");
         common.inbox.reconnected();
         self.listen(&mut link, &mut subscribed, requests).await;
         if !common.shutdown.is_cancelled() {
-            tracing::warn!(redis = %address, shard, "lost a Redis pub/sub connection; local delivery goes on; reconnecting");
+            tracing::warn!(redis = %address, "lost a Redis pub/sub connection; local delivery goes on; reconnecting");
         }
         true
     }
@@ -159,7 +157,7 @@ impl Shard {
     async fn listen(
         &self,
         link: &mut Link,
-        subscribed: &mut HashSet<String>,
+        subscribed: &mut Channels,
         requests: &mut mpsc::UnboundedReceiver<SyncRequest>,
     ) {
         let mut ping =
@@ -172,7 +170,7 @@ impl Shard {
                     Incoming::Lost => return,
                     // A slot moved to another node (or the server dropped
                     // the subscription): follow it there.
-                    Incoming::Unsubscribed(channel) if subscribed.contains(&channel) => return,
+                    Incoming::Unsubscribed(channel) if subscribed.contains_key(&channel) => return,
                     Incoming::Unsubscribed(_) | Incoming::Other => {}
                 },
                 Some(request) = requests.recv() => {
@@ -185,8 +183,7 @@ impl Shard {
                     }
                 }
                 _ = ping.tick() => {
-                    let probe = self.common.keys.partition_presence(self.partition.unwrap_or(0));
-                    if !matches!(timeout(PUBSUB_TIMEOUT, link.probe(&probe)).await, Ok(Ok(()))) {
+                    if !self.probe(link, subscribed).await {
                         return;
                     }
                 }
@@ -194,45 +191,65 @@ impl Shard {
         }
     }
 
-    /// The topics this shard follows: those of its partition.
-    fn topics(&self) -> Vec<Topic> {
-        let wanted = self.common.wanted();
-        let topics = wanted.keys();
-        topics
-            .filter(|topic| self.partition.is_none_or(|p| topic_partition(topic) == p))
-            .cloned()
-            .collect()
+    /// Whether the link answers: on one Redis a PING; in a cluster every
+    /// node holding a followed partition, by subscribing again to one
+    /// channel per partition (which changes nothing).
+    async fn probe(&self, link: &mut Link, subscribed: &Channels) -> bool {
+        let keys = &self.common.keys;
+        let partitions: HashSet<u32> = subscribed.values().copied().collect();
+        let probes: Vec<String> = match link {
+            Link::Plain(..) => vec![String::new()],
+            Link::Sharded(..) => partitions
+                .iter()
+                .map(|p| keys.partition_presence(*p))
+                .collect(),
+        };
+        for probe in &probes {
+            if !matches!(timeout(PUBSUB_TIMEOUT, link.probe(probe)).await, Ok(Ok(()))) {
+                return false;
+            }
+        }
+        true
+    }
+
+    /// The channels to follow: each followed topic's, and the presence
+    /// channel of each partition of a followed room.
+    fn wanted(&self) -> Channels {
+        let keys = &self.common.keys;
+        let mut channels = Channels::new();
+        for topic in self.common.wanted().keys() {
+            let partition = topic_partition(topic);
+            channels.insert(keys.channel(topic), partition);
+            if let Topic::Room(room) = topic {
+                channels.insert(keys.presence_channel(room), partition);
+            }
+        }
+        channels
     }
 
     /// Subscribes to what is needed and unsubscribes from what is not.
     async fn reconcile(
         &self,
         link: &mut Link,
-        subscribed: &mut HashSet<String>,
+        subscribed: &mut Channels,
     ) -> redis::RedisResult<()> {
         let keys = &self.common.keys;
-        let mut wanted: HashSet<String> = self.topics().iter().map(|t| keys.channel(t)).collect();
-        match self.partition {
-            Some(partition) => {
-                wanted.insert(keys.partition_presence(partition));
-            }
-            None => wanted.extend((0..PARTITIONS).map(|p| keys.partition_presence(p))),
-        }
-        let add: Vec<String> = wanted.difference(subscribed).cloned().collect();
-        let remove: Vec<String> = subscribed.difference(&wanted).cloned().collect();
-        if !add.is_empty() {
-            timeout_redis(link.subscribe(&add)).await?;
+        let wanted = self.wanted();
+        let add = commands(link, by_partition(&wanted, subscribed));
+        let remove = commands(link, by_partition(subscribed, &wanted));
+        for channels in &add {
+            timeout_redis(link.subscribe(channels)).await?;
             // A listener that stopped waiting for this subscription read its
             // room before it took effect: what was published in between is
             // read back from the stream.
-            for channel in &add {
+            for channel in channels {
                 if let Some(Topic::Room(room)) = keys.topic(channel) {
                     self.common.inbox.missed(&room);
                 }
             }
         }
-        if !remove.is_empty() {
-            timeout_redis(link.unsubscribe(&remove)).await?;
+        for channels in &remove {
+            timeout_redis(link.unsubscribe(channels)).await?;
         }
         *subscribed = wanted;
         Ok(())
@@ -268,6 +285,34 @@ impl Shard {
             _ if envelope.origin == common.instance => {}
             _ => common.inbox.frame(&topic, &envelope),
         }
+    }
+}
+
+/// The channels of `these` not in `those`, grouped by partition: channels
+/// of one slot, as one sharded (un)subscribe command must be.
+fn by_partition(these: &Channels, those: &Channels) -> HashMap<u32, Vec<String>> {
+    let mut groups: HashMap<u32, Vec<String>> = HashMap::new();
+    for (channel, partition) in these {
+        if !those.contains_key(channel) {
+            groups.entry(*partition).or_default().push(channel.clone());
+        }
+    }
+    groups
+}
+
+/// The channels of each (un)subscribe command: one partition per command
+/// in a cluster, all of them at once on one Redis.
+fn commands(link: &Link, groups: HashMap<u32, Vec<String>>) -> Vec<Vec<String>> {
+    match link {
+        Link::Plain(..) => {
+            let all: Vec<String> = groups.into_values().flatten().collect();
+            if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![all]
+            }
+        }
+        Link::Sharded(..) => groups.into_values().collect(),
     }
 }
 
