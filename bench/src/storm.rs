@@ -18,7 +18,7 @@ use tokio_util::sync::CancellationToken;
 const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long memory is given to come back once everybody left.
-const AFTER_LEAVING: Duration = Duration::from_secs(3);
+const AFTER_LEAVING: Duration = Duration::from_secs(8);
 
 /// What one member saw.
 #[derive(Default)]

@@ -35,7 +35,8 @@
 //! - [`auth`]: access tokens (JWT); [`nickname`]: when two nicknames are
 //!   the same to a reader; [`clock`]: the wall clock.
 //! - [`metrics`], [`logging`], [`supervise`] (restarts the background
-//!   tasks the instance needs); [`kind`]: chat or relay.
+//!   tasks the instance needs); [`kind`]: chat or relay; [`memory`]: the
+//!   process gives freed memory back.
 
 pub mod admission;
 pub mod auth;
@@ -48,6 +49,7 @@ pub mod http;
 pub mod instance;
 pub mod kind;
 pub mod logging;
+pub mod memory;
 pub mod metrics;
 pub mod nickname;
 pub mod presence;

@@ -30,6 +30,7 @@ async fn main() -> ExitCode {
     server::logging::init(config.log_format);
     let shutdown = CancellationToken::new();
     tokio::spawn(stop_on_signal(shutdown.clone()));
+    tokio::spawn(server::memory::give_back_freed(shutdown.clone()));
     match serve(config, shutdown).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(err) => {

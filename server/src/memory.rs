@@ -1,0 +1,53 @@
+//! Giving freed memory back to the system. glibc's allocator keeps what
+//! connections free in its per-thread arenas for reuse: after 5,000 members
+//! of a room left, the process still held the 48 MiB they had used. Every
+//! [`CHECK_EVERY`], if more than [`KEPT`] of the heap is free, it is
+//! released (`malloc_trim`). The process's own memory only: other
+//! allocators return memory by themselves, and then this does nothing.
+
+use std::time::Duration;
+use tokio_util::sync::CancellationToken;
+
+const CHECK_EVERY: Duration = Duration::from_secs(5);
+/// Free heap kept for the next connections.
+const KEPT: usize = 16 * 1024 * 1024;
+
+/// Runs until `shutdown`.
+pub async fn give_back_freed(shutdown: CancellationToken) {
+    let mut every = tokio::time::interval(CHECK_EVERY);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = every.tick() => {}
+        }
+        if free_heap() > KEPT {
+            // Walks every arena: off the runtime's threads.
+            let _ = tokio::task::spawn_blocking(trim).await;
+        }
+    }
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn free_heap() -> usize {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    info.fordblks
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn trim() {
+    // SAFETY: malloc_trim only releases free memory of the allocator.
+    let released = unsafe { libc::malloc_trim(0) };
+    tracing::debug!(
+        released = released != 0,
+        "returned freed memory to the system"
+    );
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn free_heap() -> usize {
+    0
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn trim() {}
