@@ -1,7 +1,8 @@
 //! Load generator for the chat and relay server. Starts a private
 //! redis-server and server instances, drives real WebSocket clients through
-//! seven scenarios (the seventh through a three-master Redis Cluster), stops everything and prints one table (Markdown) and one
-//! JSON line per scenario. Figures come from the receivers (latency from the
+//! eleven scenarios (the seventh and eleventh through a three-master Redis
+//! Cluster, the ninth also through `minrelay`), stops everything and prints
+//! one table (Markdown) and one JSON line per scenario. Figures come from the receivers (latency from the
 //! send time carried in each message, loss, duplicates) and from /proc for
 //! the server and Redis processes (CPU seconds, resident memory).
 //!

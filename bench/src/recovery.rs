@@ -38,6 +38,8 @@ pub async fn run(lab: &mut Lab, name: &str) -> anyhow::Result<Row> {
     let after = lab.usage(&servers)?;
     let mut row = Row {
         scenario: name.to_owned(),
+        // The chat message and the relay frame that got through.
+        deliveries: 2,
         note: format!(
             "Redis down {} s, then answering: chat messages accepted again after {} ms, relay frames crossing instances after {} ms",
             DOWN_FOR.as_secs(),

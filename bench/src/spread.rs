@@ -48,6 +48,8 @@ pub async fn run(lab: &Lab, name: &str, rooms: usize) -> anyhow::Result<Row> {
     }
     let mut row = Row {
         scenario: name.to_owned(),
+        // The joins, one per room.
+        deliveries: members.len() as u64,
         note: format!(
             "{rooms} rooms: room keys per master {keys_per_node:?} on {} hash slots; the instance holds {subscriptions} subscription connection(s) for {} masters",
             slots.len(),
