@@ -2,120 +2,11 @@
 //! action). Delivery never waits on a client: each connection has a bounded
 //! queue, and a client whose queue is full is disconnected and counted.
 
-use super::{close, CloseReason, ConnId, Kind, Topic};
+use super::{CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
-use futures::channel::mpsc;
-use futures::StreamExt;
 use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use tokio_util::sync::CancellationToken;
-
-/// Asks a connection's writer to send a close frame and stop. The first
-/// reason given wins.
-#[derive(Clone, Default)]
-pub struct Closer {
-    token: CancellationToken,
-    reason: Arc<OnceLock<CloseReason>>,
-}
-
-impl Closer {
-    pub fn close(&self, why: CloseReason) {
-        let _ = self.reason.set(why);
-        self.token.cancel();
-    }
-
-    pub async fn closed(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason()
-    }
-
-    pub fn reason(&self) -> CloseReason {
-        self.reason.get().copied().unwrap_or(close::CLOSED)
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
-    }
-}
-
-/// The sending half of one connection: its bounded queue and its closer.
-///
-/// The queue is a futures unbounded channel with a count kept beside it:
-/// pushing is lock-free and allocates nothing up front (tokio's bounded
-/// channel preallocates 1.5 KiB per connection, flume's takes locks and
-/// allocates a waiter on every wait), and the count makes it bounded.
-#[derive(Clone)]
-pub struct Peer {
-    pub kind: Kind,
-    tx: mpsc::UnboundedSender<Utf8Bytes>,
-    queued: Arc<AtomicUsize>,
-    capacity: usize,
-    pub closer: Closer,
-}
-
-/// The receiving half, drained by the connection's writer.
-pub struct Queue {
-    rx: mpsc::UnboundedReceiver<Utf8Bytes>,
-    queued: Arc<AtomicUsize>,
-}
-
-impl Queue {
-    /// The next frame; `None` once every sender is gone.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.rx.next().await;
-        self.took(frame)
-    }
-
-    /// The next frame if one is queued.
-    pub fn try_recv(&mut self) -> Option<Utf8Bytes> {
-        let frame = self.rx.try_recv().ok();
-        self.took(frame)
-    }
-
-    fn took(&self, frame: Option<Utf8Bytes>) -> Option<Utf8Bytes> {
-        if frame.is_some() {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-        }
-        frame
-    }
-}
-
-impl Peer {
-    pub fn new(kind: Kind, capacity: usize) -> (Self, Queue) {
-        let (tx, rx) = mpsc::unbounded();
-        let queued = Arc::new(AtomicUsize::new(0));
-        let peer = Peer {
-            kind,
-            tx,
-            queued: queued.clone(),
-            capacity,
-            closer: Closer::default(),
-        };
-        (peer, Queue { rx, queued })
-    }
-
-    /// Queues a frame without waiting. A full queue means the client reads
-    /// slower than it is sent to: it is disconnected rather than buffered.
-    pub fn send(&self, frame: Utf8Bytes) -> bool {
-        if self.queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            if !self.closer.is_closed() {
-                metrics::slow_consumer(self.kind);
-                self.closer.close(close::SLOW_CONSUMER);
-            }
-            return false;
-        }
-        if self.tx.unbounded_send(frame).is_err() {
-            // The connection is gone.
-            self.queued.fetch_sub(1, Ordering::Relaxed);
-            return false;
-        }
-        true
-    }
-}
 
 #[derive(Default)]
 pub struct Hub {
@@ -203,6 +94,7 @@ impl Hub {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::fanout::close;
     use uuid::Uuid;
 
     #[test]

@@ -4,9 +4,11 @@
 //! connection, and its [`Closer`]).
 
 mod hub;
+mod peer;
 
 pub use crate::kind::Kind;
-pub use hub::{Closer, Hub, Peer, Queue};
+pub use hub::Hub;
+pub use peer::{Closer, Peer, Queue};
 use uuid::Uuid;
 
 pub type ConnId = Uuid;
