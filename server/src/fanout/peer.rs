@@ -6,8 +6,9 @@
 //! beside it that makes it bounded. A linked-list channel (futures' mpsc)
 //! allocated and freed one node per frame, on two threads: at millions of
 //! deliveries a second, malloc and free were a quarter of the server's
-//! CPU. Nothing is allocated until the first frame, and a deque grown by a
-//! burst is let go once drained, so an idle connection holds no buffer.
+//! CPU. Nothing is allocated until the first frame, a deque grown by a
+//! burst is let go once drained, and the writer lets go of its buffer
+//! whenever it waits, so an idle connection holds none.
 
 use super::{close, CloseReason, Kind};
 use crate::metrics;
@@ -21,7 +22,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 use tokio_util::sync::CancellationToken;
 
-/// A drained deque up to this capacity is kept for the next burst.
+/// A drained deque up to this capacity is kept for the next batch while
+/// frames keep coming.
 const KEPT_CAPACITY: usize = 64;
 
 /// Asks a connection's writer to send a close frame and stop. The first
@@ -188,6 +190,8 @@ impl Queue {
         if self.shared.state.lock().senders == 0 {
             return Poll::Ready(None);
         }
+        // Idle until the next frame: the connection keeps no buffer.
+        self.taken = VecDeque::new();
         Poll::Pending
     }
 

@@ -6,6 +6,8 @@
 use std::net::SocketAddr;
 use tokio::net::TcpListener;
 
+const BACKLOG: i32 = 4096;
+
 pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> {
     let domain = socket2::Domain::for_address(addr);
     let socket = socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
@@ -15,7 +17,10 @@ pub fn bind(addr: SocketAddr, reuse_port: bool) -> std::io::Result<TcpListener> 
     }
     socket.set_nonblocking(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(1024)?;
+    // Room for a crowd connecting at once: connections beyond the backlog
+    // are dropped and their clients retry a second later. The kernel caps
+    // it at net.core.somaxconn (4096 by default).
+    socket.listen(BACKLOG)?;
     TcpListener::from_std(socket.into())
 }
 
