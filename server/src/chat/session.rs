@@ -33,7 +33,9 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     } = opening;
     metrics::connection_opened(Kind::Chat);
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
-    let (preamble, subscription) = chat.open(&room, id, &peer, &resume).await;
+    // Boxed: opening (history read, subscription) is over before the
+    // connection's long life, and would otherwise size its task.
+    let (preamble, subscription) = Box::pin(chat.open(&room, id, &peer, &resume)).await;
     let mut session = ChatSession {
         chat: chat.clone(),
         id,
@@ -56,7 +58,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     let limits = &chat.limits.socket;
     let reason = ws::drive(socket, outbound, &mut session, limits, &chat.shutdown).await;
     let pseudo = session.member.as_ref().map(|m| m.pseudo.to_string());
-    session.leave().await;
+    Box::pin(session.leave()).await;
     metrics::connection_closed(Kind::Chat);
     tracing::info!(
         conn = %id,

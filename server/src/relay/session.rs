@@ -44,7 +44,8 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
         registered.subscription.take();
         // On shutdown the instance's entries are removed all at once.
         if !relay.shutdown.is_cancelled() {
-            relay.presence.unregister(&registered.action, id).await;
+            // Boxed, like every step outside the connection's long life.
+            Box::pin(relay.presence.unregister(&registered.action, id)).await;
         }
     }
     metrics::connection_closed(Kind::Relay);
