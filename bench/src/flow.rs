@@ -151,8 +151,11 @@ impl Flow {
 
         let mut latency = histogram();
         let (mut distinct, mut duplicates, mut last_delivery) = (0, 0, 0);
+        let (mut refused, mut refusal) = (0, None);
         for reader in readers {
             let seen = reader.await?;
+            refused += seen.refused;
+            refusal = refusal.or(seen.refusal);
             distinct += seen.distinct;
             duplicates += seen.duplicates;
             last_delivery = last_delivery.max(seen.last);
@@ -175,6 +178,10 @@ impl Flow {
             ),
             ..Row::default()
         };
+        if let Some(last) = refusal {
+            row.note
+                .push_str(&format!("; {refused} error frame(s), the last: {last}"));
+        }
         row.latency(&latency);
         lab.spent(&mut row, before, after);
         Ok(row)
@@ -285,6 +292,10 @@ async fn receive(mut r: Receiver) -> Seen {
             }
         } else if let Some(count) = client::count_of(&text) {
             r.counts[r.index].store(count, Ordering::Relaxed);
+        } else if text.starts_with("{\"type\":\"error\"") {
+            // A refused send: lost by every receiver, and this says why.
+            seen.refused += 1;
+            seen.refusal = Some(text.as_str().to_owned());
         }
     }
     seen

@@ -17,6 +17,10 @@ pub struct Seen {
     pub distinct: u64,
     pub duplicates: u64,
     pub latency: Histogram<u64>,
+    /// Error frames: the server refused a send (or said why it could not
+    /// deliver it), and the last one.
+    pub refused: u64,
+    pub refusal: Option<String>,
     /// When the last new probe arrived, from [`crate::client::now_us`]
     /// (kept per receiver: one shared atomic would cost every delivery a
     /// contended cache line).
@@ -30,6 +34,8 @@ impl Seen {
             distinct: 0,
             duplicates: 0,
             latency: histogram(),
+            refused: 0,
+            refusal: None,
             last: 0,
         }
     }

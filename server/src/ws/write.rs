@@ -44,8 +44,22 @@ pub async fn write<S>(
                     if fresh(&frame) {
                         sink.feed(Message::Text(frame)).await?;
                     }
-                    for _ in 1..WRITE_BATCH {
-                        let Some(frame) = queue.try_recv() else { break };
+                    let mut written = 1;
+                    let mut yielded = false;
+                    while written < WRITE_BATCH {
+                        let Some(frame) = queue.try_recv() else {
+                            // Once, before a short write: the tasks that
+                            // are ready (senders, other connections) run
+                            // first and often queue more. The socket has
+                            // no Nagle delay: this is the batching.
+                            if yielded {
+                                break;
+                            }
+                            yielded = true;
+                            tokio::task::yield_now().await;
+                            continue;
+                        };
+                        written += 1;
                         if fresh(&frame) {
                             sink.feed(Message::Text(frame)).await?;
                         }
