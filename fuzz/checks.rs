@@ -93,7 +93,7 @@ pub fn client_message(data: &[u8]) -> Outcome {
     let (tag, field) = match &msg {
         ClientMessage::Join { pseudo, .. } => ("join", Some(("pseudo", pseudo))),
         ClientMessage::Rename { pseudo } => ("rename", Some(("pseudo", pseudo))),
-        ClientMessage::Say { text } => ("say", Some(("text", text))),
+        ClientMessage::Say { text, .. } => ("say", Some(("text", text))),
         ClientMessage::Typing => ("typing", None),
     };
     ensure!(
@@ -127,7 +127,7 @@ pub fn client_message(data: &[u8]) -> Outcome {
         ClientMessage::Join { pseudo: p, .. } | ClientMessage::Rename { pseudo: p } => {
             pseudo(p.as_bytes())
         }
-        ClientMessage::Say { text } => message_text(text.as_bytes()),
+        ClientMessage::Say { text, .. } => message_text(text.as_bytes()),
         ClientMessage::Typing => Ok(()),
     }
 }

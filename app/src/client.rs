@@ -172,7 +172,7 @@ async fn converse(
             Event::Frame(Message::Bytes(_)) => {}
             Event::Outgoing(Command::Switch) => return Ended::Switched,
             Event::Outgoing(Command::Send(msg)) => {
-                if let ClientMessage::Say { text } = &msg {
+                if let ClientMessage::Say { text, .. } = &msg {
                     state.sent(text);
                 }
                 if sink.send(encode(&msg)).await.is_err() {
@@ -251,7 +251,7 @@ fn hold_back_messages(state: ChatState, waiting: &mut Vec<ClientMessage>) -> Opt
     let texts: Vec<String> = waiting
         .iter()
         .filter_map(|msg| match msg {
-            ClientMessage::Say { text } => Some(text.clone()),
+            ClientMessage::Say { text, .. } => Some(text.clone()),
             _ => None,
         })
         .collect();

@@ -55,6 +55,11 @@ pub fn read_event<J: Json>(frame: &J) -> Option<ServerEvent> {
         "typing" => ServerEvent::Typing {
             pseudo: text(frame, "pseudo")?,
         },
+        "ack" => ServerEvent::Ack {
+            id: uuid(frame.member("id")?)?,
+            epoch: text(frame, "epoch")?,
+            offset: count(frame, "offset")?,
+        },
         "rooms" => ServerEvent::Rooms {
             rooms: frame
                 .member("rooms")?
@@ -280,6 +285,11 @@ mod tests {
                 recovered: true,
                 events: vec![],
             },
+            ServerEvent::Ack {
+                id: Uuid::new_v4(),
+                epoch: "e".into(),
+                offset: 3,
+            },
         ];
         events.extend(ErrorCode::ALL.iter().map(|&code| ServerEvent::Error {
             code,
@@ -302,7 +312,8 @@ mod tests {
                 | ServerEvent::Online { .. }
                 | ServerEvent::OnlineChanged { .. }
                 | ServerEvent::Typing { .. }
-                | ServerEvent::Rooms { .. } => {}
+                | ServerEvent::Rooms { .. }
+                | ServerEvent::Ack { .. } => {}
             }
         }
         events

@@ -33,8 +33,15 @@ pub enum ClientMessage {
     },
     /// Change the nickname of a client that has joined.
     Rename { pseudo: String },
-    /// Post a message to the room.
-    Say { text: String },
+    /// Post a message to the room. With an `id` (a UUID the client picks
+    /// per message), the message exists once whatever is re-sent: a repeat
+    /// of an id still in the room's history appends nothing and is
+    /// acknowledged with the first one's position.
+    Say {
+        text: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        id: Option<Uuid>,
+    },
     /// The participant is typing: the others see it for a few seconds.
     /// Sent at most every [`TYPING_EVERY_MS`] while typing; never stored.
     Typing,
@@ -104,6 +111,13 @@ pub enum ServerEvent {
     /// The busiest rooms with participants, across all instances, up to
     /// [`ROOMS_SHOWN`]: sent when the socket opens and when it changes.
     Rooms { rooms: Vec<RoomSummary> },
+    /// A `say` with an `id` is in the room's stream at this position (the
+    /// first time, and again for every repeat).
+    Ack {
+        id: Uuid,
+        epoch: String,
+        offset: u64,
+    },
 }
 
 /// One room in the room list.
@@ -548,6 +562,11 @@ mod tests {
             },
             ClientMessage::Say {
                 text: "hello <b>".into(),
+                id: None,
+            },
+            ClientMessage::Say {
+                text: "once".into(),
+                id: Some(Uuid::nil()),
             },
         ] {
             let json = serde_json::to_string(&msg).unwrap();
@@ -557,7 +576,11 @@ mod tests {
 
     #[test]
     fn wire_format_is_tagged_by_type() {
-        let json = serde_json::to_value(ClientMessage::Say { text: "hi".into() }).unwrap();
+        let json = serde_json::to_value(ClientMessage::Say {
+            text: "hi".into(),
+            id: None,
+        })
+        .unwrap();
         assert_eq!(json, serde_json::json!({"type": "say", "text": "hi"}));
         let mut message = ChatMessage {
             epoch: String::new(),

@@ -221,6 +221,7 @@ fn composer(state: ChatState, outbox: Outbox) -> impl IntoView {
                 state.error.set(None);
                 outbox.send(ClientMessage::Say {
                     text: text.into_string(),
+                    id: None,
                 });
                 text_input.set(String::new());
                 last_typing.set_value(0.0);

@@ -164,7 +164,7 @@ impl Probe {
                 let head = format!("{s} {n} {t} ");
                 let pad = PAYLOAD_BYTES.saturating_sub(head.len());
                 let text = format!("{head}{}", "x".repeat(pad));
-                to_json(&ClientMessage::Say { text })
+                to_json(&ClientMessage::Say { text, id: None })
             }
         }
     }
@@ -258,7 +258,8 @@ mod tests {
         assert_eq!(app::relay::check_frame(&relay), Ok(()));
         assert_eq!(Probe::read(Proto::Relay, &relay), Some(probe));
 
-        let ClientMessage::Say { text } = ClientMessage::decode(&probe.frame(Proto::Chat)).unwrap()
+        let ClientMessage::Say { text, .. } =
+            ClientMessage::decode(&probe.frame(Proto::Chat)).unwrap()
         else {
             panic!("a probe is a say");
         };

@@ -57,6 +57,7 @@ async fn chat_accepted(ws: &mut Ws, back: Instant) -> anyhow::Result<Duration> {
     while back.elapsed() < GIVE_UP {
         let say = ClientMessage::Say {
             text: "are you back?".into(),
+            id: None,
         };
         ws.send(Message::text(client::to_json(&say))).await?;
         loop {

@@ -27,7 +27,7 @@ fn event(text: String) -> ServerEvent {
 
 /// Decodes and validates a frame, and encodes the event it becomes.
 fn handle(frame: &str) -> axum::extract::ws::Utf8Bytes {
-    let Ok(ClientMessage::Say { text }) = ClientMessage::decode(frame) else {
+    let Ok(ClientMessage::Say { text, .. }) = ClientMessage::decode(frame) else {
         panic!("the benchmark frame is a valid say");
     };
     let text = MessageText::parse(&text).expect("valid text");

@@ -224,6 +224,7 @@ async fn a_flood_is_rate_limited_then_closed_with_1008() {
     let mut limited = 0;
     let say = serde_json::to_string(&ClientMessage::Say {
         text: "spam".into(),
+        id: None,
     })
     .unwrap();
     let code = loop {

@@ -60,6 +60,23 @@ pub struct Stored {
     pub events: Vec<Utf8Bytes>,
 }
 
+/// An event in a room's stream, as [`Broker::append`] left it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Appended {
+    /// The event stamped with its position.
+    pub frame: Utf8Bytes,
+    /// An event with the same id was still in the history: nothing was
+    /// appended, and `frame` is that event.
+    pub repeat: bool,
+}
+
+/// What a stored event with this id contains, for finding it among the
+/// stored frames (a quote inside a text is escaped, so a message cannot
+/// forge it).
+pub fn id_marker(id: Uuid) -> String {
+    format!("\"id\":\"{id}\"")
+}
+
 /// Delivers a sender's frame to every listener of the topic on every
 /// instance but the sender: this instance's at once (local delivery never
 /// waits for the broker), the others' through the broker. The bytes are
@@ -243,7 +260,14 @@ pub trait Broker: Send + Sync {
 
     /// Appends an encoded event (a JSON object) to the room's stream and
     /// publishes it to every instance; returns it stamped with its position.
-    async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError>;
+    /// With `once`, the event's id: if an event with that id is still in
+    /// the history, nothing is appended and that one is returned.
+    async fn append(
+        &self,
+        room: &str,
+        frame: &str,
+        once: Option<Uuid>,
+    ) -> Result<Appended, BrokerError>;
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
 

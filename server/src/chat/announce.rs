@@ -6,7 +6,7 @@
 
 use super::crowd::{self, Group};
 use super::{encode, Chat};
-use crate::broker::{self, BrokerError};
+use crate::broker::{self, Appended, BrokerError};
 use crate::clock::now_ms;
 use crate::fanout::{close, ConnId, Topic};
 use crate::presence::Event;
@@ -19,9 +19,23 @@ impl Chat {
     /// its position and publishes it to every instance; this instance's
     /// connections get it through the room's feed, in order.
     pub(super) async fn publish(&self, room: &str, event: &ServerEvent) -> Result<(), BrokerError> {
-        let stamped = self.broker.append(room, &encode(event)).await?;
-        self.feeds.offer(room, stamped);
-        Ok(())
+        self.publish_once(room, event, None).await.map(drop)
+    }
+
+    /// Like [`Chat::publish`]; with `once` (the event's id), an event with
+    /// that id still in the history is not appended again (and is not
+    /// handed out again: its readers have it).
+    pub(super) async fn publish_once(
+        &self,
+        room: &str,
+        event: &ServerEvent,
+        once: Option<Uuid>,
+    ) -> Result<Appended, BrokerError> {
+        let appended = self.broker.append(room, &encode(event), once).await?;
+        if !appended.repeat {
+            self.feeds.offer(room, appended.frame.clone());
+        }
+        Ok(appended)
     }
 
     pub(super) fn system(

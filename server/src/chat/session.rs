@@ -2,7 +2,7 @@
 //! with a nickname to speak.
 
 use super::{encode, Chat, Opening};
-use crate::broker::{Claim, Member, Seat, Subscription};
+use crate::broker::{stamp, Claim, Member, Seat, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::ws::throttle::{Throttle, Verdict};
@@ -132,7 +132,7 @@ impl Handler for ChatSession {
                 Verdict::Allowed => self.rename(&pseudo).await,
                 verdict => return self.throttled(verdict, Limited::Rename),
             },
-            Ok(ClientMessage::Say { text }) => self.say(&text).await,
+            Ok(ClientMessage::Say { text, id }) => self.say(&text, id).await,
             Ok(ClientMessage::Typing) => self.typing().await,
         }
         None
@@ -279,7 +279,7 @@ impl ChatSession {
             .await;
     }
 
-    async fn say(&mut self, raw: &str) {
+    async fn say(&mut self, raw: &str, once: Option<Uuid>) {
         let Some(member) = &self.member else {
             return self.refuse(ErrorCode::NotJoined, "join before sending messages".into());
         };
@@ -290,7 +290,7 @@ impl ChatSession {
         let message = ChatMessage {
             epoch: String::new(),
             offset: 0,
-            id: Uuid::new_v4(),
+            id: once.unwrap_or_else(Uuid::new_v4),
             author: member.pseudo.to_string(),
             text: text.into_string(),
             ts: crate::clock::now_ms(),
@@ -300,16 +300,32 @@ impl ChatSession {
         // Acknowledged (echoed back) only once it is in the stream, so no
         // crash can lose a message its sender saw as sent.
         let message = ServerEvent::Message(message);
-        if let Err(err) = self.chat.publish(&self.room, &message).await {
-            tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
-            // A reply that timed out may follow an append that went through.
-            let message = if err.is_timeout() {
-                "the chat could not confirm that your message was stored: it may not have been sent; check the conversation before sending it again"
-            } else {
-                "the chat cannot store messages right now: yours was not sent; try again in a moment"
-            };
-            self.refuse(ErrorCode::Unavailable, message.into());
+        match self.chat.publish_once(&self.room, &message, once).await {
+            Ok(appended) => self.acknowledge(once, &appended.frame),
+            Err(err) => {
+                tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
+                // A reply that timed out may follow an append that went through.
+                let message = match (err.is_timeout(), once) {
+                    (true, Some(_)) => "the chat could not confirm that your message was stored: send it again with the same id, it will not be doubled",
+                    (true, None) => "the chat could not confirm that your message was stored: it may not have been sent; check the conversation before sending it again",
+                    (false, _) => "the chat cannot store messages right now: yours was not sent; try again in a moment",
+                };
+                self.refuse(ErrorCode::Unavailable, message.into());
+            }
         }
+    }
+
+    /// Tells the sender of a message with an id where it is in the stream
+    /// (the first time and for every repeat).
+    fn acknowledge(&self, once: Option<Uuid>, stored: &str) {
+        let (Some(id), Some((epoch, offset))) = (once, stamp::position(stored)) else {
+            return;
+        };
+        self.peer.send(encode(&ServerEvent::Ack {
+            id,
+            epoch: epoch.to_owned(),
+            offset,
+        }));
     }
 
     /// Tells the others in the room that this participant is typing, at

@@ -110,7 +110,13 @@ async fn speaking_takes_a_nickname_and_nicknames_are_unique_across_instances() {
     let shared = Shared::default();
     let (here, there) = (chat(&shared), chat(&shared));
     let (mut alice, _, _) = open(&here, Resume::Latest).await;
-    send(&alice, &ClientMessage::Say { text: "hi".into() });
+    send(
+        &alice,
+        &ClientMessage::Say {
+            text: "hi".into(),
+            id: None,
+        },
+    );
     let refused = until(&mut alice, |e| error_code(e).is_some()).await;
     assert_eq!(error_code(&refused), Some(ErrorCode::NotJoined));
     let join = |pseudo: &str| ClientMessage::Join {
@@ -127,7 +133,13 @@ async fn speaking_takes_a_nickname_and_nicknames_are_unique_across_instances() {
     let refused = until(&mut other, |e| error_code(e).is_some()).await;
     assert_eq!(error_code(&refused), Some(ErrorCode::PseudoTaken));
     // Said on one instance, heard on the other in the stream's order.
-    send(&alice, &ClientMessage::Say { text: "hi".into() });
+    send(
+        &alice,
+        &ClientMessage::Say {
+            text: "hi".into(),
+            id: None,
+        },
+    );
     let heard = until(&mut other, |e| matches!(e, ServerEvent::Message(_))).await;
     let ServerEvent::Message(message) = heard else {
         unreachable!()
@@ -154,7 +166,13 @@ async fn a_reconnect_gets_exactly_what_it_missed() {
     until(&mut speaker, |e| matches!(e, ServerEvent::Joined { .. })).await;
     let (_, _, seen) = open(&there, Resume::Latest).await;
     for text in ["one", "two"] {
-        send(&speaker, &ClientMessage::Say { text: text.into() });
+        send(
+            &speaker,
+            &ClientMessage::Say {
+                text: text.into(),
+                id: None,
+            },
+        );
         until(&mut speaker, |e| matches!(e, ServerEvent::Message(_))).await;
     }
     let (_, history, _) = open(&there, Resume::Since(seen)).await;

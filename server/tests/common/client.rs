@@ -241,7 +241,11 @@ impl Chat {
     }
 
     pub async fn say(&mut self, text: &str) {
-        self.send(&ClientMessage::Say { text: text.into() }).await;
+        self.send(&ClientMessage::Say {
+            text: text.into(),
+            id: None,
+        })
+        .await;
     }
 
     pub async fn event(&mut self) -> ServerEvent {

@@ -7,12 +7,11 @@ mod presence;
 mod streams;
 
 use super::{
-    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed, RoomEntry, Roster,
-    Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed,
+    RoomEntry, Roster, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use presence::{Caller, Presence};
 use std::collections::HashMap;
@@ -172,14 +171,21 @@ impl Broker for MemoryBroker {
             .each_other(self.me.id, |_| true, |inbox| inbox.presence_changed(room));
     }
 
-    async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError> {
-        let stamped = self.shared.0.streams.append(room, frame);
-        let topic = Topic::Room(room.to_owned());
-        let wants = |joined: &Joined| joined.follows(&topic);
-        self.shared.each_other(self.me.id, wants, |inbox| {
-            inbox.room_event(room, stamped.clone())
-        });
-        Ok(stamped)
+    async fn append(
+        &self,
+        room: &str,
+        frame: &str,
+        once: Option<Uuid>,
+    ) -> Result<Appended, BrokerError> {
+        let appended = self.shared.0.streams.append(room, frame, once);
+        if !appended.repeat {
+            let topic = Topic::Room(room.to_owned());
+            let wants = |joined: &Joined| joined.follows(&topic);
+            self.shared.each_other(self.me.id, wants, |inbox| {
+                inbox.room_event(room, appended.frame.clone())
+            });
+        }
+        Ok(appended)
     }
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {

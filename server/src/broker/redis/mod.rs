@@ -23,13 +23,12 @@ mod streams;
 mod subscriber;
 
 use super::{
-    Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed, RoomEntry, Roster,
-    Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed,
+    RoomEntry, Roster, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
 use client::{redact, Target};
 use keys::Keys;
 use presence::RedisPresence;
@@ -195,8 +194,13 @@ impl Broker for RedisBroker {
         self.pubsub.publish_presence(room).await;
     }
 
-    async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError> {
-        self.streams.append(room, frame).await
+    async fn append(
+        &self,
+        room: &str,
+        frame: &str,
+        once: Option<Uuid>,
+    ) -> Result<Appended, BrokerError> {
+        self.streams.append(room, frame, once).await
     }
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {

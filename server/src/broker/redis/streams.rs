@@ -5,7 +5,7 @@
 
 use super::client::{publish_command, Commands};
 use super::keys::Keys;
-use crate::broker::{stamp, BrokerError, Envelope, LinkStatus, Stored};
+use crate::broker::{id_marker, stamp, Appended, BrokerError, Envelope, LinkStatus, Stored};
 use crate::fanout::Topic;
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
@@ -37,11 +37,16 @@ impl RedisStreams {
         }
     }
 
-    pub async fn append(&self, room: &str, frame: &str) -> Result<Utf8Bytes, BrokerError> {
+    pub async fn append(
+        &self,
+        room: &str,
+        frame: &str,
+        once: Option<Uuid>,
+    ) -> Result<Appended, BrokerError> {
         self.reachable()?;
         let header = Envelope::new(self.instance, None, Utf8Bytes::from_static("")).encode();
         let body = frame.strip_prefix('{').unwrap_or(frame);
-        let stamped: redis::RedisResult<String> = APPEND
+        let appended: redis::RedisResult<(String, bool)> = APPEND
             .key(self.keys.stream_meta(room))
             .key(self.keys.stream_events(room))
             .key(self.keys.channel(&Topic::Room(room.to_owned())))
@@ -51,9 +56,14 @@ impl RedisStreams {
             .arg(TTL_SECS)
             .arg(header)
             .arg(publish_command(&self.conn))
+            .arg(once.map(id_marker).unwrap_or_default())
             .invoke_async(&mut self.conn.clone())
             .await;
-        stamped.map(Utf8Bytes::from).map_err(|err| self.failed(err))
+        let (frame, repeat) = appended.map_err(|err| self.failed(err))?;
+        Ok(Appended {
+            frame: frame.into(),
+            repeat,
+        })
     }
 
     pub async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
