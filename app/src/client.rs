@@ -91,6 +91,10 @@ struct Carried {
     /// Why messages were held back, told once the new room is joined (the
     /// join would clear it otherwise).
     held_back: Option<String>,
+    /// Messages sent on this room's connections and not yet acknowledged:
+    /// sent again on the next connection. Each has an id, so a message that
+    /// did get through is not doubled (the server acknowledges the repeat).
+    unacked: Vec<ClientMessage>,
 }
 
 async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Option<String>) {
@@ -99,6 +103,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
         pseudo: saved,
         waiting: Vec::new(),
         held_back: None,
+        unacked: Vec::new(),
     };
     let mut failures: u32 = 0;
     loop {
@@ -111,6 +116,8 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
         };
         if let Ended::Switched = ended {
             // Dropping the socket closed it; the new room's opens at once.
+            // What the old room did not acknowledge is not sent to the new.
+            carried.unacked.clear();
             failures = 0;
             continue;
         }
@@ -155,7 +162,13 @@ async fn converse(
     let incoming = incoming
         .filter_map(|frame| async move { frame.ok().map(Event::Frame) })
         .chain(stream::once(async { Event::Closed }));
-    let retry: Vec<Command> = carried.waiting.drain(..).map(Command::Send).collect();
+    // What may have been lost with the last connection goes first, then
+    // what was typed meanwhile: in the order it was typed.
+    let unacked = carried.unacked.drain(..);
+    let retry: Vec<Command> = unacked
+        .chain(carried.waiting.drain(..))
+        .map(Command::Send)
+        .collect();
     let outgoing = stream::iter(retry).chain(queue.by_ref());
     let mut events = std::pin::pin!(stream::select(incoming, outgoing.map(Event::Outgoing)));
     while let Some(event) = events.next().await {
@@ -172,8 +185,11 @@ async fn converse(
             Event::Frame(Message::Bytes(_)) => {}
             Event::Outgoing(Command::Switch) => return Ended::Switched,
             Event::Outgoing(Command::Send(msg)) => {
-                if let ClientMessage::Say { text, .. } = &msg {
+                if let ClientMessage::Say { text, id } = &msg {
                     state.sent(text);
+                    if id.is_some() {
+                        carried.unacked.push(msg.clone());
+                    }
                 }
                 if sink.send(encode(&msg)).await.is_err() {
                     carried.waiting.push(msg);
@@ -190,6 +206,16 @@ impl Carried {
     /// Shows a server event, and follows the nickname: kept once the
     /// server confirms it, dropped when a rejoin finds it taken.
     fn apply(&mut self, state: ChatState, event: ServerEvent, rejoining: &mut bool) {
+        let stored = match &event {
+            ServerEvent::Ack { id, .. } => Some(*id),
+            ServerEvent::Message(m) => Some(m.id),
+            _ => None,
+        };
+        if let Some(stored) = stored {
+            self.unacked.retain(
+                |msg| !matches!(msg, ClientMessage::Say { id: Some(id), .. } if *id == stored),
+            );
+        }
         let joined = matches!(&event, ServerEvent::Joined { .. });
         let typist = match &event {
             ServerEvent::Typing { pseudo } => Some(pseudo.clone()),
@@ -235,6 +261,7 @@ async fn pause(
         match future::select(delay.as_mut(), queue.next()).await {
             Either::Left(_) => return true,
             Either::Right((Some(Command::Switch), _)) => {
+                carried.unacked.clear();
                 carried.held_back = hold_back_messages(state, &mut carried.waiting);
                 return true;
             }

@@ -236,7 +236,7 @@ impl ChatState {
             } => self.on_online_changed(added, removed, more),
             ServerEvent::Typing { pseudo } => self.on_typing(pseudo),
             ServerEvent::Rooms { rooms } => self.on_rooms(rooms),
-            // The page does not give its messages ids yet.
+            // The socket task follows acknowledgements (see `client`).
             ServerEvent::Ack { .. } => {}
             ServerEvent::Error { code, message } => {
                 self.on_error(code, message);

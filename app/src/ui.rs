@@ -219,9 +219,10 @@ fn composer(state: ChatState, outbox: Outbox) -> impl IntoView {
             Err(reason) => state.error.set(Some(capitalize(&reason.to_string()))),
             Ok(text) => {
                 state.error.set(None);
+                // An id per message: sent again after a cut, it is not doubled.
                 outbox.send(ClientMessage::Say {
                     text: text.into_string(),
-                    id: None,
+                    id: Some(uuid::Uuid::new_v4()),
                 });
                 text_input.set(String::new());
                 last_typing.set_value(0.0);

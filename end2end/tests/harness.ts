@@ -94,7 +94,10 @@ export interface Proxy {
   url: string;
   /** Drops every connection through the proxy and refuses new ones. */
   cut(): void;
-  /** Lets connections through again. */
+  /** Keeps connections open but throws away what one side sends from
+   * now on (a message lost on the way, or its answer). */
+  lose(from: "page" | "server"): void;
+  /** Lets connections through again (and stops losing). */
   restore(): void;
   stop(): Promise<void>;
 }
@@ -103,6 +106,7 @@ export async function startProxy(target: string): Promise<Proxy> {
   const { hostname, port } = new URL(target);
   const sockets = new Set<Socket>();
   let open = true;
+  let losing: "page" | "server" | null = null;
   const server = createServer((client) => {
     if (!open) {
       client.destroy();
@@ -118,8 +122,8 @@ export async function startProxy(target: string): Promise<Proxy> {
       });
       socket.on("error", () => socket.destroy());
     }
-    client.pipe(upstream);
-    upstream.pipe(client);
+    client.on("data", (bytes) => losing !== "page" && upstream.write(bytes));
+    upstream.on("data", (bytes) => losing !== "server" && client.write(bytes));
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   const { port: listening } = server.address() as AddressInfo;
@@ -130,8 +134,12 @@ export async function startProxy(target: string): Promise<Proxy> {
       open = false;
       dropAll();
     },
+    lose(from) {
+      losing = from;
+    },
     restore() {
       open = true;
+      losing = null;
     },
     stop: () =>
       new Promise((resolve) => {

@@ -166,6 +166,41 @@ test("a room chosen while the network is down is entered as soon as it is back",
   await proxy.stop();
 });
 
+test("a message in flight when the connection breaks is sent once after it comes back", async ({ browser }) => {
+  const proxy = await startProxy(first.url);
+  const page = await (await browser.newContext()).newPage();
+  const observer = await (await browser.newContext()).newPage();
+  // The default room: opening another would spend this address's share of
+  // new rooms (NEW_ROOMS_PER_MIN), which the other tests need.
+  await openChat(page, proxy.url);
+  await openChat(observer, second.url);
+  await join(page, "sender");
+  const ours = (reader: Page) =>
+    reader.getByTestId("message-text").filter({ hasText: /^(lost on the way|echo lost|fence)$/ });
+  // Lost on the way to the server: without an id and a second try it would
+  // never arrive.
+  proxy.lose("page");
+  await say(page, "lost on the way");
+  await page.waitForTimeout(300);
+  proxy.cut();
+  proxy.restore();
+  await expect(page.getByTestId("connection-status")).toHaveText("connected", { timeout: 15_000 });
+  await expect(ours(observer)).toHaveText(["lost on the way"]);
+  // Stored, but its echo lost: sent again, it must not be doubled.
+  proxy.lose("server");
+  await say(page, "echo lost");
+  await expect(ours(observer)).toHaveText(["lost on the way", "echo lost"]);
+  proxy.cut();
+  proxy.restore();
+  await expect(page.getByTestId("connection-status")).toHaveText("connected", { timeout: 15_000 });
+  await say(page, "fence");
+  for (const reader of [page, observer]) {
+    await expect(ours(reader)).toHaveText(["lost on the way", "echo lost", "fence"]);
+  }
+  for (const p of [page, observer]) await p.context().close();
+  await proxy.stop();
+});
+
 test("a room link opened with Ctrl goes to a new tab and leaves the page where it is", async ({ browser }) => {
   const context = await browser.newContext();
   const [dora, erin] = [await context.newPage(), await context.newPage()];
