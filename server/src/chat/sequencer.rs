@@ -14,6 +14,12 @@ use std::collections::BTreeMap;
 /// bounded history could not fill it anyway).
 const MAX_PENDING: usize = 4 * HISTORY_LEN;
 
+/// Reads of the stream that found the missing events gone from its bounded
+/// history before they are given up: they may still be on their way through
+/// pub/sub, which a busy instance reads late (the repair loop reads again
+/// every 0.2 s or so while the feed is behind).
+const PATIENCE: u32 = 5;
+
 /// Sent to a room's connections when events are missing for good.
 fn unrecovered() -> Utf8Bytes {
     Utf8Bytes::from_static(r#"{"type":"history","offset":0,"recovered":false,"events":[]}"#)
@@ -36,6 +42,8 @@ pub struct Feed {
     pub(super) forced: bool,
     /// A repair is queued.
     pub(super) queued: bool,
+    /// Reads in a row that found the missing events gone from the history.
+    short_reads: u32,
 }
 
 impl Feed {
@@ -116,10 +124,14 @@ impl Feed {
             .and_then(|e| stamp::position(e))
             .map_or(stored.offset + 1, |(_, o)| o);
         if self.next < first {
-            // The missing events are no longer in the bounded history.
-            metrics::error("stream", "gap_unrecovered");
-            out(&unrecovered());
-            self.next = first;
+            // The missing events are no longer in the bounded history: given
+            // up after a few reads, unless pub/sub brings them meanwhile.
+            self.short_reads += 1;
+            if self.short_reads > PATIENCE {
+                metrics::error("stream", "gap_unrecovered");
+                out(&unrecovered());
+                self.next = first;
+            }
         }
         for frame in stored.events {
             if let Some((epoch, offset)) = stamp::position(&frame) {
@@ -166,6 +178,10 @@ impl Feed {
             out(&frame);
             self.next += 1;
         }
+        if !self.behind() {
+            // Caught up: the next gap gets the whole patience again.
+            self.short_reads = 0;
+        }
         if self.pending.len() > MAX_PENDING {
             self.skip_gap(out);
         }
@@ -206,6 +222,7 @@ impl Feed {
         self.epoch = Some(epoch.to_owned());
         self.next = 1;
         self.known = 0;
+        self.short_reads = 0;
         self.pending.retain(|_, (e, _)| e == epoch);
     }
 }
@@ -281,8 +298,16 @@ mod tests {
         });
         assert_eq!(out, [4, 5, 6]);
         assert!(!feed.behind());
-        // Events 8 and 9 fell out of the history: a notice, then 10.
+        // Events 8 and 9 fell out of the history: they may still come
+        // through pub/sub, for a few reads; then a notice, and 10.
         assert_eq!(offer(&mut feed, "e", &[7]), [7]);
+        for _ in 0..PATIENCE {
+            let out = run(&mut feed, |feed, out| {
+                feed.fill(stored(10, 10), &mut |f| out(f))
+            });
+            assert_eq!(out, Vec::<u64>::new());
+            assert!(feed.behind());
+        }
         let out = run(&mut feed, |feed, out| {
             feed.fill(stored(10, 10), &mut |f| out(f))
         });
@@ -297,6 +322,24 @@ mod tests {
         assert!(feed.behind());
         assert_eq!(offer(&mut feed, "e", &[12]), [12, 13]);
         assert!(!feed.behind());
+    }
+
+    #[test]
+    fn events_gone_from_the_history_but_still_in_flight_are_waited_for() {
+        let mut feed = started("e", 2);
+        let stored = Stored {
+            epoch: "e".into(),
+            offset: 12,
+            events: (10..=12).map(|o| event("e", o)).collect(),
+        };
+        let out = run(&mut feed, |feed, out| feed.fill(stored, &mut |f| out(f)));
+        assert_eq!(out, Vec::<u64>::new(), "3 to 9 may still come");
+        assert_eq!(
+            offer(&mut feed, "e", &[3, 4, 5, 6, 7, 8, 9]),
+            [3, 4, 5, 6, 7, 8, 9, 10, 11, 12]
+        );
+        assert!(!feed.behind());
+        assert_eq!(feed.short_reads, 0);
     }
 
     #[test]
