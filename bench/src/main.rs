@@ -142,6 +142,18 @@ async fn main() -> anyhow::Result<()> {
         sizes.throughput_clients,
         sizes.throughput_senders,
     );
+    // Every sender as fast as its in-flight window allows.
+    let throughput = |name: &str, proto, target| Flow {
+        target,
+        ..flow(
+            name,
+            proto,
+            thr,
+            senders,
+            Pacing::Window(WINDOW),
+            Layout::Alternate,
+        )
+    };
     if wanted(1) {
         let f = flow(
             "1 relay fan-out",
@@ -154,14 +166,7 @@ async fn main() -> anyhow::Result<()> {
         report(f.run(&lab).await?);
     }
     if wanted(2) {
-        let f = flow(
-            "2 relay throughput",
-            Proto::Relay,
-            thr,
-            senders,
-            Pacing::Window(WINDOW),
-            Layout::Alternate,
-        );
+        let f = throughput("2 relay throughput", Proto::Relay, Target::TwoInstances);
         report(f.run(&lab).await?);
     }
     if wanted(3) {
@@ -174,14 +179,7 @@ async fn main() -> anyhow::Result<()> {
             Layout::Alternate,
         );
         report(f.run(&lab).await?);
-        let f = flow(
-            "3b chat throughput",
-            Proto::Chat,
-            thr,
-            senders,
-            Pacing::Window(WINDOW),
-            Layout::Alternate,
-        );
+        let f = throughput("3b chat throughput", Proto::Chat, Target::TwoInstances);
         report(f.run(&lab).await?);
     }
     if wanted(4) {
@@ -212,25 +210,17 @@ async fn main() -> anyhow::Result<()> {
     if wanted(9) {
         // The relay's share of what the machine allows: the same load
         // through one embedded instance, then through `minrelay`.
-        let mut server = flow(
+        let server = throughput(
             "9a relay throughput, one embedded instance",
             Proto::Relay,
-            thr,
-            senders,
-            Pacing::Window(WINDOW),
-            Layout::Alternate,
+            Target::Embedded,
         );
-        server.target = Target::Embedded;
         let mut server = server.run(&lab).await?;
-        let mut minimal = flow(
+        let minimal = throughput(
             "9b minimal relay (bench/src/bin/minrelay.rs)",
             Proto::Relay,
-            thr,
-            senders,
-            Pacing::Window(WINDOW),
-            Layout::Alternate,
+            Target::Minimal,
         );
-        minimal.target = Target::Minimal;
         let minimal = minimal.run(&lab).await?;
         let share = server.deliveries_per_sec / minimal.deliveries_per_sec.max(1.0);
         server
@@ -245,22 +235,16 @@ async fn main() -> anyhow::Result<()> {
     drop(lab);
     if wanted(7) {
         let cluster = Lab::start_cluster(bin.clone(), dir.join("cluster"))?;
-        let f = flow(
+        let f = throughput(
             "7a relay throughput, cluster",
             Proto::Relay,
-            thr,
-            senders,
-            Pacing::Window(WINDOW),
-            Layout::Alternate,
+            Target::TwoInstances,
         );
         report(f.run(&cluster).await?);
-        let f = flow(
+        let f = throughput(
             "7b chat throughput, cluster",
             Proto::Chat,
-            thr,
-            senders,
-            Pacing::Window(WINDOW),
-            Layout::Alternate,
+            Target::TwoInstances,
         );
         report(f.run(&cluster).await?);
     }
