@@ -95,6 +95,12 @@ pub fn client_message(data: &[u8]) -> Outcome {
         ClientMessage::Rename { pseudo } => ("rename", Some(("pseudo", pseudo))),
         ClientMessage::Say { text, .. } => ("say", Some(("text", text))),
         ClientMessage::Typing => ("typing", None),
+        ClientMessage::Delete { .. } => ("delete", None),
+        ClientMessage::Edit { text, .. } => ("edit", Some(("text", text))),
+        ClientMessage::Kick { pseudo } => ("kick", Some(("pseudo", pseudo))),
+        ClientMessage::Ban { pseudo, .. } => ("ban", Some(("pseudo", pseudo))),
+        ClientMessage::Mute { pseudo, .. } => ("mute", Some(("pseudo", pseudo))),
+        ClientMessage::SlowMode { .. } => ("slow_mode", None),
     };
     ensure!(
         fields.get("type") == Some(&Value::from(tag)),
@@ -127,8 +133,15 @@ pub fn client_message(data: &[u8]) -> Outcome {
         ClientMessage::Join { pseudo: p, .. } | ClientMessage::Rename { pseudo: p } => {
             pseudo(p.as_bytes())
         }
-        ClientMessage::Say { text, .. } => message_text(text.as_bytes()),
-        ClientMessage::Typing => Ok(()),
+        ClientMessage::Say { text, .. } | ClientMessage::Edit { text, .. } => {
+            message_text(text.as_bytes())
+        }
+        ClientMessage::Kick { pseudo: p }
+        | ClientMessage::Ban { pseudo: p, .. }
+        | ClientMessage::Mute { pseudo: p, .. } => pseudo(p.as_bytes()),
+        ClientMessage::Typing | ClientMessage::Delete { .. } | ClientMessage::SlowMode { .. } => {
+            Ok(())
+        }
     }
 }
 

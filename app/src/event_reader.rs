@@ -8,7 +8,7 @@
 //! that against serde for every kind of event.
 
 use crate::protocol::{
-    ChatMessage, ErrorCode, RoomSummary, ServerEvent, SystemKind, SystemMessage,
+    Amendment, ChatMessage, ErrorCode, RoomSummary, ServerEvent, SystemKind, SystemMessage,
 };
 use uuid::Uuid;
 
@@ -33,7 +33,12 @@ pub fn read_event<J: Json>(frame: &J) -> Option<ServerEvent> {
             pseudo: text(frame, "pseudo")?,
             session: uuid(frame.member("session")?)?,
             room: text(frame, "room")?,
+            moderation: flag(frame, "moderation")?,
+            moderator: flag(frame, "moderator")?,
         },
+        "deleted" => ServerEvent::Deleted(read_amendment(frame)?),
+        "edited" => ServerEvent::Edited(read_amendment(frame)?),
+        "replaced" => ServerEvent::Replaced,
         "message" => ServerEvent::Message(read_message(frame)?),
         "system" => ServerEvent::System(read_system(frame)?),
         "count" => ServerEvent::Count {
@@ -42,6 +47,8 @@ pub fn read_event<J: Json>(frame: &J) -> Option<ServerEvent> {
         "error" => ServerEvent::Error {
             code: ErrorCode::from_wire(&text(frame, "code")?)?,
             message: text(frame, "message")?,
+            until: optional_count(frame, "until")?,
+            retry_after_ms: optional_count(frame, "retry_after_ms")?,
         },
         "online" => ServerEvent::Online {
             names: names(frame, "names")?,
@@ -96,6 +103,23 @@ fn read_message<J: Json>(frame: &J) -> Option<ChatMessage> {
         author: text(frame, "author")?,
         text: text(frame, "text")?,
         ts: count(frame, "ts")?,
+        deleted: flag(frame, "deleted")?,
+        edited: flag(frame, "edited")?,
+    })
+}
+
+fn read_amendment<J: Json>(frame: &J) -> Option<Amendment> {
+    Some(Amendment {
+        epoch: text(frame, "epoch").unwrap_or_default(),
+        offset: count(frame, "offset").unwrap_or_default(),
+        id: uuid(frame.member("id")?)?,
+        target: uuid(frame.member("target")?)?,
+        by: text(frame, "by")?,
+        text: match frame.member("text") {
+            Some(text) => Some(text.string()?),
+            None => None,
+        },
+        ts: count(frame, "ts")?,
     })
 }
 
@@ -108,6 +132,10 @@ fn read_system<J: Json>(frame: &J) -> Option<SystemMessage> {
             "joined" => SystemKind::Joined,
             "renamed" => SystemKind::Renamed,
             "left" => SystemKind::Left,
+            "kicked" => SystemKind::Kicked,
+            "banned" => SystemKind::Banned,
+            "muted" => SystemKind::Muted,
+            "slow_mode" => SystemKind::SlowMode,
             _ => return None,
         },
         pseudo: text(frame, "pseudo")?,
@@ -117,6 +145,12 @@ fn read_system<J: Json>(frame: &J) -> Option<SystemMessage> {
             .map_or(Some(Vec::new()), |_| names(frame, "others"))?,
         more: count(frame, "more").unwrap_or_default(),
         ts: count(frame, "ts")?,
+        by: match frame.member("by") {
+            Some(by) => Some(by.string()?),
+            None => None,
+        },
+        until: optional_count(frame, "until")?,
+        seconds: optional_count(frame, "seconds")?,
     })
 }
 
@@ -136,6 +170,19 @@ fn text<J: Json>(object: &J, key: &str) -> Option<String> {
 /// The count member `key` of an object (see [`whole`]).
 fn count<J: Json>(object: &J, key: &str) -> Option<u64> {
     whole(object.member(key)?.number()?)
+}
+
+/// An optional count: `Some(None)` when absent, `None` when malformed.
+fn optional_count<J: Json>(object: &J, key: &str) -> Option<Option<u64>> {
+    match object.member(key) {
+        Some(value) => Some(Some(whole(value.number()?)?)),
+        None => Some(None),
+    }
+}
+
+/// An optional boolean, false when absent; `None` when malformed.
+fn flag<J: Json>(object: &J, key: &str) -> Option<bool> {
+    object.member(key).map_or(Some(false), |b| b.boolean())
 }
 
 /// The member `key` of an object, as a list of strings.
@@ -216,6 +263,8 @@ mod tests {
             author: "alice".into(),
             text: "hi \"there\" \n é 🦀".into(),
             ts: 1_764_000_000_123,
+            deleted: false,
+            edited: false,
         };
         let system = SystemMessage {
             epoch: String::new(),
@@ -227,6 +276,9 @@ mod tests {
             others: Vec::new(),
             more: 0,
             ts: 5,
+            by: None,
+            until: None,
+            seconds: None,
         };
         let mut events = vec![
             ServerEvent::Message(message.clone()),
@@ -258,7 +310,66 @@ mod tests {
                 pseudo: "alice".into(),
                 session: Uuid::new_v4(),
                 room: "general".into(),
+                moderation: false,
+                moderator: false,
             },
+            ServerEvent::Joined {
+                pseudo: "mod".into(),
+                session: Uuid::new_v4(),
+                room: "general".into(),
+                moderation: true,
+                moderator: true,
+            },
+            ServerEvent::Message(ChatMessage {
+                text: String::new(),
+                deleted: true,
+                ..message.clone()
+            }),
+            ServerEvent::Message(ChatMessage {
+                edited: true,
+                ..message.clone()
+            }),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::Banned,
+                by: Some("mod".into()),
+                until: Some(1_800_000_000_000),
+                ..system.clone()
+            }),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::Muted,
+                by: Some("mod".into()),
+                ..system.clone()
+            }),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::Kicked,
+                by: Some("mod".into()),
+                ..system.clone()
+            }),
+            ServerEvent::System(SystemMessage {
+                kind: SystemKind::SlowMode,
+                by: Some("mod".into()),
+                seconds: Some(10),
+                ..system.clone()
+            }),
+            ServerEvent::Deleted(Amendment {
+                epoch: "e".into(),
+                offset: 4,
+                id: Uuid::new_v4(),
+                target: message.id,
+                by: "mod".into(),
+                text: None,
+                ts: 9,
+            }),
+            ServerEvent::Edited(Amendment {
+                epoch: "e".into(),
+                offset: 5,
+                id: Uuid::new_v4(),
+                target: message.id,
+                by: "alice".into(),
+                text: Some("better".into()),
+                ts: 10,
+            }),
+            ServerEvent::Replaced,
             ServerEvent::Count { count: 3 },
             ServerEvent::Online {
                 names: vec!["a".into(), "b".into()],
@@ -294,7 +405,15 @@ mod tests {
         events.extend(ErrorCode::ALL.iter().map(|&code| ServerEvent::Error {
             code,
             message: "why".into(),
+            until: None,
+            retry_after_ms: None,
         }));
+        events.push(ServerEvent::Error {
+            code: ErrorCode::Muted,
+            message: "m".into(),
+            until: Some(1_800_000_000_000),
+            retry_after_ms: Some(1500),
+        });
         events.push(ServerEvent::History {
             epoch: "e".into(),
             offset: 9,
@@ -313,7 +432,10 @@ mod tests {
                 | ServerEvent::OnlineChanged { .. }
                 | ServerEvent::Typing { .. }
                 | ServerEvent::Rooms { .. }
-                | ServerEvent::Ack { .. } => {}
+                | ServerEvent::Ack { .. }
+                | ServerEvent::Deleted(_)
+                | ServerEvent::Edited(_)
+                | ServerEvent::Replaced => {}
             }
         }
         events

@@ -45,7 +45,38 @@ pub enum ClientMessage {
     /// The participant is typing: the others see it for a few seconds.
     /// Sent at most every [`TYPING_EVERY_MS`] while typing; never stored.
     Typing,
+    /// Delete a message of the room's history (a moderator, or its author
+    /// within [`EDIT_WINDOW_SECS`]).
+    Delete { id: Uuid },
+    /// Change the text of one's own message (within [`EDIT_WINDOW_SECS`]).
+    Edit { id: Uuid, text: String },
+    /// Close a participant's connections (moderators).
+    Kick { pseudo: String },
+    /// Keep a participant out of the room for `seconds` (0 lifts the ban);
+    /// with `redact_minutes`, their messages of the last minutes are
+    /// deleted too (moderators).
+    Ban {
+        pseudo: String,
+        seconds: u64,
+        #[serde(default, skip_serializing_if = "is_zero")]
+        redact_minutes: u64,
+    },
+    /// Let a participant read but not speak for `seconds` (0 lifts it)
+    /// (moderators).
+    Mute { pseudo: String, seconds: u64 },
+    /// One message per `seconds` per participant in the room (0 ends it);
+    /// moderators are not held (moderators).
+    SlowMode { seconds: u64 },
 }
+
+/// How long after sending a message its author may still edit or delete it.
+pub const EDIT_WINDOW_SECS: u64 = 300;
+/// The longest ban or mute, in seconds (30 days).
+pub const MAX_SANCTION_SECS: u64 = 30 * 24 * 3600;
+/// The longest slow mode interval, in seconds (one hour).
+pub const MAX_SLOW_MODE_SECS: u64 = 3600;
+/// The furthest back a ban may delete the banned person's messages.
+pub const MAX_REDACT_MINUTES: u64 = 24 * 60;
 
 /// How often a client says it is still typing.
 pub const TYPING_EVERY_MS: u64 = 2_000;
@@ -83,6 +114,13 @@ pub enum ServerEvent {
         pseudo: String,
         session: Uuid,
         room: String,
+        /// Moderation is on (access tokens are required): authors may edit
+        /// and delete their recent messages.
+        #[serde(default, skip_serializing_if = "is_false")]
+        moderation: bool,
+        /// This participant's token makes them a moderator.
+        #[serde(default, skip_serializing_if = "is_false")]
+        moderator: bool,
     },
     /// A chat message from a participant.
     Message(ChatMessage),
@@ -91,7 +129,16 @@ pub enum ServerEvent {
     /// How many participants the room has, across all server instances.
     Count { count: u64 },
     /// The last frame from the client was refused; the connection stays open.
-    Error { code: ErrorCode, message: String },
+    Error {
+        code: ErrorCode,
+        message: String,
+        /// `muted`, `banned`: when it ends (ms since the Unix epoch).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        until: Option<u64>,
+        /// `slow_mode`: how long before the next message is accepted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        retry_after_ms: Option<u64>,
+    },
     /// The room's participants by nickname, across all instances: sent
     /// once after the count when the socket opens. `more` is how many
     /// participants the list leaves out (past [`ONLINE_SHOWN`]), so that
@@ -118,6 +165,32 @@ pub enum ServerEvent {
         epoch: String,
         offset: u64,
     },
+    /// A message was deleted: readers remove it (its stored copy is a
+    /// tombstone without its text). A stream event.
+    Deleted(Amendment),
+    /// A message's text was changed by its author. A stream event.
+    Edited(Amendment),
+    /// The same session took this connection's nickname on a newer
+    /// connection: this one is no longer a member and closes (4001).
+    Replaced,
+}
+
+/// A change to an earlier message of the stream, itself a stream event.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Amendment {
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub epoch: String,
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub offset: u64,
+    pub id: Uuid,
+    /// The message changed.
+    pub target: Uuid,
+    /// Who changed it.
+    pub by: String,
+    /// The new text (`edited` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    pub ts: u64,
 }
 
 /// One room in the room list.
@@ -137,6 +210,10 @@ fn yes() -> bool {
 
 fn is_zero(n: &u64) -> bool {
     *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Where an event sits in its room's stream: offsets count up from 1 within
@@ -177,6 +254,12 @@ pub struct ChatMessage {
     pub text: String,
     /// Milliseconds since the Unix epoch, set by the server that received it.
     pub ts: u64,
+    /// A tombstone: the message was deleted and its text erased.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub deleted: bool,
+    /// Its author changed the text since it was sent.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub edited: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -202,6 +285,16 @@ pub struct SystemMessage {
     /// ...and how many more came or went without being named.
     #[serde(default, skip_serializing_if = "is_zero")]
     pub more: u64,
+    /// The moderator who acted (`kicked`, `banned`, `muted`, `slow_mode`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub by: Option<String>,
+    /// When a ban or mute ends (ms since the Unix epoch); absent when it
+    /// was lifted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub until: Option<u64>,
+    /// The slow mode's interval (0: ended).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub seconds: Option<u64>,
     pub ts: u64,
 }
 
@@ -214,6 +307,10 @@ pub enum SystemKind {
     Joined,
     Renamed,
     Left,
+    Kicked,
+    Banned,
+    Muted,
+    SlowMode,
 }
 
 impl ServerEvent {
@@ -222,6 +319,7 @@ impl ServerEvent {
         let (epoch, offset) = match self {
             ServerEvent::Message(m) => (&m.epoch, m.offset),
             ServerEvent::System(s) => (&s.epoch, s.offset),
+            ServerEvent::Deleted(a) | ServerEvent::Edited(a) => (&a.epoch, a.offset),
             _ => return None,
         };
         Some(Position {
@@ -240,7 +338,35 @@ impl SystemMessage {
             (SystemKind::Renamed, Some(old)) => format!("{old} is now {}", self.pseudo),
             (SystemKind::Renamed, None) => format!("{} changed nickname", self.pseudo),
             (SystemKind::Left, _) => format!("{} left", self.who()),
+            (SystemKind::Kicked, _) => format!("{} was removed by {}", self.pseudo, self.by()),
+            (SystemKind::Banned | SystemKind::Muted, _) => {
+                let (did, undid) = match self.kind {
+                    SystemKind::Banned => ("banned", "unbanned"),
+                    _ => ("muted", "unmuted"),
+                };
+                match self.until {
+                    Some(until) => format!(
+                        "{} was {did} by {} for {}",
+                        self.pseudo,
+                        self.by(),
+                        duration_text(until.saturating_sub(self.ts) / 1000)
+                    ),
+                    None => format!("{} was {undid} by {}", self.pseudo, self.by()),
+                }
+            }
+            (SystemKind::SlowMode, _) => match self.seconds.unwrap_or(0) {
+                0 => format!("{} ended slow mode", self.by()),
+                secs => format!(
+                    "{} turned slow mode on: one message every {}",
+                    self.by(),
+                    duration_text(secs)
+                ),
+            },
         }
+    }
+
+    fn by(&self) -> &str {
+        self.by.as_deref().unwrap_or("a moderator")
     }
 
     /// How many people the event is about (more than one when grouped).
@@ -259,6 +385,21 @@ impl SystemMessage {
             (_, 1) => format!("{} and 1 other", named.join(", ")),
             (_, more) => format!("{} and {more} others", named.join(", ")),
         }
+    }
+}
+
+/// A duration for people: "45 s", "10 min", "2 h", "3 days" (rounded up
+/// to the unit).
+pub fn duration_text(secs: u64) -> String {
+    let up = |unit: u64| secs.div_ceil(unit);
+    match secs {
+        0..60 => format!("{secs} s"),
+        60..3600 => format!("{} min", up(60)),
+        3600..86400 => format!("{} h", up(3600)),
+        _ => match up(86400) {
+            1 => "1 day".into(),
+            days => format!("{days} days"),
+        },
     }
 }
 
@@ -294,10 +435,24 @@ pub enum ErrorCode {
     /// answer): the message was not sent, or, when the message says so, it
     /// may have been stored although the server could not confirm it.
     Unavailable,
+    /// The action is for moderators (or the message's author), or
+    /// moderation is off (it needs access tokens).
+    Forbidden,
+    /// No such message in the room's recent history, or nobody by that
+    /// nickname in the room.
+    NotFound,
+    /// The sender is muted in this room until `until`.
+    Muted,
+    /// Slow mode: the next message may come in `retry_after_ms`.
+    SlowMode,
+    /// Banned from the room until `until`: the socket closes (4003).
+    Banned,
+    /// Removed from the room by a moderator: the socket closes (4003).
+    Kicked,
 }
 
 impl ErrorCode {
-    pub const ALL: [ErrorCode; 13] = [
+    pub const ALL: [ErrorCode; 19] = [
         ErrorCode::InvalidJson,
         ErrorCode::UnknownType,
         ErrorCode::InvalidMessage,
@@ -311,6 +466,12 @@ impl ErrorCode {
         ErrorCode::RateLimited,
         ErrorCode::TooManyRooms,
         ErrorCode::Unavailable,
+        ErrorCode::Forbidden,
+        ErrorCode::NotFound,
+        ErrorCode::Muted,
+        ErrorCode::SlowMode,
+        ErrorCode::Banned,
+        ErrorCode::Kicked,
     ];
 
     /// The code with this wire name.
@@ -336,6 +497,12 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::Unavailable => "unavailable",
+            ErrorCode::Forbidden => "forbidden",
+            ErrorCode::NotFound => "not_found",
+            ErrorCode::Muted => "muted",
+            ErrorCode::SlowMode => "slow_mode",
+            ErrorCode::Banned => "banned",
+            ErrorCode::Kicked => "kicked",
         }
     }
 }
@@ -589,6 +756,8 @@ mod tests {
             author: "a".into(),
             text: "t".into(),
             ts: 5,
+            deleted: false,
+            edited: false,
         };
         // Not yet in a stream: no position on the wire.
         let json = serde_json::to_value(ServerEvent::Message(message.clone())).unwrap();
@@ -613,6 +782,8 @@ mod tests {
         let err = serde_json::to_value(ServerEvent::Error {
             code: ErrorCode::PseudoTaken,
             message: "x".into(),
+            until: None,
+            retry_after_ms: None,
         })
         .unwrap();
         assert_eq!(err["code"], "pseudo_taken");
@@ -630,6 +801,9 @@ mod tests {
             others: Vec::new(),
             more: 0,
             ts: 1,
+            by: None,
+            until: None,
+            seconds: None,
         });
         let history = ServerEvent::History {
             epoch: "e".into(),
@@ -780,7 +954,13 @@ mod tests {
                 | ErrorCode::BinaryFrame
                 | ErrorCode::RateLimited
                 | ErrorCode::TooManyRooms
-                | ErrorCode::Unavailable => {}
+                | ErrorCode::Unavailable
+                | ErrorCode::Forbidden
+                | ErrorCode::NotFound
+                | ErrorCode::Muted
+                | ErrorCode::SlowMode
+                | ErrorCode::Banned
+                | ErrorCode::Kicked => {}
             }
             assert_eq!(serde_json::to_value(code).unwrap(), code.as_str());
             assert_eq!(ErrorCode::from_wire(code.as_str()), Some(code));
@@ -799,6 +979,9 @@ mod tests {
             others: Vec::new(),
             more: 0,
             ts: 0,
+            by: None,
+            until: None,
+            seconds: None,
         };
         assert_eq!(sys.text(), "bob joined");
         sys.kind = SystemKind::Left;
@@ -820,6 +1003,9 @@ mod tests {
             others: vec!["bob".into()],
             more: 0,
             ts: 0,
+            by: None,
+            until: None,
+            seconds: None,
         };
         assert_eq!(sys.text(), "ann and bob joined");
         sys.others.push("cy".into());

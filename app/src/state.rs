@@ -3,7 +3,8 @@
 //! tests can exercise it.
 
 use crate::protocol::{
-    ChatMessage, ErrorCode, Position, RoomSummary, ServerEvent, SystemMessage, DEFAULT_ROOM,
+    duration_text, Amendment, ChatMessage, ErrorCode, Position, RoomSummary, ServerEvent,
+    SystemMessage, DEFAULT_ROOM,
 };
 use leptos::prelude::*;
 use std::collections::HashMap;
@@ -42,6 +43,15 @@ impl Entry {
         match self {
             Entry::Message(m) => m.id,
             Entry::System(s) => s.id,
+        }
+    }
+
+    /// What a list of entries is keyed by: a deleted or edited message is
+    /// drawn again.
+    pub fn key(&self) -> (Uuid, bool, bool, usize) {
+        match self {
+            Entry::Message(m) => (m.id, m.deleted, m.edited, m.text.len()),
+            Entry::System(s) => (s.id, false, false, 0),
         }
     }
 }
@@ -85,6 +95,15 @@ pub struct ChatState {
     /// the messages that arrived since.
     hidden: StoredValue<bool>,
     pub unread: RwSignal<u32>,
+    /// Moderation is on (the server requires access tokens): authors may
+    /// edit and delete their recent messages.
+    pub moderation: RwSignal<bool>,
+    /// This participant moderates the room.
+    pub moderator: RwSignal<bool>,
+    /// Why this page stopped talking to the room (another tab took over,
+    /// or a moderator removed this participant): it does not reconnect
+    /// until the person asks.
+    pub ended: RwSignal<Option<String>>,
 }
 
 impl ChatState {
@@ -109,6 +128,9 @@ impl ChatState {
             seen: RwSignal::new(HashMap::new()),
             hidden: StoredValue::new(false),
             unread: RwSignal::new(0),
+            moderation: RwSignal::new(false),
+            moderator: RwSignal::new(false),
+            ended: RwSignal::new(None),
         }
     }
 
@@ -219,7 +241,20 @@ impl ChatState {
                 recovered,
                 events,
             } => self.on_history(Position { epoch, offset }, recovered, events),
-            ServerEvent::Joined { pseudo, .. } => self.on_joined(pseudo),
+            ServerEvent::Joined {
+                pseudo,
+                moderation,
+                moderator,
+                ..
+            } => {
+                self.moderation.set(moderation);
+                self.moderator.set(moderator);
+                self.on_joined(pseudo);
+            }
+            ServerEvent::Deleted(a) | ServerEvent::Edited(a) => self.on_amendment(a),
+            ServerEvent::Replaced => self
+                .ended
+                .set(Some("This conversation continues in another tab.".into())),
             ServerEvent::Message(m) => self.on_message(m, live),
             ServerEvent::System(s) => self.push(Entry::System(s)),
             ServerEvent::Count { count } => self.count.set(count),
@@ -238,7 +273,16 @@ impl ChatState {
             ServerEvent::Rooms { rooms } => self.on_rooms(rooms),
             // The socket task follows acknowledgements (see `client`).
             ServerEvent::Ack { .. } => {}
-            ServerEvent::Error { code, message } => {
+            ServerEvent::Error {
+                code,
+                message,
+                until,
+                retry_after_ms,
+            } => {
+                let message = explained(code, message, until, retry_after_ms, self.now_ms());
+                if matches!(code, ErrorCode::Kicked | ErrorCode::Banned) {
+                    self.ended.set(Some(message.clone()));
+                }
                 self.on_error(code, message);
                 return Some(code);
             }
@@ -331,8 +375,43 @@ impl ChatState {
         self.mark_seen();
     }
 
+    /// A message was deleted or edited: its entry changes in place.
+    fn on_amendment(&self, amendment: Amendment) {
+        self.entries.update(|entries| {
+            let found = entries.iter_mut().find_map(|entry| match entry {
+                Entry::Message(m) if m.id == amendment.target => Some(m),
+                _ => None,
+            });
+            if let Some(message) = found {
+                match amendment.text {
+                    Some(text) => {
+                        message.text = text;
+                        message.edited = true;
+                    }
+                    None => {
+                        message.text.clear();
+                        message.deleted = true;
+                    }
+                }
+            }
+        });
+    }
+
+    /// The newest stream time seen: refusals say how long is left from it.
+    fn now_ms(&self) -> u64 {
+        self.entries.with_untracked(|entries| {
+            entries.last().map_or(0, |entry| match entry {
+                Entry::Message(m) => m.ts,
+                Entry::System(s) => s.ts,
+            })
+        })
+    }
+
     fn on_error(&self, code: ErrorCode, message: String) {
-        if code == ErrorCode::Unavailable {
+        if matches!(
+            code,
+            ErrorCode::Unavailable | ErrorCode::Muted | ErrorCode::SlowMode
+        ) {
             // Refusals come back in the order the messages went.
             let oldest = self
                 .in_flight
@@ -363,6 +442,30 @@ impl ChatState {
     }
 }
 
+/// A refusal as a person reads it: with how long a mute, ban or slow mode
+/// lasts (`now_ms`: the page's clock; 0 when unknown).
+fn explained(
+    code: ErrorCode,
+    message: String,
+    until: Option<u64>,
+    retry_after_ms: Option<u64>,
+    now_ms: u64,
+) -> String {
+    match (code, until, retry_after_ms) {
+        (_, _, Some(wait)) => format!(
+            "{message} (try again in {})",
+            duration_text(wait.div_ceil(1000))
+        ),
+        (ErrorCode::Muted | ErrorCode::Banned, Some(until), _) if now_ms > 0 && until > now_ms => {
+            format!(
+                "{message} for {}",
+                duration_text((until - now_ms).div_ceil(1000))
+            )
+        }
+        _ => message,
+    }
+}
+
 impl Default for ChatState {
     fn default() -> Self {
         Self::new()
@@ -382,6 +485,8 @@ mod tests {
             author: "a".into(),
             text: text.into(),
             ts: 0,
+            deleted: false,
+            edited: false,
         }
     }
 
@@ -427,6 +532,8 @@ mod tests {
                 pseudo: pseudo.into(),
                 session,
                 room: "r".into(),
+                moderation: false,
+                moderator: false,
             });
         }
         assert_eq!(state.me.get_untracked().as_deref(), Some("al"));
@@ -434,6 +541,8 @@ mod tests {
         let code = state.apply(ServerEvent::Error {
             code: ErrorCode::PseudoTaken,
             message: "taken".into(),
+            until: None,
+            retry_after_ms: None,
         });
         assert_eq!(code, Some(ErrorCode::PseudoTaken));
         assert_eq!(state.error.get_untracked().as_deref(), Some("taken"));
@@ -447,6 +556,9 @@ mod tests {
             others: Vec::new(),
             more: 0,
             ts: 0,
+            by: None,
+            until: None,
+            seconds: None,
         }));
         state.apply(ServerEvent::Count { count: 3 });
         assert_eq!(state.count.get_untracked(), 3);
@@ -464,6 +576,8 @@ mod tests {
             pseudo: "a".into(),
             session: Uuid::new_v4(),
             room: "r".into(),
+            moderation: false,
+            moderator: false,
         });
         state.sent("stored");
         state.sent("refused");
@@ -472,6 +586,8 @@ mod tests {
         let unavailable = || ServerEvent::Error {
             code: ErrorCode::Unavailable,
             message: "not sent".into(),
+            until: None,
+            retry_after_ms: None,
         };
         state.apply(unavailable());
         assert_eq!(state.returned.get_untracked().as_deref(), Some("refused"));

@@ -112,7 +112,7 @@ pub async fn await_joined(ws: &mut Ws) -> anyhow::Result<(Option<u64>, u64)> {
         match event {
             ServerEvent::Joined { .. } => return Ok((count, frames)),
             ServerEvent::Count { count: now } => count = Some(now),
-            ServerEvent::Error { code, message } => {
+            ServerEvent::Error { code, message, .. } => {
                 bail!("join refused ({}): {message}", code.as_str())
             }
             _ => {}
@@ -243,6 +243,8 @@ mod tests {
             author: "a".into(),
             text: text.into(),
             ts: 1,
+            deleted: false,
+            edited: false,
         })
     }
 
@@ -284,6 +286,9 @@ mod tests {
             others: Vec::new(),
             more: 0,
             ts: 2,
+            by: None,
+            until: None,
+            seconds: None,
         });
         let events = [
             // Escapes make serde_json hand over an owned copy.
@@ -294,10 +299,14 @@ mod tests {
                 pseudo: "a".into(),
                 session: Default::default(),
                 room: "r".into(),
+                moderation: false,
+                moderator: false,
             },
             ServerEvent::Error {
                 code: ErrorCode::RateLimited,
                 message: "slow down".into(),
+                until: None,
+                retry_after_ms: None,
             },
             ServerEvent::Typing { pseudo: "b".into() },
             ServerEvent::Online {

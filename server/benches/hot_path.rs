@@ -22,6 +22,8 @@ fn event(text: String) -> ServerEvent {
         author: "alice".into(),
         text,
         ts: 1_700_000_000_000,
+        deleted: false,
+        edited: false,
     })
 }
 

@@ -4,7 +4,8 @@
 //! `actions` list the actions it may register (exact names, or a prefix
 //! ending in `*`); its optional `sub` names the client in logs and in its
 //! registration. On the chat, `name` is the nickname and `rooms`, when
-//! present, the rooms it may enter. A refusal says why without ever
+//! present, the rooms it may enter; `roles` containing `moderator` makes its
+//! holder a moderator. A refusal says why without ever
 //! repeating the token.
 
 use anyhow::Context;
@@ -26,6 +27,8 @@ struct Claims {
     sub: Option<String>,
     name: Option<String>,
     rooms: Option<Vec<String>>,
+    #[serde(default)]
+    roles: Vec<String>,
 }
 
 /// What a valid token grants.
@@ -36,9 +39,15 @@ pub struct Grant {
     pub name: Option<String>,
     actions: Vec<String>,
     rooms: Option<Vec<String>>,
+    roles: Vec<String>,
 }
 
 impl Grant {
+    /// True if the token's `roles` include `moderator`.
+    pub fn is_moderator(&self) -> bool {
+        self.roles.iter().any(|role| role == "moderator")
+    }
+
     /// True if the token lists the action, or a prefix of it ending in `*`.
     pub fn allows(&self, action: &str) -> bool {
         self.actions
@@ -162,6 +171,7 @@ impl Verifier {
             name: claims.name,
             actions: claims.actions,
             rooms: claims.rooms,
+            roles: claims.roles,
         })
     }
 }
@@ -177,7 +187,9 @@ mod tests {
             name: None,
             actions: vec!["lights".into(), "sensors.*".into()],
             rooms: Some(vec!["general".into()]),
+            roles: vec!["moderator".into()],
         };
+        assert!(grant.is_moderator());
         assert!(grant.allows_room("general"));
         assert!(!grant.allows_room("other"));
         assert!(grant.allows("lights"));

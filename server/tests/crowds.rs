@@ -52,7 +52,7 @@ async fn member(url: String, pseudo: String, seen: Arc<Seen>, stop: Cancellation
             ServerEvent::System(s) if s.kind == SystemKind::Joined => {
                 seen.joined.fetch_add(s.people(), Ordering::Relaxed);
             }
-            ServerEvent::Error { code, message } => panic!("refused: {code:?} {message}"),
+            ServerEvent::Error { code, message, .. } => panic!("refused: {code:?} {message}"),
             _ => {}
         }
     }

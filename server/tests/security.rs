@@ -216,7 +216,7 @@ async fn error_message(chat: &mut Chat) -> (ErrorCode, String) {
         .expect(|e| matches!(e, ServerEvent::Error { .. }))
         .await
     {
-        ServerEvent::Error { code, message } => (code, message),
+        ServerEvent::Error { code, message, .. } => (code, message),
         _ => unreachable!(),
     }
 }

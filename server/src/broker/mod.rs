@@ -60,14 +60,48 @@ pub struct Stored {
     pub events: Vec<Utf8Bytes>,
 }
 
-/// An event in a room's stream, as [`Broker::append`] left it.
+/// An event to append to a room's stream, and the conditions it is
+/// appended under.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Entry<'a> {
+    /// The encoded event (a JSON object).
+    pub frame: &'a str,
+    /// The event's id when it must exist once: if an event with that id is
+    /// still in the history, nothing is appended.
+    pub once: Option<Uuid>,
+    /// The nickname key of an author held by mutes and slow mode (none for
+    /// moderators and the server).
+    pub author: Option<&'a str>,
+    /// A stored event (as stored) to overwrite with another first, in the
+    /// same step (deletions and edits); nothing is appended if it is no
+    /// longer stored as it was.
+    pub replace: Option<(&'a str, &'a str)>,
+}
+
+/// What [`Broker::append`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Appended {
-    /// The event stamped with its position.
-    pub frame: Utf8Bytes,
+pub enum Appended {
+    /// Appended: the event stamped with its position.
+    New(Utf8Bytes),
     /// An event with the same id was still in the history: nothing was
-    /// appended, and `frame` is that event.
-    pub repeat: bool,
+    /// appended; that event.
+    Repeat(Utf8Bytes),
+    /// The event to overwrite is no longer stored as it was (changed
+    /// meanwhile, or gone from the history): nothing was done.
+    Gone,
+    /// The author is muted until then (ms since the Unix epoch).
+    Muted { until_ms: u64 },
+    /// Slow mode: the author may send again after this many milliseconds.
+    Slowed { retry_after_ms: u64 },
+}
+
+/// What a moderator can hold a participant of a room to, for a time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Sanction {
+    /// May not join the room.
+    Ban,
+    /// May read but not speak.
+    Mute,
 }
 
 /// What a stored event with this id contains, for finding it among the
@@ -258,16 +292,30 @@ pub trait Broker: Send + Sync {
     /// Tells every instance that the participants of a room changed.
     async fn presence_changed(&self, room: &str);
 
-    /// Appends an encoded event (a JSON object) to the room's stream and
-    /// publishes it to every instance; returns it stamped with its position.
-    /// With `once`, the event's id: if an event with that id is still in
-    /// the history, nothing is appended and that one is returned.
-    async fn append(
+    /// Appends an encoded event to the room's stream and publishes it to
+    /// every instance, in one step with the entry's conditions (see
+    /// [`Entry`]); returns it stamped with its position.
+    async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError>;
+
+    /// Holds the nickname (by its key) to a sanction in the room until
+    /// `until_ms` (ms since the Unix epoch), or lifts it (`None`). It
+    /// expires by itself.
+    async fn sanction(
         &self,
         room: &str,
-        frame: &str,
-        once: Option<Uuid>,
-    ) -> Result<Appended, BrokerError>;
+        sanction: Sanction,
+        key: &str,
+        until_ms: Option<u64>,
+    ) -> Result<(), BrokerError>;
+
+    /// Until when the nickname is banned from the room, if it is.
+    async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError>;
+
+    /// One message per `seconds` per author in the room (0 ends it).
+    async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError>;
+
+    /// The connection holding the nickname (by its key) in the room.
+    async fn holder(&self, room: &str, key: &str) -> Result<Option<ConnId>, BrokerError>;
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
 

@@ -6,7 +6,7 @@
 
 use super::crowd::{self, Group};
 use super::{encode, Chat};
-use crate::broker::{self, Appended, BrokerError};
+use crate::broker::{self, Appended, BrokerError, Entry};
 use crate::clock::now_ms;
 use crate::fanout::{close, ConnId, Topic};
 use crate::presence::Event;
@@ -19,21 +19,25 @@ impl Chat {
     /// its position and publishes it to every instance; this instance's
     /// connections get it through the room's feed, in order.
     pub(super) async fn publish(&self, room: &str, event: &ServerEvent) -> Result<(), BrokerError> {
-        self.publish_once(room, event, None).await.map(drop)
+        let frame = encode(event);
+        let entry = Entry {
+            frame: &frame,
+            ..Entry::default()
+        };
+        self.append(room, entry).await.map(drop)
     }
 
-    /// Like [`Chat::publish`]; with `once` (the event's id), an event with
-    /// that id still in the history is not appended again (and is not
-    /// handed out again: its readers have it).
-    pub(super) async fn publish_once(
+    /// Appends under the entry's conditions (see [`Entry`]); a new event is
+    /// handed out to this instance's listeners (a repeat is not: its
+    /// readers have it).
+    pub(super) async fn append(
         &self,
         room: &str,
-        event: &ServerEvent,
-        once: Option<Uuid>,
+        entry: Entry<'_>,
     ) -> Result<Appended, BrokerError> {
-        let appended = self.broker.append(room, &encode(event), once).await?;
-        if !appended.repeat {
-            self.feeds.offer(room, appended.frame.clone());
+        let appended = self.broker.append(room, entry).await?;
+        if let Appended::New(frame) = &appended {
+            self.feeds.offer(room, frame.clone());
         }
         Ok(appended)
     }
@@ -54,6 +58,9 @@ impl Chat {
             others: Vec::new(),
             more: 0,
             ts: now_ms(),
+            by: None,
+            until: None,
+            seconds: None,
         }
     }
 
@@ -137,6 +144,8 @@ impl Chat {
         let error = encode(&ServerEvent::Error {
             code: ErrorCode::PseudoTaken,
             message,
+            until: None,
+            retry_after_ms: None,
         });
         let topic = Topic::Room(room.to_owned());
         self.hub

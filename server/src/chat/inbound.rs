@@ -1,7 +1,8 @@
 //! An instance's inbox: where what the broker brings from the other
 //! instances goes: room events
 //! to the room feeds (which put them in order), other frames straight to
-//! the local listeners, presence changes to the counts.
+//! the local listeners (orders to one connection carried out), presence
+//! changes to the counts.
 
 use super::{Counts, Feeds};
 use crate::broker::{Envelope, Inbox};
@@ -21,6 +22,9 @@ impl Inbox for Inbound {
     }
 
     fn frame(&self, topic: &Topic, envelope: &Envelope) {
+        if super::control::carry_out(&self.hub, topic, &envelope.frame) {
+            return;
+        }
         self.hub.deliver(topic, &envelope.frame, envelope.except);
     }
 

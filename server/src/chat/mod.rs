@@ -9,13 +9,17 @@
 //!   offset order ([`sequencer`]), and repairs gaps;
 //! - [`resume`] serves a reconnecting client what it missed;
 //! - [`counts`] pushes counts, online lists and the room list, coalesced;
-//! - [`crowd`] groups the joins and leaves of big rooms.
+//! - [`crowd`] groups the joins and leaves of big rooms;
+//! - [`moderation`] deletes, edits, kicks, bans, mutes, slows, and
+//!   [`control`] carries orders to one connection on any instance.
 
 mod announce;
+mod control;
 pub mod counts;
 mod crowd;
 pub mod feed;
 mod inbound;
+mod moderation;
 mod open;
 mod resume;
 mod sequencer;
@@ -206,6 +210,8 @@ struct Opening {
     resume: Resume,
     /// The nickname an access token gives, when tokens are required.
     name: Option<Pseudo>,
+    /// The access token's roles include `moderator`.
+    moderator: bool,
     address: IpAddr,
 }
 
@@ -250,18 +256,23 @@ impl Chat {
             let reason = "room must be 1 to 64 letters, digits, '-' or '_'";
             return Err(Refused::Query(reason));
         }
-        let name = self.token_name(&query, &room)?;
+        let (name, moderator) = match self.token_name(&query, &room)? {
+            Some((name, moderator)) => (Some(name), moderator),
+            None => (None, false),
+        };
         Ok(Opening {
             room,
             resume,
             name,
+            moderator,
             address: self.guard.client_address(peer, headers),
         })
     }
 
     /// With CHAT_AUTH=required, the token's name is the only nickname this
-    /// socket may take; refused before the WebSocket exists.
-    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<Pseudo>, Refused> {
+    /// socket may take (and its roles may make it a moderator); refused
+    /// before the WebSocket exists.
+    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<(Pseudo, bool)>, Refused> {
         let Some(verifier) = &self.auth else {
             return Ok(None);
         };
@@ -274,9 +285,16 @@ impl Chat {
                 if !grant.allows_room(room) {
                     return Err(auth::Refused::OutOfScope);
                 }
-                grant.name.ok_or(auth::Refused::NoName)
+                let moderator = grant.is_moderator();
+                grant
+                    .name
+                    .map(|name| (name, moderator))
+                    .ok_or(auth::Refused::NoName)
             })
-            .and_then(|name| Pseudo::parse(&name).map_err(|_| auth::Refused::NoName));
+            .and_then(|(name, moderator)| {
+                let name = Pseudo::parse(&name).map_err(|_| auth::Refused::NoName)?;
+                Ok((name, moderator))
+            });
         granted.map(Some).map_err(|refused| {
             metrics::error("chat", refused.label());
             Refused::Token(refused)

@@ -1,8 +1,10 @@
 //! One chat connection: it listens to its room from the start, then joins
 //! with a nickname to speak.
 
+use super::control::Removal;
+use super::moderation::{Actor, Denied};
 use super::{encode, Chat, Opening};
-use crate::broker::{stamp, Claim, Member, Seat, Subscription};
+use crate::broker::{stamp, Appended, Claim, Entry, Member, Sanction, Seat, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::ws::throttle::{Throttle, Verdict};
@@ -29,6 +31,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         room,
         resume,
         name,
+        moderator,
         address,
     } = opening;
     metrics::connection_opened(Kind::Chat);
@@ -45,6 +48,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         peer: peer.clone(),
         member: None,
         name,
+        moderator,
         renames: Throttle::new(chat.limits.renames),
         joins: Throttle::new(chat.limits.joins),
         address,
@@ -110,6 +114,8 @@ struct ChatSession {
     member: Option<Member>,
     /// The nickname an access token gives, when tokens are required.
     name: Option<Pseudo>,
+    /// The access token makes this participant a moderator.
+    moderator: bool,
     renames: Throttle,
     joins: Throttle,
     /// The client's address, for `NEW_ROOMS_PER_MIN`.
@@ -125,7 +131,7 @@ impl Handler for ChatSession {
         match ClientMessage::decode(&text) {
             Err(err) => self.refuse(err.code, err.message),
             Ok(ClientMessage::Join { pseudo, session }) => match self.joins.check() {
-                Verdict::Allowed => self.join(&pseudo, session).await,
+                Verdict::Allowed => return self.join(&pseudo, session).await,
                 verdict => return self.throttled(verdict, Limited::Join),
             },
             Ok(ClientMessage::Rename { pseudo }) => match self.renames.check() {
@@ -134,6 +140,7 @@ impl Handler for ChatSession {
             },
             Ok(ClientMessage::Say { text, id }) => self.say(&text, id).await,
             Ok(ClientMessage::Typing) => self.typing().await,
+            Ok(moderation) => self.moderate(moderation).await,
         }
         None
     }
@@ -153,7 +160,12 @@ impl Handler for ChatSession {
                 "binary frames are not supported: send JSON as text".into(),
             ),
         };
-        encode(&ServerEvent::Error { code, message })
+        encode(&ServerEvent::Error {
+            code,
+            message,
+            until: None,
+            retry_after_ms: None,
+        })
     }
 }
 
@@ -173,14 +185,20 @@ impl ChatSession {
         self.peer.send(encode(&ServerEvent::Error {
             code: ErrorCode::RateLimited,
             message,
+            until: None,
+            retry_after_ms: None,
         }));
         (verdict == Verdict::Abuse).then_some(why)
     }
 
     fn refuse(&self, code: ErrorCode, message: String) {
         metrics::error("chat", code.as_str());
-        self.peer
-            .send(encode(&ServerEvent::Error { code, message }));
+        self.peer.send(encode(&ServerEvent::Error {
+            code,
+            message,
+            until: None,
+            retry_after_ms: None,
+        }));
     }
 
     fn confirm(&self, member: &Member) {
@@ -188,7 +206,85 @@ impl ChatSession {
             pseudo: member.pseudo.to_string(),
             session: member.session,
             room: self.room.clone(),
+            moderation: self.chat.moderation(),
+            moderator: self.moderator && self.chat.moderation(),
         }));
+    }
+
+    /// The connection that gave way to this one (same session, same
+    /// nickname) is told and closed, wherever it is: one live owner per
+    /// nickname.
+    async fn replaced(&self, replaced: Option<crate::fanout::ConnId>) {
+        if let Some(conn) = replaced {
+            let last = encode(&ServerEvent::Replaced);
+            self.chat
+                .remove(&self.room, conn, Removal::Replaced, last)
+                .await;
+        }
+    }
+
+    /// Whether the nickname is banned from the room; a ban ends the
+    /// connection. While the broker does not answer, joins go ahead.
+    async fn banned(&self, member: &Member) -> Option<CloseReason> {
+        if !self.chat.moderation() {
+            return None;
+        }
+        match self.chat.broker.banned(&self.room, &member.key).await {
+            Ok(Some(until)) => {
+                metrics::error("chat", ErrorCode::Banned.as_str());
+                let denied = Denied {
+                    until: Some(until),
+                    ..Denied::new(ErrorCode::Banned, "you are banned from this room")
+                };
+                self.peer.send(denied.frame());
+                Some(close::BANNED)
+            }
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(room = self.room, error = %err, "cannot check bans; letting the join through");
+                None
+            }
+        }
+    }
+
+    /// Moderation frames (see [`super::moderation`]).
+    async fn moderate(&mut self, message: ClientMessage) {
+        let Some(member) = &self.member else {
+            return self.refuse(ErrorCode::NotJoined, "join before moderating".into());
+        };
+        let actor = Actor {
+            pseudo: member.pseudo.as_str(),
+            key: &member.key,
+            moderator: self.moderator,
+        };
+        let (chat, room) = (&self.chat, self.room.as_str());
+        let done = match message {
+            ClientMessage::Delete { id } => chat.delete(room, id, &actor).await,
+            ClientMessage::Edit { id, text } => chat.edit(room, id, &text, &actor).await,
+            ClientMessage::Kick { pseudo } => chat.kick(room, &pseudo, &actor).await,
+            ClientMessage::Ban {
+                pseudo,
+                seconds,
+                redact_minutes,
+            } => {
+                let ban = Sanction::Ban;
+                chat.sanction(room, ban, &pseudo, seconds, redact_minutes, &actor)
+                    .await
+            }
+            ClientMessage::Mute { pseudo, seconds } => {
+                let mute = Sanction::Mute;
+                chat.sanction(room, mute, &pseudo, seconds, 0, &actor).await
+            }
+            ClientMessage::SlowMode { seconds } => chat.set_slow_mode(room, seconds, &actor).await,
+            ClientMessage::Join { .. }
+            | ClientMessage::Rename { .. }
+            | ClientMessage::Say { .. }
+            | ClientMessage::Typing => Ok(()),
+        };
+        if let Err(denied) = done {
+            metrics::error("chat", denied.code.as_str());
+            self.peer.send(denied.frame());
+        }
     }
 
     fn seat<'a>(&'a self, member: &'a Member) -> Seat<'a> {
@@ -199,31 +295,39 @@ impl ChatSession {
         }
     }
 
-    async fn join(&mut self, raw: &str, session: Option<Uuid>) {
+    async fn join(&mut self, raw: &str, session: Option<Uuid>) -> Option<CloseReason> {
         if let Some(member) = &self.member {
             let message = format!(
                 "already joined as {}: send rename to change nickname",
                 member.pseudo
             );
-            return self.refuse(ErrorCode::AlreadyJoined, message);
+            self.refuse(ErrorCode::AlreadyJoined, message);
+            return None;
         }
         let pseudo = match (&self.name, Pseudo::parse(raw)) {
             // Whatever was asked for: nobody speaks as somebody else.
             (Some(name), _) => name.clone(),
             (None, Ok(pseudo)) => pseudo,
-            (None, Err(err)) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
+            (None, Err(err)) => {
+                self.refuse(ErrorCode::InvalidPseudo, err.to_string());
+                return None;
+            }
         };
         let member = Member::new(pseudo, session.unwrap_or_else(Uuid::new_v4));
+        if let Some(banned) = self.banned(&member).await {
+            return Some(banned);
+        }
         // Recorded before any await, so that a connection cut short from
         // here on still releases the nickname when it closes (releasing one
         // it never got is harmless).
         self.member = Some(member.clone());
         let chat = &self.chat;
-        let claim = chat.presence.claim(self.seat(&member), None).await;
+        let (claim, replaced) = chat.presence.claim(self.seat(&member), None).await;
         if claim == Claim::Taken {
             self.member = None;
             let message = format!("the nickname {} is taken in this room", member.pseudo);
-            return self.refuse(ErrorCode::PseudoTaken, message);
+            self.refuse(ErrorCode::PseudoTaken, message);
+            return None;
         }
         // Only the join that found the room empty opened it (decided by the
         // claim, so that a crowd arriving at once counts once), and it is
@@ -236,9 +340,11 @@ impl ChatSession {
             chat.presence.leave(self.seat(&member)).await;
             chat.presence_changed(&self.room).await;
             let message = "too many new rooms from your address: try again in a minute";
-            return self.refuse(ErrorCode::TooManyRooms, message.into());
+            self.refuse(ErrorCode::TooManyRooms, message.into());
+            return None;
         }
         self.confirm(&member);
+        self.replaced(replaced).await;
         tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
         // A reclaim is the same person back on a new connection: not news.
         if matches!(claim, Claim::Joined | Claim::Opened) {
@@ -246,6 +352,7 @@ impl ChatSession {
             chat.arrival(&self.room, SystemKind::Joined, pseudo).await;
         }
         chat.presence_changed(&self.room).await;
+        None
     }
 
     async fn rename(&mut self, raw: &str) {
@@ -266,13 +373,14 @@ impl ChatSession {
         let member = Member::new(pseudo, current.session);
         let chat = &self.chat;
         let previous = Some(current.key.as_str());
-        let claim = chat.presence.claim(self.seat(&member), previous).await;
+        let (claim, replaced) = chat.presence.claim(self.seat(&member), previous).await;
         if claim == Claim::Taken {
             let message = format!("the nickname {} is taken in this room", member.pseudo);
             return self.refuse(ErrorCode::PseudoTaken, message);
         }
         self.member = Some(member.clone());
         self.confirm(&member);
+        self.replaced(replaced).await;
         let previous = Some(current.pseudo.to_string());
         let renamed = chat.system(SystemKind::Renamed, member.pseudo.to_string(), previous);
         chat.announce(&self.room, &ServerEvent::System(renamed))
@@ -294,14 +402,44 @@ impl ChatSession {
             author: member.pseudo.to_string(),
             text: text.into_string(),
             ts: crate::clock::now_ms(),
+            deleted: false,
+            edited: false,
         };
         // The message ends this bout of typing: the next one is news.
         self.typed = None;
         // Acknowledged (echoed back) only once it is in the stream, so no
         // crash can lose a message its sender saw as sent.
-        let message = ServerEvent::Message(message);
-        match self.chat.publish_once(&self.room, &message, once).await {
-            Ok(appended) => self.acknowledge(once, &appended.frame),
+        let frame = encode(&ServerEvent::Message(message));
+        let entry = Entry {
+            frame: &frame,
+            once,
+            // Moderators are held by neither mutes nor slow mode.
+            author: (!self.moderator).then_some(member.key.as_str()),
+            replace: None,
+        };
+        match self.chat.append(&self.room, entry).await {
+            Ok(Appended::New(stored) | Appended::Repeat(stored)) => self.acknowledge(once, &stored),
+            Ok(Appended::Muted { until_ms }) => {
+                let denied = Denied {
+                    until: Some(until_ms),
+                    ..Denied::new(ErrorCode::Muted, "you are muted in this room")
+                };
+                metrics::error("chat", denied.code.as_str());
+                self.peer.send(denied.frame());
+            }
+            Ok(Appended::Slowed { retry_after_ms }) => {
+                let denied = Denied {
+                    retry_after_ms: Some(retry_after_ms),
+                    ..Denied::new(
+                        ErrorCode::SlowMode,
+                        "slow mode: wait before sending another message",
+                    )
+                };
+                metrics::error("chat", denied.code.as_str());
+                self.peer.send(denied.frame());
+            }
+            // No stored event to overwrite was given.
+            Ok(Appended::Gone) => {}
             Err(err) => {
                 tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
                 // A reply that timed out may follow an append that went through.

@@ -67,6 +67,7 @@ async fn open(chat: &Arc<Chat>, resume: Resume) -> (Remote, Vec<ServerEvent>, Po
         room: "r".into(),
         resume,
         name: None,
+        moderator: false,
         address: "127.0.0.1".parse().unwrap(),
     };
     tokio::spawn(run(chat.clone(), socket, opening));

@@ -52,6 +52,10 @@ pub mod close {
     /// The connection's nickname went to a member of another instance
     /// (taken on both while the broker was away).
     pub const NICKNAME_CONFLICT: u16 = 4409;
+    /// The same session took the nickname on a newer connection.
+    pub const REPLACED_CODE: u16 = 4001;
+    /// A moderator removed the participant (kick or ban).
+    pub const REMOVED_CODE: u16 = 4003;
 
     const fn reason(code: u16, reason: &'static str) -> CloseReason {
         CloseReason { code, reason }
@@ -71,6 +75,9 @@ pub mod close {
     pub const RENAME_FLOOD: CloseReason = reason(POLICY, "too many nickname changes");
     pub const NICKNAME_LOST: CloseReason =
         reason(NICKNAME_CONFLICT, "nickname taken on another instance");
+    pub const REPLACED: CloseReason = reason(REPLACED_CODE, "replaced by a newer connection");
+    pub const KICKED: CloseReason = reason(REMOVED_CODE, "kicked");
+    pub const BANNED: CloseReason = reason(REMOVED_CODE, "banned");
     pub const REGISTRATION_REFUSED: CloseReason = reason(POLICY, "registration refused");
     pub const TOKEN_REFUSED: CloseReason = reason(POLICY, "access token refused");
 }

@@ -31,8 +31,9 @@ impl Local {
         conn: ConnId,
         member: &Member,
         previous_key: Option<&str>,
-    ) -> Claim {
+    ) -> (Claim, Option<ConnId>) {
         let room = self.rooms.entry(room.to_owned()).or_default();
+        let mut replaced = None;
         let key = member.key.clone();
         let mut claim = if room.members.is_empty() {
             Claim::Opened
@@ -43,10 +44,11 @@ impl Local {
             if holder != conn {
                 if let Some(held) = room.members.get(&holder) {
                     if held.session != member.session {
-                        return Claim::Taken;
+                        return (Claim::Taken, None);
                     }
                     room.members.remove(&holder);
                     claim = Claim::Reclaimed;
+                    replaced = Some(holder);
                 }
             }
         }
@@ -57,7 +59,7 @@ impl Local {
         }
         room.pseudos.insert(key, conn);
         room.members.insert(conn, member.clone());
-        claim
+        (claim, replaced)
     }
 
     /// Records a member decided elsewhere (by Redis).
@@ -171,26 +173,38 @@ mod tests {
         let mut local = Local::default();
         let (s1, s2) = (Uuid::new_v4(), Uuid::new_v4());
         let (c1, c2, c3) = (Uuid::new_v4(), Uuid::new_v4(), Uuid::new_v4());
-        assert_eq!(local.claim("r", c1, &member("Al", s1), None), Claim::Opened);
-        assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Taken);
         assert_eq!(
-            local.claim("other", c2, &member("al", s2), None),
+            local.claim("r", c1, &member("Al", s1), None).0,
+            Claim::Opened
+        );
+        assert_eq!(
+            local.claim("r", c2, &member("al", s2), None).0,
+            Claim::Taken
+        );
+        assert_eq!(
+            local.claim("other", c2, &member("al", s2), None).0,
             Claim::Opened
         );
         assert_eq!(
             local.claim("r", c3, &member("al", s1), None),
-            Claim::Reclaimed
+            (Claim::Reclaimed, Some(c1))
         );
         assert_eq!(local.count("r"), 1);
         // The stale connection leaving does not free the reclaimed nickname.
         assert!(!local.leave("r", c1, &member("Al", s1)));
-        assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Taken);
+        assert_eq!(
+            local.claim("r", c2, &member("al", s2), None).0,
+            Claim::Taken
+        );
         // Renaming frees the old nickname.
         assert_eq!(
-            local.claim("r", c3, &member("bo", s1), Some("al")),
+            local.claim("r", c3, &member("bo", s1), Some("al")).0,
             Claim::Joined
         );
-        assert_eq!(local.claim("r", c2, &member("al", s2), None), Claim::Joined);
+        assert_eq!(
+            local.claim("r", c2, &member("al", s2), None).0,
+            Claim::Joined
+        );
         assert_eq!(local.count("r"), 2);
     }
 }

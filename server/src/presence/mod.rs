@@ -91,7 +91,12 @@ impl Presence {
 
     /// Takes the member's nickname in the room for the connection;
     /// `previous_key` is the key of the nickname it replaces on a rename.
-    pub async fn claim(&self, seat: Seat<'_>, previous_key: Option<&str>) -> Claim {
+    /// On a reclaim, also the connection that gave way.
+    pub async fn claim(
+        &self,
+        seat: Seat<'_>,
+        previous_key: Option<&str>,
+    ) -> (Claim, Option<ConnId>) {
         let Seat { room, conn, member } = seat;
         match self.broker.claim(seat, previous_key).await {
             Ok(claimed) => {
@@ -103,7 +108,7 @@ impl Presence {
                     }
                     local.mirror(room, conn, member, previous_key);
                 }
-                claimed.claim
+                (claimed.claim, claimed.replaced)
             }
             Err(err) => {
                 self.failed("claim", Topic::Room(room.to_owned()), &err);

@@ -7,8 +7,8 @@ mod presence;
 mod streams;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed,
-    RoomEntry, Roster, Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, LinkStatus, Mode, Refreshed,
+    RoomEntry, Roster, Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
@@ -171,21 +171,43 @@ impl Broker for MemoryBroker {
             .each_other(self.me.id, |_| true, |inbox| inbox.presence_changed(room));
     }
 
-    async fn append(
-        &self,
-        room: &str,
-        frame: &str,
-        once: Option<Uuid>,
-    ) -> Result<Appended, BrokerError> {
-        let appended = self.shared.0.streams.append(room, frame, once);
-        if !appended.repeat {
+    async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
+        let appended = self.shared.0.streams.append(room, entry);
+        if let Appended::New(frame) = &appended {
             let topic = Topic::Room(room.to_owned());
             let wants = |joined: &Joined| joined.follows(&topic);
             self.shared.each_other(self.me.id, wants, |inbox| {
-                inbox.room_event(room, appended.frame.clone())
+                inbox.room_event(room, frame.clone())
             });
         }
         Ok(appended)
+    }
+
+    async fn sanction(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        key: &str,
+        until_ms: Option<u64>,
+    ) -> Result<(), BrokerError> {
+        self.shared
+            .0
+            .streams
+            .sanction(room, sanction, key, until_ms);
+        Ok(())
+    }
+
+    async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError> {
+        Ok(self.shared.0.streams.banned(room, key))
+    }
+
+    async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
+        self.shared.0.streams.slow_mode(room, seconds);
+        Ok(())
+    }
+
+    async fn holder(&self, room: &str, key: &str) -> Result<Option<ConnId>, BrokerError> {
+        Ok(self.presence().holder(room, key))
     }
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {

@@ -141,6 +141,10 @@ impl Presence {
         }
     }
 
+    pub fn holder(&self, room: &str, key: &str) -> Option<ConnId> {
+        self.rooms.get(room)?.pseudos.get(key).copied()
+    }
+
     pub fn leave(&mut self, seat: Seat<'_>, last_of: Option<Uuid>) -> bool {
         let Seat { room, conn, member } = seat;
         let Some(entry) = self.rooms.get_mut(room) else {

@@ -9,6 +9,7 @@
 //! slots (and so over the masters) about as evenly as their names hash.
 //! Key names are only ever built here; scripts receive them through `KEYS`.
 
+use crate::broker::Sanction;
 use crate::fanout::Topic;
 
 /// Fixed: changing it moves every room to other keys (as going from 16 to
@@ -61,6 +62,27 @@ impl Keys {
     /// LIST of the room stream's last events, stamped frames, oldest first.
     pub fn stream_events(&self, room: &str) -> String {
         self.room(room, "events")
+    }
+
+    /// STRING until when (ms) the nickname (by its key) is banned from the
+    /// room or muted in it; it expires then.
+    pub fn sanction(&self, room: &str, sanction: Sanction, key: &str) -> String {
+        let kind = match sanction {
+            Sanction::Ban => "ban",
+            Sanction::Mute => "mute",
+        };
+        self.room(room, &format!("{kind}:{key}"))
+    }
+
+    /// STRING the room's slow mode interval in seconds (absent: off).
+    pub fn slow_mode(&self, room: &str) -> String {
+        self.room(room, "slow")
+    }
+
+    /// STRING present while the author (by nickname key) must wait, in
+    /// slow mode.
+    pub fn slow_wait(&self, room: &str, key: &str) -> String {
+        self.room(room, &format!("wait:{key}"))
     }
 
     /// HASH connection id -> member JSON; its length is the participant count.

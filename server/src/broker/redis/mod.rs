@@ -23,8 +23,8 @@ mod streams;
 mod subscriber;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Envelope, Inbox, LinkStatus, Mode, Refreshed,
-    RoomEntry, Roster, Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, LinkStatus, Mode, Refreshed,
+    RoomEntry, Roster, Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
@@ -194,13 +194,32 @@ impl Broker for RedisBroker {
         self.pubsub.publish_presence(room).await;
     }
 
-    async fn append(
+    async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
+        self.streams.append(room, entry).await
+    }
+
+    async fn sanction(
         &self,
         room: &str,
-        frame: &str,
-        once: Option<Uuid>,
-    ) -> Result<Appended, BrokerError> {
-        self.streams.append(room, frame, once).await
+        sanction: Sanction,
+        key: &str,
+        until_ms: Option<u64>,
+    ) -> Result<(), BrokerError> {
+        self.streams.sanction(room, sanction, key, until_ms).await
+    }
+
+    async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError> {
+        self.streams.banned(room, key).await
+    }
+
+    async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
+        self.streams.slow_mode(room, seconds).await
+    }
+
+    async fn holder(&self, room: &str, key: &str) -> Result<Option<ConnId>, BrokerError> {
+        self.reachable()?;
+        let holder = self.presence.holder(room, key).await;
+        holder.map_err(|err| self.failed(err))
     }
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {

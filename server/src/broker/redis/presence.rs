@@ -166,6 +166,16 @@ impl RedisPresence {
         })
     }
 
+    /// The connection holding the nickname (by its key) in the room.
+    pub async fn holder(&self, room: &str, key: &str) -> RedisResult<Option<ConnId>> {
+        let holder: Option<String> = redis::cmd("HGET")
+            .arg(self.keys.pseudos(room))
+            .arg(key)
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(holder.and_then(|conn| conn.parse().ok()))
+    }
+
     /// True if the connection was still a member (not replaced or swept).
     /// `last_here`: this instance has no other member in the room.
     pub async fn leave(&self, seat: Seat<'_>, last_here: bool) -> RedisResult<bool> {

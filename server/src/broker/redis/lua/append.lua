@@ -1,15 +1,22 @@
 -- Appends one event to a room's stream and publishes it, in one atomic step,
 -- so that offsets, the stored history and what subscribers receive can
--- never disagree.
+-- never disagree; the conditions of the append are checked in the same step.
 -- KEYS: meta (HASH epoch, offset), events (LIST of stamped frames, oldest
---       first), channel (the room's pub/sub channel)
--- ARGV: the event's JSON without its opening '{', an epoch to start if the
---       stream has none (first event, or its history may have been lost),
---       history length, time to live in seconds, envelope header,
---       PUBLISH or SPUBLISH (Redis Cluster), and the event's id marker
---       ('"id":"<uuid>"') when it must be appended once, else ''
--- Returns the stamped frame and 0; or, when an event with that id is still
--- in the history, that event and 1 (nothing appended, nothing published).
+--       first), channel (the room's pub/sub channel), the author's mute
+--       (STRING until ms), the room's slow mode (STRING seconds), the
+--       author's slow mode wait (STRING, expiring)
+-- ARGV: 1 the event's JSON without its opening '{', 2 an epoch to start if
+--       the stream has none (first event, or its history may have been
+--       lost), 3 history length, 4 time to live in seconds, 5 envelope
+--       header, 6 PUBLISH or SPUBLISH (Redis Cluster), 7 the event's id
+--       marker ('"id":"<uuid>"') when it must be appended once, else '',
+--       8 '1' when the author is held by mutes and slow mode, else '',
+--       9 and 10 a stored frame to overwrite first and its replacement
+--       ('' and '' when none)
+-- Returns {frame, 0} once appended; {that event, 1} when an event with the
+-- id is still in the history (nothing appended, nothing published);
+-- {'', 2} when the frame to overwrite is no longer stored; {until ms, 3}
+-- when the author is muted; {ms to wait, 4} in slow mode.
 --
 -- The epoch belongs to one run of the Redis server: a Redis that restarted
 -- (empty, or from a snapshot older than the last offsets handed out) or a
@@ -30,6 +37,36 @@ if ARGV[7] ~= '' then
       return {stored, 1}
     end
   end
+end
+local slow = 0
+if ARGV[8] == '1' then
+  local muted = redis.call('GET', KEYS[4])
+  if muted then
+    return {muted, 3}
+  end
+  slow = tonumber(redis.call('GET', KEYS[5]) or '0')
+  if slow > 0 then
+    local wait = redis.call('PTTL', KEYS[6])
+    if wait > 0 then
+      return {tostring(wait), 4}
+    end
+  end
+end
+if ARGV[9] ~= '' then
+  local found = false
+  for i, stored in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+    if stored == ARGV[9] then
+      redis.call('LSET', KEYS[2], i - 1, ARGV[10])
+      found = true
+      break
+    end
+  end
+  if not found then
+    return {'', 2}
+  end
+end
+if slow > 0 then
+  redis.call('SET', KEYS[6], '1', 'PX', slow * 1000)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"epoch":"' .. epoch .. '","offset":' .. offset .. ',' .. ARGV[1]
