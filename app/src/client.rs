@@ -20,6 +20,7 @@ use uuid::Uuid;
 
 const SESSION_KEY: &str = "chat.session";
 const PSEUDO_KEY: &str = "chat.pseudo";
+const TOKEN_KEY: &str = "chat.token";
 const MAX_BACKOFF_MS: f64 = 10_000.0;
 /// A connection that stayed up this long resets the backoff.
 const STABLE_MS: f64 = 5_000.0;
@@ -34,6 +35,9 @@ pub enum Command {
     Send(ClientMessage),
     /// `state.room` changed: leave the old room's socket for the new one.
     Switch,
+    /// The person asks to talk again after this page stopped (another tab
+    /// took over, or a moderator removed them).
+    Resume,
 }
 
 impl Connection {
@@ -44,6 +48,10 @@ impl Connection {
 
     pub fn switch_room(&self) {
         let _ = self.outbox.unbounded_send(Command::Switch);
+    }
+
+    pub fn resume(&self) {
+        let _ = self.outbox.unbounded_send(Command::Resume);
     }
 }
 
@@ -114,6 +122,17 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
             Ok(socket) => converse(state, socket, &mut queue, &mut carried).await,
             Err(_) => Ended::Closed,
         };
+        if state.ended.get_untracked().is_some() {
+            // Another tab has the nickname, or a moderator removed this
+            // person: reconnecting on its own would take it back, or be
+            // refused. The page waits for the person.
+            state.status.set(Status::Disconnected);
+            if !stopped(state, &mut queue, &mut carried).await {
+                return;
+            }
+            failures = 0;
+            continue;
+        }
         if let Ended::Switched = ended {
             // Dropping the socket closed it; the new room's opens at once.
             // What the old room did not acknowledge is not sent to the new.
@@ -184,6 +203,7 @@ async fn converse(
             }
             Event::Frame(Message::Bytes(_)) => {}
             Event::Outgoing(Command::Switch) => return Ended::Switched,
+            Event::Outgoing(Command::Resume) => {}
             Event::Outgoing(Command::Send(msg)) => {
                 if let ClientMessage::Say { text, id } = &msg {
                     state.sent(text);
@@ -247,6 +267,29 @@ impl Carried {
     }
 }
 
+/// Waits until the person resumes (or moves to another room); what they
+/// send meanwhile waits. `false` when the page is gone.
+async fn stopped(
+    state: ChatState,
+    queue: &mut UnboundedReceiver<Command>,
+    carried: &mut Carried,
+) -> bool {
+    loop {
+        match queue.next().await {
+            Some(Command::Resume) => break,
+            Some(Command::Switch) => {
+                carried.unacked.clear();
+                break;
+            }
+            Some(Command::Send(msg)) => carried.waiting.push(msg),
+            None => return false,
+        }
+    }
+    state.ended.set(None);
+    state.error.set(None);
+    true
+}
+
 /// Waits before the next connection. Waiting keeps what is typed
 /// meanwhile; a room switch ends it: the person asked for that room now.
 /// `false` when the page is gone.
@@ -266,6 +309,7 @@ async fn pause(
                 return true;
             }
             Either::Right((Some(Command::Send(msg)), _)) => carried.waiting.push(msg),
+            Either::Right((Some(Command::Resume), _)) => {}
             Either::Right((None, _)) => return false,
         }
     }
@@ -328,7 +372,28 @@ fn socket_url(room: &str, since: Option<Position>) -> String {
         url.push_str("&since=");
         url.push_str(&position.to_query());
     }
+    if let Some(token) = token() {
+        url.push_str("&token=");
+        url.push_str(&token);
+    }
     url
+}
+
+/// The access token a backend gave this tab (`?token=` on the page's
+/// address, when the server requires tokens), kept for the tab's life.
+/// JWTs are URL-safe as they are.
+fn token() -> Option<String> {
+    let search = web_sys::window()?.location().search().ok()?;
+    let given = search
+        .trim_start_matches('?')
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("token="))
+        .filter(|token| !token.is_empty())
+        .map(str::to_owned);
+    if let Some(token) = &given {
+        store(TOKEN_KEY, Some(token));
+    }
+    given.or_else(|| stored(TOKEN_KEY))
 }
 
 fn storage() -> Option<web_sys::Storage> {

@@ -76,15 +76,15 @@ pub fn App() -> impl IntoView {
                 <aside class="side">
                     <Rooms state nav/>
                     {room_form(state, nav)}
-                    <Online state/>
+                    <Online state outbox/>
                 </aside>
                 <main class="conversation">
                     <h2 class="room-name">
                         "# " <span data-testid="current-room">{move || state.room.get()}</span>
                     </h2>
                     {nickname_form(state, outbox)}
-                    {notices(state)}
-                    <MessageList state/>
+                    {notices(state, outbox)}
+                    <MessageList state outbox/>
                     <Typing state/>
                     {composer(state, outbox)}
                 </main>
@@ -189,9 +189,18 @@ fn nickname_form(state: ChatState, outbox: Outbox) -> impl IntoView {
     }
 }
 
-/// The latest error, and the notice that some messages are lost for good.
-fn notices(state: ChatState) -> impl IntoView {
+/// The latest error, the notice that some messages are lost for good, and
+/// why the page stopped talking to the room.
+fn notices(state: ChatState, outbox: Outbox) -> impl IntoView {
     view! {
+        <Show when=move || state.ended.with(Option::is_some)>
+            <p class="notice" role="alert" data-testid="ended-notice">
+                {move || state.ended.get().unwrap_or_default()} " "
+                <button type="button" data-testid="resume-button" on:click=move |_| outbox.resume()>
+                    {move || if state.error.with(Option::is_some) { "Reconnect" } else { "Continue here" }}
+                </button>
+            </p>
+        </Show>
         <Show when=move || state.error.with(Option::is_some)>
             <p class="error" role="alert" data-testid="error">
                 {move || state.error.get().unwrap_or_default()}
@@ -327,15 +336,41 @@ fn Rooms(state: ChatState, nav: Nav) -> impl IntoView {
     }
 }
 
-/// The current room's participants, by nickname.
+/// The current room's participants, by nickname; a moderator can remove,
+/// mute or ban each of the others.
 #[component]
-fn Online(state: ChatState) -> impl IntoView {
+fn Online(state: ChatState, outbox: Outbox) -> impl IntoView {
     view! {
         <section class="online" aria-label="Online">
             <h2>"Online"</h2>
             <ul data-testid="online-list">
                 <For each=move || state.online.get() key=|name| name.clone() let:name>
-                    <li data-testid="online-item">{name}</li>
+                    {
+                        let shown = name.clone();
+                        let other = {
+                            let name = name.clone();
+                            move || state.moderator.get() && state.me.with(|me| me.as_deref() != Some(name.as_str()))
+                        };
+                        let act = move |frame: fn(String) -> ClientMessage| {
+                            let name = name.clone();
+                            move |_| outbox.send(frame(name.clone()))
+                        };
+                        let kick = act(|pseudo| ClientMessage::Kick { pseudo });
+                        let mute = act(|pseudo| ClientMessage::Mute { pseudo, seconds: 600 });
+                        let ban = act(|pseudo| ClientMessage::Ban { pseudo, seconds: 86_400, redact_minutes: 0 });
+                        view! {
+                            <li data-testid="online-item">
+                                <span class="name">{shown.clone()}</span>
+                                <Show when=other.clone()>
+                                    <span class="moderate">
+                                        <button type="button" data-testid="kick-button" aria-label=format!("Kick {shown} out of the room") on:click=kick.clone()>"Kick"</button>
+                                        <button type="button" data-testid="mute-button" aria-label=format!("Mute {shown} for 10 minutes") on:click=mute.clone()>"Mute"</button>
+                                        <button type="button" data-testid="ban-button" aria-label=format!("Ban {shown} for a day") on:click=ban.clone()>"Ban"</button>
+                                    </span>
+                                </Show>
+                            </li>
+                        }
+                    }
                 </For>
                 <Show when=move || { state.online_more.get() > 0 }>
                     <li class="more">{move || format!("and {} more", state.online_more.get())}</li>
@@ -366,7 +401,7 @@ fn Typing(state: ChatState) -> impl IntoView {
 }
 
 #[component]
-fn MessageList(state: ChatState) -> impl IntoView {
+fn MessageList(state: ChatState, outbox: Outbox) -> impl IntoView {
     let list = NodeRef::<leptos::html::Div>::new();
     // Keep the newest entry in view.
     Effect::new(move |_| {
@@ -382,15 +417,44 @@ fn MessageList(state: ChatState) -> impl IntoView {
     };
     view! {
         <div class="messages" role="log" aria-label="Messages" data-testid="messages" node_ref=list>
-            <For each=move || state.entries.get() key=Entry::id let:entry>
+            <For each=move || state.entries.get() key=Entry::key let:entry>
                 {match entry {
                     Entry::Message(m) => {
-                        let author = m.author.clone();
+                        let (author, own) = (m.author.clone(), m.author.clone());
+                        let id = m.id;
+                        // A moderator deletes any message, an author their own
+                        // (the server checks, and refuses after the window).
+                        let deletable = move || {
+                            !m.deleted
+                                && (state.moderator.get() || (state.moderation.get() && mine(&own)))
+                        };
+                        let editable = {
+                            let own = m.author.clone();
+                            move || !m.deleted && state.moderation.get() && mine(&own)
+                        };
+                        let current = m.text.clone();
+                        let edit = move |_| {
+                            if let Some(text) = ask("New text", &current) {
+                                outbox.send(ClientMessage::Edit { id, text });
+                            }
+                        };
+                        let text = if m.deleted { "message deleted".to_owned() } else { m.text };
                         Either::Left(view! {
-                            <div class="message" class:own=move || mine(&author) data-testid="message">
+                            <div class="message" class:own=move || mine(&author) class:deleted=m.deleted data-testid="message">
                                 <span class="author" data-testid="message-author">{m.author}</span>
                                 <time class="time" data-testid="message-time">{local_time(m.ts)}</time>
-                                <p class="text" data-testid="message-text">{m.text}</p>
+                                <p class="text" data-testid="message-text">
+                                    {text}
+                                    {m.edited.then_some(view! { <span class="edited" data-testid="edited-mark">" (edited)"</span> })}
+                                </p>
+                                <span class="actions">
+                                    <Show when=editable>
+                                        <button type="button" data-testid="edit-button" aria-label="Edit this message" on:click=edit.clone()>"Edit"</button>
+                                    </Show>
+                                    <Show when=deletable>
+                                        <button type="button" data-testid="delete-button" aria-label="Delete this message" on:click=move |_| outbox.send(ClientMessage::Delete { id })>"Delete"</button>
+                                    </Show>
+                                </span>
                             </div>
                         })
                     }
@@ -442,6 +506,11 @@ impl Outbox {
         #[cfg(feature = "hydrate")]
         self.connection.with_value(|c| c.switch_room());
     }
+
+    fn resume(&self) {
+        #[cfg(feature = "hydrate")]
+        self.connection.with_value(|c| c.resume());
+    }
 }
 
 /// Counts unread messages while the tab is hidden.
@@ -490,6 +559,24 @@ fn local_time(ts: u64) -> String {
             secs / 60 % 60,
             secs % 60
         )
+    }
+}
+
+/// Asks the person for a text (the browser's own dialog: keyboard-ready
+/// and announced by screen readers); `None` when cancelled or unchanged.
+fn ask(question: &str, current: &str) -> Option<String> {
+    #[cfg(feature = "hydrate")]
+    {
+        let window = web_sys::window()?;
+        let answer = window
+            .prompt_with_message_and_default(question, current)
+            .ok()??;
+        (answer != current && MessageText::parse(&answer).is_ok()).then_some(answer)
+    }
+    #[cfg(not(feature = "hydrate"))]
+    {
+        let _ = (question, current);
+        None
     }
 }
 
