@@ -223,6 +223,15 @@ async fn converse(
 }
 
 impl Carried {
+    /// Keeps a frame for the next connection; a message shows as
+    /// "sending" meanwhile.
+    fn wait(&mut self, state: ChatState, msg: ClientMessage) {
+        if let ClientMessage::Say { text, .. } = &msg {
+            state.sent(text);
+        }
+        self.waiting.push(msg);
+    }
+
     /// Shows a server event, and follows the nickname: kept once the
     /// server confirms it, dropped when a rejoin finds it taken.
     fn apply(&mut self, state: ChatState, event: ServerEvent, rejoining: &mut bool) {
@@ -281,7 +290,7 @@ async fn stopped(
                 carried.unacked.clear();
                 break;
             }
-            Some(Command::Send(msg)) => carried.waiting.push(msg),
+            Some(Command::Send(msg)) => carried.wait(state, msg),
             None => return false,
         }
     }
@@ -308,7 +317,7 @@ async fn pause(
                 carried.held_back = hold_back_messages(state, &mut carried.waiting);
                 return true;
             }
-            Either::Right((Some(Command::Send(msg)), _)) => carried.waiting.push(msg),
+            Either::Right((Some(Command::Send(msg)), _)) => carried.wait(state, msg),
             Either::Right((Some(Command::Resume), _)) => {}
             Either::Right((None, _)) => return false,
         }

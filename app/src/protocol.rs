@@ -992,6 +992,57 @@ mod tests {
     }
 
     #[test]
+    fn moderation_text_and_durations() {
+        let sys = |kind, until, seconds| SystemMessage {
+            epoch: String::new(),
+            offset: 0,
+            id: Uuid::nil(),
+            kind,
+            pseudo: "bob".into(),
+            previous: None,
+            others: Vec::new(),
+            more: 0,
+            by: Some("mod".into()),
+            until,
+            seconds,
+            ts: 1_000,
+        };
+        let text = |kind, until, seconds| sys(kind, until, seconds).text();
+        assert_eq!(
+            text(SystemKind::Kicked, None, None),
+            "bob was removed by mod"
+        );
+        assert_eq!(
+            text(SystemKind::Banned, Some(1_000 + 600_000), None),
+            "bob was banned by mod for 10 min"
+        );
+        assert_eq!(
+            text(SystemKind::Muted, None, None),
+            "bob was unmuted by mod"
+        );
+        assert_eq!(
+            text(SystemKind::SlowMode, None, Some(30)),
+            "mod turned slow mode on: one message every 30 s"
+        );
+        assert_eq!(
+            text(SystemKind::SlowMode, None, Some(0)),
+            "mod ended slow mode"
+        );
+        assert_eq!(duration_text(59), "59 s");
+        assert_eq!(duration_text(61), "2 min");
+        assert_eq!(duration_text(3600), "1 h");
+        assert_eq!(duration_text(86_400), "1 day");
+        assert_eq!(duration_text(30 * 86_400), "30 days");
+        let json =
+            serde_json::to_value(ServerEvent::System(sys(SystemKind::Banned, Some(5), None)))
+                .unwrap();
+        assert_eq!(
+            (&json["kind"], &json["by"], &json["until"]),
+            (&"banned".into(), &"mod".into(), &5.into())
+        );
+    }
+
+    #[test]
     fn grouped_system_text() {
         let mut sys = SystemMessage {
             epoch: String::new(),

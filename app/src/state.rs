@@ -72,8 +72,9 @@ pub struct ChatState {
     /// The server said some events could not be recovered (the page was
     /// away longer than the history reaches, or the history was lost).
     pub unrecovered: RwSignal<bool>,
-    /// Texts sent on this connection that the server has not echoed yet.
-    in_flight: RwSignal<Vec<String>>,
+    /// Texts sent (or waiting to be) that the server has not echoed yet:
+    /// shown as "sending".
+    pub in_flight: RwSignal<Vec<String>>,
     /// A message the server could not store (`unavailable`): the page puts
     /// it back in the composer, so that nothing typed is lost.
     pub returned: RwSignal<Option<String>>,
@@ -488,6 +489,65 @@ mod tests {
             deleted: false,
             edited: false,
         }
+    }
+
+    #[test]
+    fn deletions_edits_and_removals_change_the_page() {
+        Owner::new().with(deletions_edits_and_removals_change_the_page_in_owner);
+    }
+
+    fn deletions_edits_and_removals_change_the_page_in_owner() {
+        let state = ChatState::new();
+        let (gone, kept) = (message("gone"), message("tpyo"));
+        state.apply(ServerEvent::Message(gone.clone()));
+        state.apply(ServerEvent::Message(kept.clone()));
+        let amendment = |target, text: Option<&str>| Amendment {
+            epoch: "e".into(),
+            offset: 9,
+            id: Uuid::new_v4(),
+            target,
+            by: "mod".into(),
+            text: text.map(str::to_owned),
+            ts: 1,
+        };
+        state.apply(ServerEvent::Deleted(amendment(gone.id, None)));
+        state.apply(ServerEvent::Edited(amendment(kept.id, Some("typo"))));
+        let shown: Vec<(String, bool, bool)> = state.entries.with_untracked(|entries| {
+            entries
+                .iter()
+                .map(|e| match e {
+                    Entry::Message(m) => (m.text.clone(), m.deleted, m.edited),
+                    Entry::System(_) => unreachable!(),
+                })
+                .collect()
+        });
+        assert_eq!(
+            shown,
+            [(String::new(), true, false), ("typo".into(), false, true)]
+        );
+        assert_eq!(state.ended.get_untracked(), None);
+        state.apply(ServerEvent::Replaced);
+        assert!(state.ended.get_untracked().unwrap().contains("another tab"));
+        state.ended.set(None);
+        let kicked = ServerEvent::Error {
+            code: ErrorCode::Kicked,
+            message: "you were removed from the room by mod".into(),
+            until: None,
+            retry_after_ms: None,
+        };
+        assert_eq!(state.apply(kicked), Some(ErrorCode::Kicked));
+        assert!(state.ended.get_untracked().is_some());
+        let slow = ServerEvent::Error {
+            code: ErrorCode::SlowMode,
+            message: "slow mode".into(),
+            until: None,
+            retry_after_ms: Some(4_200),
+        };
+        state.apply(slow);
+        assert_eq!(
+            state.error.get_untracked().as_deref(),
+            Some("slow mode (try again in 5 s)")
+        );
     }
 
     #[test]

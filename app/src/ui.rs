@@ -415,6 +415,11 @@ fn MessageList(state: ChatState, outbox: Outbox) -> impl IntoView {
             .my_names
             .with(|names| names.iter().any(|n| n == author))
     };
+    // Numbered: the same text sent twice is two messages on their way.
+    let pending = move || {
+        let texts = state.in_flight.get();
+        texts.into_iter().enumerate().collect::<Vec<_>>()
+    };
     view! {
         <div class="messages" role="log" aria-label="Messages" data-testid="messages" node_ref=list>
             <For each=move || state.entries.get() key=Entry::key let:entry>
@@ -467,6 +472,13 @@ fn MessageList(state: ChatState, outbox: Outbox) -> impl IntoView {
                         })
                     }
                 }}
+            </For>
+            // Sent, not yet stored: it shows until its echo comes.
+            <For each=pending key=|pending| pending.clone() let:pending>
+                <div class="message own pending" data-testid="pending-message">
+                    <p class="text">{pending.1}</p>
+                    <span class="sending">"sending…"</span>
+                </div>
             </For>
         </div>
     }

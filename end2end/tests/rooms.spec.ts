@@ -181,6 +181,9 @@ test("a message in flight when the connection breaks is sent once after it comes
   // never arrive.
   proxy.lose("page");
   await say(page, "lost on the way");
+  // Not stored yet: the page says it is on its way, until its echo.
+  await expect(page.getByTestId("pending-message")).toContainText("lost on the way");
+  await expect(page.getByTestId("pending-message")).toContainText("sending…");
   await page.waitForTimeout(300);
   proxy.cut();
   proxy.restore();
@@ -197,6 +200,7 @@ test("a message in flight when the connection breaks is sent once after it comes
   for (const reader of [page, observer]) {
     await expect(ours(reader)).toHaveText(["lost on the way", "echo lost", "fence"]);
   }
+  await expect(page.getByTestId("pending-message")).toHaveCount(0);
   for (const p of [page, observer]) await p.context().close();
   await proxy.stop();
 });
