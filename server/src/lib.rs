@@ -39,6 +39,7 @@
 //!   process gives freed memory back.
 
 pub mod admission;
+pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod chat;

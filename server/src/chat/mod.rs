@@ -14,12 +14,12 @@
 //!   [`control`] carries orders to one connection on any instance.
 
 mod announce;
-mod control;
+pub mod control;
 pub mod counts;
 mod crowd;
 pub mod feed;
 mod inbound;
-mod moderation;
+pub mod moderation;
 mod open;
 mod resume;
 mod sequencer;
@@ -147,6 +147,13 @@ impl Chat {
             let chat = self.clone();
             move || counts::run(chat.clone(), events.clone())
         });
+        supervise::spawn("orders", restarts.clone(), self.shutdown.clone(), {
+            let chat = self.clone();
+            move || {
+                let chat = chat.clone();
+                async move { chat.follow_orders().await }
+            }
+        });
         supervise::spawn("crowds", restarts.clone(), self.shutdown.clone(), {
             let chat = self.clone();
             move || {
@@ -212,6 +219,9 @@ struct Opening {
     name: Option<Pseudo>,
     /// The access token's roles include `moderator`.
     moderator: bool,
+    /// The access token's subject (`sub`), by which the server API can
+    /// disconnect it.
+    subject: Option<String>,
     address: IpAddr,
 }
 
@@ -256,15 +266,20 @@ impl Chat {
             let reason = "room must be 1 to 64 letters, digits, '-' or '_'";
             return Err(Refused::Query(reason));
         }
-        let (name, moderator) = match self.token_name(&query, &room)? {
-            Some((name, moderator)) => (Some(name), moderator),
-            None => (None, false),
+        let (name, moderator, subject) = match self.token_name(&query, &room)? {
+            Some(Granted {
+                name,
+                moderator,
+                subject,
+            }) => (Some(name), moderator, subject),
+            None => (None, false, None),
         };
         Ok(Opening {
             room,
             resume,
             name,
             moderator,
+            subject,
             address: self.guard.client_address(peer, headers),
         })
     }
@@ -272,7 +287,7 @@ impl Chat {
     /// With CHAT_AUTH=required, the token's name is the only nickname this
     /// socket may take (and its roles may make it a moderator); refused
     /// before the WebSocket exists.
-    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<(Pseudo, bool)>, Refused> {
+    fn token_name(&self, query: &ChatQuery, room: &str) -> Result<Option<Granted>, Refused> {
         let Some(verifier) = &self.auth else {
             return Ok(None);
         };
@@ -286,20 +301,25 @@ impl Chat {
                     return Err(auth::Refused::OutOfScope);
                 }
                 let moderator = grant.is_moderator();
-                grant
-                    .name
-                    .map(|name| (name, moderator))
-                    .ok_or(auth::Refused::NoName)
-            })
-            .and_then(|(name, moderator)| {
-                let name = Pseudo::parse(&name).map_err(|_| auth::Refused::NoName)?;
-                Ok((name, moderator))
+                let name = grant.name.as_deref().ok_or(auth::Refused::NoName)?;
+                Ok(Granted {
+                    name: Pseudo::parse(name).map_err(|_| auth::Refused::NoName)?,
+                    moderator,
+                    subject: grant.sub,
+                })
             });
         granted.map(Some).map_err(|refused| {
             metrics::error("chat", refused.label());
             Refused::Token(refused)
         })
     }
+}
+
+/// What a valid chat token grants.
+struct Granted {
+    name: Pseudo,
+    moderator: bool,
+    subject: Option<String>,
 }
 
 /// Why a chat socket is refused before it opens.

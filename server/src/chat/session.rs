@@ -32,10 +32,13 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         resume,
         name,
         moderator,
+        subject,
         address,
     } = opening;
     metrics::connection_opened(Kind::Chat);
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
+    let topic = Topic::Room(room.clone());
+    let _subject = subject.map(|sub| chat.hub.subject(&sub, &topic, id));
     // Boxed: opening (history read, subscription) is over before the
     // connection's long life, and would otherwise size its task.
     let (preamble, subscription) = Box::pin(chat.open(&room, id, &peer, &resume)).await;
@@ -43,7 +46,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         chat: chat.clone(),
         id,
         subscription: Some(subscription),
-        topic: Topic::Room(room.clone()),
+        topic,
         room,
         peer: peer.clone(),
         member: None,
@@ -256,6 +259,7 @@ impl ChatSession {
             pseudo: member.pseudo.as_str(),
             key: &member.key,
             moderator: self.moderator,
+            trusted: false,
         };
         let (chat, room) = (&self.chat, self.room.as_str());
         let done = match message {

@@ -68,6 +68,7 @@ async fn open(chat: &Arc<Chat>, resume: Resume) -> (Remote, Vec<ServerEvent>, Po
         resume,
         name: None,
         moderator: false,
+        subject: None,
         address: "127.0.0.1".parse().unwrap(),
     };
     tokio::spawn(run(chat.clone(), socket, opening));

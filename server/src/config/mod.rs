@@ -38,6 +38,10 @@ pub struct Config {
     #[arg(long, env = "ADMIN_BIND", default_value = "127.0.0.1")]
     pub admin_bind: IpAddr,
 
+    /// Key of the server API on the admin port (`Authorization: apikey <key>`), at least 16 characters. Unset: the API answers callers on this machine only, and ADMIN_BIND must be a loopback address.
+    #[arg(long, env = "API_KEY", hide_env_values = true)]
+    pub api_key: Option<String>,
+
     /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user; a Redis Cluster: one node, or several comma-separated (found by itself). Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

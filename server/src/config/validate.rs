@@ -27,6 +27,7 @@ impl Config {
                 self.relay_bytes_per_sec, self.max_message_bytes
             )));
         }
+        self.validate_api()?;
         self.validate_ports()
     }
 
@@ -106,6 +107,19 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_api(&self) -> Result<(), ConfigError> {
+        match &self.api_key {
+            Some(key) if key.chars().count() < 16 => {
+                Err("API_KEY must be at least 16 characters: it is all that guards the server API".into())
+            }
+            None if !self.admin_bind.is_loopback() => Err(ConfigError(format!(
+                "ADMIN_BIND {} is reachable from other machines but API_KEY is unset: set API_KEY, or keep the admin port on a loopback address",
+                self.admin_bind
+            ))),
+            _ => Ok(()),
+        }
     }
 
     fn validate_ports(&self) -> Result<(), ConfigError> {

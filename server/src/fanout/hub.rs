@@ -5,12 +5,34 @@
 use super::{CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
-use parking_lot::RwLock;
+use parking_lot::{Mutex, RwLock};
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Hub {
     topics: RwLock<HashMap<Topic, HashMap<ConnId, Peer>>>,
+    /// Connections by the subject (`sub`) of their access token.
+    subjects: Mutex<HashMap<String, Vec<(Topic, ConnId)>>>,
+}
+
+/// A connection listed under its token's subject, until dropped.
+pub struct Subjected {
+    hub: Arc<Hub>,
+    sub: String,
+    id: ConnId,
+}
+
+impl Drop for Subjected {
+    fn drop(&mut self) {
+        let mut subjects = self.hub.subjects.lock();
+        if let Some(conns) = subjects.get_mut(&self.sub) {
+            conns.retain(|(_, id)| *id != self.id);
+            if conns.is_empty() {
+                subjects.remove(&self.sub);
+            }
+        }
+    }
 }
 
 impl Hub {
@@ -47,6 +69,31 @@ impl Hub {
             .count();
         metrics::delivered(topic.kind(), delivered, frame.len());
         delivered
+    }
+
+    /// Lists a connection of the topic under its token's subject, for as
+    /// long as the returned value lives.
+    pub fn subject(self: &Arc<Self>, sub: &str, topic: &Topic, id: ConnId) -> Subjected {
+        let mut subjects = self.subjects.lock();
+        let conns = subjects.entry(sub.to_owned()).or_default();
+        conns.push((topic.clone(), id));
+        Subjected {
+            hub: self.clone(),
+            sub: sub.to_owned(),
+            id,
+        }
+    }
+
+    /// Closes every connection of this process whose token has the
+    /// subject; returns how many.
+    pub fn close_subject(&self, sub: &str, why: CloseReason) -> usize {
+        let conns = self.subjects.lock().get(sub).cloned().unwrap_or_default();
+        let topics = self.topics.read();
+        conns
+            .iter()
+            .filter_map(|(topic, id)| topics.get(topic).and_then(|l| l.get(id)))
+            .inspect(|peer| peer.closer.close(why))
+            .count()
     }
 
     /// Sends one listener a last frame, then closes it.

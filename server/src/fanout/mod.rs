@@ -7,7 +7,7 @@ mod hub;
 mod peer;
 
 pub use crate::kind::Kind;
-pub use hub::Hub;
+pub use hub::{Hub, Subjected};
 pub use peer::{Closer, Peer, Queue};
 use uuid::Uuid;
 
@@ -78,6 +78,7 @@ pub mod close {
     pub const REPLACED: CloseReason = reason(REPLACED_CODE, "replaced by a newer connection");
     pub const KICKED: CloseReason = reason(REMOVED_CODE, "kicked");
     pub const BANNED: CloseReason = reason(REMOVED_CODE, "banned");
+    pub const DISCONNECTED: CloseReason = reason(REMOVED_CODE, "disconnected by the server");
     pub const REGISTRATION_REFUSED: CloseReason = reason(POLICY, "registration refused");
     pub const TOKEN_REFUSED: CloseReason = reason(POLICY, "access token refused");
 }

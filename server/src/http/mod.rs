@@ -1,4 +1,5 @@
-//! The HTTP side: which routes each port serves ([`site`], [`admin`]), the
+//! The HTTP side: which routes each port serves ([`site`], [`admin`] with
+//! the server API of [`crate::api`]), the
 //! accept loop and each connection's HTTP life ([`serve`]), listening
 //! sockets ([`listener`]), and `/healthz` and `/metrics` ([`health`]).
 
@@ -7,6 +8,7 @@ pub mod listener;
 pub mod serve;
 mod site;
 
+use crate::api::{self, Api};
 use crate::chat::{self, Chat};
 use crate::relay::{self, Relay};
 use axum::routing::get;
@@ -47,11 +49,12 @@ pub fn relay_port(relay: &Arc<Relay>) -> Router {
         .with_state(relay.clone())
 }
 
-/// The private admin endpoints: metrics, and health for whoever monitors
-/// the instance from inside.
-pub fn admin(monitor: &Arc<Monitor>) -> Router {
+/// The private admin endpoints: metrics, health for whoever monitors the
+/// instance from inside, and the server API.
+pub fn admin(monitor: &Arc<Monitor>, api: Arc<Api>) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics_text))
         .route("/healthz", get(health::healthz))
         .with_state(monitor.clone())
+        .merge(api::routes(api))
 }

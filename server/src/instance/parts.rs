@@ -6,6 +6,7 @@ use super::drain::Drain;
 use super::Backing;
 use crate::admission::capacity::Capacity;
 use crate::admission::{Guard, Policy};
+use crate::api::Api;
 use crate::auth::Verifier;
 use crate::broker::memory::{MemoryBroker, Shared};
 use crate::broker::redis::{RedisBroker, Settings};
@@ -111,7 +112,13 @@ impl Parts {
             instance,
             public: http::public(&chat, &relay, &monitor, &config.site_root, http_addr),
             relay_port: http::relay_port(&relay),
-            admin: http::admin(&monitor),
+            admin: http::admin(
+                &monitor,
+                Arc::new(Api {
+                    chat: chat.clone(),
+                    key: config.api_key.clone(),
+                }),
+            ),
             drain: Drain {
                 tasks,
                 broker: broker.clone(),

@@ -3,7 +3,7 @@
 use super::Relay;
 use crate::auth;
 use crate::broker::{self, Subscription};
-use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
+use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Subjected, Topic};
 use crate::metrics;
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::relay::{check_frame, registration_action, RelayReply};
@@ -66,6 +66,9 @@ struct Registered {
     /// The instance follows the action for this client, once it was asked
     /// to (undone when dropped).
     subscription: Option<Subscription>,
+    /// Listed under its token's subject, so that the server API can
+    /// disconnect it.
+    _subject: Option<Subjected>,
 }
 
 struct RelaySession {
@@ -126,10 +129,14 @@ impl Handler for RelaySession {
 impl RelaySession {
     /// With `RELAY_AUTH=required`: checks the token (the registration's
     /// `token`, else the Bearer header) and returns the registration to
-    /// record, without the token and with the token's `sub`.
-    fn authorize(&self, action: &str, text: Utf8Bytes) -> Result<Utf8Bytes, auth::Refused> {
+    /// record, without the token and with the token's `sub`, and the `sub`.
+    fn authorize(
+        &self,
+        action: &str,
+        text: Utf8Bytes,
+    ) -> Result<(Utf8Bytes, Option<String>), auth::Refused> {
         let Some(verifier) = &self.relay.auth else {
-            return Ok(text);
+            return Ok((text, None));
         };
         let mut fields: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(&text).map_err(|_| auth::Refused::Malformed)?;
@@ -143,11 +150,12 @@ impl RelaySession {
             return Err(auth::Refused::OutOfScope);
         }
         tracing::info!(conn = %self.id, action, sub = grant.sub.as_deref(), "relay token accepted");
-        match grant.sub {
-            Some(sub) => fields.insert("sub".into(), sub.into()),
+        match &grant.sub {
+            Some(sub) => fields.insert("sub".into(), sub.clone().into()),
             None => fields.remove("sub"),
         };
-        Ok(serde_json::Value::Object(fields).to_string().into())
+        let registration = serde_json::Value::Object(fields).to_string().into();
+        Ok((registration, grant.sub))
     }
 
     async fn register(&mut self, text: Utf8Bytes) -> Option<CloseReason> {
@@ -159,8 +167,8 @@ impl RelaySession {
                 return Some(close::REGISTRATION_REFUSED);
             }
         };
-        let text = match self.authorize(&action, text) {
-            Ok(text) => text,
+        let (text, subject) = match self.authorize(&action, text) {
+            Ok(granted) => granted,
             Err(refused) => {
                 metrics::error("relay", refused.label());
                 tracing::info!(conn = %self.id, action, reason = refused.label(), "relay registration refused");
@@ -171,12 +179,13 @@ impl RelaySession {
         let topic = Topic::Action(action.clone());
         // Recorded before any await, so that a connection cut short during
         // registration is still unregistered when it closes.
+        let relay = self.relay.clone();
         self.registered = Some(Registered {
             action: action.clone(),
             topic: topic.clone(),
             subscription: None,
+            _subject: subject.map(|sub| relay.hub.subject(&sub, &topic, self.id)),
         });
-        let relay = self.relay.clone();
         relay.presence.register(&action, self.id, &text).await;
         // "registered" means "you get every later frame": the instance
         // follows the action before the reply, and the client listens

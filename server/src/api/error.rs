@@ -1,0 +1,54 @@
+//! The API's errors: a stable code, a message that says what to change, and
+//! the HTTP status that fits.
+
+use crate::chat::moderation::Denied;
+use app::protocol::ErrorCode;
+use axum::extract::rejection::JsonRejection;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+
+#[derive(Debug)]
+pub enum ApiError {
+    /// 401: no key, a wrong key, or a caller elsewhere without a key.
+    Unauthorized(String),
+    /// 400: the body or a parameter is not what the call takes.
+    Invalid(String),
+    /// 404: no such call, message or participant.
+    NotFound(String),
+    /// 403: the action is not allowed (editing someone's message).
+    Forbidden(String),
+    /// 503: the broker does not answer.
+    Unavailable(String),
+}
+
+impl From<JsonRejection> for ApiError {
+    fn from(rejection: JsonRejection) -> Self {
+        ApiError::Invalid(rejection.body_text())
+    }
+}
+
+impl From<Denied> for ApiError {
+    fn from(denied: Denied) -> Self {
+        match denied.code {
+            ErrorCode::NotFound => ApiError::NotFound(denied.message),
+            ErrorCode::Forbidden => ApiError::Forbidden(denied.message),
+            ErrorCode::Unavailable => ApiError::Unavailable(denied.message),
+            _ => ApiError::Invalid(denied.message),
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let (status, code, message) = match self {
+            ApiError::Unauthorized(m) => (StatusCode::UNAUTHORIZED, "unauthorized", m),
+            ApiError::Invalid(m) => (StatusCode::BAD_REQUEST, "invalid", m),
+            ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
+            ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
+            ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+        };
+        let body = serde_json::json!({ "error": code, "message": message });
+        (status, Json(body)).into_response()
+    }
+}

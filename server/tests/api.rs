@@ -1,0 +1,292 @@
+//! The server API on the admin port: who may call it, its typed errors,
+//! and what it does to clients on another instance (embedded, one Redis,
+//! and the cluster with `TEST_REDIS=cluster`).
+
+mod common;
+
+use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
+use common::{Chat, Client, Endpoint, Instance, Redis};
+use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use server::broker::memory::Shared;
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const SECRET: &str = "an API test secret, long enough";
+const KEY: &str = "an API key of the backend";
+
+fn token(claims: Value) -> String {
+    let exp = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+        + 600;
+    let mut claims = claims;
+    claims["exp"] = exp.into();
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
+}
+
+async fn call(
+    server: &Instance,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: Value,
+) -> (u16, Value) {
+    let auth = key.map(|key| format!("apikey {key}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, text) =
+        common::http_request(server.running.admin, method, path, &headers, &body).await;
+    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
+}
+
+/// Two instances on one memory, or on the Redis given.
+async fn two(redis: Option<&Redis>, env: &[(&str, &str)]) -> (Instance, Instance) {
+    match redis {
+        Some(redis) => (
+            Instance::configured(Some(redis), env).await,
+            Instance::configured(Some(redis), env).await,
+        ),
+        None => {
+            let flags: Vec<String> = env
+                .iter()
+                .flat_map(|(name, value)| {
+                    [
+                        format!("--{}", name.to_lowercase().replace('_', "-")),
+                        (*value).to_owned(),
+                    ]
+                })
+                .collect();
+            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
+            let shared = Shared::default();
+            (
+                Instance::start(&shared, &flags).await,
+                Instance::start(&shared, &flags).await,
+            )
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_required_when_set_and_errors_are_typed() {
+    let open = Instance::configured(None, &[]).await;
+    // No key configured: this machine's callers only (the test is one).
+    let (status, _) = call(
+        &open,
+        "POST",
+        "/api/rooms/general/slow_mode",
+        None,
+        json!({"seconds": 0}),
+    )
+    .await;
+    assert_eq!(status, 204);
+
+    let keyed = Instance::configured(None, &[("API_KEY", KEY)]).await;
+    for key in [None, Some("wrong key, long enough anyway")] {
+        let (status, body) =
+            call(&keyed, "POST", "/api/disconnect", key, json!({"sub": "x"})).await;
+        assert_eq!(
+            (status, &body["error"]),
+            (401, &json!("unauthorized")),
+            "{key:?}"
+        );
+    }
+    let (status, body) = call(
+        &keyed,
+        "POST",
+        "/api/disconnect",
+        Some(KEY),
+        json!({"sub": "x"}),
+    )
+    .await;
+    assert_eq!((status, body), (202, json!({"closed_here": 0})));
+    for (method, path, body, expected) in [
+        (
+            "POST",
+            "/api/disconnect",
+            json!({"subject": "x"}),
+            (400, "invalid"),
+        ),
+        (
+            "POST",
+            "/api/rooms/a%20b/kick",
+            json!({"pseudo": "x"}),
+            (400, "invalid"),
+        ),
+        (
+            "POST",
+            "/api/rooms/general/kick",
+            json!({"pseudo": "nobody"}),
+            (404, "not_found"),
+        ),
+        (
+            "DELETE",
+            "/api/rooms/general/messages/not-a-uuid",
+            Value::Null,
+            (400, "invalid"),
+        ),
+        ("GET", "/api/nothing-here", Value::Null, (404, "not_found")),
+    ] {
+        let (status, body) = call(&keyed, method, path, Some(KEY), body).await;
+        assert_eq!(
+            (status, body["error"].as_str().unwrap_or_default()),
+            expected,
+            "{method} {path}: {body}"
+        );
+        assert!(
+            body["message"].as_str().is_some_and(|m| !m.is_empty()),
+            "{body}"
+        );
+    }
+    // Every call is counted.
+    let (_, metrics) = common::http_get(keyed.running.admin, "/metrics").await;
+    assert!(
+        metrics.contains("api_calls_total{call=\"POST /api/disconnect\",status=\"401\"} 2"),
+        "{metrics}"
+    );
+}
+
+/// The server refuses to put the API on a reachable address without a key.
+#[test]
+fn a_reachable_admin_port_needs_a_key() {
+    use clap::Parser;
+    let config = |extra: &[&str]| {
+        let mut args = vec!["server", "--admin-bind", "0.0.0.0"];
+        args.extend_from_slice(extra);
+        server::config::Config::try_parse_from(args)
+            .unwrap()
+            .validate()
+    };
+    let refused = config(&[]).unwrap_err().to_string();
+    assert!(refused.contains("API_KEY"), "{refused}");
+    assert!(config(&["--api-key", "short"]).is_err());
+    assert!(config(&["--api-key", KEY]).is_ok());
+}
+
+async fn disconnect_closes_a_subject_everywhere(redis: Option<&Redis>) {
+    let env = [
+        ("CHAT_AUTH", "required"),
+        ("RELAY_AUTH", "required"),
+        ("AUTH_JWT_SECRET", SECRET),
+    ];
+    let (a, b) = two(redis, &env).await;
+    let chat_token = |sub: &str, name: &str| token(json!({"sub": sub, "name": name}));
+    let (mut gone, _, _) = Chat::open(&b, &format!("?token={}", chat_token("user-1", "ann"))).await;
+    let (mut stays, _, _) =
+        Chat::open(&b, &format!("?token={}", chat_token("user-2", "bea"))).await;
+    let (mut gone_too, _, _) =
+        Chat::open(&a, &format!("?token={}", chat_token("user-1", "ann"))).await;
+    let mut relay = Client::connect(&b.relay_url()).await;
+    relay
+        .send_json(json!({"action": "lights", "token": token(json!({"sub": "user-1", "actions": ["lights"]}))}))
+        .await;
+    assert_eq!(relay.json().await["type"], "registered");
+
+    let (status, body) = call(
+        &a,
+        "POST",
+        "/api/disconnect",
+        None,
+        json!({"sub": "user-1"}),
+    )
+    .await;
+    assert_eq!((status, body), (202, json!({"closed_here": 1})));
+    for client in [&mut gone.client, &mut gone_too.client, &mut relay] {
+        assert_eq!(
+            client.close_reason().await,
+            Some((4003, "disconnected by the server".into()))
+        );
+    }
+    // The other subject's connection is untouched.
+    stays
+        .send(&ClientMessage::Join {
+            pseudo: "bea".into(),
+            session: None,
+        })
+        .await;
+    stays
+        .expect(|e| matches!(e, ServerEvent::Joined { .. }))
+        .await;
+    stays.say("still here").await;
+    assert_eq!(stays.expect_message().await.text, "still here");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_a_subject_everywhere_embedded() {
+    disconnect_closes_a_subject_everywhere(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_closes_a_subject_everywhere_on_redis() {
+    let redis = Redis::start();
+    disconnect_closes_a_subject_everywhere(Some(&redis)).await;
+}
+
+/// The backend moderates without chat tokens: kick on one instance closes
+/// the member on the other; the events say "server" did it.
+async fn the_backend_moderates(redis: Option<&Redis>) {
+    let (a, b) = two(redis, &[]).await;
+    let mut bob = Chat::join(&b, "bob").await;
+    let mut reader = Chat::join(&a, "reader").await;
+    let message = {
+        bob.say("spam").await;
+        bob.expect_message().await
+    };
+    let path = format!("/api/rooms/general/messages/{}", message.id);
+    assert_eq!(call(&a, "DELETE", &path, None, Value::Null).await.0, 204);
+    reader
+        .expect(
+            |e| matches!(e, ServerEvent::Deleted(d) if d.target == message.id && d.by == "server"),
+        )
+        .await;
+    let mute = json!({"pseudo": "bob", "seconds": 60});
+    assert_eq!(
+        call(&a, "POST", "/api/rooms/general/mute", None, mute)
+            .await
+            .0,
+        204
+    );
+    bob.expect(|e| matches!(e, ServerEvent::System(s) if s.kind == SystemKind::Muted))
+        .await;
+    bob.say("more spam").await;
+    assert_eq!(bob.expect_error().await, ErrorCode::Muted);
+    let kick = json!({"pseudo": "bob"});
+    assert_eq!(
+        call(&a, "POST", "/api/rooms/general/kick", None, kick)
+            .await
+            .0,
+        204
+    );
+    assert_eq!(bob.client.closed().await, Some(4003));
+    let kicked = reader
+        .expect(|e| matches!(e, ServerEvent::System(s) if s.kind == SystemKind::Kicked))
+        .await;
+    assert!(matches!(kicked, ServerEvent::System(s) if s.by.as_deref() == Some("server")));
+    // Any message, once: a second deletion finds nothing.
+    reader
+        .send(&ClientMessage::Say {
+            text: "mine".into(),
+            id: None,
+        })
+        .await;
+    let mine = reader.expect_message().await;
+    let path = format!("/api/rooms/general/messages/{}", mine.id);
+    assert_eq!(call(&a, "DELETE", &path, None, Value::Null).await.0, 204);
+    assert_eq!(call(&a, "DELETE", &path, None, Value::Null).await.0, 404);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_moderates_embedded() {
+    the_backend_moderates(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_moderates_on_redis() {
+    let redis = Redis::start();
+    the_backend_moderates(Some(&redis)).await;
+}
