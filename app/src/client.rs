@@ -122,7 +122,7 @@ async fn run(state: ChatState, mut queue: UnboundedReceiver<Command>, saved: Opt
             Ok(socket) => converse(state, socket, &mut queue, &mut carried).await,
             Err(_) => Ended::Closed,
         };
-        if state.ended.get_untracked().is_some() {
+        if state.ended.get_untracked() {
             // Another tab has the nickname, or a moderator removed this
             // person: reconnecting on its own would take it back, or be
             // refused. The page waits for the person.
@@ -294,7 +294,7 @@ async fn stopped(
             None => return false,
         }
     }
-    state.ended.set(None);
+    state.ended.set(false);
     state.error.set(None);
     true
 }
@@ -393,12 +393,11 @@ fn socket_url(room: &str, since: Option<Position>) -> String {
 /// JWTs are URL-safe as they are.
 fn token() -> Option<String> {
     let search = web_sys::window()?.location().search().ok()?;
-    let given = search
-        .trim_start_matches('?')
-        .split('&')
-        .find_map(|pair| pair.strip_prefix("token="))
-        .filter(|token| !token.is_empty())
-        .map(str::to_owned);
+    // The browser reads the query: no string searching in the WASM.
+    let given = web_sys::UrlSearchParams::new_with_str(&search)
+        .ok()
+        .and_then(|params| params.get("token"))
+        .filter(|token| !token.is_empty());
     if let Some(token) = &given {
         store(TOKEN_KEY, Some(token));
     }

@@ -3,8 +3,8 @@
 //! tests can exercise it.
 
 use crate::protocol::{
-    duration_text, Amendment, ChatMessage, ErrorCode, Position, RoomSummary, ServerEvent,
-    SystemMessage, DEFAULT_ROOM,
+    Amendment, ChatMessage, ErrorCode, Position, RoomSummary, ServerEvent, SystemMessage,
+    DEFAULT_ROOM,
 };
 use leptos::prelude::*;
 use std::collections::HashMap;
@@ -101,10 +101,10 @@ pub struct ChatState {
     pub moderation: RwSignal<bool>,
     /// This participant moderates the room.
     pub moderator: RwSignal<bool>,
-    /// Why this page stopped talking to the room (another tab took over,
-    /// or a moderator removed this participant): it does not reconnect
-    /// until the person asks.
-    pub ended: RwSignal<Option<String>>,
+    /// This page stopped talking to the room (another tab took over, or a
+    /// moderator removed this participant; `error` says which): it does not
+    /// reconnect until the person asks.
+    pub ended: RwSignal<bool>,
 }
 
 impl ChatState {
@@ -131,7 +131,7 @@ impl ChatState {
             unread: RwSignal::new(0),
             moderation: RwSignal::new(false),
             moderator: RwSignal::new(false),
-            ended: RwSignal::new(None),
+            ended: RwSignal::new(false),
         }
     }
 
@@ -253,9 +253,11 @@ impl ChatState {
                 self.on_joined(pseudo);
             }
             ServerEvent::Deleted(a) | ServerEvent::Edited(a) => self.on_amendment(a),
-            ServerEvent::Replaced => self
-                .ended
-                .set(Some("This conversation continues in another tab.".into())),
+            ServerEvent::Replaced => {
+                self.ended.set(true);
+                let why = "This conversation continues in another tab.";
+                self.error.set(Some(why.into()));
+            }
             ServerEvent::Message(m) => self.on_message(m, live),
             ServerEvent::System(s) => self.push(Entry::System(s)),
             ServerEvent::Count { count } => self.count.set(count),
@@ -274,15 +276,10 @@ impl ChatState {
             ServerEvent::Rooms { rooms } => self.on_rooms(rooms),
             // The socket task follows acknowledgements (see `client`).
             ServerEvent::Ack { .. } => {}
-            ServerEvent::Error {
-                code,
-                message,
-                until,
-                retry_after_ms,
-            } => {
-                let message = explained(code, message, until, retry_after_ms, self.now_ms());
+            // The message says how long a mute, ban or slow mode lasts.
+            ServerEvent::Error { code, message, .. } => {
                 if matches!(code, ErrorCode::Kicked | ErrorCode::Banned) {
-                    self.ended.set(Some(message.clone()));
+                    self.ended.set(true);
                 }
                 self.on_error(code, message);
                 return Some(code);
@@ -398,16 +395,6 @@ impl ChatState {
         });
     }
 
-    /// The newest stream time seen: refusals say how long is left from it.
-    fn now_ms(&self) -> u64 {
-        self.entries.with_untracked(|entries| {
-            entries.last().map_or(0, |entry| match entry {
-                Entry::Message(m) => m.ts,
-                Entry::System(s) => s.ts,
-            })
-        })
-    }
-
     fn on_error(&self, code: ErrorCode, message: String) {
         if matches!(
             code,
@@ -440,30 +427,6 @@ impl ChatState {
                 e.drain(..e.len() - MAX_ENTRIES);
             }
         });
-    }
-}
-
-/// A refusal as a person reads it: with how long a mute, ban or slow mode
-/// lasts (`now_ms`: the page's clock; 0 when unknown).
-fn explained(
-    code: ErrorCode,
-    message: String,
-    until: Option<u64>,
-    retry_after_ms: Option<u64>,
-    now_ms: u64,
-) -> String {
-    match (code, until, retry_after_ms) {
-        (_, _, Some(wait)) => format!(
-            "{message} (try again in {})",
-            duration_text(wait.div_ceil(1000))
-        ),
-        (ErrorCode::Muted | ErrorCode::Banned, Some(until), _) if now_ms > 0 && until > now_ms => {
-            format!(
-                "{message} for {}",
-                duration_text((until - now_ms).div_ceil(1000))
-            )
-        }
-        _ => message,
     }
 }
 
@@ -525,10 +488,11 @@ mod tests {
             shown,
             [(String::new(), true, false), ("typo".into(), false, true)]
         );
-        assert_eq!(state.ended.get_untracked(), None);
+        assert!(!state.ended.get_untracked());
         state.apply(ServerEvent::Replaced);
-        assert!(state.ended.get_untracked().unwrap().contains("another tab"));
-        state.ended.set(None);
+        assert!(state.ended.get_untracked());
+        assert!(state.error.get_untracked().unwrap().contains("another tab"));
+        state.ended.set(false);
         let kicked = ServerEvent::Error {
             code: ErrorCode::Kicked,
             message: "you were removed from the room by mod".into(),
@@ -536,18 +500,7 @@ mod tests {
             retry_after_ms: None,
         };
         assert_eq!(state.apply(kicked), Some(ErrorCode::Kicked));
-        assert!(state.ended.get_untracked().is_some());
-        let slow = ServerEvent::Error {
-            code: ErrorCode::SlowMode,
-            message: "slow mode".into(),
-            until: None,
-            retry_after_ms: Some(4_200),
-        };
-        state.apply(slow);
-        assert_eq!(
-            state.error.get_untracked().as_deref(),
-            Some("slow mode (try again in 5 s)")
-        );
+        assert!(state.ended.get_untracked());
     }
 
     #[test]

@@ -19,7 +19,7 @@ use crate::clock::now_ms;
 use crate::fanout::ConnId;
 use crate::nickname;
 use app::protocol::{
-    Amendment, ChatMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
+    duration_text, Amendment, ChatMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
     EDIT_WINDOW_SECS, MAX_REDACT_MINUTES, MAX_SANCTION_SECS, MAX_SLOW_MODE_SECS,
 };
 use axum::extract::ws::Utf8Bytes;
@@ -267,7 +267,11 @@ impl Chat {
                     until: Some(until),
                     ..Denied::new(
                         ErrorCode::Banned,
-                        format!("you were banned from the room by {}", actor.pseudo),
+                        format!(
+                            "you were banned from the room by {} for {}",
+                            actor.pseudo,
+                            duration_text(seconds)
+                        ),
                     )
                 };
                 self.remove(room, conn, Removal::Banned, last.frame()).await;

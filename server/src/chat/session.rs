@@ -10,8 +10,8 @@ use crate::metrics;
 use crate::ws::throttle::{Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Refusal, Socket};
 use app::protocol::{
-    ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
-    DEFAULT_ROOM,
+    duration_text, ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent,
+    SystemKind, DEFAULT_ROOM,
 };
 use axum::extract::ws::Utf8Bytes;
 use std::net::IpAddr;
@@ -235,9 +235,11 @@ impl ChatSession {
         match self.chat.broker.banned(&self.room, &member.key).await {
             Ok(Some(until)) => {
                 metrics::error("chat", ErrorCode::Banned.as_str());
+                let left = until.saturating_sub(crate::clock::now_ms()).div_ceil(1000);
+                let message = format!("you are banned from this room for {}", duration_text(left));
                 let denied = Denied {
                     until: Some(until),
-                    ..Denied::new(ErrorCode::Banned, "you are banned from this room")
+                    ..Denied::new(ErrorCode::Banned, message)
                 };
                 self.peer.send(denied.frame());
                 Some(close::BANNED)
@@ -424,20 +426,23 @@ impl ChatSession {
         match self.chat.append(&self.room, entry).await {
             Ok(Appended::New(stored) | Appended::Repeat(stored)) => self.acknowledge(once, &stored),
             Ok(Appended::Muted { until_ms }) => {
+                let left = until_ms
+                    .saturating_sub(crate::clock::now_ms())
+                    .div_ceil(1000);
+                let message = format!("you are muted in this room for {}", duration_text(left));
                 let denied = Denied {
                     until: Some(until_ms),
-                    ..Denied::new(ErrorCode::Muted, "you are muted in this room")
+                    ..Denied::new(ErrorCode::Muted, message)
                 };
                 metrics::error("chat", denied.code.as_str());
                 self.peer.send(denied.frame());
             }
             Ok(Appended::Slowed { retry_after_ms }) => {
+                let wait = duration_text(retry_after_ms.div_ceil(1000));
+                let message = format!("slow mode: wait {wait} before sending another message");
                 let denied = Denied {
                     retry_after_ms: Some(retry_after_ms),
-                    ..Denied::new(
-                        ErrorCode::SlowMode,
-                        "slow mode: wait before sending another message",
-                    )
+                    ..Denied::new(ErrorCode::SlowMode, message)
                 };
                 metrics::error("chat", denied.code.as_str());
                 self.peer.send(denied.frame());
