@@ -105,6 +105,7 @@ fn read_message<J: Json>(frame: &J) -> Option<ChatMessage> {
         ts: count(frame, "ts")?,
         deleted: flag(frame, "deleted")?,
         edited: flag(frame, "edited")?,
+        server: flag(frame, "server")?,
     })
 }
 
@@ -265,6 +266,7 @@ mod tests {
             ts: 1_764_000_000_123,
             deleted: false,
             edited: false,
+            server: false,
         };
         let system = SystemMessage {
             epoch: String::new(),
@@ -327,6 +329,10 @@ mod tests {
             }),
             ServerEvent::Message(ChatMessage {
                 edited: true,
+                ..message.clone()
+            }),
+            ServerEvent::Message(ChatMessage {
+                server: true,
                 ..message.clone()
             }),
             ServerEvent::System(SystemMessage {

@@ -260,6 +260,10 @@ pub struct ChatMessage {
     /// Its author changed the text since it was sent.
     #[serde(default, skip_serializing_if = "is_false")]
     pub edited: bool,
+    /// Posted by the backend through the server API, under a name it
+    /// chose (not a participant's nickname).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub server: bool,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -758,6 +762,7 @@ mod tests {
             ts: 5,
             deleted: false,
             edited: false,
+            server: false,
         };
         // Not yet in a stream: no position on the wire.
         let json = serde_json::to_value(ServerEvent::Message(message.clone())).unwrap();

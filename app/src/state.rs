@@ -451,6 +451,7 @@ mod tests {
             ts: 0,
             deleted: false,
             edited: false,
+            server: false,
         }
     }
 

@@ -436,7 +436,7 @@ fn MessageList(state: ChatState) -> impl IntoView {
                         let id = m.id;
                         let text = if m.deleted { "message deleted".to_owned() } else { m.text };
                         Either::Left(view! {
-                            <div class="message" class:own=move || mine(&author) class:deleted=m.deleted data-testid="message" data-on=id.to_string()>
+                            <div class="message" class:own=move || mine(&author) class:deleted=m.deleted class:server=m.server data-testid="message" data-on=id.to_string()>
                                 <span class="author" data-testid="message-author">{m.author}</span>
                                 <time class="time" data-testid="message-time">{local_time(m.ts)}</time>
                                 <span class="edited" data-testid="edited-mark" hidden=!m.edited>"(edited)"</span>

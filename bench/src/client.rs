@@ -245,6 +245,7 @@ mod tests {
             ts: 1,
             deleted: false,
             edited: false,
+            server: false,
         })
     }
 

@@ -24,6 +24,7 @@ fn event(text: String) -> ServerEvent {
         ts: 1_700_000_000_000,
         deleted: false,
         edited: false,
+        server: false,
     })
 }
 

@@ -290,3 +290,114 @@ async fn the_backend_moderates_on_redis() {
     let redis = Redis::start();
     the_backend_moderates(Some(&redis)).await;
 }
+
+/// The backend posts (once per id), reads the room and its history, and
+/// sends relay frames byte for byte; clients on the other instance see it.
+async fn the_backend_posts_reads_and_relays(redis: Option<&Redis>) {
+    let (a, b) = two(redis, &[]).await;
+    let mut reader = Chat::join_room(&b, "news", "reader").await;
+    let id = uuid::Uuid::new_v4();
+    let body = json!({"author": "Newsbot", "text": "hello from the backend", "id": id});
+    let (status, stored) = call(&a, "POST", "/api/rooms/news/messages", None, body.clone()).await;
+    assert_eq!(status, 201, "{stored}");
+    assert_eq!(
+        (&stored["id"], &stored["server"]),
+        (&json!(id), &json!(true))
+    );
+    assert!(stored["offset"].as_u64().is_some_and(|o| o > 0), "{stored}");
+    assert_eq!(
+        call(&a, "POST", "/api/rooms/news/messages", None, body).await,
+        (201, stored.clone())
+    );
+    let message = reader.expect_message().await;
+    assert_eq!(
+        (message.id, message.author.as_str(), message.server),
+        (id, "Newsbot", true)
+    );
+    let bad = json!({"author": "", "text": "x"});
+    assert_eq!(
+        call(&a, "POST", "/api/rooms/news/messages", None, bad)
+            .await
+            .0,
+        400
+    );
+
+    let (status, room) = call(&a, "GET", "/api/rooms/news", None, Value::Null).await;
+    assert_eq!(status, 200);
+    assert_eq!(
+        (&room["count"], &room["online"]),
+        (&json!(1), &json!(["reader"]))
+    );
+    assert_eq!(room["epoch"], stored["epoch"]);
+    common::eventually("the room list has the room", common::WAIT, || async {
+        let (_, rooms) = call(&a, "GET", "/api/rooms", None, Value::Null).await;
+        rooms["rooms"]
+            .as_array()
+            .is_some_and(|rooms| rooms.iter().any(|r| r["name"] == "news" && r["count"] == 1))
+    })
+    .await;
+
+    let since = format!("{}:0", stored["epoch"].as_str().unwrap());
+    let path = format!("/api/rooms/news/history?since={since}&limit=1");
+    let (status, page) = call(&a, "GET", &path, None, Value::Null).await;
+    assert_eq!(
+        (status, &page["recovered"], &page["more"]),
+        (200, &json!(true), &json!(true))
+    );
+    assert_eq!(page["events"].as_array().map(Vec::len), Some(1));
+    let (_, all) = call(&a, "GET", "/api/rooms/news/history", None, Value::Null).await;
+    let copies = all["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["id"] == json!(id))
+        .count();
+    assert_eq!(copies, 1, "{all}");
+    let (status, _) = call(
+        &a,
+        "GET",
+        "/api/rooms/news/history?since=nope",
+        None,
+        Value::Null,
+    )
+    .await;
+    assert_eq!(status, 400);
+
+    let mut lamp = Client::connect(&b.relay_url()).await;
+    lamp.send_json(json!({"action": "lights"})).await;
+    assert_eq!(lamp.json().await["type"], "registered");
+    let frame = r#"{ "on" : true, "level": 1.50 }"#;
+    let (status, text) = common::http_request(
+        a.running.admin,
+        "POST",
+        "/api/actions/lights/frames",
+        &[],
+        frame,
+    )
+    .await;
+    assert_eq!(status, 202, "{text}");
+    match lamp.receive().await {
+        common::Received::Text(got) => assert_eq!(got, frame, "byte for byte"),
+        other => panic!("expected the frame, got {other:?}"),
+    }
+    let (status, _) = common::http_request(
+        a.running.admin,
+        "POST",
+        "/api/actions/lights/frames",
+        &[],
+        "{oops",
+    )
+    .await;
+    assert_eq!(status, 400);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_posts_reads_and_relays_embedded() {
+    the_backend_posts_reads_and_relays(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_backend_posts_reads_and_relays_on_redis() {
+    let redis = Redis::start();
+    the_backend_posts_reads_and_relays(Some(&redis)).await;
+}

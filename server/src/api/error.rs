@@ -1,6 +1,7 @@
 //! The API's errors: a stable code, a message that says what to change, and
 //! the HTTP status that fits.
 
+use crate::broker::BrokerError;
 use crate::chat::moderation::Denied;
 use app::protocol::ErrorCode;
 use axum::extract::rejection::JsonRejection;
@@ -25,6 +26,12 @@ pub enum ApiError {
 impl From<JsonRejection> for ApiError {
     fn from(rejection: JsonRejection) -> Self {
         ApiError::Invalid(rejection.body_text())
+    }
+}
+
+impl From<BrokerError> for ApiError {
+    fn from(err: BrokerError) -> Self {
+        ApiError::Unavailable(format!("{err}: try again in a moment"))
     }
 }
 

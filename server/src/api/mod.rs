@@ -6,6 +6,9 @@
 //! "message":"…"}`) with a fitting status; every call is counted in
 //! `api_calls_total{call,status}`.
 //!
+//! - [`rooms`]: the room list, a room's count, online list and position,
+//!   its history, and posting a message (marked as from the server);
+//! - [`relay`]: a frame to every client of an action;
 //! - [`moderation`]: kick, ban, mute, slow mode and deleting a message, as
 //!   the moderation frames do, by "server";
 //! - `POST /api/disconnect`: closes every connection (chat and relay) whose
@@ -13,13 +16,16 @@
 
 mod error;
 mod moderation;
+mod relay;
+mod rooms;
 
 use crate::chat::Chat;
+use crate::relay::Relay;
 use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 pub use error::ApiError;
 use serde::{Deserialize, Serialize};
@@ -30,6 +36,7 @@ use subtle::ConstantTimeEq;
 /// What the API's handlers share.
 pub struct Api {
     pub chat: Arc<Chat>,
+    pub relay: Arc<Relay>,
     /// `API_KEY`; none: loopback callers only.
     pub key: Option<String>,
 }
@@ -37,6 +44,11 @@ pub struct Api {
 pub fn routes(api: Arc<Api>) -> Router {
     Router::new()
         .route("/api/disconnect", post(disconnect))
+        .route("/api/rooms", get(rooms::list))
+        .route("/api/rooms/{room}", get(rooms::one))
+        .route("/api/rooms/{room}/history", get(rooms::history))
+        .route("/api/rooms/{room}/messages", post(rooms::post))
+        .route("/api/actions/{action}/frames", post(relay::frames))
         .route("/api/rooms/{room}/kick", post(moderation::kick))
         .route("/api/rooms/{room}/ban", post(moderation::ban))
         .route("/api/rooms/{room}/mute", post(moderation::mute))

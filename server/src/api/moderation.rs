@@ -2,10 +2,10 @@
 //! "server" (allowed with or without chat access tokens: the backend is
 //! trusted; it cannot edit anyone's message).
 
+use super::rooms::room;
 use super::{Api, ApiError};
 use crate::broker::Sanction;
 use crate::chat::moderation::Actor;
-use app::protocol::valid_room;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -42,14 +42,6 @@ pub struct Mute {
 #[serde(deny_unknown_fields)]
 pub struct SlowMode {
     seconds: u64,
-}
-
-fn room(room: String) -> Result<String, ApiError> {
-    if valid_room(&room) {
-        return Ok(room);
-    }
-    let why = "room must be 1 to 64 letters, digits, '-' or '_'";
-    Err(ApiError::Invalid(why.into()))
 }
 
 pub async fn kick(

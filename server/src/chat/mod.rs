@@ -10,6 +10,7 @@
 //! - [`resume`] serves a reconnecting client what it missed;
 //! - [`counts`] pushes counts, online lists and the room list, coalesced;
 //! - [`crowd`] groups the joins and leaves of big rooms;
+//! - [`query`] answers the server API's reads and posts;
 //! - [`moderation`] deletes, edits, kicks, bans, mutes, slows, and
 //!   [`control`] carries orders to one connection on any instance.
 
@@ -21,6 +22,7 @@ pub mod feed;
 mod inbound;
 pub mod moderation;
 mod open;
+pub mod query;
 mod resume;
 mod sequencer;
 mod session;
@@ -44,6 +46,7 @@ pub use feed::Feeds;
 use governor::{DefaultKeyedRateLimiter, Quota};
 pub use inbound::Inbound;
 use resume::Resume;
+pub use resume::Snapshot;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;

@@ -410,6 +410,7 @@ impl ChatSession {
             ts: crate::clock::now_ms(),
             deleted: false,
             edited: false,
+            server: false,
         };
         // The message ends this bout of typing: the next one is news.
         self.typed = None;

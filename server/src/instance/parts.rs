@@ -116,6 +116,7 @@ impl Parts {
                 &monitor,
                 Arc::new(Api {
                     chat: chat.clone(),
+                    relay: relay.clone(),
                     key: config.api_key.clone(),
                 }),
             ),

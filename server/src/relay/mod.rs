@@ -10,11 +10,11 @@ mod session;
 
 use crate::admission::Guard;
 use crate::auth;
-use crate::broker::Broker;
-use crate::fanout::{Hub, Kind};
+use crate::broker::{Broker, BrokerError, Envelope};
+use crate::fanout::{Hub, Kind, Topic};
 use crate::presence::Presence;
 use crate::ws;
-use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
@@ -43,6 +43,18 @@ pub struct Relay {
     pub shutdown: CancellationToken,
     /// Every connection's task, so that a drain can wait for them.
     pub tasks: TaskTracker,
+}
+
+impl Relay {
+    /// Hands a frame from the backend to every client of the action on
+    /// every instance, as it is; fails when the other instances cannot be
+    /// reached (this one's clients have it).
+    pub async fn forward(&self, action: &str, frame: Utf8Bytes) -> Result<(), BrokerError> {
+        let topic = Topic::Action(action.to_owned());
+        self.hub.deliver(&topic, &frame, None);
+        let envelope = Envelope::new(self.instance, None, frame);
+        self.broker.publish(&topic, envelope).await
+    }
 }
 
 pub async fn upgrade(

@@ -1,0 +1,146 @@
+//! Rooms for the backend: the list, one room's state and history, and
+//! posting a message.
+
+use super::{Api, ApiError};
+use crate::chat::query::RoomState;
+use app::protocol::{valid_room, MessageText, Position, Pseudo, RoomSummary};
+use axum::body::Body;
+use axum::extract::rejection::JsonRejection;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::Response;
+use axum::Json;
+use serde::{Deserialize, Serialize};
+use std::sync::Arc;
+use uuid::Uuid;
+
+pub fn room(room: String) -> Result<String, ApiError> {
+    if valid_room(&room) {
+        return Ok(room);
+    }
+    let why = "room must be 1 to 64 letters, digits, '-' or '_'";
+    Err(ApiError::Invalid(why.into()))
+}
+
+/// A JSON body made of stored frames, sent as they are.
+fn raw_json(status: StatusCode, body: String) -> Response {
+    Response::builder()
+        .status(status)
+        .header(header::CONTENT_TYPE, "application/json")
+        .body(Body::from(body))
+        .expect("a valid response")
+}
+
+#[derive(Serialize)]
+pub struct Rooms {
+    rooms: Vec<RoomSummary>,
+}
+
+pub async fn list(State(api): State<Arc<Api>>) -> Result<Json<Rooms>, ApiError> {
+    let rooms = api.chat.rooms().await?;
+    Ok(Json(Rooms { rooms }))
+}
+
+#[derive(Serialize)]
+pub struct Room {
+    name: String,
+    count: u64,
+    online: Vec<String>,
+    epoch: String,
+    offset: u64,
+}
+
+pub async fn one(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+) -> Result<Json<Room>, ApiError> {
+    let name = room(name)?;
+    let RoomState {
+        count,
+        online,
+        epoch,
+        offset,
+    } = api.chat.room_state(&name).await?;
+    Ok(Json(Room {
+        name,
+        count,
+        online,
+        epoch,
+        offset,
+    }))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryQuery {
+    /// `<epoch>:<offset>`, as events carry them.
+    since: Option<String>,
+    /// At most this many events, the oldest first (default and most: the
+    /// whole history).
+    limit: Option<usize>,
+}
+
+/// `{"epoch","offset","recovered","more","events":[…]}`: the events after
+/// `since`, as clients receive them; `offset` is the stream's newest,
+/// `more` says that `limit` left some out (ask again from the last one).
+pub async fn history(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    let name = room(name)?;
+    let Query(HistoryQuery { since, limit }) =
+        query.map_err(|err| ApiError::Invalid(err.body_text()))?;
+    let since = match since {
+        Some(since) => Some(Position::from_query(&since).ok_or_else(|| {
+            ApiError::Invalid("since must be <epoch>:<offset>, as events carry them".into())
+        })?),
+        None => None,
+    };
+    let mut snapshot = api.chat.history(&name, since).await?;
+    let more = limit.is_some_and(|limit| snapshot.events.len() > limit);
+    if let Some(limit) = limit {
+        snapshot.events.truncate(limit);
+    }
+    let events: Vec<&str> = snapshot.events.iter().map(|e| e.as_str()).collect();
+    let head = serde_json::json!({
+        "epoch": snapshot.epoch,
+        "offset": snapshot.offset,
+        "recovered": snapshot.recovered,
+        "more": more,
+    })
+    .to_string();
+    // The stored frames go out as they are.
+    let body = format!(
+        "{},\"events\":[{}]}}",
+        head.strip_suffix('}').unwrap_or(&head),
+        events.join(",")
+    );
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Post {
+    author: String,
+    text: String,
+    /// Makes the post idempotent while the message is in the history.
+    id: Option<Uuid>,
+}
+
+/// Appends a message; answers with the stored event (its `epoch`,
+/// `offset` and `id`), the same for a repeat of an `id`.
+pub async fn post(
+    State(api): State<Arc<Api>>,
+    Path(name): Path<String>,
+    body: Result<Json<Post>, JsonRejection>,
+) -> Result<Response, ApiError> {
+    let Json(Post { author, text, id }) = body?;
+    let name = room(name)?;
+    let author =
+        Pseudo::parse(&author).map_err(|err| ApiError::Invalid(format!("author: {err}")))?;
+    let text =
+        MessageText::parse(&text).map_err(|err| ApiError::Invalid(format!("text: {err}")))?;
+    let stored = api.chat.post(&name, &author, text, id).await?;
+    Ok(raw_json(StatusCode::CREATED, stored))
+}
