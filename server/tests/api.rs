@@ -365,7 +365,15 @@ async fn the_backend_posts_reads_and_relays(redis: Option<&Redis>) {
 
     let mut lamp = Client::connect(&b.relay_url()).await;
     lamp.send_json(json!({"action": "lights"})).await;
-    assert_eq!(lamp.json().await["type"], "registered");
+    let registered = lamp.json().await;
+    assert_eq!(registered["type"], "registered");
+    let (status, listed) = call(&a, "GET", "/api/actions/lights/clients", None, Value::Null).await;
+    assert_eq!(status, 200);
+    let clients = listed["clients"].as_array().expect("a list");
+    assert_eq!(clients.len(), 1, "{listed}");
+    assert_eq!(clients[0]["id"], registered["id"]);
+    assert_eq!(clients[0]["registration"], json!({"action": "lights"}));
+    assert!(clients[0]["instance"].is_string(), "{listed}");
     let frame = r#"{ "on" : true, "level": 1.50 }"#;
     let (status, text) = common::http_request(
         a.running.admin,
@@ -400,4 +408,122 @@ async fn the_backend_posts_reads_and_relays_embedded() {
 async fn the_backend_posts_reads_and_relays_on_redis() {
     let redis = Redis::start();
     the_backend_posts_reads_and_relays(Some(&redis)).await;
+}
+
+/// A batch runs its calls in order, one answer each, and holds no more
+/// than 100.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_answers_each_call_in_order() {
+    let server = Instance::configured(None, &[("API_KEY", KEY)]).await;
+    let mut reader = Chat::join(&server, "reader").await;
+    let calls = json!({"calls": [
+        {"method": "POST", "path": "/api/rooms/general/messages", "body": {"author": "Bot", "text": "one"}},
+        {"method": "post", "path": "/api/rooms/general/messages", "body": {"author": "Bot", "text": "two"}},
+        {"method": "GET", "path": "/api/rooms/general"},
+        {"method": "GET", "path": "/api/rooms/general/history?limit=1"},
+        {"method": "POST", "path": "/api/rooms/general/kick", "body": {"pseudo": "nobody"}},
+    ]});
+    assert_eq!(
+        call(&server, "POST", "/api/batch", None, calls.clone())
+            .await
+            .0,
+        401
+    );
+    let (status, answer) = call(&server, "POST", "/api/batch", Some(KEY), calls).await;
+    assert_eq!(status, 200, "{answer}");
+    let statuses: Vec<&Value> = answer["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["status"])
+        .collect();
+    assert_eq!(
+        statuses,
+        [
+            &json!(201),
+            &json!(201),
+            &json!(200),
+            &json!(200),
+            &json!(404)
+        ]
+    );
+    assert_eq!(answer["results"][1]["body"]["text"], "two");
+    assert_eq!(answer["results"][2]["body"]["count"], 1);
+    let texts: Vec<String> = reader
+        .messages(2)
+        .await
+        .into_iter()
+        .map(|m| m.text)
+        .collect();
+    assert_eq!(texts, ["one", "two"], "in order");
+
+    let many = json!({"calls": vec![json!({"method": "GET", "path": "/api/rooms"}); 101]});
+    assert_eq!(
+        call(&server, "POST", "/api/batch", Some(KEY), many).await.0,
+        400
+    );
+    let nested =
+        json!({"calls": [{"method": "POST", "path": "/api/batch", "body": {"calls": []}}]});
+    assert_eq!(
+        call(&server, "POST", "/api/batch", Some(KEY), nested)
+            .await
+            .0,
+        400
+    );
+}
+
+/// The description (`/api/openapi.json`) lists exactly the calls served:
+/// the expected list, each documented call answered by its handler (not
+/// the "no such API call" fallback, nor 405), and an undocumented one not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_openapi_document_lists_exactly_the_served_calls() {
+    let server = Instance::configured(None, &[]).await;
+    let (status, doc) = call(&server, "GET", "/api/openapi.json", None, Value::Null).await;
+    assert_eq!(status, 200, "{doc}");
+    let mut documented: Vec<String> = doc["paths"]
+        .as_object()
+        .expect("paths")
+        .iter()
+        .flat_map(|(path, item)| {
+            let methods = item.as_object().expect("operations").keys();
+            methods.map(move |method| format!("{} {path}", method.to_uppercase()))
+        })
+        .collect();
+    documented.sort();
+    assert_eq!(
+        documented,
+        [
+            "DELETE /api/rooms/{room}/messages/{id}",
+            "GET /api/actions/{action}/clients",
+            "GET /api/rooms",
+            "GET /api/rooms/{room}",
+            "GET /api/rooms/{room}/history",
+            "POST /api/actions/{action}/frames",
+            "POST /api/batch",
+            "POST /api/disconnect",
+            "POST /api/rooms/{room}/ban",
+            "POST /api/rooms/{room}/kick",
+            "POST /api/rooms/{room}/messages",
+            "POST /api/rooms/{room}/mute",
+            "POST /api/rooms/{room}/slow_mode",
+        ]
+    );
+    for entry in &documented {
+        let (method, path) = entry.split_once(' ').unwrap();
+        let path = path
+            .replace("{room}", "general")
+            .replace("{action}", "lights")
+            .replace("{id}", &uuid::Uuid::nil().to_string());
+        let (status, body) = call(&server, method, &path, None, json!({})).await;
+        assert_ne!(status, 405, "{entry}");
+        assert_ne!(
+            body["message"], "no such API call",
+            "{entry}: {status} {body}"
+        );
+    }
+    let (status, body) = call(&server, "POST", "/api/rooms/general/clear", None, json!({})).await;
+    assert_eq!(
+        (status, &body["message"]),
+        (404, &json!("no such API call"))
+    );
 }

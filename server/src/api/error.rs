@@ -8,6 +8,8 @@ use axum::extract::rejection::JsonRejection;
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
+use serde::Serialize;
+use utoipa::ToSchema;
 
 #[derive(Debug)]
 pub enum ApiError {
@@ -46,6 +48,15 @@ impl From<Denied> for ApiError {
     }
 }
 
+/// What every error answers.
+#[derive(Serialize, ToSchema)]
+pub struct ErrorBody {
+    /// `unauthorized`, `invalid`, `not_found`, `forbidden` or `unavailable`.
+    error: &'static str,
+    /// What to change.
+    message: String,
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let (status, code, message) = match self {
@@ -55,7 +66,10 @@ impl IntoResponse for ApiError {
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
         };
-        let body = serde_json::json!({ "error": code, "message": message });
+        let body = ErrorBody {
+            error: code,
+            message,
+        };
         (status, Json(body)).into_response()
     }
 }

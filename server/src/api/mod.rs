@@ -8,12 +8,16 @@
 //!
 //! - [`rooms`]: the room list, a room's count, online list and position,
 //!   its history, and posting a message (marked as from the server);
-//! - [`relay`]: a frame to every client of an action;
+//! - [`relay`]: a frame to every client of an action, and its clients;
 //! - [`moderation`]: kick, ban, mute, slow mode and deleting a message, as
 //!   the moderation frames do, by "server";
+//! - [`batch`]: several calls in order, one answer each;
+//! - `GET /api/openapi.json`: the description of every call (utoipa),
+//!   made from the same annotated handlers as the routes;
 //! - `POST /api/disconnect`: closes every connection (chat and relay) whose
 //!   access token has the subject, on every instance.
 
+mod batch;
 mod error;
 mod moderation;
 mod relay;
@@ -25,13 +29,16 @@ use axum::extract::{ConnectInfo, MatchedPath, Request, State};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::get;
 use axum::{Json, Router};
-pub use error::ApiError;
+pub use error::{ApiError, ErrorBody};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use subtle::ConstantTimeEq;
+use utoipa::{OpenApi, ToSchema};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 /// What the API's handlers share.
 pub struct Api {
@@ -41,26 +48,52 @@ pub struct Api {
     pub key: Option<String>,
 }
 
+/// The API's description, completed from the handlers' annotations.
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Chat server API",
+        description = "Drive the chat and the relay from a backend. Every call needs `Authorization: apikey <API_KEY>` (without API_KEY: callers on the server's machine only)."
+    ),
+    components(schemas(ErrorBody))
+)]
+struct ApiDoc;
+
 pub fn routes(api: Arc<Api>) -> Router {
-    Router::new()
-        .route("/api/disconnect", post(disconnect))
-        .route("/api/rooms", get(rooms::list))
-        .route("/api/rooms/{room}", get(rooms::one))
-        .route("/api/rooms/{room}/history", get(rooms::history))
-        .route("/api/rooms/{room}/messages", post(rooms::post))
-        .route("/api/actions/{action}/frames", post(relay::frames))
-        .route("/api/rooms/{room}/kick", post(moderation::kick))
-        .route("/api/rooms/{room}/ban", post(moderation::ban))
-        .route("/api/rooms/{room}/mute", post(moderation::mute))
-        .route("/api/rooms/{room}/slow_mode", post(moderation::slow_mode))
+    let (calls, doc) = calls().routes(routes!(batch::batch)).split_for_parts();
+    let doc = Arc::new(doc);
+    calls
         .route(
-            "/api/rooms/{room}/messages/{id}",
-            delete(moderation::delete),
+            "/api/openapi.json",
+            get(move || {
+                let doc = doc.clone();
+                async move { Json(doc) }
+            }),
         )
         .fallback(|| async { ApiError::NotFound("no such API call".into()) })
         .layer(middleware::from_fn_with_state(api.clone(), authorize))
         .layer(middleware::from_fn(count))
         .with_state(api)
+}
+
+/// Every call but the batch (and the description), without the key check
+/// (a batch's calls were checked with it). The routes and the description
+/// come from the same annotated handlers: one cannot list what the other
+/// does not serve.
+fn calls() -> OpenApiRouter<Arc<Api>> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(disconnect))
+        .routes(routes!(rooms::list))
+        .routes(routes!(rooms::one))
+        .routes(routes!(rooms::history))
+        .routes(routes!(rooms::post))
+        .routes(routes!(relay::frames))
+        .routes(routes!(relay::clients))
+        .routes(routes!(moderation::kick))
+        .routes(routes!(moderation::ban))
+        .routes(routes!(moderation::mute))
+        .routes(routes!(moderation::slow_mode))
+        .routes(routes!(moderation::delete))
 }
 
 /// Lets through a caller with the key, or, without a key configured, a
@@ -103,19 +136,23 @@ async fn count(path: Option<MatchedPath>, request: Request, next: Next) -> Respo
     response
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 struct Subject {
     sub: String,
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 struct Disconnected {
     /// Connections closed on the instance that took the call; the others
     /// close theirs as the order reaches them.
     closed_here: usize,
 }
 
+/// Closes every chat and relay connection whose access token has this
+/// subject, on every instance (close 4003).
+#[utoipa::path(post, path = "/api/disconnect", tag = "connections", request_body = Subject,
+    responses((status = 202, description = "closed here, and ordered everywhere", body = Disconnected), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 async fn disconnect(
     State(api): State<Arc<Api>>,
     body: Result<Json<Subject>, axum::extract::rejection::JsonRejection>,

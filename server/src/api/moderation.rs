@@ -3,7 +3,7 @@
 //! trusted; it cannot edit anyone's message).
 
 use super::rooms::room;
-use super::{Api, ApiError};
+use super::{Api, ApiError, ErrorBody};
 use crate::broker::Sanction;
 use crate::chat::moderation::Actor;
 use axum::extract::rejection::JsonRejection;
@@ -12,17 +12,18 @@ use axum::http::StatusCode;
 use axum::Json;
 use serde::Deserialize;
 use std::sync::Arc;
+use utoipa::ToSchema;
 use uuid::Uuid;
 
 type Body<T> = Result<Json<T>, JsonRejection>;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Kick {
     pseudo: String,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ban {
     pseudo: String,
@@ -31,19 +32,22 @@ pub struct Ban {
     redact_minutes: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mute {
     pseudo: String,
     seconds: u64,
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct SlowMode {
     seconds: u64,
 }
 
+/// Closes the participant's connection on whichever instance (close 4003 `kicked`); says so in the stream.
+#[utoipa::path(post, path = "/api/rooms/{room}/kick", tag = "moderation", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Kick,
+    responses((status = 204, description = "done"), (status = 404, description = "nobody by that nickname (kick)", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn kick(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -55,6 +59,9 @@ pub async fn kick(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Bans the nickname from the room for `seconds` (0 lifts it), closing its connection; `redact_minutes` also deletes its recent messages.
+#[utoipa::path(post, path = "/api/rooms/{room}/ban", tag = "moderation", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Ban,
+    responses((status = 204, description = "done"), (status = 404, description = "nobody by that nickname (kick)", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn ban(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -79,6 +86,9 @@ pub async fn ban(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Mutes the nickname in the room for `seconds` (0 lifts it).
+#[utoipa::path(post, path = "/api/rooms/{room}/mute", tag = "moderation", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Mute,
+    responses((status = 204, description = "done"), (status = 404, description = "nobody by that nickname (kick)", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn mute(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -92,6 +102,9 @@ pub async fn mute(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// One message per `seconds` per person in the room (0 ends it).
+#[utoipa::path(post, path = "/api/rooms/{room}/slow_mode", tag = "moderation", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = SlowMode,
+    responses((status = 204, description = "done"), (status = 404, description = "nobody by that nickname (kick)", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn slow_mode(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -105,6 +118,11 @@ pub async fn slow_mode(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Deletes a message still in the room's history: readers remove it, the
+/// stored copy becomes a tombstone.
+#[utoipa::path(delete, path = "/api/rooms/{room}/messages/{id}", tag = "moderation",
+    params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _"), ("id" = Uuid, Path, description = "the message's id")),
+    responses((status = 204, description = "deleted"), (status = 404, description = "no such message in the history", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn delete(
     State(api): State<Arc<Api>>,
     Path((name, id)): Path<(String, String)>,

@@ -1,7 +1,7 @@
 //! Rooms for the backend: the list, one room's state and history, and
 //! posting a message.
 
-use super::{Api, ApiError};
+use super::{Api, ApiError, ErrorBody};
 use crate::chat::query::RoomState;
 use app::protocol::{valid_room, MessageText, Position, Pseudo, RoomSummary};
 use axum::body::Body;
@@ -12,6 +12,7 @@ use axum::response::Response;
 use axum::Json;
 use serde::{Deserialize, Serialize};
 use std::sync::Arc;
+use utoipa::{IntoParams, ToSchema};
 use uuid::Uuid;
 
 pub fn room(room: String) -> Result<String, ApiError> {
@@ -31,17 +32,22 @@ fn raw_json(status: StatusCode, body: String) -> Response {
         .expect("a valid response")
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Rooms {
+    /// `name`, `count` (participants on every instance) and `activity`
+    /// (the newest event's offset), busiest first.
+    #[schema(value_type = Vec<Object>)]
     rooms: Vec<RoomSummary>,
 }
 
+/// The rooms with participants.
+#[utoipa::path(get, path = "/api/rooms", tag = "rooms", responses((status = 200, body = Rooms), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn list(State(api): State<Arc<Api>>) -> Result<Json<Rooms>, ApiError> {
     let rooms = api.chat.rooms().await?;
     Ok(Json(Rooms { rooms }))
 }
 
-#[derive(Serialize)]
+#[derive(Serialize, ToSchema)]
 pub struct Room {
     name: String,
     count: u64,
@@ -50,6 +56,8 @@ pub struct Room {
     offset: u64,
 }
 
+/// One room: its count, online list and stream position.
+#[utoipa::path(get, path = "/api/rooms/{room}", tag = "rooms", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), responses((status = 200, body = Room), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn one(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -70,7 +78,7 @@ pub async fn one(
     }))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
     /// `<epoch>:<offset>`, as events carry them.
@@ -83,6 +91,8 @@ pub struct HistoryQuery {
 /// `{"epoch","offset","recovered","more","events":[…]}`: the events after
 /// `since`, as clients receive them; `offset` is the stream's newest,
 /// `more` says that `limit` left some out (ask again from the last one).
+#[utoipa::path(get, path = "/api/rooms/{room}/history", tag = "rooms", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _"), HistoryQuery),
+    responses((status = 200, description = "`epoch`, `offset`, `recovered`, `more` and `events`, as clients receive them", body = Object), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn history(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -119,7 +129,7 @@ pub async fn history(
     Ok(raw_json(StatusCode::OK, body))
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Post {
     author: String,
@@ -130,6 +140,8 @@ pub struct Post {
 
 /// Appends a message; answers with the stored event (its `epoch`,
 /// `offset` and `id`), the same for a repeat of an `id`.
+#[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = "rooms", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Post,
+    responses((status = 201, description = "the stored event", body = Object), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn post(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,

@@ -204,6 +204,16 @@ pub struct Claimed {
     pub departed: Vec<String>,
 }
 
+/// A registered relay client, as the broker records it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RelayClient {
+    pub id: ConnId,
+    /// Its registration message.
+    pub registration: String,
+    /// The instance it is connected to.
+    pub instance: Uuid,
+}
+
 /// A room's participants as the broker counts them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
@@ -348,6 +358,9 @@ pub trait Broker: Send + Sync {
     async fn unregister(&self, action: &str, id: ConnId, last: bool) -> Result<(), BrokerError>;
 
     async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError>;
+
+    /// The registered clients of the action, on every instance.
+    async fn relay_clients(&self, action: &str) -> Result<Vec<RelayClient>, BrokerError>;
 
     async fn depart_action(&self, action: &str) -> Result<(), BrokerError>;
 

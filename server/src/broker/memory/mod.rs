@@ -8,7 +8,7 @@ mod streams;
 
 use super::{
     Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, LinkStatus, Mode, Refreshed,
-    RoomEntry, Roster, Sanction, Seat, Stored,
+    RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
@@ -256,6 +256,10 @@ impl Broker for MemoryBroker {
     async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError> {
         let caller = self.caller();
         Ok(self.presence().refresh_action(action, caller))
+    }
+
+    async fn relay_clients(&self, action: &str) -> Result<Vec<RelayClient>, BrokerError> {
+        Ok(self.presence().registered(action))
     }
 
     async fn depart_action(&self, action: &str) -> Result<(), BrokerError> {

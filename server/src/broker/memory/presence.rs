@@ -3,7 +3,7 @@
 //! runs out unless it refreshes them; whatever touches a room first removes
 //! the entries of instances whose lease ran out.
 
-use crate::broker::{Claim, Claimed, Member, Refreshed, RoomEntry, Roster, Seat};
+use crate::broker::{Claim, Claimed, Member, Refreshed, RelayClient, RoomEntry, Roster, Seat};
 use crate::fanout::ConnId;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -248,6 +248,20 @@ impl Presence {
     }
 
     /// The registered clients of an action (for tests and the server API).
+    pub fn registered(&self, action: &str) -> Vec<RelayClient> {
+        let Some(entry) = self.actions.get(action) else {
+            return Vec::new();
+        };
+        let clients = entry.clients.iter();
+        clients
+            .map(|(id, (registration, instance))| RelayClient {
+                id: *id,
+                registration: registration.clone(),
+                instance: *instance,
+            })
+            .collect()
+    }
+
     pub fn clients(&self, action: &str) -> Vec<ConnId> {
         self.actions
             .get(action)

@@ -24,7 +24,7 @@ mod subscriber;
 
 use super::{
     Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, LinkStatus, Mode, Refreshed,
-    RoomEntry, Roster, Sanction, Seat, Stored,
+    RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
@@ -274,6 +274,12 @@ impl Broker for RedisBroker {
     async fn refresh_action(&self, action: &str) -> Result<Refreshed, BrokerError> {
         let refreshed = self.presence.refresh_action(action).await;
         refreshed.map_err(broker_error)
+    }
+
+    async fn relay_clients(&self, action: &str) -> Result<Vec<RelayClient>, BrokerError> {
+        self.reachable()?;
+        let clients = self.presence.relay_clients(action).await;
+        clients.map_err(|err| self.failed(err))
     }
 
     async fn depart_action(&self, action: &str) -> Result<(), BrokerError> {

@@ -12,9 +12,10 @@
 
 use super::client::Commands;
 use super::keys::Keys;
-use crate::broker::{Claim, Claimed, LinkStatus, Refreshed, RoomEntry, Roster, Seat};
+use crate::broker::{Claim, Claimed, LinkStatus, Refreshed, RelayClient, RoomEntry, Roster, Seat};
 use crate::fanout::ConnId;
 use redis::{AsyncCommands, RedisResult, Script};
+use std::collections::HashMap;
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
 use uuid::Uuid;
@@ -282,6 +283,26 @@ impl RedisPresence {
             .arg(self.owner_if(last_here))
             .invoke_async(&mut self.conn.clone())
             .await
+    }
+
+    /// The action's registered clients with the instance each is on.
+    pub async fn relay_clients(&self, action: &str) -> RedisResult<Vec<RelayClient>> {
+        let (clients, owners): (HashMap<String, String>, HashMap<String, String>) = redis::pipe()
+            .hgetall(self.keys.relay_clients(action))
+            .hgetall(self.keys.relay_owners(action))
+            .query_async(&mut self.conn.clone())
+            .await?;
+        Ok(clients
+            .into_iter()
+            .filter_map(|(id, registration)| {
+                let instance = owners.get(&id)?.parse().ok()?;
+                Some(RelayClient {
+                    id: id.parse().ok()?,
+                    registration,
+                    instance,
+                })
+            })
+            .collect())
     }
 
     /// Like [`RedisPresence::refresh_room`], for the clients of an action.
