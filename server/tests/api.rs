@@ -495,6 +495,7 @@ async fn the_openapi_document_lists_exactly_the_served_calls() {
         [
             "DELETE /api/rooms/{room}/messages/{id}",
             "GET /api/actions/{action}/clients",
+            "GET /api/info",
             "GET /api/rooms",
             "GET /api/rooms/{room}",
             "GET /api/rooms/{room}/history",
@@ -526,4 +527,40 @@ async fn the_openapi_document_lists_exactly_the_served_calls() {
         (status, &body["message"]),
         (404, &json!("no such API call"))
     );
+}
+
+/// Every live instance is listed with its connections, the answering one
+/// first.
+async fn info_lists_the_live_instances(redis: Option<&Redis>) {
+    let (a, b) = two(redis, &[]).await;
+    let _chat = Chat::join(&b, "someone").await;
+    let mode = if redis.is_some() {
+        ["redis", "cluster"]
+    } else {
+        ["memory", "memory"]
+    };
+    common::eventually("both instances are listed", common::WAIT, || async {
+        let (status, info) = call(&a, "GET", "/api/info", None, Value::Null).await;
+        let instances = info["instances"].as_array().cloned().unwrap_or_default();
+        status == 200
+            && mode.contains(&info["mode"].as_str().unwrap_or_default())
+            && instances.len() == 2
+            && instances[0]["id"] == info["instance"]
+            && instances.iter().any(|line| line["chat"] == 1)
+            && instances
+                .iter()
+                .all(|line| line["version"] == info["version"])
+    })
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_the_live_instances_embedded() {
+    info_lists_the_live_instances(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn info_lists_the_live_instances_on_redis() {
+    let redis = Redis::start();
+    info_lists_the_live_instances(Some(&redis)).await;
 }

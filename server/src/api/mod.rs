@@ -12,6 +12,7 @@
 //! - [`moderation`]: kick, ban, mute, slow mode and deleting a message, as
 //!   the moderation frames do, by "server";
 //! - [`batch`]: several calls in order, one answer each;
+//! - [`info`]: the live instances, their connections, version, broker mode;
 //! - `GET /api/openapi.json`: the description of every call (utoipa),
 //!   made from the same annotated handlers as the routes;
 //! - `POST /api/disconnect`: closes every connection (chat and relay) whose
@@ -19,6 +20,7 @@
 
 mod batch;
 mod error;
+mod info;
 mod moderation;
 mod relay;
 mod rooms;
@@ -35,6 +37,7 @@ pub use error::{ApiError, ErrorBody};
 use serde::{Deserialize, Serialize};
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Instant;
 use subtle::ConstantTimeEq;
 use utoipa::{OpenApi, ToSchema};
 use utoipa_axum::router::OpenApiRouter;
@@ -44,6 +47,8 @@ use utoipa_axum::routes;
 pub struct Api {
     pub chat: Arc<Chat>,
     pub relay: Arc<Relay>,
+    /// When this instance started.
+    pub started: Instant,
     /// `API_KEY`; none: loopback callers only.
     pub key: Option<String>,
 }
@@ -83,6 +88,7 @@ pub fn routes(api: Arc<Api>) -> Router {
 fn calls() -> OpenApiRouter<Arc<Api>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(disconnect))
+        .routes(routes!(info::info))
         .routes(routes!(rooms::list))
         .routes(routes!(rooms::one))
         .routes(routes!(rooms::history))

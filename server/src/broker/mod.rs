@@ -214,6 +214,40 @@ pub struct RelayClient {
     pub instance: Uuid,
 }
 
+/// An instance's line in the list of live instances, written by each
+/// instance every few seconds.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct InstanceEntry {
+    pub id: Uuid,
+    pub version: String,
+    /// Its chat and relay connections.
+    pub chat: u64,
+    pub relay: u64,
+    pub started_ms: u64,
+    pub updated_ms: u64,
+}
+
+impl InstanceEntry {
+    /// The line of the instance `id`, started then, with the connections
+    /// of `hub`, now.
+    pub fn of(id: Uuid, started: std::time::Instant, hub: &Hub) -> Self {
+        let now = crate::clock::now_ms();
+        InstanceEntry {
+            id,
+            version: env!("CARGO_PKG_VERSION").to_owned(),
+            chat: hub.connections(crate::fanout::Kind::Chat) as u64,
+            relay: hub.connections(crate::fanout::Kind::Relay) as u64,
+            started_ms: now.saturating_sub(started.elapsed().as_millis() as u64),
+            updated_ms: now,
+        }
+    }
+
+    /// Written within [`ROOM_ENTRY_TTL_MS`]: the instance is alive.
+    pub fn is_fresh(&self, now_ms: u64) -> bool {
+        self.updated_ms + ROOM_ENTRY_TTL_MS >= now_ms
+    }
+}
+
 /// A room's participants as the broker counts them.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Roster {
@@ -242,9 +276,10 @@ pub struct RoomEntry {
     pub updated_ms: u64,
 }
 
-/// Instances write their rooms' entries every few seconds (the counts'
-/// full refresh); one not written for this long belongs to rooms whose
-/// instances died or emptied without saying so.
+/// Instances write their rooms' entries (the counts' full refresh) and
+/// their own line every few seconds; one not written for this long belongs
+/// to an instance that died, or to rooms whose instances died or emptied
+/// without saying so.
 const ROOM_ENTRY_TTL_MS: u64 = 15_000;
 
 impl RoomEntry {
@@ -369,6 +404,12 @@ pub trait Broker: Send + Sync {
 
     /// The room list's fresh entries (stale ones are dropped).
     async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError>;
+
+    /// Records this instance's line in the list of live instances.
+    async fn announce(&self, entry: &InstanceEntry) -> Result<(), BrokerError>;
+
+    /// The live instances (stale lines are dropped).
+    async fn instances(&self, now_ms: u64) -> Result<Vec<InstanceEntry>, BrokerError>;
 
     /// Checks that the broker answers.
     async fn ping(&self) -> Result<(), BrokerError>;

@@ -1,7 +1,7 @@
 //! `GET /healthz` (can this instance serve, and how is its Redis link) and
 //! `GET /metrics` (Prometheus text format).
 
-use crate::broker::{Broker, Mode};
+use crate::broker::{Broker, InstanceEntry, Mode};
 use crate::fanout::{Hub, Kind};
 use crate::supervise::Restarts;
 use axum::extract::State;
@@ -12,7 +12,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use serde::Serialize;
 use std::collections::BTreeMap;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
 use uuid::Uuid;
 
@@ -75,6 +75,28 @@ pub async fn healthz(State(app): State<Arc<Monitor>>) -> impl IntoResponse {
         StatusCode::OK
     };
     (code, Json(health))
+}
+
+/// How often an instance writes its line in the list of live instances.
+const ANNOUNCE_EVERY: Duration = Duration::from_secs(5);
+
+impl Monitor {
+    /// Writes this instance's line every few seconds until shutdown (a
+    /// broker that does not answer gets it on the next round).
+    pub async fn announce(self: Arc<Self>) {
+        let mut every = tokio::time::interval(ANNOUNCE_EVERY);
+        loop {
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = every.tick() => {
+                    let line = InstanceEntry::of(self.instance, self.started, &self.hub);
+                    if let Err(err) = self.broker.announce(&line).await {
+                        tracing::debug!(error = %err, "cannot write this instance's line");
+                    }
+                }
+            }
+        }
+    }
 }
 
 pub async fn metrics_text(State(app): State<Arc<Monitor>>) -> impl IntoResponse {

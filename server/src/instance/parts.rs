@@ -106,6 +106,10 @@ impl Parts {
             shutdown: shutdown.clone(),
             metrics: metrics::install(),
         });
+        supervise::spawn("instance-line", restarts.clone(), shutdown.clone(), {
+            let monitor = monitor.clone();
+            move || monitor.clone().announce()
+        });
         let ttl = config.heartbeat_ttl();
         membership::start(presence.clone(), broker.clone(), ttl, restarts, shutdown).await;
         Ok(Parts {
@@ -117,6 +121,7 @@ impl Parts {
                 Arc::new(Api {
                     chat: chat.clone(),
                     relay: relay.clone(),
+                    started: monitor.started,
                     key: config.api_key.clone(),
                 }),
             ),

@@ -7,8 +7,8 @@ mod presence;
 mod streams;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, LinkStatus, Mode, Refreshed,
-    RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, LinkStatus,
+    Mode, Refreshed, RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
@@ -29,6 +29,8 @@ struct Inner {
     streams: MemoryStreams,
     presence: Mutex<Presence>,
     instances: RwLock<Vec<Arc<Joined>>>,
+    /// The instances' lines ([`Broker::announce`]).
+    lines: Mutex<HashMap<Uuid, InstanceEntry>>,
 }
 
 /// One instance using the shared memory: where its frames go, and what it
@@ -274,6 +276,17 @@ impl Broker for MemoryBroker {
 
     async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError> {
         Ok(self.presence().room_index(now_ms))
+    }
+
+    async fn announce(&self, entry: &InstanceEntry) -> Result<(), BrokerError> {
+        self.shared.0.lines.lock().insert(entry.id, entry.clone());
+        Ok(())
+    }
+
+    async fn instances(&self, now_ms: u64) -> Result<Vec<InstanceEntry>, BrokerError> {
+        let mut lines = self.shared.0.lines.lock();
+        lines.retain(|_, line| line.is_fresh(now_ms));
+        Ok(lines.values().cloned().collect())
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {

@@ -97,6 +97,11 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
+    /// HASH instance id -> its line (JSON) in the list of live instances.
+    pub fn instances(&self) -> String {
+        format!("{}:instances", self.prefix)
+    }
+
     /// HASH canonical nickname -> connection id holding it.
     pub fn pseudos(&self, room: &str) -> String {
         self.room(room, "pseudos")

@@ -23,8 +23,8 @@ mod streams;
 mod subscriber;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, LinkStatus, Mode, Refreshed,
-    RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, LinkStatus,
+    Mode, Refreshed, RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
@@ -298,6 +298,18 @@ impl Broker for RedisBroker {
         self.reachable()?;
         let index = self.presence.room_index(now_ms).await;
         index.map_err(broker_error)
+    }
+
+    async fn announce(&self, entry: &InstanceEntry) -> Result<(), BrokerError> {
+        self.reachable()?;
+        let announced = self.presence.announce(entry).await;
+        announced.map_err(broker_error)
+    }
+
+    async fn instances(&self, now_ms: u64) -> Result<Vec<InstanceEntry>, BrokerError> {
+        self.reachable()?;
+        let instances = self.presence.instances(now_ms).await;
+        instances.map_err(broker_error)
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {

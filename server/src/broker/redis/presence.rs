@@ -12,7 +12,9 @@
 
 use super::client::Commands;
 use super::keys::Keys;
-use crate::broker::{Claim, Claimed, LinkStatus, Refreshed, RelayClient, RoomEntry, Roster, Seat};
+use crate::broker::{
+    Claim, Claimed, InstanceEntry, LinkStatus, Refreshed, RelayClient, RoomEntry, Roster, Seat,
+};
 use crate::fanout::ConnId;
 use redis::{AsyncCommands, RedisResult, Script};
 use std::collections::HashMap;
@@ -221,6 +223,32 @@ impl RedisPresence {
             .into_iter()
             .filter_map(|(room, entry)| Some((room, entry?)))
             .collect())
+    }
+
+    pub async fn announce(&self, entry: &InstanceEntry) -> RedisResult<()> {
+        let line = serde_json::to_string(entry).expect("an instance line serializes");
+        let mut conn = self.conn.clone();
+        conn.hset(self.keys.instances(), entry.id.to_string(), line)
+            .await
+    }
+
+    /// The live instances; stale lines (instances that died) are dropped.
+    pub async fn instances(&self, now_ms: u64) -> RedisResult<Vec<InstanceEntry>> {
+        let mut conn = self.conn.clone();
+        let key = self.keys.instances();
+        let all: Vec<(String, String)> = conn.hgetall(&key).await?;
+        let mut live = Vec::new();
+        let mut stale = Vec::new();
+        for (id, line) in all {
+            match serde_json::from_str::<InstanceEntry>(&line) {
+                Ok(entry) if entry.is_fresh(now_ms) => live.push(entry),
+                _ => stale.push(id),
+            }
+        }
+        if !stale.is_empty() {
+            conn.hdel::<_, _, ()>(&key, stale).await?;
+        }
+        Ok(live)
     }
 
     /// The room's participant count and up to `shown` of their nicknames.
