@@ -8,7 +8,6 @@ use app::protocol::{ClientMessage, ErrorCode, ServerEvent, SystemKind};
 use common::{Chat, Client, Endpoint, Instance, Redis};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::{json, Value};
-use server::broker::memory::Shared;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 const SECRET: &str = "an API test secret, long enough";
@@ -43,33 +42,6 @@ async fn call(
     let (status, text) =
         common::http_request(server.running.admin, method, path, &headers, &body).await;
     (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
-
-/// Two instances on one memory, or on the Redis given.
-async fn two(redis: Option<&Redis>, env: &[(&str, &str)]) -> (Instance, Instance) {
-    match redis {
-        Some(redis) => (
-            Instance::configured(Some(redis), env).await,
-            Instance::configured(Some(redis), env).await,
-        ),
-        None => {
-            let flags: Vec<String> = env
-                .iter()
-                .flat_map(|(name, value)| {
-                    [
-                        format!("--{}", name.to_lowercase().replace('_', "-")),
-                        (*value).to_owned(),
-                    ]
-                })
-                .collect();
-            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            let shared = Shared::default();
-            (
-                Instance::start(&shared, &flags).await,
-                Instance::start(&shared, &flags).await,
-            )
-        }
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -174,7 +146,7 @@ async fn disconnect_closes_a_subject_everywhere(redis: Option<&Redis>) {
         ("RELAY_AUTH", "required"),
         ("AUTH_JWT_SECRET", SECRET),
     ];
-    let (a, b) = two(redis, &env).await;
+    let (a, b) = Instance::pair(redis, &env).await;
     let chat_token = |sub: &str, name: &str| token(json!({"sub": sub, "name": name}));
     let (mut gone, _, _) = Chat::open(&b, &format!("?token={}", chat_token("user-1", "ann"))).await;
     let (mut stays, _, _) =
@@ -230,7 +202,7 @@ async fn disconnect_closes_a_subject_everywhere_on_redis() {
 /// The backend moderates without chat tokens: kick on one instance closes
 /// the member on the other; the events say "server" did it.
 async fn the_backend_moderates(redis: Option<&Redis>) {
-    let (a, b) = two(redis, &[]).await;
+    let (a, b) = Instance::pair(redis, &[]).await;
     let mut bob = Chat::join(&b, "bob").await;
     let mut reader = Chat::join(&a, "reader").await;
     let message = {
@@ -294,7 +266,7 @@ async fn the_backend_moderates_on_redis() {
 /// The backend posts (once per id), reads the room and its history, and
 /// sends relay frames byte for byte; clients on the other instance see it.
 async fn the_backend_posts_reads_and_relays(redis: Option<&Redis>) {
-    let (a, b) = two(redis, &[]).await;
+    let (a, b) = Instance::pair(redis, &[]).await;
     let mut reader = Chat::join_room(&b, "news", "reader").await;
     let id = uuid::Uuid::new_v4();
     let body = json!({"author": "Newsbot", "text": "hello from the backend", "id": id});
@@ -532,7 +504,7 @@ async fn the_openapi_document_lists_exactly_the_served_calls() {
 /// Every live instance is listed with its connections, the answering one
 /// first.
 async fn info_lists_the_live_instances(redis: Option<&Redis>) {
-    let (a, b) = two(redis, &[]).await;
+    let (a, b) = Instance::pair(redis, &[]).await;
     let _chat = Chat::join(&b, "someone").await;
     let mode = if redis.is_some() {
         ["redis", "cluster"]

@@ -6,7 +6,6 @@ mod common;
 
 use app::protocol::{ClientMessage, ServerEvent};
 use common::{Chat, Endpoint, Instance, Redis, Server};
-use server::broker::memory::Shared;
 use uuid::Uuid;
 
 fn say(text: &str, id: Uuid) -> ClientMessage {
@@ -36,25 +35,8 @@ async fn stored(server: &impl Endpoint, id: Uuid) -> usize {
         .count()
 }
 
-/// Two instances on one Redis (a cluster with `TEST_REDIS=cluster`), or on
-/// one shared memory.
-async fn two_instances(redis: Option<&Redis>) -> (Instance, Instance) {
-    match redis {
-        Some(redis) => (
-            Instance::configured(Some(redis), &[]).await,
-            Instance::configured(Some(redis), &[]).await,
-        ),
-        None => {
-            let shared = Shared::default();
-            let mut both = Instance::several(&shared, 2).await;
-            let b = both.pop().unwrap();
-            (both.pop().unwrap(), b)
-        }
-    }
-}
-
 async fn a_repeat_is_acknowledged_at_the_first_position_and_shown_once(redis: Option<&Redis>) {
-    let (a, b) = two_instances(redis).await;
+    let (a, b) = Instance::pair(redis, &[]).await;
     let mut alice = Chat::join(&a, "alice").await;
     let mut reader = Chat::join(&b, "reader").await;
     let id = Uuid::new_v4();
@@ -84,7 +66,7 @@ async fn a_repeat_is_shown_once_on_redis() {
 /// Ten connections on two instances send the same id ten times each, all at
 /// once: one event, and every ack names its position.
 async fn a_hundred_concurrent_repeats_make_one_event(redis: Option<&Redis>) {
-    let (a, b) = two_instances(redis).await;
+    let (a, b) = Instance::pair(redis, &[]).await;
     let id = Uuid::new_v4();
     let mut senders = Vec::new();
     for i in 0..10 {

@@ -8,7 +8,6 @@ use app::protocol::{ChatMessage, ClientMessage, ErrorCode, ServerEvent, SystemKi
 use common::{Chat, Endpoint, Instance, Redis};
 use jsonwebtoken::{encode, Algorithm, EncodingKey, Header};
 use serde_json::json;
-use server::broker::memory::Shared;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use uuid::Uuid;
 
@@ -21,34 +20,6 @@ fn token(name: &str, roles: &[&str], secret: &str, ttl: i64) -> String {
     let claims = json!({"exp": exp, "name": name, "roles": roles});
     let key = EncodingKey::from_secret(secret.as_bytes());
     encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
-}
-
-/// Two instances sharing their state: a Redis (or cluster) when given,
-/// else one memory; `env` as `Instance::configured` takes it.
-async fn two(redis: Option<&Redis>, env: &[(&str, &str)]) -> (Instance, Instance) {
-    match redis {
-        Some(redis) => (
-            Instance::configured(Some(redis), env).await,
-            Instance::configured(Some(redis), env).await,
-        ),
-        None => {
-            let flags: Vec<String> = env
-                .iter()
-                .flat_map(|(name, value)| {
-                    [
-                        format!("--{}", name.to_lowercase().replace('_', "-")),
-                        (*value).to_owned(),
-                    ]
-                })
-                .collect();
-            let flags: Vec<&str> = flags.iter().map(String::as_str).collect();
-            let shared = Shared::default();
-            (
-                Instance::start(&shared, &flags).await,
-                Instance::start(&shared, &flags).await,
-            )
-        }
-    }
 }
 
 /// Opens the default room with a token for `name` and joins.
@@ -115,7 +86,7 @@ fn message_in(events: &[ServerEvent], id: Uuid) -> Option<&ChatMessage> {
 // One live owner per nickname
 
 async fn a_reclaimed_nickname_has_one_live_owner(redis: Option<&Redis>) {
-    let (a, b) = two(redis, &[]).await;
+    let (a, b) = Instance::pair(redis, &[]).await;
     let mut watcher = Chat::join(&a, "watcher").await;
     let session = Uuid::new_v4();
     let join = ClientMessage::Join {
@@ -189,7 +160,7 @@ async fn a_reclaimed_nickname_has_one_live_owner_on_redis() {
 // Delete and edit
 
 async fn deletions_and_edits_reach_readers_live_and_on_catch_up(redis: Option<&Redis>) {
-    let (a, b) = two(redis, &AUTH).await;
+    let (a, b) = Instance::pair(redis, &AUTH).await;
     let mut alice = member(&a, "alice", &[]).await;
     let mut moderator = member(&b, "mod", &["moderator"]).await;
     let mut bob = member(&b, "bob", &[]).await;
@@ -304,7 +275,7 @@ async fn deletions_and_edits_on_redis() {
 // Kick, ban, mute, slow mode
 
 async fn sanctions_hold_across_instances(redis: Option<&Redis>) {
-    let (a, b) = two(redis, &AUTH).await;
+    let (a, b) = Instance::pair(redis, &AUTH).await;
     let mut moderator = member(&a, "mod", &["moderator"]).await;
     let mut bob = member(&b, "bob", &[]).await;
     let mut reader = member(&a, "reader", &[]).await;
@@ -421,6 +392,68 @@ async fn sanctions_hold_across_instances_embedded() {
 async fn sanctions_hold_across_instances_on_redis() {
     let redis = Redis::start();
     sanctions_hold_across_instances(Some(&redis)).await;
+}
+
+/// Slow mode holds everyone at once, on default settings: six people on
+/// two instances each send three messages at the same moment; each gets
+/// exactly one through and `slow_mode` for the two others, and the room
+/// has six messages.
+async fn slow_mode_holds_many_senders_at_once(redis: Option<&Redis>) {
+    let (a, b) = Instance::pair(redis, &AUTH).await;
+    let mut moderator = member(&a, "mod", &["moderator"]).await;
+    moderator
+        .send(&ClientMessage::SlowMode { seconds: 60 })
+        .await;
+    system(&mut moderator, SystemKind::SlowMode).await;
+    let mut senders = Vec::new();
+    for i in 0..6 {
+        let server = if i % 2 == 0 { &a } else { &b };
+        let name = format!("s{i}");
+        senders.push((member(server, &name, &[]).await, name));
+    }
+    let mut tasks = tokio::task::JoinSet::new();
+    for (mut sender, name) in senders {
+        tasks.spawn(async move {
+            for n in 0..3 {
+                sender.say(&format!("{name} {n}")).await;
+            }
+            let (mut through, mut held) = (0, 0);
+            while through + held < 3 {
+                match sender.event().await {
+                    ServerEvent::Message(m) if m.author == name => through += 1,
+                    ServerEvent::Error { code, .. } => {
+                        assert_eq!(code, ErrorCode::SlowMode, "{name}");
+                        held += 1;
+                    }
+                    _ => {}
+                }
+            }
+            (through, held)
+        });
+    }
+    while let Some(answers) = tasks.join_next().await {
+        assert_eq!(answers.unwrap(), (1, 2));
+    }
+    let query = format!("?token={}", token("late", &[], SECRET, 600));
+    for server in [&a, &b] {
+        let (_, history, _) = Chat::open(server, &query).await;
+        let said = history
+            .iter()
+            .filter(|e| matches!(e, ServerEvent::Message(m) if m.author.starts_with('s')))
+            .count();
+        assert_eq!(said, 6);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_mode_holds_many_senders_at_once_embedded() {
+    slow_mode_holds_many_senders_at_once(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_mode_holds_many_senders_at_once_on_redis() {
+    let redis = Redis::start();
+    slow_mode_holds_many_senders_at_once(Some(&redis)).await;
 }
 
 /// Bans and mutes live in Redis: an instance started afterwards keeps them.

@@ -115,7 +115,7 @@ fn consistent(view: &View) -> bool {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn room_lists_online_lists_and_counts_agree_across_instances() {
     let redis = Redis::start();
-    let (a, b) = two_instances(&redis).await;
+    let (a, b) = Instance::pair(Some(&redis), &[]).await;
     let mut alice = Person::join(&a, "lobby", "alice").await;
     let mut bob = Person::join(&b, "lobby", "bob").await;
     let mut carol = Person::join(&b, "side", "carol").await;
@@ -180,21 +180,13 @@ async fn room_lists_online_lists_and_counts_agree_across_instances() {
         .await;
 }
 
-/// Two instances on one Redis (or Cluster), default settings.
-async fn two_instances(redis: &Redis) -> (Instance, Instance) {
-    (
-        Instance::configured(Some(redis), &[]).await,
-        Instance::configured(Some(redis), &[]).await,
-    )
-}
-
 /// Default settings: 24 people from one address arrive in a new room at
 /// once on two instances (the room is opened once, not 24 times), then
 /// half leave while the rest talk and new readers open the page.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn online_lists_stay_right_while_people_join_and_leave_at_once_on_two_instances() {
     let redis = Redis::start();
-    let (a, b) = two_instances(&redis).await;
+    let (a, b) = Instance::pair(Some(&redis), &[]).await;
     let servers = [&a, &b];
     let mut readers = vec![
         Person::watch(&a, "crowd").await,
@@ -238,7 +230,7 @@ async fn online_lists_stay_right_while_people_join_and_leave_at_once_on_two_inst
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typing_is_stamped_by_the_server_shown_to_others_and_not_stored() {
     let redis = Redis::start();
-    let (server, other) = two_instances(&redis).await;
+    let (server, other) = Instance::pair(Some(&redis), &[]).await;
     let mut alice = Person::join(&server, "general", "alice").await;
     let mut bob = Person::join(&other, "general", "bob").await;
     let mut ben = Person::join(&other, "general", "ben").await;

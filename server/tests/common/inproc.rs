@@ -54,6 +54,22 @@ impl Instance {
     /// this one: the same settings (`("MAX_MESSAGE_BYTES", "4096")` is
     /// `--max-message-bytes 4096`), on a Redis or on memory of its own.
     pub async fn configured(redis: Option<&Redis>, env: &[(&str, &str)]) -> Instance {
+        Instance::sharing(redis, &Shared::default(), env).await
+    }
+
+    /// Two instances sharing their state: on the Redis given (a cluster
+    /// with `TEST_REDIS=cluster`), else on one memory; `env` as
+    /// [`Instance::configured`] takes it.
+    pub async fn pair(redis: Option<&Redis>, env: &[(&str, &str)]) -> (Instance, Instance) {
+        let shared = Shared::default();
+        (
+            Instance::sharing(redis, &shared, env).await,
+            Instance::sharing(redis, &shared, env).await,
+        )
+    }
+
+    /// Like [`Instance::configured`]; without Redis, on `shared`.
+    async fn sharing(redis: Option<&Redis>, shared: &Shared, env: &[(&str, &str)]) -> Instance {
         let mut flags: Vec<String> = env
             .iter()
             .flat_map(|(name, value)| {
@@ -66,7 +82,7 @@ impl Instance {
                 flags.extend(["--redis-url".to_owned(), redis.url()]);
                 Backing::Configured
             }
-            None => Backing::Memory(Shared::default()),
+            None => Backing::Memory(shared.clone()),
         };
         let settings: Vec<&str> = flags.iter().map(String::as_str).collect();
         let instance = Instance::with(backing, &settings).await;
