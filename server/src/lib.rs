@@ -34,6 +34,8 @@
 //!   registered, kept in the broker and mirrored locally.
 //! - [`auth`]: access tokens (JWT); [`nickname`]: when two nicknames are
 //!   the same to a reader; [`clock`]: the wall clock.
+//! - [`webhook`]: every room event and relay registration POSTed to the
+//!   backend, at least once, in order per room.
 //! - [`metrics`], [`logging`], [`supervise`] (restarts the background
 //!   tasks the instance needs); [`kind`]: chat or relay; [`memory`]: the
 //!   process gives freed memory back.
@@ -56,6 +58,7 @@ pub mod nickname;
 pub mod presence;
 pub mod relay;
 pub mod supervise;
+pub mod webhook;
 pub mod ws;
 
 #[cfg(test)]

@@ -88,3 +88,20 @@ pub fn redis_reconnected() {
 pub fn delivery_latency(latency: Duration) {
     histogram!(DELIVERY_LATENCY).record(latency.as_secs_f64());
 }
+
+/// A webhook POST (`what`: event or gap) and how it ended.
+pub fn webhook_sent(what: &'static str, result: &'static str, took: Duration) {
+    counter!("webhook_requests_total", "what" => what, "result" => result).increment(1);
+    histogram!("webhook_request_seconds").record(took.as_secs_f64());
+}
+
+/// What the rooms this instance delivers still owe the backend.
+pub fn webhook_backlog(events: u64, oldest: Duration) {
+    gauge!("webhook_backlog_events").set(events as f64);
+    gauge!("webhook_oldest_undelivered_seconds").set(oldest.as_secs_f64());
+}
+
+/// Rooms with events the webhook may not have had, across instances.
+pub fn webhook_rooms_marked(rooms: usize) {
+    gauge!("webhook_rooms_pending").set(rooms as f64);
+}

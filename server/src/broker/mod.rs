@@ -7,6 +7,8 @@
 //!   offset, stores it and publishes it in one step; [`Broker::read`];
 //! - presence: members and nicknames of rooms, relay registrations, each
 //!   owned by the instance that wrote them and expiring with it;
+//! - webhook delivery: which rooms have events to deliver, who delivers
+//!   each (a lease) and up to where (a cursor);
 //! - what arrives from the other instances is handed to an [`Inbox`].
 //!
 //! Two implementations: [`memory`] (one process; several instances may
@@ -25,6 +27,7 @@ use app::protocol::Pseudo;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub use envelope::Envelope;
@@ -93,6 +96,23 @@ pub enum Appended {
     Muted { until_ms: u64 },
     /// Slow mode: the author may send again after this many milliseconds.
     Slowed { retry_after_ms: u64 },
+}
+
+/// A position in a room's stream.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct Position {
+    pub epoch: String,
+    pub offset: u64,
+}
+
+/// Who delivers a room's events to the webhook.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Lease {
+    /// This instance, from after the room's cursor (none: nothing was
+    /// delivered yet, or the broker lost it).
+    Held(Option<Position>),
+    /// Another instance.
+    Elsewhere,
 }
 
 /// What a moderator can hold a participant of a room to, for a time.
@@ -282,6 +302,16 @@ pub struct RoomEntry {
 /// without saying so.
 const ROOM_ENTRY_TTL_MS: u64 = 15_000;
 
+/// The room list as read.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoomIndex {
+    pub fresh: Vec<(String, RoomEntry)>,
+    /// Rooms whose entry was stale, removed now: their instances died (or
+    /// emptied them without saying so), and their members may be left to
+    /// sweep.
+    pub stale: Vec<String>,
+}
+
 impl RoomEntry {
     pub fn is_fresh(&self, now_ms: u64) -> bool {
         self.count > 0 && self.updated_ms + ROOM_ENTRY_TTL_MS >= now_ms
@@ -402,14 +432,43 @@ pub trait Broker: Send + Sync {
     /// Records a room's line in the room list (removes it when empty).
     async fn index_room(&self, room: &str, entry: RoomEntry) -> Result<(), BrokerError>;
 
-    /// The room list's fresh entries (stale ones are dropped).
-    async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError>;
+    /// The room list's fresh entries; stale ones are dropped and named.
+    async fn room_index(&self, now_ms: u64) -> Result<RoomIndex, BrokerError>;
 
     /// Records this instance's line in the list of live instances.
     async fn announce(&self, entry: &InstanceEntry) -> Result<(), BrokerError>;
 
     /// The live instances (stale lines are dropped).
     async fn instances(&self, now_ms: u64) -> Result<Vec<InstanceEntry>, BrokerError>;
+
+    /// Marks the room as having events the webhook may not have had yet:
+    /// done before each append, so that no appended event goes unmarked.
+    /// Each mark is unique (a new one replaces the last).
+    async fn hook_mark(&self, room: &str) -> Result<(), BrokerError>;
+
+    /// The marked rooms.
+    async fn hook_marked(&self) -> Result<Vec<String>, BrokerError>;
+
+    /// The room's current mark (empty: not marked).
+    async fn hook_mark_of(&self, room: &str) -> Result<String, BrokerError>;
+
+    /// Takes the room's delivery lease for this instance, or keeps it, for
+    /// `ttl` more.
+    async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError>;
+
+    /// Moves the room's cursor to `delivered` and keeps the lease `ttl`
+    /// more; false (nothing done) when this instance no longer holds it.
+    async fn hook_advance(
+        &self,
+        room: &str,
+        delivered: &Position,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError>;
+
+    /// Once everything was delivered: removes the room's mark unless it
+    /// was marked again since `mark` was read, and then gives the lease
+    /// back. False when it was marked again (the lease is kept).
+    async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError>;
 
     /// Checks that the broker answers.
     async fn ping(&self) -> Result<(), BrokerError>;

@@ -35,7 +35,13 @@ impl Chat {
         room: &str,
         entry: Entry<'_>,
     ) -> Result<Appended, BrokerError> {
+        if let Some(outbox) = &self.outbox {
+            outbox.mark(room).await?;
+        }
         let appended = self.broker.append(room, entry).await?;
+        if let Some(outbox) = &self.outbox {
+            outbox.appended(room, &appended);
+        }
         if let Appended::New(frame) = &appended {
             self.feeds.offer(room, frame.clone());
         }

@@ -34,6 +34,7 @@ use crate::fanout::{Hub, Kind};
 use crate::metrics;
 use crate::presence::{self, Presence};
 use crate::supervise::{self, Restarts};
+use crate::webhook::Outbox;
 use crate::ws;
 use app::protocol::{valid_room, Position, Pseudo, ServerEvent, DEFAULT_ROOM};
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
@@ -98,6 +99,8 @@ pub struct Chat {
     shutdown: CancellationToken,
     /// Every connection's task, so that a drain can wait for them.
     tasks: TaskTracker,
+    /// Marks rooms for the webhook before each append (`WEBHOOK_URL`).
+    outbox: Option<Outbox>,
 }
 
 /// What [`Chat::new`] is built from.
@@ -113,6 +116,7 @@ pub struct Parts {
     pub limits: Limits,
     pub shutdown: CancellationToken,
     pub tasks: TaskTracker,
+    pub outbox: Option<Outbox>,
 }
 
 /// How often the new-rooms limiter forgets addresses that stopped.
@@ -134,6 +138,7 @@ impl Chat {
             limits: parts.limits,
             shutdown: parts.shutdown,
             tasks: parts.tasks,
+            outbox: parts.outbox,
         })
     }
 

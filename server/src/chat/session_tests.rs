@@ -46,6 +46,7 @@ fn chat(shared: &Shared) -> Arc<Chat> {
         },
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
+        outbox: None,
     });
     let restarts = Arc::new(Restarts::default());
     chat.spawn_tasks(parts.events, &restarts);

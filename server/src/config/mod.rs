@@ -42,6 +42,14 @@ pub struct Config {
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
+    /// Backend address the room events and relay registrations are POSTed to, one event per request, at least once, in order per room (README "API and webhooks"). Unset: no webhooks.
+    #[arg(long, env = "WEBHOOK_URL")]
+    pub webhook_url: Option<String>,
+
+    /// Key of the webhooks' HMAC-SHA256 signature (X-Signature-256), at least 16 characters; required with WEBHOOK_URL.
+    #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
+    pub webhook_secret: Option<String>,
+
     /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user; a Redis Cluster: one node, or several comma-separated (found by itself). Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

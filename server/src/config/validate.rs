@@ -28,6 +28,7 @@ impl Config {
             )));
         }
         self.validate_api()?;
+        self.validate_webhook()?;
         self.validate_ports()
     }
 
@@ -107,6 +108,22 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    fn validate_webhook(&self) -> Result<(), ConfigError> {
+        let Some(url) = &self.webhook_url else {
+            return Ok(());
+        };
+        let scheme_ok = url.starts_with("http://") || url.starts_with("https://");
+        if !scheme_ok || reqwest::Url::parse(url).is_err() {
+            return Err(ConfigError(format!(
+                "WEBHOOK_URL {url:?} must be an http:// or https:// address"
+            )));
+        }
+        match &self.webhook_secret {
+            Some(secret) if secret.chars().count() >= 16 => Ok(()),
+            _ => Err("WEBHOOK_SECRET (at least 16 characters) is required with WEBHOOK_URL: the backend checks each request's signature with it".into()),
+        }
     }
 
     fn validate_api(&self) -> Result<(), ConfigError> {

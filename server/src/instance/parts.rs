@@ -19,6 +19,7 @@ use crate::http::serve::Door;
 use crate::presence::{membership, Presence};
 use crate::relay::Relay;
 use crate::supervise::{self, Restarts};
+use crate::webhook::Webhooks;
 use crate::{http, metrics, ws};
 use axum::Router;
 use governor::Quota;
@@ -71,6 +72,8 @@ impl Parts {
         let (events, presence_events) = mpsc::unbounded_channel();
         let presence = Arc::new(Presence::new(broker.clone(), events));
         let guard = Arc::new(Guard::new(policy(config)));
+        let webhooks = webhooks(config, &broker, &restarts, &shutdown)?;
+        let outbox = webhooks.as_ref().map(|webhooks| webhooks.outbox());
         let chat = Chat::new(chat::Parts {
             instance,
             broker: broker.clone(),
@@ -83,6 +86,7 @@ impl Parts {
             limits: chat_limits(config),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            outbox: outbox.clone(),
         });
         chat.spawn_tasks(presence_events, &restarts);
         let relay = Arc::new(Relay {
@@ -96,6 +100,7 @@ impl Parts {
             outbound_queue: config.outbound_queue as usize,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
+            outbox,
         });
         let monitor = Arc::new(Monitor {
             instance,
@@ -184,6 +189,34 @@ async fn broker(
         }
     };
     Ok(Arc::new(MemoryBroker::join(&shared, instance, ttl, inbox)))
+}
+
+/// The webhook deliverer, running, when `WEBHOOK_URL` is set.
+fn webhooks(
+    config: &Config,
+    broker: &Arc<dyn Broker>,
+    restarts: &Arc<Restarts>,
+    shutdown: &CancellationToken,
+) -> anyhow::Result<Option<Arc<Webhooks>>> {
+    let (Some(url), Some(secret)) = (&config.webhook_url, &config.webhook_secret) else {
+        return Ok(None);
+    };
+    let webhooks = Webhooks::new(
+        broker.clone(),
+        url.clone(),
+        secret.clone(),
+        shutdown.clone(),
+    )?;
+    supervise::spawn("webhooks", restarts.clone(), shutdown.clone(), {
+        let webhooks = webhooks.clone();
+        move || webhooks.clone().run()
+    });
+    // The address may hold credentials: only its host is logged.
+    let host = reqwest::Url::parse(url)
+        .ok()
+        .and_then(|u| u.host_str().map(str::to_owned));
+    tracing::info!(host, "webhooks on");
+    Ok(Some(webhooks))
 }
 
 fn policy(config: &Config) -> Policy {

@@ -12,7 +12,7 @@
 mod local;
 pub mod membership;
 
-use crate::broker::{Broker, BrokerError, Claim, RoomEntry, Roster, Seat};
+use crate::broker::{Broker, BrokerError, Claim, RoomEntry, RoomIndex, Roster, Seat};
 use crate::fanout::{ConnId, Topic};
 use crate::metrics;
 use app::protocol::RoomSummary;
@@ -163,7 +163,15 @@ impl Presence {
         shown: usize,
         now_ms: u64,
     ) -> Result<Vec<RoomSummary>, BrokerError> {
-        let mut rooms = self.broker.room_index(now_ms).await?;
+        let RoomIndex {
+            fresh: mut rooms,
+            stale,
+        } = self.broker.room_index(now_ms).await?;
+        // A room no instance keeps fresh may hold members of dead
+        // instances that nobody else sweeps: they leave now.
+        for room in stale {
+            self.roster(&room, 0).await;
+        }
         rooms.sort_by(|(a, x), (b, y)| y.count.cmp(&x.count).then_with(|| a.cmp(b)));
         let busiest = rooms.into_iter().take(shown);
         Ok(busiest

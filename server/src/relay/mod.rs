@@ -13,6 +13,7 @@ use crate::auth;
 use crate::broker::{Broker, BrokerError, Envelope};
 use crate::fanout::{Hub, Kind, Topic};
 use crate::presence::Presence;
+use crate::webhook::Outbox;
 use crate::ws;
 use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
 use axum::extract::{ConnectInfo, State};
@@ -43,6 +44,8 @@ pub struct Relay {
     pub shutdown: CancellationToken,
     /// Every connection's task, so that a drain can wait for them.
     pub tasks: TaskTracker,
+    /// Records registrations for the webhook (`WEBHOOK_URL`).
+    pub outbox: Option<Outbox>,
 }
 
 impl Relay {

@@ -47,6 +47,10 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
             // Boxed, like every step outside the connection's long life.
             Box::pin(relay.presence.unregister(&registered.action, id)).await;
         }
+        if let Some(outbox) = &relay.outbox {
+            let (action, data) = (&registered.action, &registered.data);
+            Box::pin(outbox.relay("unregistered", action, id, data)).await;
+        }
     }
     metrics::connection_closed(Kind::Relay);
     tracing::info!(
@@ -62,6 +66,8 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
 /// The action a client registered for.
 struct Registered {
     action: String,
+    /// Its registration message, as recorded.
+    data: Utf8Bytes,
     topic: Topic,
     /// The instance follows the action for this client, once it was asked
     /// to (undone when dropped).
@@ -182,11 +188,15 @@ impl RelaySession {
         let relay = self.relay.clone();
         self.registered = Some(Registered {
             action: action.clone(),
+            data: text.clone(),
             topic: topic.clone(),
             subscription: None,
             _subject: subject.map(|sub| relay.hub.subject(&sub, &topic, self.id)),
         });
         relay.presence.register(&action, self.id, &text).await;
+        if let Some(outbox) = &relay.outbox {
+            outbox.relay("registered", &action, self.id, &text).await;
+        }
         // "registered" means "you get every later frame": the instance
         // follows the action before the reply, and the client listens
         // right after it, with no frame in between.
@@ -238,6 +248,7 @@ mod tests {
             outbound_queue: 16,
             shutdown: CancellationToken::new(),
             tasks: TaskTracker::new(),
+            outbox: None,
         })
     }
 

@@ -8,11 +8,13 @@
 mod client;
 mod inproc;
 mod process;
+mod receiver;
 mod redis;
 
 pub use client::*;
 pub use inproc::*;
 pub use process::*;
+pub use receiver::*;
 pub use redis::*;
 
 use std::net::SocketAddr;

@@ -3,15 +3,18 @@
 //! tests, which then see each other's frames, streams and presence exactly
 //! as instances sharing a Redis do.
 
+mod hooks;
 mod presence;
 mod streams;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, LinkStatus,
-    Mode, Refreshed, RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, Lease,
+    LinkStatus, Mode, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Sanction,
+    Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
+use hooks::Hooks;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use presence::{Caller, Presence};
 use std::collections::HashMap;
@@ -31,6 +34,7 @@ struct Inner {
     instances: RwLock<Vec<Arc<Joined>>>,
     /// The instances' lines ([`Broker::announce`]).
     lines: Mutex<HashMap<Uuid, InstanceEntry>>,
+    hooks: Mutex<Hooks>,
 }
 
 /// One instance using the shared memory: where its frames go, and what it
@@ -114,6 +118,10 @@ impl MemoryBroker {
 
     fn presence(&self) -> MutexGuard<'_, Presence> {
         self.shared.0.presence.lock()
+    }
+
+    fn hooks(&self) -> MutexGuard<'_, Hooks> {
+        self.shared.0.hooks.lock()
     }
 
     fn last_of(&self, last_here: bool) -> Option<Uuid> {
@@ -274,7 +282,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError> {
+    async fn room_index(&self, now_ms: u64) -> Result<RoomIndex, BrokerError> {
         Ok(self.presence().room_index(now_ms))
     }
 
@@ -287,6 +295,36 @@ impl Broker for MemoryBroker {
         let mut lines = self.shared.0.lines.lock();
         lines.retain(|_, line| line.is_fresh(now_ms));
         Ok(lines.values().cloned().collect())
+    }
+
+    async fn hook_mark(&self, room: &str) -> Result<(), BrokerError> {
+        self.hooks().mark(room);
+        Ok(())
+    }
+
+    async fn hook_marked(&self) -> Result<Vec<String>, BrokerError> {
+        Ok(self.hooks().marked())
+    }
+
+    async fn hook_mark_of(&self, room: &str) -> Result<String, BrokerError> {
+        Ok(self.hooks().mark_of(room))
+    }
+
+    async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError> {
+        Ok(self.hooks().lease(room, self.me.id, ttl))
+    }
+
+    async fn hook_advance(
+        &self,
+        room: &str,
+        delivered: &Position,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        Ok(self.hooks().advance(room, self.me.id, delivered, ttl))
+    }
+
+    async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError> {
+        Ok(self.hooks().settle(room, self.me.id, mark))
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {

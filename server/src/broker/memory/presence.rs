@@ -3,7 +3,9 @@
 //! runs out unless it refreshes them; whatever touches a room first removes
 //! the entries of instances whose lease ran out.
 
-use crate::broker::{Claim, Claimed, Member, Refreshed, RelayClient, RoomEntry, Roster, Seat};
+use crate::broker::{
+    Claim, Claimed, Member, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Seat,
+};
 use crate::fanout::ConnId;
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
@@ -276,12 +278,21 @@ impl Presence {
         }
     }
 
-    pub fn room_index(&mut self, now_ms: u64) -> Vec<(String, RoomEntry)> {
-        self.index.retain(|_, entry| entry.is_fresh(now_ms));
+    pub fn room_index(&mut self, now_ms: u64) -> RoomIndex {
+        let mut stale = Vec::new();
+        self.index.retain(|room, entry| {
+            let fresh = entry.is_fresh(now_ms);
+            if !fresh {
+                stale.push(room.clone());
+            }
+            fresh
+        });
         let entries = self.index.iter();
-        entries
-            .map(|(room, entry)| (room.clone(), *entry))
-            .collect()
+        let fresh = entries.map(|(room, entry)| (room.clone(), *entry));
+        RoomIndex {
+            fresh: fresh.collect(),
+            stale,
+        }
     }
 }
 

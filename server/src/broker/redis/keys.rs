@@ -97,6 +97,23 @@ impl Keys {
         format!("{}:rooms", self.prefix)
     }
 
+    /// HASH room -> a unique mark: the rooms with events the webhook may not
+    /// have had yet (each append marks its room first).
+    pub fn hook_marks(&self) -> String {
+        format!("{}:hooks", self.prefix)
+    }
+
+    /// STRING the id of the instance delivering the room to the webhook,
+    /// expiring unless renewed.
+    pub fn hook_lease(&self, room: &str) -> String {
+        self.room(room, "hook:lease")
+    }
+
+    /// HASH `epoch`, `offset`: the room's last event the webhook acknowledged.
+    pub fn hook_cursor(&self, room: &str) -> String {
+        self.room(room, "hook")
+    }
+
     /// HASH instance id -> its line (JSON) in the list of live instances.
     pub fn instances(&self) -> String {
         format!("{}:instances", self.prefix)
@@ -212,6 +229,8 @@ mod tests {
             keys.members(room),
             keys.pseudos(room),
             keys.room_instances(room),
+            keys.hook_lease(room),
+            keys.hook_cursor(room),
             keys.channel(&Topic::Room(room.into())),
             keys.presence_channel(room),
         ] {

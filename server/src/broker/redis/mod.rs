@@ -11,9 +11,11 @@
 //!   stores and publishes in one step);
 //! - [`presence`]: members, nicknames, relay registrations and the room
 //!   list, as Lua scripts on one room's or action's keys;
+//! - [`hooks`]: webhook delivery state (marked rooms, leases, cursors);
 //! - [`recovery`]: notices at once that Redis answers again.
 
 pub mod client;
+mod hooks;
 pub mod keys;
 mod link;
 mod presence;
@@ -23,13 +25,15 @@ mod streams;
 mod subscriber;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, LinkStatus,
-    Mode, Refreshed, RelayClient, RoomEntry, Roster, Sanction, Seat, Stored,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, Lease,
+    LinkStatus, Mode, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Sanction,
+    Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
 use async_trait::async_trait;
 use client::{redact, Target};
+use hooks::RedisHooks;
 use keys::Keys;
 use presence::RedisPresence;
 use pubsub::{Common, PubSub};
@@ -58,6 +62,7 @@ pub struct RedisBroker {
     pubsub: PubSub,
     streams: RedisStreams,
     presence: RedisPresence,
+    hooks: RedisHooks,
 }
 
 impl RedisBroker {
@@ -93,6 +98,7 @@ impl RedisBroker {
         let presence =
             RedisPresence::new(conn.clone(), keys.clone(), instance, ttl, status.clone());
         let streams = RedisStreams::new(conn.clone(), keys.clone(), instance, status.clone());
+        let hooks = RedisHooks::new(conn.clone(), keys.clone(), instance);
         let back = Arc::new(tokio::sync::Notify::new());
         let recovery = Arc::new(Recovery {
             conn: conn.clone(),
@@ -130,6 +136,7 @@ impl RedisBroker {
             pubsub,
             streams,
             presence,
+            hooks,
         })
     }
 
@@ -294,7 +301,7 @@ impl Broker for RedisBroker {
         indexed.map_err(broker_error)
     }
 
-    async fn room_index(&self, now_ms: u64) -> Result<Vec<(String, RoomEntry)>, BrokerError> {
+    async fn room_index(&self, now_ms: u64) -> Result<RoomIndex, BrokerError> {
         self.reachable()?;
         let index = self.presence.room_index(now_ms).await;
         index.map_err(broker_error)
@@ -310,6 +317,43 @@ impl Broker for RedisBroker {
         self.reachable()?;
         let instances = self.presence.instances(now_ms).await;
         instances.map_err(broker_error)
+    }
+
+    async fn hook_mark(&self, room: &str) -> Result<(), BrokerError> {
+        self.reachable()?;
+        self.hooks.mark(room).await.map_err(|err| self.failed(err))
+    }
+
+    // The webhook deliverer's calls: it retries by itself.
+    async fn hook_marked(&self) -> Result<Vec<String>, BrokerError> {
+        self.reachable()?;
+        self.hooks.marked().await.map_err(broker_error)
+    }
+
+    async fn hook_mark_of(&self, room: &str) -> Result<String, BrokerError> {
+        self.reachable()?;
+        self.hooks.mark_of(room).await.map_err(broker_error)
+    }
+
+    async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError> {
+        self.reachable()?;
+        self.hooks.lease(room, ttl).await.map_err(broker_error)
+    }
+
+    async fn hook_advance(
+        &self,
+        room: &str,
+        delivered: &Position,
+        ttl: Duration,
+    ) -> Result<bool, BrokerError> {
+        self.reachable()?;
+        let advanced = self.hooks.advance(room, delivered, ttl).await;
+        advanced.map_err(broker_error)
+    }
+
+    async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError> {
+        self.reachable()?;
+        self.hooks.settle(room, mark).await.map_err(broker_error)
     }
 
     async fn ping(&self) -> Result<(), BrokerError> {

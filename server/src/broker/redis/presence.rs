@@ -13,7 +13,8 @@
 use super::client::Commands;
 use super::keys::Keys;
 use crate::broker::{
-    Claim, Claimed, InstanceEntry, LinkStatus, Refreshed, RelayClient, RoomEntry, Roster, Seat,
+    Claim, Claimed, InstanceEntry, LinkStatus, Refreshed, RelayClient, RoomEntry, RoomIndex,
+    Roster, Seat,
 };
 use crate::fanout::ConnId;
 use redis::{AsyncCommands, RedisResult, Script};
@@ -207,7 +208,7 @@ impl RedisPresence {
 
     /// The room list's entries; stale ones (rooms nobody refreshes any
     /// more) are dropped.
-    pub async fn room_index(&self, now_ms: u64) -> RedisResult<Vec<(String, RoomEntry)>> {
+    pub async fn room_index(&self, now_ms: u64) -> RedisResult<RoomIndex> {
         let mut conn = self.conn.clone();
         let key = self.keys.room_index();
         let all: Vec<(String, String)> = conn.hgetall(&key).await?;
@@ -215,14 +216,17 @@ impl RedisPresence {
             .into_iter()
             .map(|(room, value)| (room, parse_entry(&value)))
             .partition(|(_, entry)| entry.is_some_and(|e| e.is_fresh(now_ms)));
+        let stale: Vec<String> = stale.into_iter().map(|(room, _)| room).collect();
         if !stale.is_empty() {
-            let rooms: Vec<String> = stale.into_iter().map(|(room, _)| room).collect();
-            conn.hdel::<_, _, ()>(&key, rooms).await?;
+            conn.hdel::<_, _, ()>(&key, &stale).await?;
         }
-        Ok(fresh
-            .into_iter()
-            .filter_map(|(room, entry)| Some((room, entry?)))
-            .collect())
+        let fresh = fresh.into_iter();
+        Ok(RoomIndex {
+            fresh: fresh
+                .filter_map(|(room, entry)| Some((room, entry?)))
+                .collect(),
+            stale,
+        })
     }
 
     pub async fn announce(&self, entry: &InstanceEntry) -> RedisResult<()> {

@@ -20,7 +20,7 @@ use uuid::Uuid;
 
 /// A room nobody talks in for a week is forgotten (a later event starts a
 /// new epoch).
-const TTL_SECS: u64 = 7 * 24 * 3600;
+pub const TTL_SECS: u64 = 7 * 24 * 3600;
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
 

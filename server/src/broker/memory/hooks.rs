@@ -1,0 +1,74 @@
+//! Webhook delivery state in this process's memory: the marked rooms, and
+//! per room its lease and cursor (see `crate::webhook`).
+
+use crate::broker::{Lease, Position};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+#[derive(Default)]
+pub struct Hooks {
+    /// Room -> its mark (unique: drawn from `next_mark`).
+    marks: HashMap<String, u64>,
+    next_mark: u64,
+    /// Room -> the instance delivering it, until when.
+    leases: HashMap<String, (Uuid, Instant)>,
+    cursors: HashMap<String, Position>,
+}
+
+impl Hooks {
+    pub fn mark(&mut self, room: &str) {
+        self.next_mark += 1;
+        self.marks.insert(room.to_owned(), self.next_mark);
+    }
+
+    pub fn marked(&self) -> Vec<String> {
+        self.marks.keys().cloned().collect()
+    }
+
+    pub fn mark_of(&self, room: &str) -> String {
+        self.marks.get(room).map(u64::to_string).unwrap_or_default()
+    }
+
+    pub fn lease(&mut self, room: &str, me: Uuid, ttl: Duration) -> Lease {
+        if !self.hold(room, me, ttl) {
+            return Lease::Elsewhere;
+        }
+        Lease::Held(self.cursors.get(room).cloned())
+    }
+
+    pub fn advance(&mut self, room: &str, me: Uuid, delivered: &Position, ttl: Duration) -> bool {
+        let held = self.holder(room) == Some(me) && self.hold(room, me, ttl);
+        if held {
+            self.cursors.insert(room.to_owned(), delivered.clone());
+        }
+        held
+    }
+
+    pub fn settle(&mut self, room: &str, me: Uuid, mark: &str) -> bool {
+        if self.mark_of(room) != mark {
+            return false;
+        }
+        self.marks.remove(room);
+        if self.holder(room) == Some(me) {
+            self.leases.remove(room);
+        }
+        true
+    }
+
+    /// The instance holding the room's lease, if it has not expired.
+    fn holder(&self, room: &str) -> Option<Uuid> {
+        let (holder, until) = self.leases.get(room)?;
+        (*until > Instant::now()).then_some(*holder)
+    }
+
+    /// Takes or renews the lease unless another instance holds it.
+    fn hold(&mut self, room: &str, me: Uuid, ttl: Duration) -> bool {
+        if self.holder(room).is_some_and(|holder| holder != me) {
+            return false;
+        }
+        let until = Instant::now() + ttl;
+        self.leases.insert(room.to_owned(), (me, until));
+        true
+    }
+}

@@ -1,0 +1,356 @@
+//! The deliverer: finds marked rooms, takes their lease, and POSTs their
+//! events after the cursor one by one, moving the cursor after each 2xx.
+
+use super::plan::{plan, Plan};
+use super::{wire, Epochs, Outbox, REMEMBERED};
+use crate::broker::{Broker, BrokerError, Lease, Position};
+use crate::clock::now_ms;
+use crate::metrics;
+use backon::{BackoffBuilder, ExponentialBuilder};
+use parking_lot::Mutex;
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{Notify, Semaphore};
+use tokio::time::sleep;
+use tokio_util::sync::CancellationToken;
+
+/// How long a room stays with an instance that stopped renewing its lease
+/// (it died, or lost the broker).
+const LEASE: Duration = Duration::from_secs(10);
+/// How often each instance looks for marked rooms (besides being woken by
+/// its own appends).
+const POLL: Duration = Duration::from_millis(250);
+/// A room is marked before its event is appended: its mark is only removed
+/// once the stream was read this long after the mark was seen, longer than
+/// an append can take (the broker's answer timeout), so that the event of
+/// an append still on its way is not left unmarked.
+const SETTLE_AFTER: Duration = Duration::from_secs(3);
+/// How often a caught-up room's stream is read again meanwhile.
+const REREAD: Duration = Duration::from_millis(200);
+/// No answer within this counts as a failure (retried).
+const POST_TIMEOUT: Duration = Duration::from_secs(5);
+/// Rooms delivered at once by one instance (each in order).
+const PARALLEL_ROOMS: usize = 32;
+
+pub struct Webhooks {
+    broker: Arc<dyn Broker>,
+    client: reqwest::Client,
+    url: String,
+    secret: String,
+    wake: Arc<Notify>,
+    slots: Arc<Semaphore>,
+    /// The rooms this instance is delivering, with what they still owe.
+    rooms: Mutex<HashMap<String, Backlog>>,
+    /// The last position this instance delivered, per room (to tell a gap
+    /// when the broker lost a cursor).
+    delivered: Mutex<HashMap<String, Position>>,
+    epochs: Arc<Epochs>,
+    shutdown: CancellationToken,
+}
+
+/// What a room being delivered still owes the backend.
+#[derive(Debug, Clone, Copy, Default)]
+struct Backlog {
+    events: u64,
+    /// When its oldest undelivered event happened (ms since the Unix epoch).
+    oldest_ms: Option<u64>,
+}
+
+/// How one pass over a room ended.
+enum Pass {
+    /// Everything delivered, mark removed, lease given back.
+    Done,
+    /// Another instance holds the room (or took it over).
+    Elsewhere,
+    /// Marked again, or too soon to tell: look again (at once when this
+    /// pass delivered something: more is likely on its way).
+    Again { busy: bool },
+}
+
+impl Webhooks {
+    pub fn new(
+        broker: Arc<dyn Broker>,
+        url: String,
+        secret: String,
+        shutdown: CancellationToken,
+    ) -> anyhow::Result<Arc<Self>> {
+        let client = reqwest::Client::builder()
+            .timeout(POST_TIMEOUT)
+            .user_agent(concat!("chat-webhooks/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(|err| anyhow::anyhow!("cannot build the webhook HTTP client: {err}"))?;
+        Ok(Arc::new(Webhooks {
+            broker,
+            client,
+            url,
+            secret,
+            wake: Arc::new(Notify::new()),
+            slots: Arc::new(Semaphore::new(PARALLEL_ROOMS)),
+            rooms: Mutex::default(),
+            delivered: Mutex::default(),
+            epochs: Arc::default(),
+            shutdown,
+        }))
+    }
+
+    /// What the chat and the relay mark rooms with.
+    pub fn outbox(&self) -> Outbox {
+        Outbox {
+            broker: self.broker.clone(),
+            wake: self.wake.clone(),
+            epochs: self.epochs.clone(),
+        }
+    }
+
+    /// Looks for marked rooms and delivers them, until shutdown.
+    pub async fn run(self: Arc<Self>) {
+        loop {
+            match self.broker.hook_marked().await {
+                Ok(marked) => {
+                    metrics::webhook_rooms_marked(marked.len());
+                    for room in marked {
+                        self.start(room);
+                    }
+                }
+                Err(err) => tracing::debug!(error = %err, "webhooks: marked rooms unreadable"),
+            }
+            // The oldest undelivered event's age grows by itself.
+            self.publish_backlog();
+            tokio::select! {
+                _ = sleep(POLL) => {}
+                _ = self.wake.notified() => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+        }
+    }
+
+    fn start(self: &Arc<Self>, room: String) {
+        if self.rooms.lock().contains_key(&room) {
+            return;
+        }
+        let Ok(slot) = self.slots.clone().try_acquire_owned() else {
+            return;
+        };
+        self.rooms.lock().insert(room.clone(), Backlog::default());
+        let me = self.clone();
+        tokio::spawn(async move {
+            me.deliver_room(&room).await;
+            me.rooms.lock().remove(&room);
+            me.publish_backlog();
+            drop(slot);
+        });
+    }
+
+    async fn deliver_room(&self, room: &str) {
+        let mut trouble = backoff();
+        // The mark last seen, and when it was first seen.
+        let mut seen: Option<(String, Instant)> = None;
+        while !self.shutdown.is_cancelled() {
+            match self.pass(room, &mut seen).await {
+                Ok(Pass::Done | Pass::Elsewhere) => return,
+                Ok(Pass::Again { busy }) => {
+                    trouble = backoff();
+                    if !busy {
+                        self.pause(REREAD).await;
+                    }
+                }
+                Err(err) => {
+                    tracing::warn!(room, error = %err, "webhooks: broker unavailable; retrying");
+                    self.pause(trouble.next().unwrap_or(LEASE)).await;
+                }
+            }
+        }
+    }
+
+    async fn pass(
+        &self,
+        room: &str,
+        seen: &mut Option<(String, Instant)>,
+    ) -> Result<Pass, BrokerError> {
+        let Lease::Held(cursor) = self.broker.hook_lease(room, LEASE).await? else {
+            return Ok(Pass::Elsewhere);
+        };
+        // The mark is read before the stream: an event appended after this
+        // read marks the room again, and the settle below sees it.
+        let mark = self.broker.hook_mark_of(room).await?;
+        let read_at = Instant::now();
+        let stored = self.broker.read(room).await?;
+        let cursor = cursor.or_else(|| self.delivered.lock().get(room).cloned());
+        let known_epoch = self.epochs.of(room);
+        let plan = plan(cursor.as_ref(), known_epoch.as_deref(), &stored);
+        let busy = plan.is_some();
+        if let Some(plan) = plan {
+            if !self.deliver(room, &plan).await? {
+                return Ok(Pass::Elsewhere);
+            }
+        }
+        if !stored.epoch.is_empty() {
+            self.epochs.delivered(room, &stored.epoch);
+        }
+        let first_seen = match seen {
+            Some((last, at)) if *last == mark => *at,
+            _ => {
+                *seen = Some((mark.clone(), read_at));
+                read_at
+            }
+        };
+        if busy || (read_at < first_seen + SETTLE_AFTER && !mark.is_empty()) {
+            return Ok(Pass::Again { busy });
+        }
+        let settled = self.broker.hook_settle(room, &mark).await?;
+        Ok(if settled {
+            Pass::Done
+        } else {
+            Pass::Again { busy: false }
+        })
+    }
+
+    /// Sends the plan's gap and events in order; false when the lease was
+    /// lost on the way.
+    async fn deliver(&self, room: &str, plan: &Plan<'_>) -> Result<bool, BrokerError> {
+        if let Some(gap) = &plan.gap {
+            tracing::warn!(room, after = ?gap.after, resume = ?gap.resume, "webhooks: events lost before delivery; sending a gap");
+            let sent = self.send(room, wire::gap_body(room, gap), None).await?;
+            if !sent || !self.advance(room, &gap.before_resume()).await? {
+                return Ok(false);
+            }
+        }
+        for (i, frame) in plan.events.iter().enumerate() {
+            let at = Position {
+                epoch: plan.first.epoch.clone(),
+                offset: plan.first.offset + i as u64,
+            };
+            let owed = (plan.events.len() - i) as u64;
+            self.note_backlog(room, owed, event_ts(frame));
+            let body = wire::event_body(room, &at, frame);
+            if !self.send(room, body, Some(&at)).await? || !self.advance(room, &at).await? {
+                return Ok(false);
+            }
+        }
+        self.note_backlog(room, 0, None);
+        Ok(true)
+    }
+
+    async fn advance(&self, room: &str, delivered: &Position) -> Result<bool, BrokerError> {
+        let moved = self.broker.hook_advance(room, delivered, LEASE).await?;
+        if moved {
+            let mut remembered = self.delivered.lock();
+            if remembered.len() >= REMEMBERED {
+                remembered.clear();
+            }
+            remembered.insert(room.to_owned(), delivered.clone());
+        }
+        Ok(moved)
+    }
+
+    /// POSTs until the backend acknowledges (2xx), keeping the lease
+    /// between tries; false when the lease went to another instance or the
+    /// instance stops. `event`: the position of the event sent (none for a
+    /// gap).
+    async fn send(
+        &self,
+        room: &str,
+        body: String,
+        event: Option<&Position>,
+    ) -> Result<bool, BrokerError> {
+        let what = if event.is_some() { "event" } else { "gap" };
+        let signature = wire::signature(&self.secret, &body);
+        let mut delays = backoff();
+        loop {
+            let started = Instant::now();
+            match self.post(&body, &signature).await {
+                Ok(()) => {
+                    metrics::webhook_sent(what, "delivered", started.elapsed());
+                    return Ok(true);
+                }
+                Err(why) => {
+                    metrics::webhook_sent(what, "failed", started.elapsed());
+                    tracing::warn!(room, error = %why, "webhook not acknowledged; retrying");
+                }
+            }
+            self.pause(delays.next().unwrap_or(LEASE)).await;
+            if self.shutdown.is_cancelled() {
+                return Ok(false);
+            }
+            if self.broker.hook_lease(room, LEASE).await? == Lease::Elsewhere {
+                return Ok(false);
+            }
+            if let Some(at) = event {
+                self.recount(room, at).await?;
+            }
+        }
+    }
+
+    /// While an event is retried, what follows it keeps coming: counts the
+    /// room's backlog again from its stream.
+    async fn recount(&self, room: &str, sending: &Position) -> Result<(), BrokerError> {
+        let stored = self.broker.read(room).await?;
+        if stored.epoch == sending.epoch {
+            let owed = (stored.offset + 1).saturating_sub(sending.offset);
+            let oldest_ms = self.rooms.lock().get(room).and_then(|b| b.oldest_ms);
+            self.note_backlog(room, owed, oldest_ms);
+        }
+        Ok(())
+    }
+
+    async fn post(&self, body: &str, signature: &str) -> Result<(), String> {
+        let response = self
+            .client
+            .post(&self.url)
+            .header(reqwest::header::CONTENT_TYPE, "application/json")
+            .header("X-Signature-256", signature)
+            .body(body.to_owned())
+            .send()
+            .await
+            .map_err(|err| format!("no answer: {err}"))?;
+        let status = response.status();
+        if status.is_success() {
+            return Ok(());
+        }
+        Err(format!("answered {status}"))
+    }
+
+    async fn pause(&self, delay: Duration) {
+        tokio::select! {
+            _ = sleep(delay) => {}
+            _ = self.shutdown.cancelled() => {}
+        }
+    }
+
+    /// The room owes `events`, the oldest of them from then.
+    fn note_backlog(&self, room: &str, events: u64, oldest_ms: Option<u64>) {
+        let backlog = Backlog { events, oldest_ms };
+        if let Some(entry) = self.rooms.lock().get_mut(room) {
+            *entry = backlog;
+        }
+        self.publish_backlog();
+    }
+
+    fn publish_backlog(&self) {
+        let rooms = self.rooms.lock();
+        let events = rooms.values().map(|b| b.events).sum::<u64>();
+        let oldest = rooms.values().filter_map(|b| b.oldest_ms).min();
+        let age = oldest.map_or(0, |ms| now_ms().saturating_sub(ms));
+        metrics::webhook_backlog(events, Duration::from_millis(age));
+    }
+}
+
+/// Retries: 0.2 s doubling up to 5 s, with jitter, for as long as it takes.
+fn backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(200))
+        .with_max_delay(Duration::from_secs(5))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+/// When a stored event happened (its `ts`).
+fn event_ts(frame: &str) -> Option<u64> {
+    #[derive(serde::Deserialize)]
+    struct Ts {
+        ts: Option<u64>,
+    }
+    serde_json::from_str::<Ts>(frame).ok()?.ts
+}
