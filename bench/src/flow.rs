@@ -53,6 +53,8 @@ pub struct Flow {
     pub pacing: Pacing,
     pub duration: Duration,
     pub layout: Layout,
+    /// Extra settings of the instances.
+    pub env: Vec<(String, String)>,
 }
 
 /// Clients opening at once while a flow sets up.
@@ -79,7 +81,7 @@ impl Flow {
 
     pub async fn run(&self, lab: &Lab) -> anyhow::Result<Row> {
         let servers = match self.target {
-            Target::TwoInstances => lab.servers(2, &self.name)?,
+            Target::TwoInstances => lab.servers_with(2, &self.name, &self.env)?,
             Target::Embedded => lab.embedded(&self.name)?,
             Target::Minimal => vec![Server::minimal(&lab.dir)?],
         };
@@ -168,6 +170,7 @@ impl Flow {
             seconds,
             deliveries_per_sec: distinct as f64 / seconds.max(1e-9),
             lost: expected.saturating_sub(distinct),
+            sent: sent.iter().sum(),
             duplicated: duplicates,
             note: format!(
                 "{} {} clients, {} sender(s), {} messages",

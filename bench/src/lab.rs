@@ -43,22 +43,38 @@ impl Lab {
     }
 
     pub fn servers(&self, n: usize, scenario: &str) -> anyhow::Result<Vec<Server>> {
+        self.servers_with(n, scenario, &[])
+    }
+
+    /// Instances through the lab's Redis, with these extra settings.
+    pub fn servers_with(
+        &self,
+        n: usize,
+        scenario: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Vec<Server>> {
         (0..n)
-            .map(|i| self.server(Some(&self.redis), scenario, i))
+            .map(|i| self.server(Some(&self.redis), scenario, i, env))
             .collect()
     }
 
     /// One instance on its embedded broker, without Redis.
     pub fn embedded(&self, scenario: &str) -> anyhow::Result<Vec<Server>> {
-        Ok(vec![self.server(None, scenario, 0)?])
+        Ok(vec![self.server(None, scenario, 0, &[])?])
     }
 
-    fn server(&self, redis: Option<&Redis>, scenario: &str, i: usize) -> anyhow::Result<Server> {
+    fn server(
+        &self,
+        redis: Option<&Redis>,
+        scenario: &str,
+        i: usize,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Server> {
         let slug: String = scenario
             .chars()
             .map(|c| if c.is_ascii_alphanumeric() { c } else { '-' })
             .collect();
-        Server::start(&self.bin, redis, &self.dir, &format!("{slug}-{i}"))
+        Server::start(&self.bin, redis, &self.dir, &format!("{slug}-{i}"), env)
     }
 
     /// A room or action name no earlier scenario used.

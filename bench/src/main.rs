@@ -1,6 +1,6 @@
 //! Load generator for the chat and relay server. Starts a private
 //! redis-server and server instances, drives real WebSocket clients through
-//! eleven scenarios (the seventh and eleventh through a three-master Redis
+//! twelve scenarios (the seventh and eleventh through a three-master Redis
 //! Cluster, the ninth also through `minrelay`), stops everything and prints
 //! one table (Markdown) and one JSON line per scenario. Figures come from the receivers (latency from the
 //! send time carried in each message, loss, duplicates) and from /proc for
@@ -11,6 +11,7 @@
 
 mod client;
 mod flow;
+mod hooks;
 mod idle;
 mod lab;
 mod measure;
@@ -136,6 +137,7 @@ async fn main() -> anyhow::Result<()> {
         pacing,
         duration: sizes.duration,
         layout,
+        env: Vec::new(),
     };
     let (fan, thr, senders) = (
         sizes.fanout_clients,
@@ -231,6 +233,23 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(10) {
         report(recovery::run(&mut lab, "10 recovery after Redis restarts").await?);
+    }
+    if wanted(12) {
+        let hooks = hooks::Hooks::start()?;
+        let f = Flow {
+            env: hooks.env(),
+            ..flow(
+                "12a chat fan-out (3a) with webhooks",
+                Proto::Chat,
+                fan,
+                1,
+                Pacing::Rate(200),
+                Layout::Alternate,
+            )
+        };
+        report(hooks::with_webhooks(&hooks, f.run(&lab).await?).await);
+        let name = "12b API publish, webhooks on";
+        report(hooks::publish(&lab, name, &hooks, sizes.duration).await?);
     }
     drop(lab);
     if wanted(7) {

@@ -116,6 +116,9 @@ pub struct Row {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rss_per_connection_kib: Option<f64>,
     pub note: String,
+    /// Messages the senders sent (not reported: the deliveries are).
+    #[serde(skip)]
+    pub sent: u64,
 }
 
 impl Row {

@@ -213,20 +213,23 @@ fn wait_for(process: &mut Owned, ready: impl Fn() -> bool) -> anyhow::Result<boo
 pub struct Server {
     pub http_port: u16,
     pub relay_port: u16,
+    /// The admin port (metrics, server API); 0 for `minrelay`.
+    pub admin_port: u16,
     process: Owned,
 }
 
 impl Server {
     /// Starts an instance with its default settings but the per-connection
-    /// rate and connection limits, which the scenarios exceed on purpose;
-    /// without `redis`, on its embedded broker.
+    /// rate and connection limits, which the scenarios exceed on purpose,
+    /// and `env`; without `redis`, on its embedded broker.
     pub fn start(
         bin: &Path,
         redis: Option<&Redis>,
         dir: &Path,
         name: &str,
+        env: &[(String, String)],
     ) -> anyhow::Result<Server> {
-        let (http_port, relay_port) = (free_port()?, free_port()?);
+        let (http_port, relay_port, admin_port) = (free_port()?, free_port()?, free_port()?);
         let log = dir.join(format!("{name}.log"));
         let file =
             File::create(&log).with_context(|| format!("cannot create {}", log.display()))?;
@@ -234,11 +237,13 @@ impl Server {
         if let Some(redis) = redis {
             command.env("REDIS_URL", redis.url());
         }
+        command.envs(env.iter().map(|(name, value)| (name, value)));
         let child = command
             .current_dir(dir) // no stray .env
             .env("BIND", "127.0.0.1")
             .env("PORT", http_port.to_string())
             .env("RELAY_PORT", relay_port.to_string())
+            .env("ADMIN_PORT", admin_port.to_string())
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "warn")
             .env("CHAT_RATE_LIMIT_PER_SEC", "1000000")
@@ -264,6 +269,7 @@ impl Server {
         Ok(Server {
             http_port,
             relay_port,
+            admin_port,
             process,
         })
     }
@@ -291,6 +297,7 @@ impl Server {
         Ok(Server {
             http_port: port,
             relay_port: port,
+            admin_port: 0,
             process,
         })
     }

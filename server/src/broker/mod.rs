@@ -109,8 +109,12 @@ pub struct Position {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
     /// This instance, from after the room's cursor (none: nothing was
-    /// delivered yet, or the broker lost it).
-    Held(Option<Position>),
+    /// delivered yet, or the broker lost it); the room's stream as stored
+    /// (an implementation may leave out the events up to the cursor).
+    Held {
+        cursor: Option<Position>,
+        stored: Stored,
+    },
     /// Another instance.
     Elsewhere,
 }
@@ -453,7 +457,7 @@ pub trait Broker: Send + Sync {
     async fn hook_mark_of(&self, room: &str) -> Result<String, BrokerError>;
 
     /// Takes the room's delivery lease for this instance, or keeps it, for
-    /// `ttl` more.
+    /// `ttl` more, and reads the room's stream in the same step.
     async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError>;
 
     /// Moves the room's cursor to `delivered` and keeps the lease `ttl`

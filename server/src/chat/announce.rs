@@ -35,13 +35,10 @@ impl Chat {
         room: &str,
         entry: Entry<'_>,
     ) -> Result<Appended, BrokerError> {
-        if let Some(outbox) = &self.outbox {
-            outbox.mark(room).await?;
-        }
-        let appended = self.broker.append(room, entry).await?;
-        if let Some(outbox) = &self.outbox {
-            outbox.appended(room, &appended);
-        }
+        let appended = match &self.outbox {
+            Some(outbox) => outbox.append(room, entry).await?,
+            None => self.broker.append(room, entry).await?,
+        };
         if let Appended::New(frame) = &appended {
             self.feeds.offer(room, frame.clone());
         }

@@ -2,8 +2,8 @@
 //! events after the cursor one by one, moving the cursor after each 2xx.
 
 use super::plan::{plan, Plan};
-use super::{wire, Epochs, Outbox, REMEMBERED};
-use crate::broker::{Broker, BrokerError, Lease, Position};
+use super::{wire, Epochs, Outbox, Wakers, REMEMBERED};
+use crate::broker::{Broker, BrokerError, Lease, Position, Stored};
 use crate::clock::now_ms;
 use crate::metrics;
 use backon::{BackoffBuilder, ExponentialBuilder};
@@ -21,12 +21,15 @@ const LEASE: Duration = Duration::from_secs(10);
 /// How often each instance looks for marked rooms (besides being woken by
 /// its own appends).
 const POLL: Duration = Duration::from_millis(250);
-/// A room is marked before its event is appended: its mark is only removed
-/// once the stream was read this long after the mark was seen, longer than
-/// an append can take (the broker's answer timeout), so that the event of
-/// an append still on its way is not left unmarked.
+/// A room is marked as its event is appended (the mark sent first): its
+/// mark is only removed once the stream was read this long after the mark
+/// was seen, longer than an append can take (the broker's answer timeout),
+/// so that the event of an append still on its way is not left unmarked.
 const SETTLE_AFTER: Duration = Duration::from_secs(3);
-/// How often a caught-up room's stream is read again meanwhile.
+/// Meanwhile, a caught-up room is looked at again when this instance
+/// appends to it, when its mark changes (another instance appended; the
+/// mark is checked this often), or after `REREAD` in any case.
+const MARK_CHECK: Duration = Duration::from_millis(50);
 const REREAD: Duration = Duration::from_millis(200);
 /// No answer within this counts as a failure (retried).
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
@@ -42,6 +45,8 @@ pub struct Webhooks {
     slots: Arc<Semaphore>,
     /// The rooms this instance is delivering, with what they still owe.
     rooms: Mutex<HashMap<String, Backlog>>,
+    /// Their deliverers, woken by this instance's appends.
+    wakers: Arc<Wakers>,
     /// The last position this instance delivered, per room (to tell a gap
     /// when the broker lost a cursor).
     delivered: Mutex<HashMap<String, Position>>,
@@ -88,6 +93,7 @@ impl Webhooks {
             wake: Arc::new(Notify::new()),
             slots: Arc::new(Semaphore::new(PARALLEL_ROOMS)),
             rooms: Mutex::default(),
+            wakers: Arc::default(),
             delivered: Mutex::default(),
             epochs: Arc::default(),
             shutdown,
@@ -100,6 +106,7 @@ impl Webhooks {
             broker: self.broker.clone(),
             wake: self.wake.clone(),
             epochs: self.epochs.clone(),
+            wakers: self.wakers.clone(),
         }
     }
 
@@ -133,16 +140,19 @@ impl Webhooks {
             return;
         };
         self.rooms.lock().insert(room.clone(), Backlog::default());
+        let waker = Arc::new(Notify::new());
+        self.wakers.0.lock().insert(room.clone(), waker.clone());
         let me = self.clone();
         tokio::spawn(async move {
-            me.deliver_room(&room).await;
+            me.deliver_room(&room, &waker).await;
+            me.wakers.0.lock().remove(&room);
             me.rooms.lock().remove(&room);
             me.publish_backlog();
             drop(slot);
         });
     }
 
-    async fn deliver_room(&self, room: &str) {
+    async fn deliver_room(&self, room: &str, waker: &Notify) {
         let mut trouble = backoff();
         // The mark last seen, and when it was first seen.
         let mut seen: Option<(String, Instant)> = None;
@@ -152,7 +162,8 @@ impl Webhooks {
                 Ok(Pass::Again { busy }) => {
                     trouble = backoff();
                     if !busy {
-                        self.pause(REREAD).await;
+                        let mark = seen.as_ref().map(|(mark, _)| mark.as_str());
+                        self.more(room, mark.unwrap_or_default(), waker).await;
                     }
                 }
                 Err(err) => {
@@ -168,25 +179,29 @@ impl Webhooks {
         room: &str,
         seen: &mut Option<(String, Instant)>,
     ) -> Result<Pass, BrokerError> {
-        let Lease::Held(cursor) = self.broker.hook_lease(room, LEASE).await? else {
+        let Lease::Held { cursor, stored } = self.broker.hook_lease(room, LEASE).await? else {
             return Ok(Pass::Elsewhere);
         };
-        // The mark is read before the stream: an event appended after this
-        // read marks the room again, and the settle below sees it.
-        let mark = self.broker.hook_mark_of(room).await?;
-        let read_at = Instant::now();
-        let stored = self.broker.read(room).await?;
-        let cursor = cursor.or_else(|| self.delivered.lock().get(room).cloned());
-        let known_epoch = self.epochs.of(room);
-        let plan = plan(cursor.as_ref(), known_epoch.as_deref(), &stored);
-        let busy = plan.is_some();
-        if let Some(plan) = plan {
+        if let Some(plan) = self.next(room, cursor, &stored) {
             if !self.deliver(room, &plan).await? {
                 return Ok(Pass::Elsewhere);
             }
+            self.epochs.delivered(room, &stored.epoch);
+            return Ok(Pass::Again { busy: true });
         }
         if !stored.epoch.is_empty() {
             self.epochs.delivered(room, &stored.epoch);
+        }
+        // Caught up. The mark is read, then the stream once more: an event
+        // appended after this read of the mark marks the room again, and
+        // the settle below sees it.
+        let mark = self.broker.hook_mark_of(room).await?;
+        let read_at = Instant::now();
+        let Lease::Held { cursor, stored } = self.broker.hook_lease(room, LEASE).await? else {
+            return Ok(Pass::Elsewhere);
+        };
+        if self.next(room, cursor, &stored).is_some() {
+            return Ok(Pass::Again { busy: true });
         }
         let first_seen = match seen {
             Some((last, at)) if *last == mark => *at,
@@ -195,8 +210,8 @@ impl Webhooks {
                 read_at
             }
         };
-        if busy || (read_at < first_seen + SETTLE_AFTER && !mark.is_empty()) {
-            return Ok(Pass::Again { busy });
+        if read_at < first_seen + SETTLE_AFTER && !mark.is_empty() {
+            return Ok(Pass::Again { busy: false });
         }
         let settled = self.broker.hook_settle(room, &mark).await?;
         Ok(if settled {
@@ -204,6 +219,19 @@ impl Webhooks {
         } else {
             Pass::Again { busy: false }
         })
+    }
+
+    /// What to send next from the stored stream, after the broker's cursor
+    /// or, when the broker lost it, after what this instance delivered.
+    fn next<'a>(
+        &self,
+        room: &str,
+        cursor: Option<Position>,
+        stored: &'a Stored,
+    ) -> Option<Plan<'a>> {
+        let cursor = cursor.or_else(|| self.delivered.lock().get(room).cloned());
+        let known_epoch = self.epochs.of(room);
+        plan(cursor.as_ref(), known_epoch.as_deref(), stored)
     }
 
     /// Sends the plan's gap and events in order; false when the lease was
@@ -216,6 +244,12 @@ impl Webhooks {
                 return Ok(false);
             }
         }
+        // The cursor moves to each event while the next one is sent: one
+        // round trip per event. Safe: a POST gives up after 5 s, well
+        // within the lease, so an instance that finds it lost the lease has
+        // sent at most the one event past its cursor, which the next
+        // deliverer sends again, before anything later.
+        let mut delivered: Option<Position> = None;
         for (i, frame) in plan.events.iter().enumerate() {
             let at = Position {
                 epoch: plan.first.epoch.clone(),
@@ -224,12 +258,28 @@ impl Webhooks {
             let owed = (plan.events.len() - i) as u64;
             self.note_backlog(room, owed, event_ts(frame));
             let body = wire::event_body(room, &at, frame);
-            if !self.send(room, body, Some(&at)).await? || !self.advance(room, &at).await? {
+            let (sent, advanced) = tokio::join!(
+                self.send(room, body, Some(&at)),
+                self.advance_to(room, delivered.as_ref())
+            );
+            if !advanced? || !sent? {
                 return Ok(false);
             }
+            delivered = Some(at);
         }
         self.note_backlog(room, 0, None);
-        Ok(true)
+        self.advance_to(room, delivered.as_ref()).await
+    }
+
+    async fn advance_to(
+        &self,
+        room: &str,
+        delivered: Option<&Position>,
+    ) -> Result<bool, BrokerError> {
+        match delivered {
+            Some(delivered) => self.advance(room, delivered).await,
+            None => Ok(true),
+        }
     }
 
     async fn advance(&self, room: &str, delivered: &Position) -> Result<bool, BrokerError> {
@@ -273,25 +323,23 @@ impl Webhooks {
             if self.shutdown.is_cancelled() {
                 return Ok(false);
             }
-            if self.broker.hook_lease(room, LEASE).await? == Lease::Elsewhere {
+            let Lease::Held { stored, .. } = self.broker.hook_lease(room, LEASE).await? else {
                 return Ok(false);
-            }
+            };
             if let Some(at) = event {
-                self.recount(room, at).await?;
+                self.recount(room, at, &stored);
             }
         }
     }
 
     /// While an event is retried, what follows it keeps coming: counts the
     /// room's backlog again from its stream.
-    async fn recount(&self, room: &str, sending: &Position) -> Result<(), BrokerError> {
-        let stored = self.broker.read(room).await?;
+    fn recount(&self, room: &str, sending: &Position, stored: &Stored) {
         if stored.epoch == sending.epoch {
             let owed = (stored.offset + 1).saturating_sub(sending.offset);
             let oldest_ms = self.rooms.lock().get(room).and_then(|b| b.oldest_ms);
             self.note_backlog(room, owed, oldest_ms);
         }
-        Ok(())
     }
 
     async fn post(&self, body: &str, signature: &str) -> Result<(), String> {
@@ -309,6 +357,23 @@ impl Webhooks {
             return Ok(());
         }
         Err(format!("answered {status}"))
+    }
+
+    /// Returns when the caught-up room may have more: this instance
+    /// appended, its mark changed, or `REREAD` passed.
+    async fn more(&self, room: &str, mark: &str, waker: &Notify) {
+        let until = tokio::time::Instant::now() + REREAD;
+        while tokio::time::Instant::now() < until {
+            tokio::select! {
+                _ = waker.notified() => return,
+                _ = sleep(MARK_CHECK) => {}
+                _ = self.shutdown.cancelled() => return,
+            }
+            match self.broker.hook_mark_of(room).await {
+                Ok(now) if now == mark => {}
+                _ => return,
+            }
+        }
     }
 
     async fn pause(&self, delay: Duration) {
@@ -337,7 +402,7 @@ impl Webhooks {
 }
 
 /// Retries: 0.2 s doubling up to 5 s, with jitter, for as long as it takes.
-fn backoff() -> impl Iterator<Item = Duration> {
+pub(super) fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
         .with_max_delay(Duration::from_secs(5))

@@ -5,8 +5,8 @@
 //!
 //! Rooms are streams with positions, so a webhook is a consumer with a
 //! cursor kept in the broker:
-//! - every append marks its room first ([`Outbox`]); relay registrations
-//!   are appended to a stream of their action for the purpose;
+//! - every append marks its room ([`Outbox`]); relay registrations are
+//!   appended to a stream of their action for the purpose;
 //! - each instance looks for marked rooms and delivers those whose lease
 //!   it gets: one instance per room at a time; the lease expires 10 s
 //!   after a deliverer dies and another instance takes the room over from
@@ -29,8 +29,8 @@ use uuid::Uuid;
 
 pub use deliver::Webhooks;
 
-/// Marks rooms for delivery before their events are appended; held by
-/// whatever appends (the chat, the relay) when webhooks are on.
+/// Appends with the room marked for delivery; held by whatever appends
+/// (the chat, the relay) when webhooks are on.
 #[derive(Clone)]
 pub struct Outbox {
     broker: Arc<dyn Broker>,
@@ -38,7 +38,15 @@ pub struct Outbox {
     /// goes out at once rather than at the next look for marked rooms.
     wake: Arc<Notify>,
     epochs: Arc<Epochs>,
+    wakers: Arc<Wakers>,
 }
+
+/// The deliverers of the rooms this instance delivers, by room.
+#[derive(Default)]
+struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+
+/// Tries of a mark that failed (about a minute with the backoff).
+const MARK_TRIES: usize = 15;
 
 /// Rooms this instance remembers, bounded: forgotten all at once past this
 /// many.
@@ -78,19 +86,45 @@ impl Epochs {
 }
 
 impl Outbox {
-    pub async fn mark(&self, room: &str) -> Result<(), BrokerError> {
-        self.broker.hook_mark(room).await?;
+    /// Appends to the room's stream with the room marked for the webhook.
+    /// The mark is sent first and both go at once: one round trip, and on
+    /// one Redis, one connection, where the mark lands first. A mark that
+    /// failed where the append did not is tried again in the background.
+    pub async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
+        let (marked, appended) =
+            tokio::join!(self.broker.hook_mark(room), self.broker.append(room, entry));
+        let appended = appended?;
+        if let Err(err) = marked {
+            self.mark_later(room, err);
+        }
         self.wake.notify_one();
-        Ok(())
-    }
-
-    /// Notes what an append after [`Outbox::mark`] did.
-    pub fn appended(&self, room: &str, appended: &Appended) {
-        if let Appended::New(frame) = appended {
+        if let Some(deliverer) = self.wakers.0.lock().get(room) {
+            deliverer.notify_one();
+        }
+        if let Appended::New(frame) = &appended {
             if let Some((epoch, _)) = stamp::position(frame) {
                 self.epochs.note(room, epoch);
             }
         }
+        Ok(appended)
+    }
+
+    fn mark_later(&self, room: &str, err: BrokerError) {
+        crate::metrics::error("webhook", "mark");
+        tracing::warn!(room, error = %err, "webhooks: room not marked; trying again");
+        let (broker, room) = (self.broker.clone(), room.to_owned());
+        tokio::spawn(async move {
+            for delay in deliver::backoff().take(MARK_TRIES) {
+                tokio::time::sleep(delay).await;
+                if broker.hook_mark(&room).await.is_ok() {
+                    return;
+                }
+            }
+            tracing::error!(
+                room,
+                "webhooks: room not marked: its last events wait for the next one"
+            );
+        });
     }
 
     /// Records that the relay client `id` registered for (`registered`) or
@@ -102,12 +136,7 @@ impl Outbox {
             frame: &frame,
             ..Entry::default()
         };
-        let recorded = match self.mark(&stream).await {
-            Ok(()) => self.broker.append(&stream, entry).await,
-            Err(err) => Err(err),
-        };
-        let recorded = recorded.map(|appended| self.appended(&stream, &appended));
-        if let Err(err) = recorded {
+        if let Err(err) = self.append(&stream, entry).await {
             crate::metrics::error("webhook", "relay_event_lost");
             tracing::warn!(%id, action, kind, error = %err, "relay event not recorded for the webhook");
         }

@@ -1,7 +1,7 @@
 //! Webhook delivery state in this process's memory: the marked rooms, and
 //! per room its lease and cursor (see `crate::webhook`).
 
-use crate::broker::{Lease, Position};
+use crate::broker::Position;
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -30,11 +30,10 @@ impl Hooks {
         self.marks.get(room).map(u64::to_string).unwrap_or_default()
     }
 
-    pub fn lease(&mut self, room: &str, me: Uuid, ttl: Duration) -> Lease {
-        if !self.hold(room, me, ttl) {
-            return Lease::Elsewhere;
-        }
-        Lease::Held(self.cursors.get(room).cloned())
+    /// The room's cursor if this instance holds (now) its lease.
+    pub fn lease(&mut self, room: &str, me: Uuid, ttl: Duration) -> Option<Option<Position>> {
+        self.hold(room, me, ttl)
+            .then(|| self.cursors.get(room).cloned())
     }
 
     pub fn advance(&mut self, room: &str, me: Uuid, delivered: &Position, ttl: Duration) -> bool {

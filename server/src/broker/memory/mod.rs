@@ -311,7 +311,11 @@ impl Broker for MemoryBroker {
     }
 
     async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError> {
-        Ok(self.hooks().lease(room, self.me.id, ttl))
+        let Some(cursor) = self.hooks().lease(room, self.me.id, ttl) else {
+            return Ok(Lease::Elsewhere);
+        };
+        let stored = self.shared.0.streams.read(room);
+        Ok(Lease::Held { cursor, stored })
     }
 
     async fn hook_advance(

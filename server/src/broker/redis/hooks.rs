@@ -7,7 +7,7 @@
 use super::client::Commands;
 use super::keys::Keys;
 use super::streams::TTL_SECS;
-use crate::broker::{Lease, Position};
+use crate::broker::{Lease, Position, Stored};
 use redis::{AsyncCommands, RedisResult, Script};
 use std::sync::LazyLock;
 use std::time::Duration;
@@ -53,23 +53,32 @@ impl RedisHooks {
     }
 
     pub async fn lease(&self, room: &str, ttl: Duration) -> RedisResult<Lease> {
-        let (held, epoch, offset): (u8, Option<String>, Option<u64>) = LEASE
+        let answer: Vec<redis::Value> = LEASE
             .key(self.keys.hook_lease(room))
             .key(self.keys.hook_cursor(room))
+            .key(self.keys.stream_meta(room))
+            .key(self.keys.stream_events(room))
             .arg(self.instance.to_string())
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        if held == 0 {
+        let [held, epoch, offset, stream_epoch, stream_offset, events] =
+            <[_; 6]>::try_from(answer).unwrap_or_else(|_| Default::default());
+        if redis::from_redis_value::<u8>(held).unwrap_or(0) == 0 {
             return Ok(Lease::Elsewhere);
         }
-        let cursor = epoch
-            .filter(|epoch| !epoch.is_empty())
-            .map(|epoch| Position {
-                epoch,
-                offset: offset.unwrap_or(0),
-            });
-        Ok(Lease::Held(cursor))
+        let epoch: String = redis::from_redis_value(epoch)?;
+        let cursor = (!epoch.is_empty()).then(|| Position {
+            epoch,
+            offset: redis::from_redis_value(offset).unwrap_or(0),
+        });
+        let events: Vec<String> = redis::from_redis_value(events)?;
+        let stored = Stored {
+            epoch: redis::from_redis_value(stream_epoch)?,
+            offset: redis::from_redis_value(stream_offset)?,
+            events: events.into_iter().map(Into::into).collect(),
+        };
+        Ok(Lease::Held { cursor, stored })
     }
 
     pub async fn advance(
