@@ -38,11 +38,17 @@ fn every_scenario_runs_on_a_tiny_load() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let names: Vec<&str> = rows.iter().filter_map(|r| r["scenario"].as_str()).collect();
-    assert_eq!(names.len(), 15, "one JSON line per scenario: {names:?}");
+    assert_eq!(names.len(), 17, "one JSON line per scenario: {names:?}");
     for row in &rows {
         assert!(row["deliveries"].as_u64() > Some(0), "{row}");
         assert_eq!(row["lost"], 0, "{row}");
         assert_eq!(row["duplicated"], 0, "{row}");
+        // Scenario 12: the backend got every message ("webhook: N of N").
+        let note = row["note"].as_str().unwrap_or_default();
+        if let Some(webhook) = note.split("webhook: ").nth(1) {
+            let counts: Vec<&str> = webhook.split(' ').take(3).collect();
+            assert_eq!(counts[0], counts[2], "{row}");
+        }
     }
     assert!(stdout.contains("| scenario |"), "the table is printed");
 }

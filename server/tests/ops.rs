@@ -295,7 +295,8 @@ fn help_lists_every_setting_and_env_example_documents_them() {
     let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
     // Each option is a "--flag" paragraph (-h and -V, with short flags,
     // come last); each names its variable, and all but the lists that are
-    // empty by default (REDIS_URL, PUBLIC_ORIGINS, the token and API keys) a default.
+    // empty by default (REDIS_URL, PUBLIC_ORIGINS, the token and API keys,
+    // the webhook) a default.
     let options: Vec<&str> = help.split("\n      --").skip(1).collect();
     assert!(options.len() >= 15, "{help}");
     for option in options {
@@ -312,6 +313,8 @@ fn help_lists_every_setting_and_env_example_documents_them() {
                     "AUTH_JWT_SECRET",
                     "AUTH_JWT_PUBLIC_KEY",
                     "API_KEY",
+                    "WEBHOOK_URL",
+                    "WEBHOOK_SECRET",
                 ]
                 .contains(&var),
             "no default in: {option}"

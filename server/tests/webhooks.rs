@@ -406,3 +406,46 @@ async fn redis_restarting_gives_a_gap_then_every_event_of_the_new_epoch() {
         assert!(got.contains_key(&text), "{text} delivered");
     }
 }
+
+/// A stopping instance (SIGTERM, a reload) gives its rooms' leases back:
+/// the other instance delivers them at once, not once the lease expired.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_stopping_instance_hands_its_rooms_over_at_once() {
+    let redis = Redis::start();
+    let receiver = Receiver::start().await;
+    let (a, b) = Instance::pair(Some(&redis), &receiver.env()).await;
+    receiver.fail_for(Duration::from_secs(3600));
+    let post = |admin: SocketAddr, text: &str| {
+        let body = json!({"author": "bot", "text": text}).to_string();
+        async move {
+            let posted =
+                common::http_request(admin, "POST", "/api/rooms/handover/messages", &[], &body);
+            assert_eq!(posted.await.0, 201);
+        }
+    };
+    post(a.running.admin, "first").await;
+    // Some instance delivers the room, and is stuck on a failing backend.
+    let lease = common::keys().hook_lease("handover");
+    let holder = || redis.query::<Option<String>>(redis::cmd("GET").arg(&lease));
+    let held = || async { holder().is_some() && receiver.refused() > 0 };
+    common::eventually("the room is being delivered", DELIVERY, held).await;
+    let (stopping, staying) = if holder() == Some(a.running.instance.to_string()) {
+        (a, b)
+    } else {
+        (b, a)
+    };
+    let stopped = stopping.running.instance.to_string();
+    stopping.stop().await;
+    // Given back (and maybe taken by the other instance already).
+    assert_ne!(holder(), Some(stopped), "the lease was given back");
+    receiver.fail_for(Duration::ZERO);
+    post(staying.running.admin, "second").await;
+    // Well within the 10 s a lease left to expire would take.
+    let started = Instant::now();
+    delivered_up_to(&receiver, "handover", 2, Duration::from_secs(5)).await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(
+        texts(&receiver.room_events("handover")),
+        ["first", "second"]
+    );
+}

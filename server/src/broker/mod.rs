@@ -469,6 +469,10 @@ pub trait Broker: Send + Sync {
         ttl: Duration,
     ) -> Result<bool, BrokerError>;
 
+    /// Gives the room's delivery lease back if this instance holds it (it
+    /// stops), so that another instance takes the room over at once.
+    async fn hook_release(&self, room: &str) -> Result<(), BrokerError>;
+
     /// Once everything was delivered: removes the room's mark unless it
     /// was marked again since `mark` was read, and then gives the lease
     /// back. False when it was marked again (the lease is kept).

@@ -72,7 +72,7 @@ impl Parts {
         let (events, presence_events) = mpsc::unbounded_channel();
         let presence = Arc::new(Presence::new(broker.clone(), events));
         let guard = Arc::new(Guard::new(policy(config)));
-        let webhooks = webhooks(config, &broker, &restarts, &shutdown)?;
+        let webhooks = webhooks(config, &broker, &restarts, &shutdown, &tasks)?;
         let outbox = webhooks.as_ref().map(|webhooks| webhooks.outbox());
         let chat = Chat::new(chat::Parts {
             instance,
@@ -197,16 +197,13 @@ fn webhooks(
     broker: &Arc<dyn Broker>,
     restarts: &Arc<Restarts>,
     shutdown: &CancellationToken,
+    tasks: &TaskTracker,
 ) -> anyhow::Result<Option<Arc<Webhooks>>> {
     let (Some(url), Some(secret)) = (&config.webhook_url, &config.webhook_secret) else {
         return Ok(None);
     };
-    let webhooks = Webhooks::new(
-        broker.clone(),
-        url.clone(),
-        secret.clone(),
-        shutdown.clone(),
-    )?;
+    let (broker, stop) = (broker.clone(), shutdown.clone());
+    let webhooks = Webhooks::new(broker, url.clone(), secret.clone(), stop, tasks.clone())?;
     supervise::spawn("webhooks", restarts.clone(), shutdown.clone(), {
         let webhooks = webhooks.clone();
         move || webhooks.clone().run()

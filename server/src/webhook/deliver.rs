@@ -14,6 +14,7 @@ use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
 use tokio::time::sleep;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 /// How long a room stays with an instance that stopped renewing its lease
 /// (it died, or lost the broker).
@@ -52,6 +53,9 @@ pub struct Webhooks {
     delivered: Mutex<HashMap<String, Position>>,
     epochs: Arc<Epochs>,
     shutdown: CancellationToken,
+    /// The instance's tasks: its drain waits for the deliverers to hand
+    /// their rooms over.
+    tasks: TaskTracker,
 }
 
 /// What a room being delivered still owes the backend.
@@ -79,6 +83,7 @@ impl Webhooks {
         url: String,
         secret: String,
         shutdown: CancellationToken,
+        tasks: TaskTracker,
     ) -> anyhow::Result<Arc<Self>> {
         let client = reqwest::Client::builder()
             .timeout(POST_TIMEOUT)
@@ -97,6 +102,7 @@ impl Webhooks {
             delivered: Mutex::default(),
             epochs: Arc::default(),
             shutdown,
+            tasks,
         }))
     }
 
@@ -143,7 +149,7 @@ impl Webhooks {
         let waker = Arc::new(Notify::new());
         self.wakers.0.lock().insert(room.clone(), waker.clone());
         let me = self.clone();
-        tokio::spawn(async move {
+        self.tasks.spawn(async move {
             me.deliver_room(&room, &waker).await;
             me.wakers.0.lock().remove(&room);
             me.rooms.lock().remove(&room);
@@ -158,7 +164,7 @@ impl Webhooks {
         let mut seen: Option<(String, Instant)> = None;
         while !self.shutdown.is_cancelled() {
             match self.pass(room, &mut seen).await {
-                Ok(Pass::Done | Pass::Elsewhere) => return,
+                Ok(Pass::Done | Pass::Elsewhere) => break,
                 Ok(Pass::Again { busy }) => {
                     trouble = backoff();
                     if !busy {
@@ -170,6 +176,13 @@ impl Webhooks {
                     tracing::warn!(room, error = %err, "webhooks: broker unavailable; retrying");
                     self.pause(trouble.next().unwrap_or(LEASE)).await;
                 }
+            }
+        }
+        // A stopping instance hands its rooms over at once, not after the
+        // lease expires (a reload does not hold the webhooks up).
+        if self.shutdown.is_cancelled() {
+            if let Err(err) = self.broker.hook_release(room).await {
+                tracing::debug!(room, error = %err, "webhooks: lease left to expire");
             }
         }
     }

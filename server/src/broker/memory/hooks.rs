@@ -49,10 +49,14 @@ impl Hooks {
             return false;
         }
         self.marks.remove(room);
+        self.release(room, me);
+        true
+    }
+
+    pub fn release(&mut self, room: &str, me: Uuid) {
         if self.holder(room) == Some(me) {
             self.leases.remove(room);
         }
-        true
     }
 
     /// The instance holding the room's lease, if it has not expired.

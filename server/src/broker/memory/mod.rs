@@ -327,6 +327,11 @@ impl Broker for MemoryBroker {
         Ok(self.hooks().advance(room, self.me.id, delivered, ttl))
     }
 
+    async fn hook_release(&self, room: &str) -> Result<(), BrokerError> {
+        self.hooks().release(room, self.me.id);
+        Ok(())
+    }
+
     async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError> {
         Ok(self.hooks().settle(room, self.me.id, mark))
     }

@@ -110,11 +110,16 @@ impl RedisHooks {
         if unmarked == 0 {
             return Ok(false);
         }
+        self.release(room).await?;
+        Ok(true)
+    }
+
+    pub async fn release(&self, room: &str) -> RedisResult<()> {
         let _: u8 = RELEASE
             .key(self.keys.hook_lease(room))
             .arg(self.instance.to_string())
             .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(true)
+        Ok(())
     }
 }

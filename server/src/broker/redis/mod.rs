@@ -351,6 +351,12 @@ impl Broker for RedisBroker {
         advanced.map_err(broker_error)
     }
 
+    // Tried even while Redis looks down: it is sent once, as the instance
+    // stops (when its links are being closed).
+    async fn hook_release(&self, room: &str) -> Result<(), BrokerError> {
+        self.hooks.release(room).await.map_err(broker_error)
+    }
+
     async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError> {
         self.reachable()?;
         self.hooks.settle(room, mark).await.map_err(broker_error)
