@@ -449,3 +449,29 @@ async fn redis_a_stopping_instance_hands_its_rooms_over_at_once() {
         ["first", "second"]
     );
 }
+
+/// A relay client that registers while Redis is away is announced once it
+/// is back: the event waits in the instance, not lost.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_registration_while_redis_is_away_is_announced_when_it_is_back() {
+    let mut redis = Redis::start();
+    let receiver = Receiver::start().await;
+    let server = Instance::configured(Some(&redis), &receiver.env()).await;
+    redis.stop();
+    let down = || async { server.health().await["redis"] != "ok" };
+    common::eventually("Redis is seen down", DELIVERY, down).await;
+    let mut client = Client::connect(&server.relay_url()).await;
+    client.send_text(r#"{"action":"away","who":"r"}"#).await;
+    let id = client.json().await["id"].clone();
+    assert!(id.is_string(), "registered while Redis is away");
+    redis.restart();
+    let announced = || async { !receiver.relay_events("away").is_empty() };
+    common::eventually("the registration announced", DELIVERY, announced).await;
+    let events = receiver.relay_events("away");
+    assert_eq!(
+        events[0]["key"],
+        format!("relay:{}:registered", id.as_str().unwrap())
+    );
+    assert_eq!(events[0]["data"], json!({"action": "away", "who": "r"}));
+    client.close().await;
+}

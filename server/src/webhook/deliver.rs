@@ -2,7 +2,7 @@
 //! events after the cursor one by one, moving the cursor after each 2xx.
 
 use super::plan::{plan, Plan};
-use super::{wire, Epochs, Outbox, Wakers, REMEMBERED};
+use super::{wire, Epochs, Outbox, Retries, Wakers, REMEMBERED};
 use crate::broker::{Broker, BrokerError, Lease, Position, Stored};
 use crate::clock::now_ms;
 use crate::metrics;
@@ -36,6 +36,11 @@ const REREAD: Duration = Duration::from_millis(200);
 const POST_TIMEOUT: Duration = Duration::from_secs(5);
 /// Rooms delivered at once by one instance (each in order).
 const PARALLEL_ROOMS: usize = 32;
+/// A room another instance delivers is not tried again for this long, so
+/// that the slots go to the rooms nobody delivers.
+const ELSEWHERE_PAUSE: Duration = Duration::from_secs(1);
+/// Looks for marked rooms at most this often, however often it is woken.
+const MIN_SCAN: Duration = Duration::from_millis(50);
 
 pub struct Webhooks {
     broker: Arc<dyn Broker>,
@@ -48,6 +53,10 @@ pub struct Webhooks {
     rooms: Mutex<HashMap<String, Backlog>>,
     /// Their deliverers, woken by this instance's appends.
     wakers: Arc<Wakers>,
+    /// Rooms found delivered by another instance, and when.
+    elsewhere: Mutex<HashMap<String, Instant>>,
+    /// What the outbox failed to write, written again by the scans.
+    retries: Arc<Retries>,
     /// The last position this instance delivered, per room (to tell a gap
     /// when the broker lost a cursor).
     delivered: Mutex<HashMap<String, Position>>,
@@ -66,7 +75,22 @@ struct Backlog {
     oldest_ms: Option<u64>,
 }
 
+/// A room being delivered by this instance, until dropped.
+struct Started<'a> {
+    webhooks: &'a Webhooks,
+    room: &'a str,
+}
+
+impl Drop for Started<'_> {
+    fn drop(&mut self) {
+        self.webhooks.wakers.0.lock().remove(self.room);
+        self.webhooks.rooms.lock().remove(self.room);
+        self.webhooks.publish_backlog();
+    }
+}
+
 /// How one pass over a room ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Pass {
     /// Everything delivered, mark removed, lease given back.
     Done,
@@ -99,6 +123,8 @@ impl Webhooks {
             slots: Arc::new(Semaphore::new(PARALLEL_ROOMS)),
             rooms: Mutex::default(),
             wakers: Arc::default(),
+            elsewhere: Mutex::default(),
+            retries: Arc::default(),
             delivered: Mutex::default(),
             epochs: Arc::default(),
             shutdown,
@@ -113,15 +139,23 @@ impl Webhooks {
             wake: self.wake.clone(),
             epochs: self.epochs.clone(),
             wakers: self.wakers.clone(),
+            retries: self.retries.clone(),
         }
     }
 
     /// Looks for marked rooms and delivers them, until shutdown.
     pub async fn run(self: Arc<Self>) {
         loop {
+            self.outbox().retry().await;
             match self.broker.hook_marked().await {
-                Ok(marked) => {
+                Ok(mut marked) => {
                     metrics::webhook_rooms_marked(marked.len());
+                    // Every instance gets the rooms in one order: shuffled,
+                    // the slots of each go to different rooms.
+                    marked.sort_by_cached_key(|_| uuid::Uuid::new_v4());
+                    self.elsewhere
+                        .lock()
+                        .retain(|_, at| at.elapsed() < ELSEWHERE_PAUSE);
                     for room in marked {
                         self.start(room);
                     }
@@ -130,16 +164,17 @@ impl Webhooks {
             }
             // The oldest undelivered event's age grows by itself.
             self.publish_backlog();
+            let next_scan = sleep(MIN_SCAN);
             tokio::select! {
                 _ = sleep(POLL) => {}
-                _ = self.wake.notified() => {}
+                _ = self.wake.notified() => next_scan.await,
                 _ = self.shutdown.cancelled() => return,
             }
         }
     }
 
     fn start(self: &Arc<Self>, room: String) {
-        if self.rooms.lock().contains_key(&room) {
+        if self.rooms.lock().contains_key(&room) || self.elsewhere.lock().contains_key(&room) {
             return;
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
@@ -150,21 +185,32 @@ impl Webhooks {
         self.wakers.0.lock().insert(room.clone(), waker.clone());
         let me = self.clone();
         self.tasks.spawn(async move {
-            me.deliver_room(&room, &waker).await;
-            me.wakers.0.lock().remove(&room);
-            me.rooms.lock().remove(&room);
-            me.publish_backlog();
+            // Forgotten however the task ends (a panic included), so that
+            // the room can be started again.
+            let _started = Started {
+                webhooks: &me,
+                room: &room,
+            };
+            if me.deliver_room(&room, &waker).await == Pass::Elsewhere {
+                me.elsewhere.lock().insert(room.clone(), Instant::now());
+            }
             drop(slot);
         });
     }
 
-    async fn deliver_room(&self, room: &str, waker: &Notify) {
+    /// Delivers the room until everything was, another instance has it,
+    /// or the instance stops; says which.
+    async fn deliver_room(&self, room: &str, waker: &Notify) -> Pass {
         let mut trouble = backoff();
         // The mark last seen, and when it was first seen.
         let mut seen: Option<(String, Instant)> = None;
+        let mut ended = Pass::Done;
         while !self.shutdown.is_cancelled() {
             match self.pass(room, &mut seen).await {
-                Ok(Pass::Done | Pass::Elsewhere) => break,
+                Ok(pass @ (Pass::Done | Pass::Elsewhere)) => {
+                    ended = pass;
+                    break;
+                }
                 Ok(Pass::Again { busy }) => {
                     trouble = backoff();
                     if !busy {
@@ -185,6 +231,7 @@ impl Webhooks {
                 tracing::debug!(room, error = %err, "webhooks: lease left to expire");
             }
         }
+        ended
     }
 
     async fn pass(
@@ -414,11 +461,13 @@ impl Webhooks {
     }
 }
 
-/// Retries: 0.2 s doubling up to 5 s, with jitter, for as long as it takes.
+/// Retries: 0.2 s doubling up to 2 s, with jitter (each pause at most
+/// twice that), for as long as it takes. A failed POST (at most 5 s) and
+/// the pause after it stay within the 10 s lease, renewed before each try.
 pub(super) fn backoff() -> impl Iterator<Item = Duration> {
     ExponentialBuilder::default()
         .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(5))
+        .with_max_delay(Duration::from_secs(2))
         .with_jitter()
         .without_max_times()
         .build()

@@ -22,7 +22,7 @@ pub mod wire;
 use crate::broker::{stamp, Appended, Broker, BrokerError, Entry};
 use crate::clock::now_ms;
 use parking_lot::Mutex;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -39,14 +39,26 @@ pub struct Outbox {
     wake: Arc<Notify>,
     epochs: Arc<Epochs>,
     wakers: Arc<Wakers>,
+    retries: Arc<Retries>,
+}
+
+/// What the outbox could not write, written again by the deliverer's next
+/// scans, for as long as it takes.
+#[derive(Default)]
+struct Retries {
+    /// Rooms whose mark failed where their append did not.
+    marks: Mutex<HashSet<String>>,
+    /// Relay events (stream, frame) not appended, oldest first.
+    relay: Mutex<VecDeque<(String, String)>>,
 }
 
 /// The deliverers of the rooms this instance delivers, by room.
 #[derive(Default)]
 struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
 
-/// Tries of a mark that failed (about a minute with the backoff).
-const MARK_TRIES: usize = 15;
+/// Relay events kept for a broker that does not answer; the oldest are
+/// dropped past this (counted in `errors_total`).
+const RELAY_KEPT: usize = 10_000;
 
 /// Rooms this instance remembers, bounded: forgotten all at once past this
 /// many.
@@ -89,17 +101,20 @@ impl Outbox {
     /// Appends to the room's stream with the room marked for the webhook.
     /// The mark is sent first and both go at once: one round trip, and on
     /// one Redis, one connection, where the mark lands first. A mark that
-    /// failed where the append did not is tried again in the background.
+    /// failed where the append did not is written again by the deliverer.
     pub async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
         let (marked, appended) =
             tokio::join!(self.broker.hook_mark(room), self.broker.append(room, entry));
         let appended = appended?;
         if let Err(err) = marked {
-            self.mark_later(room, err);
+            crate::metrics::error("webhook", "mark");
+            tracing::warn!(room, error = %err, "webhooks: room not marked; trying again");
+            self.retries.marks.lock().insert(room.to_owned());
         }
-        self.wake.notify_one();
-        if let Some(deliverer) = self.wakers.0.lock().get(room) {
-            deliverer.notify_one();
+        // The room's deliverer if it is here, else the search for rooms.
+        match self.wakers.0.lock().get(room) {
+            Some(deliverer) => deliverer.notify_one(),
+            None => self.wake.notify_one(),
         }
         if let Appended::New(frame) = &appended {
             if let Some((epoch, _)) = stamp::position(frame) {
@@ -109,36 +124,48 @@ impl Outbox {
         Ok(appended)
     }
 
-    fn mark_later(&self, room: &str, err: BrokerError) {
-        crate::metrics::error("webhook", "mark");
-        tracing::warn!(room, error = %err, "webhooks: room not marked; trying again");
-        let (broker, room) = (self.broker.clone(), room.to_owned());
-        tokio::spawn(async move {
-            for delay in deliver::backoff().take(MARK_TRIES) {
-                tokio::time::sleep(delay).await;
-                if broker.hook_mark(&room).await.is_ok() {
-                    return;
-                }
-            }
-            tracing::error!(
-                room,
-                "webhooks: room not marked: its last events wait for the next one"
-            );
-        });
-    }
-
     /// Records that the relay client `id` registered for (`registered`) or
-    /// left (`unregistered`) the action, with its registration message.
+    /// left (`unregistered`) the action, with its registration message;
+    /// while the broker does not answer, kept and written in order later.
     pub async fn relay(&self, kind: &str, action: &str, id: Uuid, data: &str) {
         let stream = format!("{}{action}", wire::RELAY_STREAM);
         let frame = wire::relay_event(kind, id, action, data, now_ms());
+        let waiting = !self.retries.relay.lock().is_empty();
+        if waiting || self.append_relay(&stream, &frame).await.is_err() {
+            let mut kept = self.retries.relay.lock();
+            if kept.len() >= RELAY_KEPT {
+                kept.pop_front();
+                crate::metrics::error("webhook", "relay_event_lost");
+            }
+            kept.push_back((stream, frame));
+        }
+    }
+
+    async fn append_relay(&self, stream: &str, frame: &str) -> Result<Appended, BrokerError> {
         let entry = Entry {
-            frame: &frame,
+            frame,
             ..Entry::default()
         };
-        if let Err(err) = self.append(&stream, entry).await {
-            crate::metrics::error("webhook", "relay_event_lost");
-            tracing::warn!(%id, action, kind, error = %err, "relay event not recorded for the webhook");
+        self.append(stream, entry).await
+    }
+
+    /// Writes again what failed: marks, then relay events in order (up to
+    /// the first that fails again).
+    async fn retry(&self) {
+        let rooms: Vec<String> = self.retries.marks.lock().drain().collect();
+        for room in rooms {
+            if self.broker.hook_mark(&room).await.is_err() {
+                self.retries.marks.lock().insert(room);
+            }
+        }
+        loop {
+            let Some((stream, frame)) = self.retries.relay.lock().front().cloned() else {
+                return;
+            };
+            if self.append_relay(&stream, &frame).await.is_err() {
+                return;
+            }
+            self.retries.relay.lock().pop_front();
         }
     }
 }
