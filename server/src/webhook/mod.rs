@@ -24,6 +24,7 @@ use crate::clock::now_ms;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -55,6 +56,10 @@ struct Retries {
 /// The deliverers of the rooms this instance delivers, by room.
 #[derive(Default)]
 struct Wakers(Mutex<HashMap<String, Arc<Notify>>>);
+
+/// An append slower than this is marked again after it: well under the
+/// time a deliverer waits before removing a mark (3 s).
+const SLOW_APPEND: Duration = Duration::from_secs(1);
 
 /// Relay events kept for a broker that does not answer; the oldest are
 /// dropped past this (counted in `errors_total`).
@@ -103,8 +108,16 @@ impl Outbox {
     /// one Redis, one connection, where the mark lands first. A mark that
     /// failed where the append did not is written again by the deliverer.
     pub async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
+        let started = Instant::now();
         let (marked, appended) =
             tokio::join!(self.broker.hook_mark(room), self.broker.append(room, entry));
+        // A slow append (on a cluster the mark and the append take different
+        // roads) or one that timed out (it may still take effect) may land
+        // after a deliverer settled its mark: the room is marked again.
+        let late = started.elapsed() > SLOW_APPEND;
+        if late || appended.as_ref().is_err_and(BrokerError::is_timeout) {
+            self.retries.marks.lock().insert(room.to_owned());
+        }
         let appended = appended?;
         if let Err(err) = marked {
             crate::metrics::error("webhook", "mark");
