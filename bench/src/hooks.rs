@@ -27,13 +27,12 @@ const WORKERS: usize = 16;
 /// How long the webhook may stay silent before the count is final.
 const HOOK_IDLE: Duration = Duration::from_secs(5);
 
-#[derive(Default)]
 struct Got {
     /// Message events (by key) and their lag in microseconds.
     keys: HashSet<String>,
     /// Gap events: messages lost to the webhook.
     gaps: u64,
-    lag: Option<Histogram<u64>>,
+    lag: Histogram<u64>,
     last: Option<Instant>,
 }
 
@@ -46,8 +45,10 @@ pub struct Hooks {
 impl Hooks {
     pub fn start() -> anyhow::Result<Hooks> {
         let got = Arc::new(Mutex::new(Got {
-            lag: Some(histogram()),
-            ..Got::default()
+            keys: HashSet::new(),
+            gaps: 0,
+            lag: histogram(),
+            last: None,
         }));
         let app = axum::Router::new()
             .route("/hook", axum::routing::post(receive))
@@ -92,7 +93,7 @@ impl Hooks {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         let mut got = self.got.lock().expect("not poisoned");
-        let lag = got.lag.replace(histogram()).expect("a histogram");
+        let lag = std::mem::replace(&mut got.lag, histogram());
         let count = got.keys.len();
         let gaps = std::mem::take(&mut got.gaps);
         got.keys.clear();
@@ -123,9 +124,8 @@ async fn receive(State(got): State<Arc<Mutex<Got>>>, body: String) -> StatusCode
         let key = body["key"].as_str().unwrap_or_default().to_owned();
         if got.keys.insert(key) {
             let ts_us = event["ts"].as_u64().unwrap_or(0) * 1000;
-            if let Some(lag) = got.lag.as_mut() {
-                lag.saturating_record(now_us.saturating_sub(ts_us).max(1));
-            }
+            got.lag
+                .saturating_record(now_us.saturating_sub(ts_us).max(1));
             got.last = Some(Instant::now());
         }
     }

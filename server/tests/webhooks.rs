@@ -475,3 +475,28 @@ async fn redis_a_registration_while_redis_is_away_is_announced_when_it_is_back()
     assert_eq!(events[0]["data"], json!({"action": "away", "who": "r"}));
     client.close().await;
 }
+
+/// Webhook settings that cannot work stop the server at start, naming
+/// what is wrong.
+#[test]
+fn a_webhook_needs_a_usable_address_and_a_secret() {
+    use clap::Parser;
+    let check = |extra: &[&str]| {
+        let mut args = vec!["server"];
+        args.extend_from_slice(extra);
+        server::config::Config::try_parse_from(args)
+            .unwrap()
+            .validate()
+            .map_err(|err| err.to_string())
+    };
+    let url = "http://127.0.0.1:9/hook";
+    let secret = common::WEBHOOK_SECRET;
+    let refused = check(&["--webhook-url", url]).unwrap_err();
+    assert!(refused.contains("WEBHOOK_SECRET"), "{refused}");
+    assert!(check(&["--webhook-url", url, "--webhook-secret", "short"]).is_err());
+    let refused = check(&["--webhook-url", "ftp://h/x", "--webhook-secret", secret]).unwrap_err();
+    assert!(refused.contains("WEBHOOK_URL"), "{refused}");
+    assert!(check(&["--webhook-url", "http://", "--webhook-secret", secret]).is_err());
+    assert!(check(&["--webhook-url", url, "--webhook-secret", secret]).is_ok());
+    assert!(check(&[]).is_ok(), "no webhook: nothing to check");
+}

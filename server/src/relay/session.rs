@@ -47,8 +47,8 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
             // Boxed, like every step outside the connection's long life.
             Box::pin(relay.presence.unregister(&registered.action, id)).await;
         }
-        if let Some(outbox) = &relay.outbox {
-            let (action, data) = (&registered.action, &registered.data);
+        if let (Some(outbox), Some(data)) = (&relay.outbox, &registered.data) {
+            let action = &registered.action;
             Box::pin(outbox.relay("unregistered", action, id, data)).await;
         }
     }
@@ -66,8 +66,10 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
 /// The action a client registered for.
 struct Registered {
     action: String,
-    /// Its registration message, as recorded.
-    data: Utf8Bytes,
+    /// Its registration message, as recorded, kept for the webhook's
+    /// "unregistered" (only with webhooks: an idle connection holds no more
+    /// than it needs).
+    data: Option<Utf8Bytes>,
     topic: Topic,
     /// The instance follows the action for this client, once it was asked
     /// to (undone when dropped).
@@ -188,7 +190,7 @@ impl RelaySession {
         let relay = self.relay.clone();
         self.registered = Some(Registered {
             action: action.clone(),
-            data: text.clone(),
+            data: relay.outbox.as_ref().map(|_| text.clone()),
             topic: topic.clone(),
             subscription: None,
             _subject: subject.map(|sub| relay.hub.subject(&sub, &topic, self.id)),

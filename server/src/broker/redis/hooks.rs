@@ -62,11 +62,12 @@ impl RedisHooks {
             .arg(ttl.as_millis() as u64)
             .invoke_async(&mut self.conn.clone())
             .await?;
-        let [held, epoch, offset, stream_epoch, stream_offset, events] =
-            <[_; 6]>::try_from(answer).unwrap_or_else(|_| Default::default());
-        if redis::from_redis_value::<u8>(held).unwrap_or(0) == 0 {
+        // `{0}` when another instance holds the lease, else six fields.
+        let Ok([_held, epoch, offset, stream_epoch, stream_offset, events]) =
+            <[_; 6]>::try_from(answer)
+        else {
             return Ok(Lease::Elsewhere);
-        }
+        };
         let epoch: String = redis::from_redis_value(epoch)?;
         let cursor = (!epoch.is_empty()).then(|| Position {
             epoch,
