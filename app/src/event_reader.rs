@@ -101,6 +101,7 @@ fn read_message<J: Json>(frame: &J) -> Option<ChatMessage> {
         offset: count(frame, "offset").unwrap_or_default(),
         id: uuid(frame.member("id")?)?,
         author: text(frame, "author")?,
+        author_id: text(frame, "author_id").unwrap_or_default(),
         text: text(frame, "text")?,
         ts: count(frame, "ts")?,
         deleted: flag(frame, "deleted")?,

@@ -250,7 +250,15 @@ pub struct ChatMessage {
     #[serde(default, skip_serializing_if = "is_zero")]
     pub offset: u64,
     pub id: Uuid,
+    /// The display name it was sent under.
     pub author: String,
+    /// Who sent it, whatever the name: the subject (`sub`) of the author's
+    /// access token, or for anonymous participants an identity the server
+    /// derives from their session (`anon-` and 16 hex digits); empty for
+    /// the backend's messages (`server`). Edits and deletions compare this,
+    /// never the name.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub author_id: String,
     pub text: String,
     /// Milliseconds since the Unix epoch, set by the server that received it.
     pub ts: u64,

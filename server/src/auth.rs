@@ -3,9 +3,12 @@
 //! in `AUTH_JWT_PUBLIC_KEY` (a PEM file). A token must carry `exp`; its
 //! `actions` list the actions it may register (exact names, or a prefix
 //! ending in `*`); its optional `sub` names the client in logs and in its
-//! registration. On the chat, `name` is the nickname and `rooms`, when
-//! present, the rooms it may enter; `roles` containing `moderator` makes its
-//! holder a moderator. A refusal says why without ever
+//! registration. On the chat, `sub` is who the holder is (required: a
+//! message records it as its author, sanctions hold it), `name` the
+//! nickname and `rooms`, when present, the rooms it may enter; `roles`
+//! containing `moderator` makes its holder a moderator. `nbf` is checked
+//! when present; `iss` and `aud` must match `AUTH_JWT_ISSUER` and
+//! `AUTH_JWT_AUDIENCE` when those are set. A refusal says why without ever
 //! repeating the token.
 
 use anyhow::Context;
@@ -18,6 +21,14 @@ use std::path::Path;
 /// The keys tokens may be signed with, each with its algorithm.
 pub struct Verifier {
     keys: Vec<(Algorithm, DecodingKey)>,
+    bound: Binding,
+}
+
+/// Whom tokens must be issued by and for (unset: not checked).
+#[derive(Debug, Clone, Default)]
+pub struct Binding {
+    pub issuer: Option<String>,
+    pub audience: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -79,6 +90,13 @@ pub enum Refused {
     OutOfScope,
     /// A chat token without a `name` to speak under.
     NoName,
+    /// A chat token without a `sub` saying who holds it.
+    NoSubject,
+    /// Its `nbf` is still to come.
+    NotYetValid,
+    /// Its `iss` or `aud` is not this server's (`AUTH_JWT_ISSUER`,
+    /// `AUTH_JWT_AUDIENCE`).
+    NotForUs,
 }
 
 impl Refused {
@@ -91,6 +109,9 @@ impl Refused {
             Refused::Algorithm => "token_algorithm",
             Refused::OutOfScope => "token_out_of_scope",
             Refused::NoName => "token_no_name",
+            Refused::NoSubject => "token_no_subject",
+            Refused::NotYetValid => "token_not_yet_valid",
+            Refused::NotForUs => "token_not_for_us",
         }
     }
 }
@@ -107,13 +128,23 @@ impl fmt::Display for Refused {
             Refused::Algorithm => "the access token's algorithm is not accepted here",
             Refused::OutOfScope => "the access token does not allow this action or room",
             Refused::NoName => "the access token has no name claim to chat under",
+            Refused::NoSubject => "the access token has no sub claim saying who holds it",
+            Refused::NotYetValid => "the access token is not valid yet (nbf)",
+            Refused::NotForUs => {
+                "the access token was issued by another issuer or for another audience (iss, aud)"
+            }
         })
     }
 }
 
 impl Verifier {
-    /// From `AUTH_JWT_SECRET` and/or the PEM file `AUTH_JWT_PUBLIC_KEY`.
-    pub fn new(secret: Option<&str>, public_key: Option<&Path>) -> anyhow::Result<Verifier> {
+    /// From `AUTH_JWT_SECRET` and/or the PEM file `AUTH_JWT_PUBLIC_KEY`,
+    /// bound to `AUTH_JWT_ISSUER` / `AUTH_JWT_AUDIENCE`.
+    pub fn new(
+        secret: Option<&str>,
+        public_key: Option<&Path>,
+        bound: Binding,
+    ) -> anyhow::Result<Verifier> {
         let mut keys = Vec::new();
         if let Some(secret) = secret {
             keys.push((
@@ -140,7 +171,7 @@ impl Verifier {
             !keys.is_empty(),
             "RELAY_AUTH=required or CHAT_AUTH=required needs AUTH_JWT_SECRET or AUTH_JWT_PUBLIC_KEY"
         );
-        Ok(Verifier { keys })
+        Ok(Verifier { keys, bound })
     }
 
     pub fn verify(&self, token: &str) -> Result<Grant, Refused> {
@@ -156,13 +187,36 @@ impl Verifier {
             .find(|(algorithm, _)| *algorithm == header.alg)
             .ok_or(Refused::Algorithm)?;
         let mut validation = Validation::new(*algorithm);
-        validation.set_required_spec_claims(&["exp"]);
+        let mut required = vec!["exp"];
+        validation.validate_nbf = true;
+        match &self.bound.issuer {
+            Some(issuer) => {
+                validation.set_issuer(&[issuer]);
+                required.push("iss");
+            }
+            None => validation.iss = None,
+        }
+        match &self.bound.audience {
+            Some(audience) => {
+                validation.set_audience(&[audience]);
+                required.push("aud");
+            }
+            // Without a setting, an `aud` the token carries is not ours to judge.
+            None => validation.validate_aud = false,
+        }
+        validation.set_required_spec_claims(&required);
         validation.leeway = 0;
         let claims = decode::<Claims>(token, key, &validation)
             .map_err(|err| match err.kind() {
                 ErrorKind::ExpiredSignature => Refused::Expired,
                 ErrorKind::InvalidSignature => Refused::BadSignature,
                 ErrorKind::InvalidAlgorithm => Refused::Algorithm,
+                ErrorKind::ImmatureSignature => Refused::NotYetValid,
+                ErrorKind::InvalidIssuer | ErrorKind::InvalidAudience => Refused::NotForUs,
+                // A bound token missing `iss` or `aud` is not for us either.
+                ErrorKind::MissingRequiredClaim(claim) if claim == "iss" || claim == "aud" => {
+                    Refused::NotForUs
+                }
                 _ => Refused::Malformed,
             })?
             .claims;

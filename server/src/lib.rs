@@ -32,8 +32,10 @@
 //!   [`config`]: settings from flags, environment and `.env`.
 //! - [`presence`]: who is in which room and which relay clients are
 //!   registered, kept in the broker and mirrored locally.
-//! - [`auth`]: access tokens (JWT); [`nickname`]: when two nicknames are
-//!   the same to a reader; [`clock`]: the wall clock.
+//! - [`auth`]: access tokens (JWT); [`identity`]: who a participant is
+//!   apart from their name (authorship, sanctions, rate limits);
+//!   [`nickname`]: when two nicknames are the same to a reader; [`clock`]:
+//!   the wall clock.
 //! - [`webhook`]: every room event and relay registration POSTed to the
 //!   backend, at least once, in order per room.
 //! - [`metrics`], [`logging`], [`supervise`] (restarts the background
@@ -49,6 +51,7 @@ pub mod clock;
 pub mod config;
 pub mod fanout;
 pub mod http;
+pub mod identity;
 pub mod instance;
 pub mod kind;
 pub mod logging;

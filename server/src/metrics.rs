@@ -105,3 +105,14 @@ pub fn webhook_backlog(events: u64, oldest: Duration) {
 pub fn webhook_rooms_marked(rooms: usize) {
     gauge!("webhook_rooms_pending").set(rooms as f64);
 }
+
+/// Rooms whose stream the embedded broker holds in memory.
+pub fn rooms_stored(rooms: usize) {
+    gauge!("broker_rooms_stored").set(rooms as f64);
+}
+
+/// Entries of a bounded per-client or per-name table (`table`: which one),
+/// after its last sweep.
+pub fn table_size(table: &'static str, entries: usize) {
+    gauge!("bounded_table_entries", "table" => table).set(entries as f64);
+}

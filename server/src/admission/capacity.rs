@@ -4,7 +4,7 @@
 
 use parking_lot::Mutex;
 use std::collections::HashMap;
-use std::net::{IpAddr, Ipv6Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 /// Why there is no slot.
@@ -66,7 +66,7 @@ impl Capacity {
     }
 
     fn take(self: &Arc<Self>, ip: IpAddr, limit_address: bool) -> Result<Slot, Full> {
-        let address = per_address_key(ip);
+        let address = crate::identity::address_block(ip);
         let mut open = self.open.lock();
         if open.total >= self.max_total {
             return Err(Full::Instance);
@@ -134,18 +134,6 @@ pub fn fit_open_files(max_total: usize) -> usize {
         return room as usize;
     }
     max_total
-}
-
-/// An IPv6 host usually gets a whole /64: counting single addresses would
-/// give it billions of allowances.
-fn per_address_key(ip: IpAddr) -> IpAddr {
-    match ip.to_canonical() {
-        IpAddr::V6(v6) => {
-            let prefix = u128::from(v6) & !((1u128 << 64) - 1);
-            IpAddr::V6(Ipv6Addr::from(prefix))
-        }
-        v4 => v4,
-    }
 }
 
 #[cfg(test)]

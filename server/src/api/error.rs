@@ -23,6 +23,10 @@ pub enum ApiError {
     Forbidden(String),
     /// 503: the broker does not answer.
     Unavailable(String),
+    /// 409: the message id is another author's.
+    Conflict(String),
+    /// 403 from the admin port's Host check (DNS rebinding).
+    MisdirectedHost(String),
 }
 
 impl From<JsonRejection> for ApiError {
@@ -51,7 +55,8 @@ impl From<Denied> for ApiError {
 /// What every error answers.
 #[derive(Serialize, ToSchema)]
 pub struct ErrorBody {
-    /// `unauthorized`, `invalid`, `not_found`, `forbidden` or `unavailable`.
+    /// `unauthorized`, `invalid`, `not_found`, `forbidden`, `unavailable`,
+    /// `conflict` or `wrong_host`.
     error: &'static str,
     /// What to change.
     message: String,
@@ -65,6 +70,8 @@ impl IntoResponse for ApiError {
             ApiError::NotFound(m) => (StatusCode::NOT_FOUND, "not_found", m),
             ApiError::Forbidden(m) => (StatusCode::FORBIDDEN, "forbidden", m),
             ApiError::Unavailable(m) => (StatusCode::SERVICE_UNAVAILABLE, "unavailable", m),
+            ApiError::Conflict(m) => (StatusCode::CONFLICT, "conflict", m),
+            ApiError::MisdirectedHost(m) => (StatusCode::FORBIDDEN, "wrong_host", m),
         };
         let body = ErrorBody {
             error: code,

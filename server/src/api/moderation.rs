@@ -6,6 +6,7 @@ use super::rooms::room;
 use super::{Api, ApiError, ErrorBody};
 use crate::broker::Sanction;
 use crate::chat::moderation::Actor;
+use crate::chat::sanctions::Named;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -23,20 +24,39 @@ pub struct Kick {
     pseudo: String,
 }
 
+/// Who is banned or muted: a nickname in the room (or in its recent
+/// history), or, with chat access tokens, a token subject.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Ban {
-    pseudo: String,
+    pseudo: Option<String>,
+    subject: Option<String>,
     seconds: u64,
     #[serde(default)]
     redact_minutes: u64,
 }
 
+/// Who is muted, as for a ban.
 #[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Mute {
-    pseudo: String,
+    pseudo: Option<String>,
+    subject: Option<String>,
     seconds: u64,
+}
+
+/// The one of `pseudo` and `subject` given.
+fn named<'a>(
+    pseudo: &'a Option<String>,
+    subject: &'a Option<String>,
+) -> Result<Named<'a>, ApiError> {
+    match (pseudo, subject) {
+        (Some(pseudo), None) => Ok(Named::Pseudo(pseudo)),
+        (None, Some(subject)) => Ok(Named::Subject(subject)),
+        _ => Err(ApiError::Invalid(
+            "give either pseudo or subject (a token's sub)".into(),
+        )),
+    }
 }
 
 #[derive(Deserialize, ToSchema)]
@@ -59,7 +79,7 @@ pub async fn kick(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Bans the nickname from the room for `seconds` (0 lifts it), closing its connection; `redact_minutes` also deletes its recent messages.
+/// Bans whoever holds the nickname (or the token subject) from the room for `seconds` (0 lifts it), closing their connections there, reading ones too; `redact_minutes` also deletes their recent messages.
 #[utoipa::path(post, path = "/api/rooms/{room}/ban", tag = "moderation", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Ban,
     responses((status = 204, description = "done"), (status = 404, description = "nobody by that nickname (kick)", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn ban(
@@ -69,15 +89,17 @@ pub async fn ban(
 ) -> Result<StatusCode, ApiError> {
     let Json(Ban {
         pseudo,
+        subject,
         seconds,
         redact_minutes,
     }) = body?;
     let room = room(name)?;
+    let named = named(&pseudo, &subject)?;
     let chat = &api.chat;
     chat.sanction(
         &room,
         Sanction::Ban,
-        &pseudo,
+        named,
         seconds,
         redact_minutes,
         &Actor::SERVER,
@@ -86,7 +108,7 @@ pub async fn ban(
     Ok(StatusCode::NO_CONTENT)
 }
 
-/// Mutes the nickname in the room for `seconds` (0 lifts it).
+/// Mutes whoever holds the nickname (or the token subject) in the room for `seconds` (0 lifts it).
 #[utoipa::path(post, path = "/api/rooms/{room}/mute", tag = "moderation", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Mute,
     responses((status = 204, description = "done"), (status = 404, description = "nobody by that nickname (kick)", body = ErrorBody), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn mute(
@@ -94,10 +116,15 @@ pub async fn mute(
     Path(name): Path<String>,
     body: Body<Mute>,
 ) -> Result<StatusCode, ApiError> {
-    let Json(Mute { pseudo, seconds }) = body?;
+    let Json(Mute {
+        pseudo,
+        subject,
+        seconds,
+    }) = body?;
     let room = room(name)?;
+    let named = named(&pseudo, &subject)?;
     let chat = &api.chat;
-    chat.sanction(&room, Sanction::Mute, &pseudo, seconds, 0, &Actor::SERVER)
+    chat.sanction(&room, Sanction::Mute, named, seconds, 0, &Actor::SERVER)
         .await?;
     Ok(StatusCode::NO_CONTENT)
 }

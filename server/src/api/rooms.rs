@@ -134,14 +134,16 @@ pub async fn history(
 pub struct Post {
     author: String,
     text: String,
-    /// Makes the post idempotent while the message is in the history.
+    /// Makes the post idempotent while the message is in the history; use
+    /// a random (v4) id: one a participant guesses and sends first is
+    /// theirs (409).
     id: Option<Uuid>,
 }
 
 /// Appends a message; answers with the stored event (its `epoch`,
 /// `offset` and `id`), the same for a repeat of an `id`.
 #[utoipa::path(post, path = "/api/rooms/{room}/messages", tag = "rooms", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _")), request_body = Post,
-    responses((status = 201, description = "the stored event", body = Object), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
+    responses((status = 201, description = "the stored event", body = Object), (status = 400, description = "invalid", body = ErrorBody), (status = 409, description = "a participant's message has this id", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn post(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
@@ -153,6 +155,14 @@ pub async fn post(
         Pseudo::parse(&author).map_err(|err| ApiError::Invalid(format!("author: {err}")))?;
     let text =
         MessageText::parse(&text).map_err(|err| ApiError::Invalid(format!("text: {err}")))?;
-    let stored = api.chat.post(&name, &author, text, id).await?;
+    let stored = api
+        .chat
+        .post(&name, &author, text, id)
+        .await?
+        .ok_or_else(|| {
+            ApiError::Conflict(
+                "a participant's message already has this id: post with another (random) id".into(),
+            )
+        })?;
     Ok(raw_json(StatusCode::CREATED, stored))
 }

@@ -69,16 +69,37 @@ pub struct Stored {
 pub struct Entry<'a> {
     /// The encoded event (a JSON object).
     pub frame: &'a str,
-    /// The event's id when it must exist once: if an event with that id is
-    /// still in the history, nothing is appended.
-    pub once: Option<Uuid>,
-    /// The nickname key of an author held by mutes and slow mode (none for
-    /// moderators and the server).
-    pub author: Option<&'a str>,
+    /// When the event must exist once: if an event with its id is still in
+    /// the history, nothing is appended.
+    pub once: Option<Once<'a>>,
+    /// An author held by mutes and slow mode (none for moderators and the
+    /// server).
+    pub author: Option<Author<'a>>,
     /// A stored event (as stored) to overwrite with another first, in the
     /// same step (deletions and edits); nothing is appended if it is no
     /// longer stored as it was.
     pub replace: Option<(&'a str, &'a str)>,
+}
+
+/// An event's id, unique in the history, and who owns it: a stored event
+/// with the id is a repeat only if it also holds `owner` (the text that
+/// names its author, see [`owner_marker`]); anybody else's is a conflict,
+/// so that nobody can take an id somebody else will send.
+#[derive(Debug, Clone, Copy)]
+pub struct Once<'a> {
+    pub id: Uuid,
+    pub owner: &'a str,
+}
+
+/// Who speaks, as mutes and slow mode hold them.
+#[derive(Debug, Clone, Copy)]
+pub struct Author<'a> {
+    /// Every mark a mute of theirs may be recorded under
+    /// (`crate::identity`).
+    pub marks: &'a [String],
+    /// Their author identity: slow mode's wait is theirs, whatever name
+    /// they take.
+    pub id: &'a str,
 }
 
 /// What [`Broker::append`] did.
@@ -96,6 +117,9 @@ pub enum Appended {
     Muted { until_ms: u64 },
     /// Slow mode: the author may send again after this many milliseconds.
     Slowed { retry_after_ms: u64 },
+    /// An event with the id, by somebody else, is in the history: nothing
+    /// was appended.
+    Conflict,
 }
 
 /// A position in a room's stream.
@@ -119,6 +143,16 @@ pub enum Lease {
     Elsewhere,
 }
 
+/// The participant holding a nickname in a room.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Holder {
+    pub conn: ConnId,
+    /// Their author identity (see [`Member::id`]).
+    pub id: String,
+    /// Their address block, for anonymous participants (else empty).
+    pub address: String,
+}
+
 /// What a moderator can hold a participant of a room to, for a time.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Sanction {
@@ -133,6 +167,42 @@ pub enum Sanction {
 /// forge it).
 pub fn id_marker(id: Uuid) -> String {
     format!("\"id\":\"{id}\"")
+}
+
+/// A sanction as stored under each of its marks: until when (ms since the
+/// Unix epoch), then every mark it was recorded under, so that it can be
+/// lifted from any of them; one per line.
+pub fn sanction_record(until_ms: u64, marks: &[String]) -> String {
+    let mut record = until_ms.to_string();
+    for mark in marks {
+        record.push('\n');
+        record.push_str(mark);
+    }
+    record
+}
+
+/// Until when a stored sanction holds.
+pub fn record_until(record: &str) -> Option<u64> {
+    record.split('\n').next()?.parse().ok()
+}
+
+/// The marks a stored sanction was recorded under.
+pub fn record_marks(record: &str) -> impl Iterator<Item = &str> {
+    record.split('\n').skip(1)
+}
+
+/// A room whose stream nobody appended to for this long is forgotten (a
+/// later event starts a new epoch), in Redis and in memory alike.
+pub const ROOM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
+
+/// What a stored message of this author contains: its `author_id` as
+/// JSON writes it (escaped: a text cannot forge it), or for the backend's
+/// messages (no author identity) their `server` flag.
+pub fn owner_marker(author_id: &str) -> String {
+    if author_id.is_empty() {
+        return "\"server\":true".to_owned();
+    }
+    format!("\"author_id\":{}", serde_json::Value::from(author_id))
 }
 
 /// Delivers a sender's frame to every listener of the topic on every
@@ -194,6 +264,11 @@ pub struct Member {
     /// to a reader (`crate::nickname::key`).
     pub key: String,
     pub session: Uuid,
+    /// Who they are whatever their name: what their messages record as
+    /// their author (`crate::identity`).
+    pub id: String,
+    /// Their address block when anonymous (sanctions hold it), else empty.
+    pub address: String,
 }
 
 impl Member {
@@ -202,6 +277,17 @@ impl Member {
             key: crate::nickname::key(&pseudo),
             pseudo,
             session,
+            id: String::new(),
+            address: String::new(),
+        }
+    }
+
+    /// The same member, known as `id` from `address` (empty for subjects).
+    pub fn by(self, id: String, address: String) -> Self {
+        Member {
+            id,
+            address,
+            ..self
         }
     }
 }
@@ -376,25 +462,32 @@ pub trait Broker: Send + Sync {
     /// [`Entry`]); returns it stamped with its position.
     async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError>;
 
-    /// Holds the nickname (by its key) to a sanction in the room until
-    /// `until_ms` (ms since the Unix epoch), or lifts it (`None`). It
-    /// expires by itself.
+    /// Holds a participant, by every one of their `marks`
+    /// (`crate::identity`), to a sanction in the room until `until_ms` (ms
+    /// since the Unix epoch); it expires by itself. `None` lifts it: from
+    /// these marks and from every mark recorded with any of them.
     async fn sanction(
         &self,
         room: &str,
         sanction: Sanction,
-        key: &str,
+        marks: &[String],
         until_ms: Option<u64>,
     ) -> Result<(), BrokerError>;
 
-    /// Until when the nickname is banned from the room, if it is.
-    async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError>;
+    /// Until when the sanction holds somebody with any of these marks in
+    /// the room, if it does (the latest end of those found).
+    async fn sanctioned(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        marks: &[String],
+    ) -> Result<Option<u64>, BrokerError>;
 
     /// One message per `seconds` per author in the room (0 ends it).
     async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError>;
 
-    /// The connection holding the nickname (by its key) in the room.
-    async fn holder(&self, room: &str, key: &str) -> Result<Option<ConnId>, BrokerError>;
+    /// Who holds the nickname (by its key) in the room.
+    async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError>;
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
 

@@ -1,6 +1,8 @@
 //! Orders to connections wherever they are: "you were replaced", "you
-//! were kicked", "you are banned" to one connection of a room, and
-//! "disconnect" to every connection (chat and relay) of a token's subject.
+//! were kicked", "you are banned" to one connection of a room, "you are
+//! banned" to every connection in a room of the person banned (those that
+//! only read too), and "disconnect" to every connection (chat and relay)
+//! of a token's subject.
 //! A room's orders travel on the room's pub/sub channel (sharded like the
 //! room's other channels, followed by every instance with a listener in the
 //! room, and re-subscribed with them after a reconnect); subject orders on
@@ -49,6 +51,9 @@ enum Order {
         removal: Removal,
         frame: String,
     },
+    /// Closes every connection of the room held by somebody with any of
+    /// these marks (`crate::identity`), after a last frame.
+    Expel { marks: Vec<String>, frame: String },
     /// Closes every connection whose access token has this subject.
     Disconnect { sub: String },
 }
@@ -76,6 +81,15 @@ impl Chat {
                 frame,
             },
         );
+    }
+
+    /// Sends every connection of the room held by somebody with any of the
+    /// marks a last frame and closes it as banned, on every instance.
+    pub(super) fn expel(&self, room: &str, marks: Vec<String>, last: Utf8Bytes) {
+        let topic = Topic::Room(room.to_owned());
+        self.hub.close_marked(&topic, &marks, &last, close::BANNED);
+        let frame = last.to_string();
+        self.order(topic, Order::Expel { marks, frame });
     }
 
     /// Closes every connection, on every instance, whose access token has
@@ -130,6 +144,9 @@ pub fn carry_out(hub: &Hub, topic: &Topic, frame: &str) -> bool {
             removal,
             frame,
         }) => hub.close_one(topic, conn, frame.into(), removal.close()),
+        Ok(Order::Expel { marks, frame }) => {
+            hub.close_marked(topic, &marks, &frame.into(), close::BANNED);
+        }
         Ok(Order::Disconnect { sub }) => {
             hub.close_subject(&sub, close::DISCONNECTED);
         }

@@ -11,7 +11,8 @@
 //! - [`counts`] pushes counts, online lists and the room list, coalesced;
 //! - [`crowd`] groups the joins and leaves of big rooms;
 //! - [`query`] answers the server API's reads and posts;
-//! - [`moderation`] deletes, edits, kicks, bans, mutes, slows, and
+//! - [`moderation`] deletes and edits messages and sets slow mode,
+//!   `sanctions` kicks, bans and mutes, and
 //!   [`control`] carries orders to one connection on any instance.
 
 mod announce;
@@ -24,6 +25,8 @@ pub mod moderation;
 mod open;
 pub mod query;
 mod resume;
+pub mod sanctions;
+mod senders;
 mod sequencer;
 mod session;
 
@@ -31,6 +34,7 @@ use crate::admission::Guard;
 use crate::auth;
 use crate::broker::Broker;
 use crate::fanout::{Hub, Kind};
+use crate::identity::{self, Person};
 use crate::metrics;
 use crate::presence::{self, Presence};
 use crate::supervise::{self, Restarts};
@@ -48,6 +52,7 @@ use governor::{DefaultKeyedRateLimiter, Quota};
 pub use inbound::Inbound;
 use resume::Resume;
 pub use resume::Snapshot;
+use senders::Senders;
 use serde::Deserialize;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::Arc;
@@ -71,12 +76,15 @@ pub struct Limits {
     pub socket: ws::Limits,
     /// Frames queued for a connection before it counts as too slow.
     pub outbound_queue: usize,
-    /// Nickname changes, per connection.
+    /// Nickname changes, per person.
     pub renames: Quota,
-    /// Join attempts, per connection.
+    /// Join attempts, per person.
     pub joins: Quota,
     /// Rooms opened, per client address.
     pub new_rooms: Quota,
+    /// Messages, edits, deletions, typing and moderation, per person
+    /// (across their connections and reconnects).
+    pub actions: Quota,
 }
 
 /// What the chat's connections and tasks share.
@@ -93,8 +101,10 @@ pub struct Chat {
     /// Chat access tokens, when `CHAT_AUTH=required`.
     auth: Option<auth::Verifier>,
     limits: Limits,
-    /// Rooms opened per client address (`NEW_ROOMS_PER_MIN`).
+    /// Rooms opened per client address block (`NEW_ROOMS_PER_MIN`).
     new_rooms: DefaultKeyedRateLimiter<IpAddr>,
+    /// Rate limits that follow a person across connections.
+    senders: Senders,
     /// Cancelled on SIGTERM/SIGINT: every socket closes with 1012.
     shutdown: CancellationToken,
     /// Every connection's task, so that a drain can wait for them.
@@ -119,13 +129,15 @@ pub struct Parts {
     pub outbox: Option<Outbox>,
 }
 
-/// How often the new-rooms limiter forgets addresses that stopped.
+/// How often the keyed limiters forget the addresses and people that
+/// stopped.
 const NEW_ROOMS_SWEEP: Duration = Duration::from_secs(5);
 
 impl Chat {
     pub fn new(parts: Parts) -> Arc<Self> {
         Arc::new(Chat {
             new_rooms: governor::RateLimiter::keyed(parts.limits.new_rooms),
+            senders: Senders::new(&parts.limits),
             instance: parts.instance,
             broker: parts.broker,
             presence: parts.presence,
@@ -186,12 +198,22 @@ impl Chat {
                     loop {
                         tokio::select! {
                             _ = chat.shutdown.cancelled() => return,
-                            _ = sweep.tick() => chat.new_rooms.retain_recent(),
+                            _ = sweep.tick() => chat.sweep_limiters(),
                         }
                     }
                 }
             }
         });
+    }
+}
+
+impl Chat {
+    /// Forgets the limiters' keys that are back to a full allowance.
+    fn sweep_limiters(&self) {
+        self.new_rooms.retain_recent();
+        self.new_rooms.shrink_to_fit();
+        metrics::table_size("new_rooms", self.new_rooms.len());
+        self.senders.sweep();
     }
 }
 
@@ -227,9 +249,9 @@ struct Opening {
     name: Option<Pseudo>,
     /// The access token's roles include `moderator`.
     moderator: bool,
-    /// The access token's subject (`sub`), by which the server API can
-    /// disconnect it.
-    subject: Option<String>,
+    /// Who connects: the access token's subject, or an anonymous address.
+    person: Person,
+    /// The client's address block (`identity::address_block`).
     address: IpAddr,
 }
 
@@ -274,21 +296,22 @@ impl Chat {
             let reason = "room must be 1 to 64 letters, digits, '-' or '_'";
             return Err(Refused::Query(reason));
         }
-        let (name, moderator, subject) = match self.token_name(&query, &room)? {
+        let address = identity::address_block(self.guard.client_address(peer, headers));
+        let (name, moderator, person) = match self.token_name(&query, &room)? {
             Some(Granted {
                 name,
                 moderator,
                 subject,
-            }) => (Some(name), moderator, subject),
-            None => (None, false, None),
+            }) => (Some(name), moderator, Person::Subject(subject)),
+            None => (None, false, Person::anonymous(address)),
         };
         Ok(Opening {
             room,
             resume,
             name,
             moderator,
-            subject,
-            address: self.guard.client_address(peer, headers),
+            person,
+            address,
         })
     }
 
@@ -310,10 +333,11 @@ impl Chat {
                 }
                 let moderator = grant.is_moderator();
                 let name = grant.name.as_deref().ok_or(auth::Refused::NoName)?;
+                let subject = grant.sub.filter(|sub| !sub.is_empty());
                 Ok(Granted {
                     name: Pseudo::parse(name).map_err(|_| auth::Refused::NoName)?,
                     moderator,
-                    subject: grant.sub,
+                    subject: subject.ok_or(auth::Refused::NoSubject)?,
                 })
             });
         granted.map(Some).map_err(|refused| {
@@ -327,7 +351,7 @@ impl Chat {
 struct Granted {
     name: Pseudo,
     moderator: bool,
-    subject: Option<String>,
+    subject: String,
 }
 
 /// Why a chat socket is refused before it opens.

@@ -8,19 +8,18 @@
 //! checks mutes and slow mode.
 //!
 //! Moderation by participants needs access tokens (`CHAT_AUTH=required`):
-//! only then is a nickname somebody's, so that "the author" and "a
-//! moderator" (the token's `roles` claim) mean something. The server API
-//! moderates either way.
+//! only then is a participant somebody (the token's subject), so that "the
+//! author" and "a moderator" (the token's `roles` claim) mean something.
+//! Authorship is the message's `author_id`, never its name; nobody but the
+//! backend changes the backend's messages. The server API moderates either
+//! way; sanctions hold every mark of their target (`crate::identity`).
 
-use super::control::Removal;
 use super::{encode, Chat};
-use crate::broker::{id_marker, stamp, Appended, BrokerError, Entry, Member, Sanction, Seat};
+use crate::broker::{id_marker, stamp, Appended, Author, BrokerError, Entry};
 use crate::clock::now_ms;
-use crate::fanout::ConnId;
-use crate::nickname;
 use app::protocol::{
-    duration_text, Amendment, ChatMessage, ErrorCode, MessageText, Pseudo, ServerEvent, SystemKind,
-    EDIT_WINDOW_SECS, MAX_REDACT_MINUTES, MAX_SANCTION_SECS, MAX_SLOW_MODE_SECS,
+    duration_text, Amendment, ChatMessage, ErrorCode, MessageText, ServerEvent, SystemKind,
+    EDIT_WINDOW_SECS, MAX_SLOW_MODE_SECS,
 };
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
@@ -29,8 +28,10 @@ use uuid::Uuid;
 #[derive(Debug, Clone, Copy)]
 pub struct Actor<'a> {
     pub pseudo: &'a str,
-    /// The nickname's key (`nickname::key`).
-    pub key: &'a str,
+    /// Their author identity (empty for the server).
+    pub id: &'a str,
+    /// What mutes and slow mode hold them by.
+    pub marks: &'a [String],
     pub moderator: bool,
     /// The backend, through the server API: it moderates whether or not
     /// chat access tokens are on.
@@ -41,7 +42,8 @@ impl Actor<'static> {
     /// The server API.
     pub const SERVER: Actor<'static> = Actor {
         pseudo: "server",
-        key: "",
+        id: "",
+        marks: &[],
         moderator: true,
         trusted: true,
     };
@@ -76,6 +78,18 @@ impl Denied {
     }
 }
 
+impl Denied {
+    /// The refusal of a muted person's action.
+    pub fn muted(until_ms: u64) -> Self {
+        let left = until_ms.saturating_sub(now_ms()).div_ceil(1000);
+        let message = format!("you are muted in this room for {}", duration_text(left));
+        Denied {
+            until: Some(until_ms),
+            ..Denied::new(ErrorCode::Muted, message)
+        }
+    }
+}
+
 impl From<BrokerError> for Denied {
     fn from(err: BrokerError) -> Self {
         let message = format!("the chat cannot do this right now ({err}): try again in a moment");
@@ -84,7 +98,7 @@ impl From<BrokerError> for Denied {
 }
 
 /// What happens to a message.
-enum Change {
+pub(super) enum Change {
     Delete,
     Edit(String),
 }
@@ -111,7 +125,7 @@ impl Chat {
         ))
     }
 
-    fn moderator(&self, actor: &Actor<'_>) -> Result<(), Denied> {
+    pub(super) fn moderator(&self, actor: &Actor<'_>) -> Result<(), Denied> {
         self.moderation_on(actor)?;
         if actor.moderator {
             return Ok(());
@@ -138,7 +152,7 @@ impl Chat {
 
     /// Overwrites the stored message and appends the event saying so, in
     /// one step; read again if the message changed in between.
-    async fn change(
+    pub(super) async fn change(
         &self,
         room: &str,
         target: Uuid,
@@ -197,118 +211,32 @@ impl Chat {
                 Change::Delete => ServerEvent::Deleted(amendment),
                 Change::Edit(_) => ServerEvent::Edited(amendment),
             };
+            // An edit speaks again: mutes and slow mode hold it.
+            let held = matches!(event, ServerEvent::Edited(_)) && !actor.moderator;
             let entry = Entry {
                 frame: &encode(&event),
                 replace: Some((old, &new)),
+                author: held.then_some(Author {
+                    marks: actor.marks,
+                    id: actor.id,
+                }),
                 ..Entry::default()
             };
-            if let Appended::New(_) = self.append(room, entry).await? {
-                return Ok(());
+            match self.append(room, entry).await? {
+                Appended::New(_) => return Ok(()),
+                Appended::Muted { until_ms } => return Err(Denied::muted(until_ms)),
+                Appended::Slowed { retry_after_ms } => {
+                    let message = "slow mode: wait before changing your message";
+                    return Err(Denied {
+                        retry_after_ms: Some(retry_after_ms),
+                        ..Denied::new(ErrorCode::SlowMode, message)
+                    });
+                }
+                Appended::Repeat(_) | Appended::Gone | Appended::Conflict => {}
             }
         }
         let message = "the message kept changing while this was tried: try again";
         Err(Denied::new(ErrorCode::Unavailable, message))
-    }
-
-    /// Closes the participant's connection (any instance), and says so in
-    /// the stream.
-    pub async fn kick(&self, room: &str, raw: &str, actor: &Actor<'_>) -> Result<(), Denied> {
-        self.moderator(actor)?;
-        let (pseudo, key) = target(raw)?;
-        let conn = self.broker.holder(room, &key).await?.ok_or_else(|| {
-            Denied::new(
-                ErrorCode::NotFound,
-                format!("nobody is called {pseudo} in this room"),
-            )
-        })?;
-        self.evict(room, conn, &pseudo).await?;
-        self.moderation_event(room, SystemKind::Kicked, &pseudo, actor, None)
-            .await?;
-        let last = Denied::new(
-            ErrorCode::Kicked,
-            format!("you were removed from the room by {}", actor.pseudo),
-        );
-        self.remove(room, conn, Removal::Kicked, last.frame()).await;
-        Ok(())
-    }
-
-    /// Bans (`Sanction::Ban`: closes the participant's connection and keeps
-    /// them out) or mutes for `seconds`, or lifts it (0); a ban may also
-    /// delete the participant's messages of the last `redact_minutes`.
-    pub async fn sanction(
-        &self,
-        room: &str,
-        sanction: Sanction,
-        raw: &str,
-        seconds: u64,
-        redact_minutes: u64,
-        actor: &Actor<'_>,
-    ) -> Result<(), Denied> {
-        self.moderator(actor)?;
-        let (pseudo, key) = target(raw)?;
-        if seconds > MAX_SANCTION_SECS || redact_minutes > MAX_REDACT_MINUTES {
-            let message = format!(
-                "seconds must be at most {MAX_SANCTION_SECS} and redact_minutes at most {MAX_REDACT_MINUTES}"
-            );
-            return Err(Denied::new(ErrorCode::InvalidMessage, message));
-        }
-        let until = (seconds > 0).then(|| now_ms() + seconds * 1000);
-        self.broker.sanction(room, sanction, &key, until).await?;
-        let kind = match sanction {
-            Sanction::Ban => SystemKind::Banned,
-            Sanction::Mute => SystemKind::Muted,
-        };
-        self.moderation_event(room, kind, &pseudo, actor, until)
-            .await?;
-        if let (Sanction::Ban, Some(until)) = (sanction, until) {
-            if let Some(conn) = self.broker.holder(room, &key).await? {
-                self.evict(room, conn, &pseudo).await?;
-                let last = Denied {
-                    until: Some(until),
-                    ..Denied::new(
-                        ErrorCode::Banned,
-                        format!(
-                            "you were banned from the room by {} for {}",
-                            actor.pseudo,
-                            duration_text(seconds)
-                        ),
-                    )
-                };
-                self.remove(room, conn, Removal::Banned, last.frame()).await;
-            }
-            if redact_minutes > 0 {
-                self.redact(room, &key, redact_minutes, actor).await?;
-            }
-        }
-        Ok(())
-    }
-
-    /// Deletes the participant's messages of the last minutes still in the
-    /// history.
-    async fn redact(
-        &self,
-        room: &str,
-        key: &str,
-        minutes: u64,
-        actor: &Actor<'_>,
-    ) -> Result<(), Denied> {
-        let since = now_ms().saturating_sub(minutes * 60_000);
-        let stored = self.broker.read(room).await?;
-        let theirs = stored.events.iter().filter_map(|frame| {
-            match serde_json::from_str::<ServerEvent>(frame) {
-                Ok(ServerEvent::Message(m)) if !m.deleted && m.ts >= since => Some(m),
-                _ => None,
-            }
-        });
-        for message in theirs.filter(|m| author_key(m).as_deref() == Some(key)) {
-            match self.change(room, message.id, Change::Delete, actor).await {
-                Ok(()) => {}
-                // Deleted by somebody else meanwhile, or gone from history.
-                Err(denied) if denied.code == ErrorCode::NotFound => {}
-                Err(denied) => return Err(denied),
-            }
-        }
-        Ok(())
     }
 
     pub async fn set_slow_mode(
@@ -329,57 +257,22 @@ impl Chat {
         self.publish(room, &ServerEvent::System(event)).await?;
         Ok(())
     }
-
-    /// Takes the nickname from its connection at once (which closes soon
-    /// after, on its instance): the room counts one fewer, the person may
-    /// come back at once after a kick, and the closing connection is not
-    /// announced as having left: the moderation event says what happened.
-    async fn evict(&self, room: &str, conn: ConnId, pseudo: &Pseudo) -> Result<(), Denied> {
-        let member = Member::new(pseudo.clone(), Uuid::nil());
-        let seat = Seat {
-            room,
-            conn,
-            member: &member,
-        };
-        self.broker.leave(seat, false).await?;
-        self.presence_changed(room).await;
-        Ok(())
-    }
-
-    async fn moderation_event(
-        &self,
-        room: &str,
-        kind: SystemKind,
-        pseudo: &Pseudo,
-        actor: &Actor<'_>,
-        until: Option<u64>,
-    ) -> Result<(), Denied> {
-        let mut event = self.system(kind, pseudo.to_string(), None);
-        event.by = Some(actor.pseudo.to_owned());
-        event.until = until;
-        self.publish(room, &ServerEvent::System(event)).await?;
-        Ok(())
-    }
 }
 
-/// The nickname an action names, and its key.
-fn target(raw: &str) -> Result<(Pseudo, String), Denied> {
-    let pseudo =
-        Pseudo::parse(raw).map_err(|err| Denied::new(ErrorCode::InvalidPseudo, err.to_string()))?;
-    let key = nickname::key(&pseudo);
-    Ok((pseudo, key))
-}
-
-fn author_key(message: &ChatMessage) -> Option<String> {
-    Pseudo::parse(&message.author)
-        .ok()
-        .map(|pseudo| nickname::key(&pseudo))
-}
-
-/// A moderator deletes any message; its author edits or deletes it within
+/// The backend's messages are the backend's: it deletes them (through the
+/// API), nobody else changes them. A moderator deletes any other message;
+/// its author (by identity, never by name) edits or deletes it within
 /// [`EDIT_WINDOW_SECS`]; nobody else touches it.
 fn may_change(message: &ChatMessage, change: &Change, actor: &Actor<'_>) -> Result<(), Denied> {
-    let author = author_key(message).as_deref() == Some(actor.key);
+    if message.server {
+        return match (change, actor.trusted) {
+            (Change::Delete, true) => Ok(()),
+            _ => Err(forbidden(
+                "messages from the server are changed by the server only",
+            )),
+        };
+    }
+    let author = !message.author_id.is_empty() && message.author_id == actor.id;
     if matches!(change, Change::Delete) && actor.moderator {
         return Ok(());
     }

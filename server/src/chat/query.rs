@@ -3,7 +3,7 @@
 
 use super::resume::{self, Resume, Snapshot};
 use super::{encode, Chat};
-use crate::broker::{Appended, BrokerError, Entry};
+use crate::broker::{owner_marker, Appended, BrokerError, Entry, Once};
 use crate::clock::now_ms;
 use app::protocol::{
     ChatMessage, MessageText, Position, Pseudo, RoomSummary, ServerEvent, ONLINE_SHOWN,
@@ -51,19 +51,21 @@ impl Chat {
     }
 
     /// Appends a message from the backend, under the name it gives; with
-    /// an `id`, once (see [`Entry::once`]). Returns the stored event.
+    /// an `id`, once (see [`Entry::once`]). Returns the stored event, or
+    /// `None` when a participant's message has the id.
     pub async fn post(
         &self,
         room: &str,
         author: &Pseudo,
         text: MessageText,
         id: Option<Uuid>,
-    ) -> Result<String, BrokerError> {
+    ) -> Result<Option<String>, BrokerError> {
         let message = ChatMessage {
             epoch: String::new(),
             offset: 0,
             id: id.unwrap_or_else(Uuid::new_v4),
             author: author.to_string(),
+            author_id: String::new(),
             text: text.into_string(),
             ts: now_ms(),
             deleted: false,
@@ -71,13 +73,15 @@ impl Chat {
             server: true,
         };
         let frame = encode(&ServerEvent::Message(message));
+        let owner = owner_marker("");
         let entry = Entry {
             frame: &frame,
-            once: id,
+            once: id.map(|id| Once { id, owner: &owner }),
             ..Entry::default()
         };
         match self.append(room, entry).await? {
-            Appended::New(stored) | Appended::Repeat(stored) => Ok(stored.to_string()),
+            Appended::New(stored) | Appended::Repeat(stored) => Ok(Some(stored.to_string())),
+            Appended::Conflict => Ok(None),
             // No author to hold, nothing to overwrite.
             held => Err(BrokerError::Failed(format!("unexpected answer {held:?}"))),
         }

@@ -1,27 +1,29 @@
 //! One chat connection: it listens to its room from the start, then joins
-//! with a nickname to speak.
+//! with a nickname to speak. Who is behind it ([`Person`]) decides what its
+//! messages record as their author, which sanctions hold it and which
+//! rate limits it shares with its other connections. Joining and renaming
+//! are in `membership.rs`, speaking and typing in `speech.rs`.
 
-use super::control::Removal;
 use super::moderation::{Actor, Denied};
+use super::sanctions::Named;
 use super::{encode, Chat, Opening};
-use crate::broker::{stamp, Appended, Claim, Entry, Member, Sanction, Seat, Subscription};
-use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
+use crate::broker::{Member, Sanction, Seat, Subscription};
+use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
+use crate::identity::Person;
 use crate::metrics;
-use crate::ws::throttle::{Throttle, Verdict};
-use crate::ws::{self, Handler, Outbound, Refusal, Socket};
-use app::protocol::{
-    duration_text, ChatMessage, ClientMessage, ErrorCode, MessageText, Pseudo, ServerEvent,
-    SystemKind, DEFAULT_ROOM,
-};
+use crate::ws::throttle::{KeyedThrottle, Verdict};
+use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
+use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
 use axum::extract::ws::Utf8Bytes;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 use uuid::Uuid;
 
-/// Typing frames relayed per connection at most this often (clients send
-/// one every `TYPING_EVERY_MS`).
-const TYPING_GAP: Duration = Duration::from_millis(1_000);
+#[path = "membership.rs"]
+mod membership;
+#[path = "speech.rs"]
+mod speech;
 
 pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     let id = Uuid::new_v4();
@@ -32,28 +34,51 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         resume,
         name,
         moderator,
-        subject,
+        person,
         address,
     } = opening;
     metrics::connection_opened(Kind::Chat);
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
     let topic = Topic::Room(room.clone());
-    let _subject = subject.map(|sub| chat.hub.subject(&sub, &topic, id));
-    // Boxed: opening (history read, subscription) is over before the
-    // connection's long life, and would otherwise size its task.
-    let (preamble, subscription) = Box::pin(chat.open(&room, id, &peer, &resume)).await;
+    let marks = person.marks();
+    let listed = marks
+        .iter()
+        .map(|mark| chat.hub.mark(mark.clone(), &topic, id))
+        .collect();
+    // A banned person may not even read the room: refused before anything
+    // of it is read or sent.
+    let (preamble, subscription) = match chat.refusal(&room, &marks).await {
+        Some(denied) => {
+            metrics::error("chat", denied.code.as_str());
+            peer.closer.close(close::BANNED);
+            let frames = vec![denied.frame()];
+            (
+                Preamble {
+                    frames,
+                    fresh: None,
+                },
+                None,
+            )
+        }
+        // Boxed: opening (history read, subscription) is over before the
+        // connection's long life, and would otherwise size its task.
+        None => {
+            let (preamble, subscription) = Box::pin(chat.open(&room, id, &peer, &resume)).await;
+            (preamble, Some(subscription))
+        }
+    };
     let mut session = ChatSession {
         chat: chat.clone(),
         id,
-        subscription: Some(subscription),
+        subscription,
         topic,
         room,
         peer: peer.clone(),
         member: None,
         name,
         moderator,
-        renames: Throttle::new(chat.limits.renames),
-        joins: Throttle::new(chat.limits.joins),
+        person,
+        listed,
         address,
         typed: None,
     };
@@ -78,13 +103,36 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     );
 }
 
-/// Chat actions with a bucket of their own (`JOIN_LIMIT_PER_MIN`,
-/// `RENAME_LIMIT_PER_MIN`): each writes to the broker and a rename is
-/// announced to the whole room, so they are held far below the frame rate.
+impl Chat {
+    /// Why somebody with these marks may not enter the room, if banned.
+    /// While the broker does not answer, they are let in.
+    pub(super) async fn refusal(&self, room: &str, marks: &[String]) -> Option<Denied> {
+        match self.broker.sanctioned(room, Sanction::Ban, marks).await {
+            Ok(Some(until)) => {
+                let left = until.saturating_sub(crate::clock::now_ms()).div_ceil(1000);
+                let message = format!("you are banned from this room for {}", duration_text(left));
+                Some(Denied {
+                    until: Some(until),
+                    ..Denied::new(ErrorCode::Banned, message)
+                })
+            }
+            Ok(None) => None,
+            Err(err) => {
+                tracing::warn!(room, error = %err, "cannot check bans; letting the connection through");
+                None
+            }
+        }
+    }
+}
+
+/// Chat actions with a bucket of their own per person
+/// (`JOIN_LIMIT_PER_MIN`, `RENAME_LIMIT_PER_MIN`, and the chat rate limit
+/// for the rest): each writes to the broker.
 #[derive(Clone, Copy)]
 enum Limited {
     Join,
     Rename,
+    Action,
 }
 
 impl Limited {
@@ -93,6 +141,7 @@ impl Limited {
         match self {
             Limited::Join => "join_limited",
             Limited::Rename => "rename_limited",
+            Limited::Action => "action_limited",
         }
     }
 
@@ -102,6 +151,7 @@ impl Limited {
         match self {
             Limited::Join => close::JOIN_FLOOD,
             Limited::Rename => close::RENAME_FLOOD,
+            Limited::Action => close::RATE_LIMITED,
         }
     }
 }
@@ -119,9 +169,11 @@ struct ChatSession {
     name: Option<Pseudo>,
     /// The access token makes this participant a moderator.
     moderator: bool,
-    renames: Throttle,
-    joins: Throttle,
-    /// The client's address, for `NEW_ROOMS_PER_MIN`.
+    person: Person,
+    /// This connection listed under the marks of who holds it, so that a
+    /// ban closes it wherever it is.
+    listed: Vec<Marked>,
+    /// The client's address block, for `NEW_ROOMS_PER_MIN`.
     address: IpAddr,
     /// When this connection's last typing frame went out.
     typed: Option<Instant>,
@@ -131,19 +183,39 @@ impl Handler for ChatSession {
     const KIND: Kind = Kind::Chat;
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Option<CloseReason> {
-        match ClientMessage::decode(&text) {
-            Err(err) => self.refuse(err.code, err.message),
-            Ok(ClientMessage::Join { pseudo, session }) => match self.joins.check() {
-                Verdict::Allowed => return self.join(&pseudo, session).await,
-                verdict => return self.throttled(verdict, Limited::Join),
+        let message = match ClientMessage::decode(&text) {
+            Ok(message) => message,
+            Err(err) => {
+                self.refuse(err.code, err.message);
+                return None;
+            }
+        };
+        // The cheap checks first: nothing is read from the broker for a
+        // person over their allowance. A join without a session starts one
+        // here, so that its allowance is that session's.
+        let message = match message {
+            ClientMessage::Join { pseudo, session } => ClientMessage::Join {
+                pseudo,
+                session: Some(session.unwrap_or_else(Uuid::new_v4)),
             },
-            Ok(ClientMessage::Rename { pseudo }) => match self.renames.check() {
-                Verdict::Allowed => self.rename(&pseudo).await,
-                verdict => return self.throttled(verdict, Limited::Rename),
-            },
-            Ok(ClientMessage::Say { text, id }) => self.say(&text, id).await,
-            Ok(ClientMessage::Typing) => self.typing().await,
-            Ok(moderation) => self.moderate(moderation).await,
+            other => other,
+        };
+        let (throttle, limited) = match &message {
+            ClientMessage::Join { .. } => (&self.chat.senders.joins, Limited::Join),
+            ClientMessage::Rename { .. } => (&self.chat.senders.renames, Limited::Rename),
+            _ => (&self.chat.senders.actions, Limited::Action),
+        };
+        if let Some(verdict) = allowed(throttle, &self.rate_key(&message)) {
+            return self.throttled(verdict, limited);
+        }
+        match message {
+            ClientMessage::Join { pseudo, session } => {
+                return self.join(&pseudo, session.unwrap_or_default()).await
+            }
+            ClientMessage::Rename { pseudo } => self.rename(&pseudo).await,
+            ClientMessage::Say { text, id } => self.say(&text, id).await,
+            ClientMessage::Typing => self.typing().await,
+            moderation => self.moderate(moderation).await,
         }
         None
     }
@@ -172,8 +244,34 @@ impl Handler for ChatSession {
     }
 }
 
+/// `None` when the throttle lets the key through, else its verdict.
+fn allowed(throttle: &KeyedThrottle, key: &String) -> Option<Verdict> {
+    match throttle.check(key) {
+        Verdict::Allowed => None,
+        verdict => Some(verdict),
+    }
+}
+
 impl ChatSession {
-    /// Answers a join or rename over its limit; a client that keeps trying
+    /// Whose allowance a frame takes: the member's identity; for a join,
+    /// the identity its session gives (or the token's subject); before a
+    /// join (frames that are refused), this connection's.
+    fn rate_key(&self, message: &ClientMessage) -> String {
+        match (&self.member, message) {
+            (_, ClientMessage::Join { session, .. }) => {
+                self.person.author_id(session.unwrap_or_default())
+            }
+            (Some(member), _) => member.id.clone(),
+            (None, _) => self.id.to_string(),
+        }
+    }
+
+    /// What holds this connection's member (mutes, bans).
+    fn member_marks(&self, member: &Member) -> Vec<String> {
+        self.person.member_marks(&member.key, &member.id)
+    }
+
+    /// Answers an action over its limit; a client that keeps trying
     /// regardless is closed with 1008.
     fn throttled(&self, verdict: Verdict, limited: Limited) -> Option<CloseReason> {
         metrics::error("chat", limited.label());
@@ -204,52 +302,9 @@ impl ChatSession {
         }));
     }
 
-    fn confirm(&self, member: &Member) {
-        self.peer.send(encode(&ServerEvent::Joined {
-            pseudo: member.pseudo.to_string(),
-            session: member.session,
-            room: self.room.clone(),
-            moderation: self.chat.moderation(),
-            moderator: self.moderator && self.chat.moderation(),
-        }));
-    }
-
-    /// The connection that gave way to this one (same session, same
-    /// nickname) is told and closed, wherever it is: one live owner per
-    /// nickname.
-    async fn replaced(&self, replaced: Option<crate::fanout::ConnId>) {
-        if let Some(conn) = replaced {
-            let last = encode(&ServerEvent::Replaced);
-            self.chat
-                .remove(&self.room, conn, Removal::Replaced, last)
-                .await;
-        }
-    }
-
-    /// Whether the nickname is banned from the room; a ban ends the
-    /// connection. While the broker does not answer, joins go ahead.
-    async fn banned(&self, member: &Member) -> Option<CloseReason> {
-        if !self.chat.moderation() {
-            return None;
-        }
-        match self.chat.broker.banned(&self.room, &member.key).await {
-            Ok(Some(until)) => {
-                metrics::error("chat", ErrorCode::Banned.as_str());
-                let left = until.saturating_sub(crate::clock::now_ms()).div_ceil(1000);
-                let message = format!("you are banned from this room for {}", duration_text(left));
-                let denied = Denied {
-                    until: Some(until),
-                    ..Denied::new(ErrorCode::Banned, message)
-                };
-                self.peer.send(denied.frame());
-                Some(close::BANNED)
-            }
-            Ok(None) => None,
-            Err(err) => {
-                tracing::warn!(room = self.room, error = %err, "cannot check bans; letting the join through");
-                None
-            }
-        }
+    fn deny(&self, denied: &Denied) {
+        metrics::error("chat", denied.code.as_str());
+        self.peer.send(denied.frame());
     }
 
     /// Moderation frames (see [`super::moderation`]).
@@ -257,9 +312,11 @@ impl ChatSession {
         let Some(member) = &self.member else {
             return self.refuse(ErrorCode::NotJoined, "join before moderating".into());
         };
+        let marks = self.member_marks(member);
         let actor = Actor {
             pseudo: member.pseudo.as_str(),
-            key: &member.key,
+            id: &member.id,
+            marks: &marks,
             moderator: self.moderator,
             trusted: false,
         };
@@ -273,13 +330,13 @@ impl ChatSession {
                 seconds,
                 redact_minutes,
             } => {
-                let ban = Sanction::Ban;
-                chat.sanction(room, ban, &pseudo, seconds, redact_minutes, &actor)
+                let (ban, named) = (Sanction::Ban, Named::Pseudo(&pseudo));
+                chat.sanction(room, ban, named, seconds, redact_minutes, &actor)
                     .await
             }
             ClientMessage::Mute { pseudo, seconds } => {
-                let mute = Sanction::Mute;
-                chat.sanction(room, mute, &pseudo, seconds, 0, &actor).await
+                let (mute, named) = (Sanction::Mute, Named::Pseudo(&pseudo));
+                chat.sanction(room, mute, named, seconds, 0, &actor).await
             }
             ClientMessage::SlowMode { seconds } => chat.set_slow_mode(room, seconds, &actor).await,
             ClientMessage::Join { .. }
@@ -288,8 +345,7 @@ impl ChatSession {
             | ClientMessage::Typing => Ok(()),
         };
         if let Err(denied) = done {
-            metrics::error("chat", denied.code.as_str());
-            self.peer.send(denied.frame());
+            self.deny(&denied);
         }
     }
 
@@ -301,201 +357,11 @@ impl ChatSession {
         }
     }
 
-    async fn join(&mut self, raw: &str, session: Option<Uuid>) -> Option<CloseReason> {
-        if let Some(member) = &self.member {
-            let message = format!(
-                "already joined as {}: send rename to change nickname",
-                member.pseudo
-            );
-            self.refuse(ErrorCode::AlreadyJoined, message);
-            return None;
-        }
-        let pseudo = match (&self.name, Pseudo::parse(raw)) {
-            // Whatever was asked for: nobody speaks as somebody else.
-            (Some(name), _) => name.clone(),
-            (None, Ok(pseudo)) => pseudo,
-            (None, Err(err)) => {
-                self.refuse(ErrorCode::InvalidPseudo, err.to_string());
-                return None;
-            }
-        };
-        let member = Member::new(pseudo, session.unwrap_or_else(Uuid::new_v4));
-        if let Some(banned) = self.banned(&member).await {
-            return Some(banned);
-        }
-        // Recorded before any await, so that a connection cut short from
-        // here on still releases the nickname when it closes (releasing one
-        // it never got is harmless).
-        self.member = Some(member.clone());
-        let chat = &self.chat;
-        let (claim, replaced) = chat.presence.claim(self.seat(&member), None).await;
-        if claim == Claim::Taken {
-            self.member = None;
-            let message = format!("the nickname {} is taken in this room", member.pseudo);
-            self.refuse(ErrorCode::PseudoTaken, message);
-            return None;
-        }
-        // Only the join that found the room empty opened it (decided by the
-        // claim, so that a crowd arriving at once counts once), and it is
-        // undone over the limit.
-        if claim == Claim::Opened
-            && self.room != DEFAULT_ROOM
-            && chat.new_rooms.check_key(&self.address).is_err()
-        {
-            self.member = None;
-            chat.presence.leave(self.seat(&member)).await;
-            chat.presence_changed(&self.room).await;
-            let message = "too many new rooms from your address: try again in a minute";
-            self.refuse(ErrorCode::TooManyRooms, message.into());
-            return None;
-        }
-        self.confirm(&member);
-        self.replaced(replaced).await;
-        tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
-        // A reclaim is the same person back on a new connection: not news.
-        if matches!(claim, Claim::Joined | Claim::Opened) {
-            let pseudo = member.pseudo.as_str();
-            chat.arrival(&self.room, SystemKind::Joined, pseudo).await;
-        }
-        chat.presence_changed(&self.room).await;
-        None
-    }
-
-    async fn rename(&mut self, raw: &str) {
-        let Some(current) = self.member.clone() else {
-            return self.refuse(ErrorCode::NotJoined, "join before renaming".into());
-        };
-        if self.name.is_some() {
-            let message = "the nickname comes from your access token".into();
-            return self.refuse(ErrorCode::InvalidPseudo, message);
-        }
-        let pseudo = match Pseudo::parse(raw) {
-            Ok(pseudo) => pseudo,
-            Err(err) => return self.refuse(ErrorCode::InvalidPseudo, err.to_string()),
-        };
-        if pseudo == current.pseudo {
-            return self.confirm(&current);
-        }
-        let member = Member::new(pseudo, current.session);
-        let chat = &self.chat;
-        let previous = Some(current.key.as_str());
-        let (claim, replaced) = chat.presence.claim(self.seat(&member), previous).await;
-        if claim == Claim::Taken {
-            let message = format!("the nickname {} is taken in this room", member.pseudo);
-            return self.refuse(ErrorCode::PseudoTaken, message);
-        }
-        self.member = Some(member.clone());
-        self.confirm(&member);
-        self.replaced(replaced).await;
-        let previous = Some(current.pseudo.to_string());
-        let renamed = chat.system(SystemKind::Renamed, member.pseudo.to_string(), previous);
-        chat.announce(&self.room, &ServerEvent::System(renamed))
-            .await;
-    }
-
-    async fn say(&mut self, raw: &str, once: Option<Uuid>) {
-        let Some(member) = &self.member else {
-            return self.refuse(ErrorCode::NotJoined, "join before sending messages".into());
-        };
-        let text = match MessageText::parse(raw) {
-            Ok(text) => text,
-            Err(err) => return self.refuse(ErrorCode::InvalidText, err.to_string()),
-        };
-        let message = ChatMessage {
-            epoch: String::new(),
-            offset: 0,
-            id: once.unwrap_or_else(Uuid::new_v4),
-            author: member.pseudo.to_string(),
-            text: text.into_string(),
-            ts: crate::clock::now_ms(),
-            deleted: false,
-            edited: false,
-            server: false,
-        };
-        // The message ends this bout of typing: the next one is news.
-        self.typed = None;
-        // Acknowledged (echoed back) only once it is in the stream, so no
-        // crash can lose a message its sender saw as sent.
-        let frame = encode(&ServerEvent::Message(message));
-        let entry = Entry {
-            frame: &frame,
-            once,
-            // Moderators are held by neither mutes nor slow mode.
-            author: (!self.moderator).then_some(member.key.as_str()),
-            replace: None,
-        };
-        match self.chat.append(&self.room, entry).await {
-            Ok(Appended::New(stored) | Appended::Repeat(stored)) => self.acknowledge(once, &stored),
-            Ok(Appended::Muted { until_ms }) => {
-                let left = until_ms
-                    .saturating_sub(crate::clock::now_ms())
-                    .div_ceil(1000);
-                let message = format!("you are muted in this room for {}", duration_text(left));
-                let denied = Denied {
-                    until: Some(until_ms),
-                    ..Denied::new(ErrorCode::Muted, message)
-                };
-                metrics::error("chat", denied.code.as_str());
-                self.peer.send(denied.frame());
-            }
-            Ok(Appended::Slowed { retry_after_ms }) => {
-                let wait = duration_text(retry_after_ms.div_ceil(1000));
-                let message = format!("slow mode: wait {wait} before sending another message");
-                let denied = Denied {
-                    retry_after_ms: Some(retry_after_ms),
-                    ..Denied::new(ErrorCode::SlowMode, message)
-                };
-                metrics::error("chat", denied.code.as_str());
-                self.peer.send(denied.frame());
-            }
-            // No stored event to overwrite was given.
-            Ok(Appended::Gone) => {}
-            Err(err) => {
-                tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
-                // A reply that timed out may follow an append that went through.
-                let message = match (err.is_timeout(), once) {
-                    (true, Some(_)) => "the chat could not confirm that your message was stored: send it again with the same id, it will not be doubled",
-                    (true, None) => "the chat could not confirm that your message was stored: it may not have been sent; check the conversation before sending it again",
-                    (false, _) => "the chat cannot store messages right now: yours was not sent; try again in a moment",
-                };
-                self.refuse(ErrorCode::Unavailable, message.into());
-            }
-        }
-    }
-
-    /// Tells the sender of a message with an id where it is in the stream
-    /// (the first time and for every repeat).
-    fn acknowledge(&self, once: Option<Uuid>, stored: &str) {
-        let (Some(id), Some((epoch, offset))) = (once, stamp::position(stored)) else {
-            return;
-        };
-        self.peer.send(encode(&ServerEvent::Ack {
-            id,
-            epoch: epoch.to_owned(),
-            offset,
-        }));
-    }
-
-    /// Tells the others in the room that this participant is typing, at
-    /// most once per [`TYPING_GAP`]; not stored in the room's stream.
-    async fn typing(&mut self) {
-        let Some(member) = &self.member else {
-            return self.refuse(ErrorCode::NotJoined, "join before typing".into());
-        };
-        if self.typed.is_some_and(|at| at.elapsed() < TYPING_GAP) {
-            return;
-        }
-        self.typed = Some(Instant::now());
-        let frame = encode(&ServerEvent::Typing {
-            pseudo: member.pseudo.to_string(),
-        });
-        self.chat.broadcast(&self.topic, frame, self.id).await;
-    }
-
     async fn leave(&mut self) {
         let chat = &self.chat;
         chat.feeds.unlisten(&self.room, self.id);
         self.subscription.take();
+        self.listed.clear();
         // On shutdown the instance's entries are removed all at once after
         // a short wait, so that people who reconnect elsewhere meanwhile
         // reclaim their nickname instead of "leaving" and "joining".

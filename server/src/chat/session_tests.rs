@@ -10,6 +10,7 @@ use crate::testing::{self, Remote};
 use app::protocol::Position;
 use governor::Quota;
 use std::num::NonZeroU32;
+use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -43,6 +44,7 @@ fn chat(shared: &Shared) -> Arc<Chat> {
             renames: Quota::per_minute(per(2)),
             joins: Quota::per_minute(per(5)),
             new_rooms: Quota::per_minute(per(5)),
+            actions: Quota::per_second(per(20)).allow_burst(per(40)),
         },
         shutdown: CancellationToken::new(),
         tasks: TaskTracker::new(),
@@ -69,7 +71,7 @@ async fn open(chat: &Arc<Chat>, resume: Resume) -> (Remote, Vec<ServerEvent>, Po
         resume,
         name: None,
         moderator: false,
-        subject: None,
+        person: crate::identity::Person::anonymous("127.0.0.1".parse().unwrap()),
         address: "127.0.0.1".parse().unwrap(),
     };
     tokio::spawn(run(chat.clone(), socket, opening));

@@ -38,6 +38,10 @@ pub struct Config {
     #[arg(long, env = "ADMIN_BIND", default_value = "127.0.0.1")]
     pub admin_bind: IpAddr,
 
+    /// Names the admin port answers to besides IP addresses and localhost, comma-separated (e.g. the name a proxy or a monitoring system uses); requests naming it otherwise are refused (DNS rebinding).
+    #[arg(long, env = "ADMIN_HOSTS", value_delimiter = ',')]
+    pub admin_hosts: Vec<String>,
+
     /// Key of the server API on the admin port (`Authorization: apikey <key>`), at least 16 characters. Unset: the API answers callers on this machine only, and ADMIN_BIND must be a loopback address.
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
@@ -46,7 +50,7 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 
-    /// Key of the webhooks' HMAC-SHA256 signature (X-Signature-256), at least 16 characters; required with WEBHOOK_URL.
+    /// Key of the webhooks' HMAC-SHA256 signature (X-Webhook-Signature: t=<unix time>,v1=<hex HMAC of "<t>.<body>">), at least 16 characters; required with WEBHOOK_URL.
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
@@ -75,7 +79,7 @@ pub struct Config {
     #[arg(long, env = "OUTBOUND_QUEUE", default_value_t = 1024, value_parser = clap::value_parser!(u64).range(1..=65536))]
     pub outbound_queue: u64,
 
-    /// Chat: messages per second one connection may send, on average (sized for people).
+    /// Chat: messages per second one connection, and one person across their connections, may send, on average (sized for people).
     #[arg(long, env = "CHAT_RATE_LIMIT_PER_SEC", default_value_t = 20, value_parser = clap::value_parser!(u32).range(1..))]
     pub chat_rate_limit_per_sec: u32,
 
@@ -95,11 +99,11 @@ pub struct Config {
     #[arg(long, env = "RELAY_BYTES_PER_SEC", default_value_t = 8 * 1024 * 1024, value_parser = clap::value_parser!(u32).range(1..))]
     pub relay_bytes_per_sec: u32,
 
-    /// Nickname changes one chat connection may make per minute (also the burst).
+    /// Nickname changes one person (token subject or anonymous session) may make per minute, across their connections (also the burst).
     #[arg(long, env = "RENAME_LIMIT_PER_MIN", default_value_t = 6, value_parser = clap::value_parser!(u32).range(1..))]
     pub rename_limit_per_min: u32,
 
-    /// Join attempts one chat connection may make per minute (also the burst).
+    /// Join attempts one person (token subject or anonymous session) may make per minute, across their connections and reconnects (also the burst).
     #[arg(long, env = "JOIN_LIMIT_PER_MIN", default_value_t = 10, value_parser = clap::value_parser!(u32).range(1..))]
     pub join_limit_per_min: u32,
 
@@ -138,6 +142,14 @@ pub struct Config {
     /// PEM file with the public key for RS256, ES256 or EdDSA access tokens.
     #[arg(long, env = "AUTH_JWT_PUBLIC_KEY")]
     pub auth_jwt_public_key: Option<std::path::PathBuf>,
+
+    /// Access tokens must carry this iss claim (unset: not checked).
+    #[arg(long, env = "AUTH_JWT_ISSUER")]
+    pub auth_jwt_issuer: Option<String>,
+
+    /// Access tokens must carry this aud claim (unset: not checked).
+    #[arg(long, env = "AUTH_JWT_AUDIENCE")]
+    pub auth_jwt_audience: Option<String>,
 
     /// TCP connections (HTTP and WebSocket, public and relay ports) open at once on this instance; more are refused with HTTP 503 as they are accepted.
     #[arg(long, env = "MAX_CONNECTIONS", default_value_t = 10_000, value_parser = clap::value_parser!(u32).range(1..))]

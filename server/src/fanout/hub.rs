@@ -3,6 +3,7 @@
 //! queue, and a client whose queue is full is disconnected and counted.
 
 use super::{CloseReason, ConnId, Kind, Peer, Topic};
+use crate::identity;
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::{Mutex, RwLock};
@@ -12,24 +13,26 @@ use std::sync::Arc;
 #[derive(Default)]
 pub struct Hub {
     topics: RwLock<HashMap<Topic, HashMap<ConnId, Peer>>>,
-    /// Connections by the subject (`sub`) of their access token.
-    subjects: Mutex<HashMap<String, Vec<(Topic, ConnId)>>>,
+    /// Connections by the marks of who holds them (`crate::identity`):
+    /// their token's subject, or an anonymous person's address, nickname
+    /// and identity.
+    marks: Mutex<HashMap<String, Vec<(Topic, ConnId)>>>,
 }
 
-/// A connection listed under its token's subject, until dropped.
-pub struct Subjected {
+/// A connection listed under a mark, until dropped.
+pub struct Marked {
     hub: Arc<Hub>,
-    sub: String,
+    mark: String,
     id: ConnId,
 }
 
-impl Drop for Subjected {
+impl Drop for Marked {
     fn drop(&mut self) {
-        let mut subjects = self.hub.subjects.lock();
-        if let Some(conns) = subjects.get_mut(&self.sub) {
+        let mut marks = self.hub.marks.lock();
+        if let Some(conns) = marks.get_mut(&self.mark) {
             conns.retain(|(_, id)| *id != self.id);
             if conns.is_empty() {
-                subjects.remove(&self.sub);
+                marks.remove(&self.mark);
             }
         }
     }
@@ -71,29 +74,76 @@ impl Hub {
         delivered
     }
 
-    /// Lists a connection of the topic under its token's subject, for as
-    /// long as the returned value lives.
-    pub fn subject(self: &Arc<Self>, sub: &str, topic: &Topic, id: ConnId) -> Subjected {
-        let mut subjects = self.subjects.lock();
-        let conns = subjects.entry(sub.to_owned()).or_default();
-        conns.push((topic.clone(), id));
-        Subjected {
+    /// Lists a connection of the topic under a mark of who holds it, for
+    /// as long as the returned value lives.
+    pub fn mark(self: &Arc<Self>, mark: String, topic: &Topic, id: ConnId) -> Marked {
+        let mut marks = self.marks.lock();
+        marks
+            .entry(mark.clone())
+            .or_default()
+            .push((topic.clone(), id));
+        Marked {
             hub: self.clone(),
-            sub: sub.to_owned(),
+            mark,
             id,
         }
+    }
+
+    /// Lists a connection of the topic under its token's subject.
+    pub fn subject(self: &Arc<Self>, sub: &str, topic: &Topic, id: ConnId) -> Marked {
+        self.mark(identity::subject_mark(sub), topic, id)
     }
 
     /// Closes every connection of this process whose token has the
     /// subject; returns how many.
     pub fn close_subject(&self, sub: &str, why: CloseReason) -> usize {
-        let conns = self.subjects.lock().get(sub).cloned().unwrap_or_default();
+        let marked = self.marked(&[identity::subject_mark(sub)], None);
         let topics = self.topics.read();
-        conns
+        marked
             .iter()
             .filter_map(|(topic, id)| topics.get(topic).and_then(|l| l.get(id)))
             .inspect(|peer| peer.closer.close(why))
             .count()
+    }
+
+    /// Sends a last frame to every connection of the topic listed under
+    /// any of the marks, and closes it; returns how many.
+    pub fn close_marked(
+        &self,
+        topic: &Topic,
+        marks: &[String],
+        frame: &Utf8Bytes,
+        why: CloseReason,
+    ) -> usize {
+        let marked = self.marked(marks, Some(topic));
+        let topics = self.topics.read();
+        let Some(listeners) = topics.get(topic) else {
+            return 0;
+        };
+        marked
+            .iter()
+            .filter_map(|(_, id)| listeners.get(id))
+            .inspect(|peer| {
+                peer.send(frame.clone());
+                peer.closer.close(why);
+            })
+            .count()
+    }
+
+    /// The connections listed under any of the marks (of one topic), each
+    /// once.
+    fn marked(&self, marks: &[String], topic: Option<&Topic>) -> Vec<(Topic, ConnId)> {
+        let listed = self.marks.lock();
+        let mut found: Vec<(Topic, ConnId)> = marks
+            .iter()
+            .filter_map(|mark| listed.get(mark))
+            .flatten()
+            .filter(|(t, _)| topic.is_none_or(|topic| t == topic))
+            .cloned()
+            .collect();
+        found.sort_by_key(|(_, id)| *id);
+        found.dedup_by_key(|(_, id)| *id);
+        found
     }
 
     /// Sends one listener a last frame, then closes it.

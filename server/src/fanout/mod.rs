@@ -7,7 +7,7 @@ mod hub;
 mod peer;
 
 pub use crate::kind::Kind;
-pub use hub::{Hub, Subjected};
+pub use hub::{Hub, Marked};
 pub use peer::{Closer, Peer, Queue};
 use uuid::Uuid;
 

@@ -1,8 +1,9 @@
 //! The HTTP side: which routes each port serves ([`site`], [`admin`] with
-//! the server API of [`crate::api`]), the
+//! the server API of [`crate::api`], behind its `Host` check), the
 //! accept loop and each connection's HTTP life ([`serve`]), listening
 //! sockets ([`listener`]), and `/healthz` and `/metrics` ([`health`]).
 
+mod admin_host;
 pub mod health;
 pub mod listener;
 pub mod serve;
@@ -11,6 +12,8 @@ mod site;
 use crate::api::{self, Api};
 use crate::chat::{self, Chat};
 use crate::relay::{self, Relay};
+pub use admin_host::AdminHosts;
+use axum::middleware;
 use axum::routing::get;
 use axum::Router;
 use health::Monitor;
@@ -50,11 +53,16 @@ pub fn relay_port(relay: &Arc<Relay>) -> Router {
 }
 
 /// The private admin endpoints: metrics, health for whoever monitors the
-/// instance from inside, and the server API.
-pub fn admin(monitor: &Arc<Monitor>, api: Arc<Api>) -> Router {
+/// instance from inside, and the server API; only for requests that name
+/// it as it knows itself ([`admin_host`]).
+pub fn admin(monitor: &Arc<Monitor>, api: Arc<Api>, hosts: AdminHosts) -> Router {
     Router::new()
         .route("/metrics", get(health::metrics_text))
         .route("/healthz", get(health::healthz))
         .with_state(monitor.clone())
         .merge(api::routes(api))
+        .layer(middleware::from_fn_with_state(
+            Arc::new(hosts),
+            admin_host::check,
+        ))
 }

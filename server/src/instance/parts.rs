@@ -129,6 +129,7 @@ impl Parts {
                     started: monitor.started,
                     key: config.api_key.clone(),
                 }),
+                http::AdminHosts(config.admin_hosts.clone()),
             ),
             drain: Drain {
                 tasks,
@@ -235,6 +236,10 @@ fn verifier(config: &Config, mode: AuthMode) -> anyhow::Result<Option<Verifier>>
         AuthMode::Required => Ok(Some(Verifier::new(
             config.auth_jwt_secret.as_deref(),
             config.auth_jwt_public_key.as_deref(),
+            crate::auth::Binding {
+                issuer: config.auth_jwt_issuer.clone(),
+                audience: config.auth_jwt_audience.clone(),
+            },
         )?)),
     }
 }
@@ -256,6 +261,8 @@ fn chat_limits(config: &Config) -> chat::Limits {
         renames: Quota::per_minute(nonzero(config.rename_limit_per_min)),
         joins: Quota::per_minute(nonzero(config.join_limit_per_min)),
         new_rooms: Quota::per_minute(nonzero(config.new_rooms_per_min)),
+        actions: Quota::per_second(nonzero(config.chat_rate_limit_per_sec))
+            .allow_burst(nonzero(config.chat_rate_limit_burst)),
     }
 }
 

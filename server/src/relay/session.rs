@@ -3,7 +3,7 @@
 use super::Relay;
 use crate::auth;
 use crate::broker::{self, Subscription};
-use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Subjected, Topic};
+use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
 use crate::metrics;
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::relay::{check_frame, registration_action, RelayReply};
@@ -76,7 +76,7 @@ struct Registered {
     subscription: Option<Subscription>,
     /// Listed under its token's subject, so that the server API can
     /// disconnect it.
-    _subject: Option<Subjected>,
+    _subject: Option<Marked>,
 }
 
 struct RelaySession {

@@ -1,14 +1,21 @@
 //! The deliverer: finds marked rooms, takes their lease, and POSTs their
-//! events after the cursor one by one, moving the cursor after each 2xx.
+//! events after the cursor one by one, moving the cursor after each 2xx
+//! (`room.rs`, `send.rs`). At most [`PARALLEL_ROOMS`] rooms at once per
+//! instance; while marked rooms wait for a slot, a room gives its slot up
+//! after each batch and waits its turn with them, so that busy rooms
+//! cannot starve quiet ones.
 
-use super::plan::{plan, Plan};
-use super::{wire, Epochs, Outbox, Retries, Wakers, REMEMBERED};
-use crate::broker::{Broker, BrokerError, Lease, Position, Stored};
-use crate::clock::now_ms;
+#[path = "room.rs"]
+mod room;
+#[path = "send.rs"]
+mod send;
+
+use super::{Epochs, Outbox, Retries, Wakers};
+use crate::broker::{Broker, Position};
 use crate::metrics;
-use backon::{BackoffBuilder, ExponentialBuilder};
 use parking_lot::Mutex;
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{Notify, Semaphore};
@@ -55,6 +62,8 @@ pub struct Webhooks {
     wakers: Arc<Wakers>,
     /// Rooms found delivered by another instance, and when.
     elsewhere: Mutex<HashMap<String, Instant>>,
+    /// A marked room found no free slot at the last scan.
+    waiting: AtomicBool,
     /// What the outbox failed to write, written again by the scans.
     retries: Arc<Retries>,
     /// The last position this instance delivered, per room (to tell a gap
@@ -99,6 +108,8 @@ enum Pass {
     /// Marked again, or too soon to tell: look again (at once when this
     /// pass delivered something: more is likely on its way).
     Again { busy: bool },
+    /// Gave its slot up to rooms waiting for one (still marked).
+    Yielded,
 }
 
 impl Webhooks {
@@ -124,6 +135,7 @@ impl Webhooks {
             rooms: Mutex::default(),
             wakers: Arc::default(),
             elsewhere: Mutex::default(),
+            waiting: AtomicBool::new(false),
             retries: Arc::default(),
             delivered: Mutex::default(),
             epochs: Arc::default(),
@@ -156,9 +168,10 @@ impl Webhooks {
                     self.elsewhere
                         .lock()
                         .retain(|_, at| at.elapsed() < ELSEWHERE_PAUSE);
-                    for room in marked {
-                        self.start(room);
-                    }
+                    let waiting = marked
+                        .into_iter()
+                        .fold(false, |waiting, room| !self.start(room) || waiting);
+                    self.waiting.store(waiting, Ordering::Relaxed);
                 }
                 Err(err) => tracing::debug!(error = %err, "webhooks: marked rooms unreadable"),
             }
@@ -173,12 +186,14 @@ impl Webhooks {
         }
     }
 
-    fn start(self: &Arc<Self>, room: String) {
+    /// Starts delivering the room unless it is already, or another
+    /// instance does; false when it waits for a slot.
+    fn start(self: &Arc<Self>, room: String) -> bool {
         if self.rooms.lock().contains_key(&room) || self.elsewhere.lock().contains_key(&room) {
-            return;
+            return true;
         }
         let Ok(slot) = self.slots.clone().try_acquire_owned() else {
-            return;
+            return false;
         };
         self.rooms.lock().insert(room.clone(), Backlog::default());
         let waker = Arc::new(Notify::new());
@@ -196,288 +211,6 @@ impl Webhooks {
             }
             drop(slot);
         });
+        true
     }
-
-    /// Delivers the room until everything was, another instance has it,
-    /// or the instance stops; says which.
-    async fn deliver_room(&self, room: &str, waker: &Notify) -> Pass {
-        let mut trouble = backoff();
-        // The mark last seen, and when it was first seen.
-        let mut seen: Option<(String, Instant)> = None;
-        let mut ended = Pass::Done;
-        while !self.shutdown.is_cancelled() {
-            match self.pass(room, &mut seen).await {
-                Ok(pass @ (Pass::Done | Pass::Elsewhere)) => {
-                    ended = pass;
-                    break;
-                }
-                Ok(Pass::Again { busy }) => {
-                    trouble = backoff();
-                    if !busy {
-                        let mark = seen.as_ref().map(|(mark, _)| mark.as_str());
-                        self.more(room, mark.unwrap_or_default(), waker).await;
-                    }
-                }
-                Err(err) => {
-                    tracing::warn!(room, error = %err, "webhooks: broker unavailable; retrying");
-                    self.pause(trouble.next().unwrap_or(LEASE)).await;
-                }
-            }
-        }
-        // A stopping instance hands its rooms over at once, not after the
-        // lease expires (a reload does not hold the webhooks up).
-        if self.shutdown.is_cancelled() {
-            if let Err(err) = self.broker.hook_release(room).await {
-                tracing::debug!(room, error = %err, "webhooks: lease left to expire");
-            }
-        }
-        ended
-    }
-
-    async fn pass(
-        &self,
-        room: &str,
-        seen: &mut Option<(String, Instant)>,
-    ) -> Result<Pass, BrokerError> {
-        let Lease::Held { cursor, stored } = self.broker.hook_lease(room, LEASE).await? else {
-            return Ok(Pass::Elsewhere);
-        };
-        if let Some(plan) = self.next(room, cursor, &stored) {
-            if !self.deliver(room, &plan).await? {
-                return Ok(Pass::Elsewhere);
-            }
-            self.epochs.delivered(room, &stored.epoch);
-            return Ok(Pass::Again { busy: true });
-        }
-        if !stored.epoch.is_empty() {
-            self.epochs.delivered(room, &stored.epoch);
-        }
-        // Caught up. The mark is read, then the stream once more: an event
-        // appended after this read of the mark marks the room again, and
-        // the settle below sees it.
-        let mark = self.broker.hook_mark_of(room).await?;
-        let read_at = Instant::now();
-        let Lease::Held { cursor, stored } = self.broker.hook_lease(room, LEASE).await? else {
-            return Ok(Pass::Elsewhere);
-        };
-        if self.next(room, cursor, &stored).is_some() {
-            return Ok(Pass::Again { busy: true });
-        }
-        let first_seen = match seen {
-            Some((last, at)) if *last == mark => *at,
-            _ => {
-                *seen = Some((mark.clone(), read_at));
-                read_at
-            }
-        };
-        if read_at < first_seen + SETTLE_AFTER && !mark.is_empty() {
-            return Ok(Pass::Again { busy: false });
-        }
-        let settled = self.broker.hook_settle(room, &mark).await?;
-        Ok(if settled {
-            Pass::Done
-        } else {
-            Pass::Again { busy: false }
-        })
-    }
-
-    /// What to send next from the stored stream, after the broker's cursor
-    /// or, when the broker lost it, after what this instance delivered.
-    fn next<'a>(
-        &self,
-        room: &str,
-        cursor: Option<Position>,
-        stored: &'a Stored,
-    ) -> Option<Plan<'a>> {
-        let cursor = cursor.or_else(|| self.delivered.lock().get(room).cloned());
-        let known_epoch = self.epochs.of(room);
-        plan(cursor.as_ref(), known_epoch.as_deref(), stored)
-    }
-
-    /// Sends the plan's gap and events in order; false when the lease was
-    /// lost on the way.
-    async fn deliver(&self, room: &str, plan: &Plan<'_>) -> Result<bool, BrokerError> {
-        if let Some(gap) = &plan.gap {
-            tracing::warn!(room, after = ?gap.after, resume = ?gap.resume, "webhooks: events lost before delivery; sending a gap");
-            let sent = self.send(room, wire::gap_body(room, gap), None).await?;
-            if !sent || !self.advance(room, &gap.before_resume()).await? {
-                return Ok(false);
-            }
-        }
-        // The cursor moves to each event while the next one is sent: one
-        // round trip per event. Safe: a POST gives up after 5 s, well
-        // within the lease, so an instance that finds it lost the lease has
-        // sent at most the one event past its cursor, which the next
-        // deliverer sends again, before anything later.
-        let mut delivered: Option<Position> = None;
-        for (i, frame) in plan.events.iter().enumerate() {
-            let at = Position {
-                epoch: plan.first.epoch.clone(),
-                offset: plan.first.offset + i as u64,
-            };
-            let owed = (plan.events.len() - i) as u64;
-            self.note_backlog(room, owed, event_ts(frame));
-            let body = wire::event_body(room, &at, frame);
-            let (sent, advanced) = tokio::join!(
-                self.send(room, body, Some(&at)),
-                self.advance_to(room, delivered.as_ref())
-            );
-            if !advanced? || !sent? {
-                return Ok(false);
-            }
-            delivered = Some(at);
-        }
-        self.note_backlog(room, 0, None);
-        self.advance_to(room, delivered.as_ref()).await
-    }
-
-    async fn advance_to(
-        &self,
-        room: &str,
-        delivered: Option<&Position>,
-    ) -> Result<bool, BrokerError> {
-        match delivered {
-            Some(delivered) => self.advance(room, delivered).await,
-            None => Ok(true),
-        }
-    }
-
-    async fn advance(&self, room: &str, delivered: &Position) -> Result<bool, BrokerError> {
-        let moved = self.broker.hook_advance(room, delivered, LEASE).await?;
-        if moved {
-            let mut remembered = self.delivered.lock();
-            if remembered.len() >= REMEMBERED {
-                remembered.clear();
-            }
-            remembered.insert(room.to_owned(), delivered.clone());
-        }
-        Ok(moved)
-    }
-
-    /// POSTs until the backend acknowledges (2xx), keeping the lease
-    /// between tries; false when the lease went to another instance or the
-    /// instance stops. `event`: the position of the event sent (none for a
-    /// gap).
-    async fn send(
-        &self,
-        room: &str,
-        body: String,
-        event: Option<&Position>,
-    ) -> Result<bool, BrokerError> {
-        let what = if event.is_some() { "event" } else { "gap" };
-        let signature = wire::signature(&self.secret, &body);
-        let mut delays = backoff();
-        loop {
-            let started = Instant::now();
-            match self.post(&body, &signature).await {
-                Ok(()) => {
-                    metrics::webhook_sent(what, "delivered", started.elapsed());
-                    return Ok(true);
-                }
-                Err(why) => {
-                    metrics::webhook_sent(what, "failed", started.elapsed());
-                    tracing::warn!(room, error = %why, "webhook not acknowledged; retrying");
-                }
-            }
-            self.pause(delays.next().unwrap_or(LEASE)).await;
-            if self.shutdown.is_cancelled() {
-                return Ok(false);
-            }
-            let Lease::Held { stored, .. } = self.broker.hook_lease(room, LEASE).await? else {
-                return Ok(false);
-            };
-            if let Some(at) = event {
-                self.recount(room, at, &stored);
-            }
-        }
-    }
-
-    /// While an event is retried, what follows it keeps coming: counts the
-    /// room's backlog again from its stream.
-    fn recount(&self, room: &str, sending: &Position, stored: &Stored) {
-        if stored.epoch == sending.epoch {
-            let owed = (stored.offset + 1).saturating_sub(sending.offset);
-            let oldest_ms = self.rooms.lock().get(room).and_then(|b| b.oldest_ms);
-            self.note_backlog(room, owed, oldest_ms);
-        }
-    }
-
-    async fn post(&self, body: &str, signature: &str) -> Result<(), String> {
-        let response = self
-            .client
-            .post(&self.url)
-            .header(reqwest::header::CONTENT_TYPE, "application/json")
-            .header("X-Signature-256", signature)
-            .body(body.to_owned())
-            .send()
-            .await
-            .map_err(|err| format!("no answer: {err}"))?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(());
-        }
-        Err(format!("answered {status}"))
-    }
-
-    /// Returns when the caught-up room may have more: this instance
-    /// appended, its mark changed, or `REREAD` passed.
-    async fn more(&self, room: &str, mark: &str, waker: &Notify) {
-        let until = tokio::time::Instant::now() + REREAD;
-        while tokio::time::Instant::now() < until {
-            tokio::select! {
-                _ = waker.notified() => return,
-                _ = sleep(MARK_CHECK) => {}
-                _ = self.shutdown.cancelled() => return,
-            }
-            match self.broker.hook_mark_of(room).await {
-                Ok(now) if now == mark => {}
-                _ => return,
-            }
-        }
-    }
-
-    async fn pause(&self, delay: Duration) {
-        tokio::select! {
-            _ = sleep(delay) => {}
-            _ = self.shutdown.cancelled() => {}
-        }
-    }
-
-    /// The room owes `events`, the oldest of them from then.
-    fn note_backlog(&self, room: &str, events: u64, oldest_ms: Option<u64>) {
-        let backlog = Backlog { events, oldest_ms };
-        if let Some(entry) = self.rooms.lock().get_mut(room) {
-            *entry = backlog;
-        }
-        self.publish_backlog();
-    }
-
-    fn publish_backlog(&self) {
-        let rooms = self.rooms.lock();
-        let events = rooms.values().map(|b| b.events).sum::<u64>();
-        let oldest = rooms.values().filter_map(|b| b.oldest_ms).min();
-        let age = oldest.map_or(0, |ms| now_ms().saturating_sub(ms));
-        metrics::webhook_backlog(events, Duration::from_millis(age));
-    }
-}
-
-/// Retries: 0.2 s doubling up to 2 s, with jitter (each pause at most
-/// twice that), for as long as it takes. A failed POST (at most 5 s) and
-/// the pause after it stay within the 10 s lease, renewed before each try.
-pub(super) fn backoff() -> impl Iterator<Item = Duration> {
-    ExponentialBuilder::default()
-        .with_min_delay(Duration::from_millis(200))
-        .with_max_delay(Duration::from_secs(2))
-        .with_jitter()
-        .without_max_times()
-        .build()
-}
-
-/// When a stored event happened (its `ts`).
-fn event_ts(frame: &str) -> Option<u64> {
-    #[derive(serde::Deserialize)]
-    struct Ts {
-        ts: Option<u64>,
-    }
-    serde_json::from_str::<Ts>(frame).ok()?.ts
 }

@@ -6,7 +6,8 @@
 //! Rooms are streams with positions, so a webhook is a consumer with a
 //! cursor kept in the broker:
 //! - every append marks its room ([`Outbox`]); relay registrations are
-//!   appended to a stream of their action for the purpose;
+//!   appended to one stream for them all (`!relay`, bounded as a room's
+//!   history), for the purpose;
 //! - each instance looks for marked rooms and delivers those whose lease
 //!   it gets: one instance per room at a time; the lease expires 10 s
 //!   after a deliverer dies and another instance takes the room over from
@@ -141,7 +142,7 @@ impl Outbox {
     /// left (`unregistered`) the action, with its registration message;
     /// while the broker does not answer, kept and written in order later.
     pub async fn relay(&self, kind: &str, action: &str, id: Uuid, data: &str) {
-        let stream = format!("{}{action}", wire::RELAY_STREAM);
+        let stream = wire::RELAY_STREAM.to_owned();
         let frame = wire::relay_event(kind, id, action, data, now_ms());
         let waiting = !self.retries.relay.lock().is_empty();
         if waiting || self.append_relay(&stream, &frame).await.is_err() {

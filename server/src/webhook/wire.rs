@@ -1,4 +1,5 @@
-//! What the backend receives: one JSON body per event, and its signature.
+//! What the backend receives: one JSON body per event, its id and its
+//! signature.
 //!
 //! - a room event: `{"key":"<room>:<epoch>:<offset>","room":…,"event":…}`,
 //!   the event exactly as clients receive it;
@@ -13,16 +14,17 @@ use super::plan::Gap;
 use crate::broker::Position;
 use hmac::{Hmac, Mac};
 use serde_json::{json, Value};
-use sha2::Sha256;
+use sha2::{Digest, Sha256};
 
-/// Streams of relay registrations are named after their action behind
-/// this, which no room name can start with.
-pub const RELAY_STREAM: &str = "!relay:";
+/// The one stream relay registrations of every action are appended to,
+/// named as no room can be: the broker holds one bounded stream for them
+/// all, not one per action a stranger names.
+pub const RELAY_STREAM: &str = "!relay";
 
 /// The body announcing the stored event at `at` of the stream `room`.
 pub fn event_body(room: &str, at: &Position, frame: &str) -> String {
-    if let Some(action) = room.strip_prefix(RELAY_STREAM) {
-        return relay_body(action, frame);
+    if room == RELAY_STREAM {
+        return relay_body(frame);
     }
     let key = format!("{room}:{}:{}", at.epoch, at.offset);
     format!(
@@ -34,9 +36,9 @@ pub fn event_body(room: &str, at: &Position, frame: &str) -> String {
 
 /// A relay stream's event as the backend gets it (the stream's own
 /// position is left out: the key names the registration).
-fn relay_body(action: &str, frame: &str) -> String {
+fn relay_body(frame: &str) -> String {
     let event: Value = serde_json::from_str(frame).unwrap_or(Value::Null);
-    let (kind, id) = (&event["type"], &event["id"]);
+    let (kind, id, action) = (&event["type"], &event["id"], &event["action"]);
     json!({
         "key": format!("relay:{}:{}", id.as_str().unwrap_or_default(), kind.as_str().unwrap_or_default()),
         "action": action,
@@ -62,13 +64,32 @@ pub fn gap_body(room: &str, gap: &Gap) -> String {
     .to_string()
 }
 
-/// The `X-Signature-256` header's value: `sha256=<hex of HMAC-SHA256(secret,
-/// body)>`.
-pub fn signature(secret: &str, body: &str) -> String {
+/// The `X-Webhook-Signature` header's value, as Stripe's: `t=<unix
+/// seconds>,v1=<hex of HMAC-SHA256(secret, "<t>.<body>")>`. The time is
+/// signed with the body, so that a receiver refuses a captured request
+/// replayed later (it checks that `t` is recent).
+pub fn signature(secret: &str, unix_secs: u64, body: &str) -> String {
     // HMAC takes keys of any length.
     let mut mac = Hmac::<Sha256>::new_from_slice(secret.as_bytes()).expect("any key length");
+    mac.update(format!("{unix_secs}.").as_bytes());
     mac.update(body.as_bytes());
-    format!("sha256={}", hex::encode(mac.finalize().into_bytes()))
+    format!(
+        "t={unix_secs},v1={}",
+        hex::encode(mac.finalize().into_bytes())
+    )
+}
+
+/// The `X-Webhook-Id` header's value: the same for every try of one event
+/// (its body's `key`), for the receiver to drop repeats by; hex, as
+/// header values must be ASCII while keys carry room names.
+pub fn delivery_id(body: &str) -> String {
+    #[derive(serde::Deserialize)]
+    struct Keyed<'a> {
+        #[serde(borrow)]
+        key: std::borrow::Cow<'a, str>,
+    }
+    let key = serde_json::from_str::<Keyed>(body).map_or_else(|_| body.into(), |k| k.key);
+    hex::encode(&Sha256::digest(key.as_bytes())[..16])
 }
 
 #[cfg(test)]
@@ -100,7 +121,7 @@ mod tests {
             epoch: "E".into(),
             offset: 1,
         };
-        let value: Value = serde_json::from_str(&event_body("!relay:jump", &at, &frame)).unwrap();
+        let value: Value = serde_json::from_str(&event_body(RELAY_STREAM, &at, &frame)).unwrap();
         assert_eq!(value["key"], format!("relay:{id}:registered"));
         assert_eq!(value["action"], "jump");
         assert_eq!(value["id"], id.to_string());
@@ -108,11 +129,24 @@ mod tests {
     }
 
     #[test]
-    fn the_signature_is_the_rfc_4231_hmac() {
-        // RFC 4231, test case 2.
-        assert_eq!(
-            signature("Jefe", "what do ya want for nothing?"),
-            "sha256=5bdcc146bf60754e6a042426089575c75a003f089d2739839dec58b964ec3843"
-        );
+    fn the_signature_is_the_hmac_of_the_time_and_the_body() {
+        // RFC 4231, test case 2, with "what do ya" as the time's place.
+        let body = " want for nothing?";
+        let mut mac = Hmac::<Sha256>::new_from_slice(b"Jefe").unwrap();
+        mac.update(format!("7.{body}").as_bytes());
+        let expected = hex::encode(mac.finalize().into_bytes());
+        assert_eq!(signature("Jefe", 7, body), format!("t=7,v1={expected}"));
+        // Another time, another signature: a replay cannot move its time.
+        assert_ne!(signature("Jefe", 8, body), signature("Jefe", 7, body));
+    }
+
+    #[test]
+    fn a_delivery_id_is_the_events_and_stays_the_same() {
+        let one = r#"{"key":"général:E:7","room":"général"}"#;
+        let again = r#"{"key":"général:E:7","room":"général","event":{}}"#;
+        let other = r#"{"key":"général:E:8"}"#;
+        assert_eq!(delivery_id(one), delivery_id(again));
+        assert_ne!(delivery_id(one), delivery_id(other));
+        assert!(delivery_id(one).bytes().all(|b| b.is_ascii_hexdigit()));
     }
 }

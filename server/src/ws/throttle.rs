@@ -4,7 +4,7 @@
 //! and the connection is closed.
 
 use governor::clock::{Clock, DefaultClock};
-use governor::{DefaultDirectRateLimiter, Quota, RateLimiter};
+use governor::{DefaultDirectRateLimiter, DefaultKeyedRateLimiter, Quota, RateLimiter};
 use std::num::NonZeroU32;
 use std::time::Duration;
 
@@ -56,6 +56,42 @@ impl Throttle {
     }
 }
 
+/// A [`Throttle`] per key: the allowance of whoever the key names (a
+/// person, across their connections), kept while it is not full again.
+pub struct KeyedThrottle {
+    allowed: DefaultKeyedRateLimiter<String>,
+    refusals: DefaultKeyedRateLimiter<String>,
+}
+
+impl KeyedThrottle {
+    pub fn new(quota: Quota) -> Self {
+        KeyedThrottle {
+            allowed: RateLimiter::keyed(quota),
+            refusals: RateLimiter::keyed(quota),
+        }
+    }
+
+    pub fn check(&self, key: &String) -> Verdict {
+        match self.allowed.check_key(key) {
+            Ok(()) => Verdict::Allowed,
+            Err(_) if self.refusals.check_key(key).is_err() => Verdict::Abuse,
+            Err(not_until) => {
+                Verdict::Refused(not_until.wait_time_from(DefaultClock::default().now()))
+            }
+        }
+    }
+
+    /// Forgets the keys back to a full allowance (they would be allowed
+    /// as if new); returns how many are left.
+    pub fn sweep(&self) -> usize {
+        for limiter in [&self.allowed, &self.refusals] {
+            limiter.retain_recent();
+            limiter.shrink_to_fit();
+        }
+        self.allowed.len().max(self.refusals.len())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -72,5 +108,17 @@ mod tests {
             }
         }
         assert_eq!(throttle.check(), Verdict::Abuse);
+    }
+
+    #[test]
+    fn a_key_keeps_its_allowance_and_others_have_theirs() {
+        let throttle = KeyedThrottle::new(Quota::per_minute(NonZeroU32::new(1).unwrap()));
+        let (ann, bob) = ("ann".to_owned(), "bob".to_owned());
+        assert_eq!(throttle.check(&ann), Verdict::Allowed);
+        assert!(matches!(throttle.check(&ann), Verdict::Refused(_)));
+        assert_eq!(throttle.check(&bob), Verdict::Allowed);
+        // Not full again: kept by the sweep.
+        assert_eq!(throttle.sweep(), 2);
+        assert!(matches!(throttle.check(&ann), Verdict::Refused(_)));
     }
 }

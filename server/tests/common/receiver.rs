@@ -117,12 +117,12 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         return StatusCode::INTERNAL_SERVER_ERROR;
     }
     let raw = String::from_utf8(body.to_vec()).expect("a UTF-8 body");
-    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
-    mac.update(raw.as_bytes());
-    let expected = format!("sha256={}", hex::encode(mac.finalize().into_bytes()));
-    let signed = headers
-        .get("x-signature-256")
-        .is_some_and(|value| value.as_bytes() == expected.as_bytes());
+    let signature = headers
+        .get("x-webhook-signature")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default();
+    let identified = headers.get("x-webhook-id").is_some();
+    let signed = identified && verify(signature, &raw, Duration::from_secs(300));
     let json = headers
         .get("content-type")
         .is_some_and(|value| value == "application/json");
@@ -135,6 +135,29 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         signed: signed && json,
     });
     StatusCode::NO_CONTENT
+}
+
+/// Checks a `t=<unix>,v1=<hex>` signature of `"<t>.<body>"` the way the
+/// README tells receivers to: a valid HMAC and a time within `tolerance`.
+pub fn verify(signature: &str, body: &str, tolerance: Duration) -> bool {
+    let mut parts = signature.split(',');
+    let (Some(t), Some(v1)) = (
+        parts.next().and_then(|p| p.strip_prefix("t=")),
+        parts.next().and_then(|p| p.strip_prefix("v1=")),
+    ) else {
+        return false;
+    };
+    let Ok(sent) = t.parse::<u64>() else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let mut mac = Hmac::<Sha256>::new_from_slice(WEBHOOK_SECRET.as_bytes()).unwrap();
+    mac.update(format!("{t}.{body}").as_bytes());
+    let expected = hex::encode(mac.finalize().into_bytes());
+    expected == v1 && now.abs_diff(sent) <= tolerance.as_secs()
 }
 
 /// Checks that `events` are one epoch's offsets from `first` on, with

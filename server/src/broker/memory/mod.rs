@@ -8,7 +8,7 @@ mod presence;
 mod streams;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, Lease,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Holder, Inbox, InstanceEntry, Lease,
     LinkStatus, Mode, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Sanction,
     Seat, Stored,
 };
@@ -197,18 +197,21 @@ impl Broker for MemoryBroker {
         &self,
         room: &str,
         sanction: Sanction,
-        key: &str,
+        marks: &[String],
         until_ms: Option<u64>,
     ) -> Result<(), BrokerError> {
-        self.shared
-            .0
-            .streams
-            .sanction(room, sanction, key, until_ms);
+        let streams = &self.shared.0.streams;
+        streams.sanction(room, sanction, marks, until_ms);
         Ok(())
     }
 
-    async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError> {
-        Ok(self.shared.0.streams.banned(room, key))
+    async fn sanctioned(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        marks: &[String],
+    ) -> Result<Option<u64>, BrokerError> {
+        Ok(self.shared.0.streams.sanctioned(room, sanction, marks))
     }
 
     async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
@@ -216,7 +219,7 @@ impl Broker for MemoryBroker {
         Ok(())
     }
 
-    async fn holder(&self, room: &str, key: &str) -> Result<Option<ConnId>, BrokerError> {
+    async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError> {
         Ok(self.presence().holder(room, key))
     }
 

@@ -4,7 +4,7 @@
 //! the entries of instances whose lease ran out.
 
 use crate::broker::{
-    Claim, Claimed, Member, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Seat,
+    Claim, Claimed, Holder, Member, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Seat,
 };
 use crate::fanout::ConnId;
 use std::collections::{HashMap, HashSet};
@@ -143,8 +143,15 @@ impl Presence {
         }
     }
 
-    pub fn holder(&self, room: &str, key: &str) -> Option<ConnId> {
-        self.rooms.get(room)?.pseudos.get(key).copied()
+    pub fn holder(&self, room: &str, key: &str) -> Option<Holder> {
+        let room = self.rooms.get(room)?;
+        let conn = *room.pseudos.get(key)?;
+        let member = &room.members.get(&conn)?.member;
+        Some(Holder {
+            conn,
+            id: member.id.clone(),
+            address: member.address.clone(),
+        })
     }
 
     pub fn leave(&mut self, seat: Seat<'_>, last_of: Option<Uuid>) -> bool {

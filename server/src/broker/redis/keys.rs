@@ -64,14 +64,15 @@ impl Keys {
         self.room(room, "events")
     }
 
-    /// STRING until when (ms) the nickname (by its key) is banned from the
-    /// room or muted in it; it expires then.
-    pub fn sanction(&self, room: &str, sanction: Sanction, key: &str) -> String {
+    /// STRING `<until ms>` and the sanction's other marks, one per line:
+    /// somebody with this mark (`crate::identity`) is banned from the room
+    /// or muted in it; it expires then.
+    pub fn sanction(&self, room: &str, sanction: Sanction, mark: &str) -> String {
         let kind = match sanction {
             Sanction::Ban => "ban",
             Sanction::Mute => "mute",
         };
-        self.room(room, &format!("{kind}:{key}"))
+        self.room(room, &format!("{kind}:{mark}"))
     }
 
     /// STRING the room's slow mode interval in seconds (absent: off).
@@ -79,7 +80,7 @@ impl Keys {
         self.room(room, "slow")
     }
 
-    /// STRING present while the author (by nickname key) must wait, in
+    /// STRING present while the author (by author identity) must wait, in
     /// slow mode.
     pub fn slow_wait(&self, room: &str, key: &str) -> String {
         self.room(room, &format!("wait:{key}"))

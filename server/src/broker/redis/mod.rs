@@ -25,7 +25,7 @@ mod streams;
 mod subscriber;
 
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Inbox, InstanceEntry, Lease,
+    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Holder, Inbox, InstanceEntry, Lease,
     LinkStatus, Mode, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Sanction,
     Seat, Stored,
 };
@@ -209,21 +209,26 @@ impl Broker for RedisBroker {
         &self,
         room: &str,
         sanction: Sanction,
-        key: &str,
+        marks: &[String],
         until_ms: Option<u64>,
     ) -> Result<(), BrokerError> {
-        self.streams.sanction(room, sanction, key, until_ms).await
+        self.streams.sanction(room, sanction, marks, until_ms).await
     }
 
-    async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError> {
-        self.streams.banned(room, key).await
+    async fn sanctioned(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        marks: &[String],
+    ) -> Result<Option<u64>, BrokerError> {
+        self.streams.sanctioned(room, sanction, marks).await
     }
 
     async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
         self.streams.slow_mode(room, seconds).await
     }
 
-    async fn holder(&self, room: &str, key: &str) -> Result<Option<ConnId>, BrokerError> {
+    async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError> {
         self.reachable()?;
         let holder = self.presence.holder(room, key).await;
         holder.map_err(|err| self.failed(err))

@@ -13,8 +13,8 @@
 use super::client::Commands;
 use super::keys::Keys;
 use crate::broker::{
-    Claim, Claimed, InstanceEntry, LinkStatus, Refreshed, RelayClient, RoomEntry, RoomIndex,
-    Roster, Seat,
+    Claim, Claimed, Holder, InstanceEntry, LinkStatus, Refreshed, RelayClient, RoomEntry,
+    RoomIndex, Roster, Seat,
 };
 use crate::fanout::ConnId;
 use redis::{AsyncCommands, RedisResult, Script};
@@ -51,6 +51,7 @@ static CLAIM: LazyLock<Script> = room_script!("lua/claim.lua");
 static ROOM_REFRESH: LazyLock<Script> = room_script!("lua/refresh.lua");
 static ROOM_COUNT: LazyLock<Script> = room_script!("lua/room_count.lua");
 static ROOM_DEPART: LazyLock<Script> = room_script!("lua/depart.lua");
+static HOLDER: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/holder.lua")));
 static LEAVE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/leave.lua")));
 static RELAY_REGISTER: LazyLock<Script> = relay_script!("lua/relay_register.lua");
 static RELAY_REFRESH: LazyLock<Script> = relay_script!("lua/refresh.lua");
@@ -141,6 +142,8 @@ impl RedisPresence {
             "key": key,
             "session": member.session,
             "instance": self.instance,
+            "id": member.id,
+            "address": member.address,
         })
         .to_string();
         let (taken, replaced, departed, opened): (u8, String, Departed, u8) = self
@@ -170,14 +173,27 @@ impl RedisPresence {
         })
     }
 
-    /// The connection holding the nickname (by its key) in the room.
-    pub async fn holder(&self, room: &str, key: &str) -> RedisResult<Option<ConnId>> {
-        let holder: Option<String> = redis::cmd("HGET")
-            .arg(self.keys.pseudos(room))
+    /// Who holds the nickname (by its key) in the room.
+    pub async fn holder(&self, room: &str, key: &str) -> RedisResult<Option<Holder>> {
+        #[derive(serde::Deserialize)]
+        struct Stored {
+            #[serde(default)]
+            id: String,
+            #[serde(default)]
+            address: String,
+        }
+        let (conn, member): (Option<String>, Option<String>) = HOLDER
+            .key(self.keys.pseudos(room))
+            .key(self.keys.members(room))
             .arg(key)
-            .query_async(&mut self.conn.clone())
+            .invoke_async(&mut self.conn.clone())
             .await?;
-        Ok(holder.and_then(|conn| conn.parse().ok()))
+        let Some(conn) = conn.and_then(|conn| conn.parse::<ConnId>().ok()) else {
+            return Ok(None);
+        };
+        let stored = member.and_then(|json| serde_json::from_str::<Stored>(&json).ok());
+        let (id, address) = stored.map_or_else(Default::default, |s| (s.id, s.address));
+        Ok(Some(Holder { conn, id, address }))
     }
 
     /// True if the connection was still a member (not replaced or swept).

@@ -8,19 +8,21 @@
 use super::client::{publish_command, Commands};
 use super::keys::Keys;
 use crate::broker::{
-    id_marker, stamp, Appended, BrokerError, Entry, Envelope, LinkStatus, Sanction, Stored,
+    id_marker, record_marks, record_until, sanction_record, stamp, Appended, BrokerError, Entry,
+    Envelope, LinkStatus, Sanction, Stored, ROOM_TTL,
 };
 use crate::clock::now_ms;
 use crate::fanout::Topic;
 use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
 use redis::Script;
+use std::collections::BTreeSet;
 use std::sync::{Arc, LazyLock};
 use uuid::Uuid;
 
 /// A room nobody talks in for a week is forgotten (a later event starts a
 /// new epoch).
-pub const TTL_SECS: u64 = 7 * 24 * 3600;
+pub const TTL_SECS: u64 = ROOM_TTL.as_secs();
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
 
@@ -47,25 +49,34 @@ impl RedisStreams {
         let header = Envelope::new(self.instance, None, Utf8Bytes::from_static("")).encode();
         let body = entry.frame.strip_prefix('{').unwrap_or(entry.frame);
         // Every key the script may touch is named, all under the room's tag.
-        let author = entry.author.unwrap_or_default();
+        let (marks, author_id) = entry.author.map_or((&[][..], ""), |a| (a.marks, a.id));
         let (old, new) = entry.replace.unwrap_or_default();
-        let appended: redis::RedisResult<(String, u8)> = APPEND
-            .key(self.keys.stream_meta(room))
+        let mut script = APPEND.key(self.keys.stream_meta(room));
+        script
             .key(self.keys.stream_events(room))
             .key(self.keys.channel(&Topic::Room(room.to_owned())))
-            .key(self.keys.sanction(room, Sanction::Mute, author))
             .key(self.keys.slow_mode(room))
-            .key(self.keys.slow_wait(room, author))
+            .key(self.keys.slow_wait(room, author_id));
+        for mark in marks {
+            script.key(self.keys.sanction(room, Sanction::Mute, mark));
+        }
+        let appended: redis::RedisResult<(String, u8)> = script
             .arg(body)
             .arg(stamp::new_epoch())
             .arg(HISTORY_LEN)
             .arg(TTL_SECS)
             .arg(header)
             .arg(publish_command(&self.conn))
-            .arg(entry.once.map(id_marker).unwrap_or_default())
+            .arg(
+                entry
+                    .once
+                    .map(|once| id_marker(once.id))
+                    .unwrap_or_default(),
+            )
             .arg(if entry.author.is_some() { "1" } else { "" })
             .arg(old)
             .arg(new)
+            .arg(entry.once.map_or("", |once| once.owner))
             .invoke_async(&mut self.conn.clone())
             .await;
         let (answer, status) = appended.map_err(|err| self.failed(err))?;
@@ -75,46 +86,92 @@ impl RedisStreams {
             1 => Appended::Repeat(answer.into()),
             2 => Appended::Gone,
             3 => Appended::Muted { until_ms: number() },
-            _ => Appended::Slowed {
+            4 => Appended::Slowed {
                 retry_after_ms: number(),
             },
+            _ => Appended::Conflict,
         })
     }
 
+    /// Sets the sanction under every mark (each key expires with it), or
+    /// lifts it from these marks and every mark recorded with them.
     pub async fn sanction(
         &self,
         room: &str,
         sanction: Sanction,
-        key: &str,
+        marks: &[String],
         until_ms: Option<u64>,
     ) -> Result<(), BrokerError> {
         self.reachable()?;
-        let name = self.keys.sanction(room, sanction, key);
+        let keys: Vec<String> = marks
+            .iter()
+            .map(|mark| self.keys.sanction(room, sanction, mark))
+            .collect();
         let mut conn = self.conn.clone();
         let done: redis::RedisResult<()> = match until_ms {
             Some(until) => {
                 let left = until.saturating_sub(now_ms()).max(1);
-                redis::cmd("SET")
-                    .arg(&name)
-                    .arg(until)
-                    .arg("PX")
-                    .arg(left)
-                    .query_async(&mut conn)
-                    .await
+                let record = sanction_record(until, marks);
+                let mut set = redis::pipe();
+                for key in &keys {
+                    set.cmd("SET")
+                        .arg(key)
+                        .arg(&record)
+                        .arg("PX")
+                        .arg(left)
+                        .ignore();
+                }
+                set.query_async(&mut conn).await
             }
-            None => redis::cmd("DEL").arg(&name).query_async(&mut conn).await,
+            None => self.lift(room, sanction, &keys, &mut conn).await,
         };
         done.map_err(|err| self.failed(err))
     }
 
-    pub async fn banned(&self, room: &str, key: &str) -> Result<Option<u64>, BrokerError> {
+    async fn lift(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        keys: &[String],
+        conn: &mut Commands,
+    ) -> redis::RedisResult<()> {
+        let records: Vec<Option<String>> = redis::cmd("MGET").arg(keys).query_async(conn).await?;
+        let mut lifted: BTreeSet<String> = keys.iter().cloned().collect();
+        for record in records.iter().flatten() {
+            let recorded =
+                record_marks(record).map(|mark| self.keys.sanction(room, sanction, mark));
+            lifted.extend(recorded);
+        }
+        redis::cmd("DEL")
+            .arg(lifted.into_iter().collect::<Vec<_>>())
+            .query_async(conn)
+            .await
+    }
+
+    pub async fn sanctioned(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        marks: &[String],
+    ) -> Result<Option<u64>, BrokerError> {
         self.reachable()?;
-        let name = self.keys.sanction(room, Sanction::Ban, key);
-        let until: redis::RedisResult<Option<u64>> = redis::cmd("GET")
-            .arg(name)
+        if marks.is_empty() {
+            return Ok(None);
+        }
+        let keys: Vec<String> = marks
+            .iter()
+            .map(|mark| self.keys.sanction(room, sanction, mark))
+            .collect();
+        let records: redis::RedisResult<Vec<Option<String>>> = redis::cmd("MGET")
+            .arg(keys)
             .query_async(&mut self.conn.clone())
             .await;
-        until.map_err(|err| self.failed(err))
+        let records = records.map_err(|err| self.failed(err))?;
+        Ok(records
+            .iter()
+            .flatten()
+            .filter_map(|r| record_until(r))
+            .max())
     }
 
     pub async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {

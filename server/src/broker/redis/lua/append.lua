@@ -2,9 +2,9 @@
 -- so that offsets, the stored history and what subscribers receive can
 -- never disagree; the conditions of the append are checked in the same step.
 -- KEYS: meta (HASH epoch, offset), events (LIST of stamped frames, oldest
---       first), channel (the room's pub/sub channel), the author's mute
---       (STRING until ms), the room's slow mode (STRING seconds), the
---       author's slow mode wait (STRING, expiring)
+--       first), channel (the room's pub/sub channel), the room's slow mode
+--       (STRING seconds), the author's slow mode wait (STRING, expiring),
+--       then the author's mutes, one per mark (STRING "<until ms>\n<marks>")
 -- ARGV: 1 the event's JSON without its opening '{', 2 an epoch to start if
 --       the stream has none (first event, or its history may have been
 --       lost), 3 history length, 4 time to live in seconds, 5 envelope
@@ -12,11 +12,13 @@
 --       marker ('"id":"<uuid>"') when it must be appended once, else '',
 --       8 '1' when the author is held by mutes and slow mode, else '',
 --       9 and 10 a stored frame to overwrite first and its replacement
---       ('' and '' when none)
--- Returns {frame, 0} once appended; {that event, 1} when an event with the
--- id is still in the history (nothing appended, nothing published);
--- {'', 2} when the frame to overwrite is no longer stored; {until ms, 3}
--- when the author is muted; {ms to wait, 4} in slow mode.
+--       ('' and '' when none), 11 what a stored event with the id must
+--       also hold to be this author's (see ARGV 7)
+-- Returns {frame, 0} once appended; {that event, 1} when an event of this
+-- author with the id is still in the history (nothing appended, nothing
+-- published); {'', 2} when the frame to overwrite is no longer stored;
+-- {until ms, 3} when the author is muted; {ms to wait, 4} in slow mode;
+-- {'', 5} when an event with the id by somebody else is in the history.
 --
 -- The epoch belongs to one run of the Redis server: a Redis that restarted
 -- (empty, or from a snapshot older than the last offsets handed out) or a
@@ -34,19 +36,24 @@ end
 if ARGV[7] ~= '' then
   for _, stored in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
     if string.find(stored, ARGV[7], 1, true) then
-      return {stored, 1}
+      if string.find(stored, ARGV[11], 1, true) then
+        return {stored, 1}
+      end
+      return {'', 5}
     end
   end
 end
 local slow = 0
 if ARGV[8] == '1' then
-  local muted = redis.call('GET', KEYS[4])
-  if muted then
-    return {muted, 3}
+  for i = 6, #KEYS do
+    local muted = redis.call('GET', KEYS[i])
+    if muted then
+      return {string.match(muted, '^%d+'), 3}
+    end
   end
-  slow = tonumber(redis.call('GET', KEYS[5]) or '0')
+  slow = tonumber(redis.call('GET', KEYS[4]) or '0')
   if slow > 0 then
-    local wait = redis.call('PTTL', KEYS[6])
+    local wait = redis.call('PTTL', KEYS[5])
     if wait > 0 then
       return {tostring(wait), 4}
     end
@@ -66,7 +73,7 @@ if ARGV[9] ~= '' then
   end
 end
 if slow > 0 then
-  redis.call('SET', KEYS[6], '1', 'PX', slow * 1000)
+  redis.call('SET', KEYS[5], '1', 'PX', slow * 1000)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"epoch":"' .. epoch .. '","offset":' .. offset .. ',' .. ARGV[1]
