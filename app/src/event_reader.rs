@@ -263,6 +263,7 @@ mod tests {
             offset: 7,
             id: Uuid::new_v4(),
             author: "alice".into(),
+            author_id: "user \"42\"".into(),
             text: "hi \"there\" \n é 🦀".into(),
             ts: 1_764_000_000_123,
             deleted: false,
@@ -334,6 +335,7 @@ mod tests {
             }),
             ServerEvent::Message(ChatMessage {
                 server: true,
+                author_id: String::new(),
                 ..message.clone()
             }),
             ServerEvent::System(SystemMessage {

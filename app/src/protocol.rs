@@ -766,6 +766,7 @@ mod tests {
             offset: 0,
             id: Uuid::nil(),
             author: "a".into(),
+            author_id: String::new(),
             text: "t".into(),
             ts: 5,
             deleted: false,

@@ -447,6 +447,7 @@ mod tests {
             offset: 0,
             id: Uuid::new_v4(),
             author: "a".into(),
+            author_id: "1".into(),
             text: text.into(),
             ts: 0,
             deleted: false,

@@ -241,6 +241,7 @@ mod tests {
             offset: 1,
             id: Default::default(),
             author: "a".into(),
+            author_id: "1".into(),
             text: text.into(),
             ts: 1,
             deleted: false,

@@ -11,7 +11,7 @@ const SECRET = "an end-to-end secret that is long enough";
 /** An HS256 JWT, as a backend would mint it. */
 function token(name: string, roles: string[] = []): string {
   const part = (value: object) => Buffer.from(JSON.stringify(value)).toString("base64url");
-  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ name, roles, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
+  const body = `${part({ alg: "HS256", typ: "JWT" })}.${part({ sub: name, name, roles, exp: Math.floor(Date.now() / 1000) + 3600 })}`;
   return `${body}.${createHmac("sha256", SECRET).update(body).digest("base64url")}`;
 }
 

@@ -20,6 +20,7 @@ fn event(text: String) -> ServerEvent {
         offset: 0,
         id: Uuid::new_v4(),
         author: "alice".into(),
+        author_id: "anon-0123456789abcdef".into(),
         text,
         ts: 1_700_000_000_000,
         deleted: false,

@@ -25,24 +25,7 @@ fn token(claims: Value) -> String {
     encode(&Header::new(Algorithm::HS256), &claims, &key).unwrap()
 }
 
-async fn call(
-    server: &Instance,
-    method: &str,
-    path: &str,
-    key: Option<&str>,
-    body: Value,
-) -> (u16, Value) {
-    let auth = key.map(|key| format!("apikey {key}"));
-    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
-    let body = if body.is_null() {
-        String::new()
-    } else {
-        body.to_string()
-    };
-    let (status, text) =
-        common::http_request(server.running.admin, method, path, &headers, &body).await;
-    (status, serde_json::from_str(&text).unwrap_or(Value::Null))
-}
+use common::api as call;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_key_is_required_when_set_and_errors_are_typed() {
@@ -535,4 +518,56 @@ async fn info_lists_the_live_instances_embedded() {
 async fn info_lists_the_live_instances_on_redis() {
     let redis = Redis::start();
     info_lists_the_live_instances(Some(&redis)).await;
+}
+
+/// The admin port answers only to the names it knows (addresses,
+/// `localhost`, `ADMIN_HOSTS`), with or without a key: a page that rebinds
+/// its own name to this machine gets 403 and changes nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_admin_port_refuses_names_it_does_not_know() {
+    for settings in [
+        &[][..],
+        &[("API_KEY", KEY), ("ADMIN_HOSTS", "admin.internal")][..],
+    ] {
+        let server = Instance::configured(None, settings).await;
+        let key = settings.first().map(|_| format!("apikey {KEY}"));
+        let with = |host: &'static str| {
+            let mut headers = vec![("Host", host)];
+            if let Some(key) = &key {
+                headers.push(("Authorization", key.as_str()));
+            }
+            headers
+        };
+        let slow = json!({"seconds": 30}).to_string();
+        let path = "/api/rooms/general/slow_mode";
+        let admin = server.running.admin;
+        for host in [
+            "evil.example",
+            "evil.example:9100",
+            "localhost.evil.example",
+        ] {
+            let (status, body) =
+                common::http_request(admin, "POST", path, &with(host), &slow).await;
+            assert_eq!(status, 403, "{host}: {body}");
+            assert!(body.contains("wrong_host"), "{body}");
+            let (status, _) = common::http_request(admin, "GET", "/metrics", &with(host), "").await;
+            assert_eq!(status, 403, "{host}: metrics");
+        }
+        let (_, watcher_history, _) = Chat::open(&server, "").await;
+        assert!(
+            watcher_history
+                .iter()
+                .all(|e| !matches!(e, ServerEvent::System(s) if s.kind == SystemKind::SlowMode)),
+            "nothing was done"
+        );
+        let mut known = vec!["localhost:9100", "127.0.0.1", "[::1]:9100"];
+        if key.is_some() {
+            known.push("Admin.Internal:9100");
+        }
+        for host in known {
+            let (status, body) =
+                common::http_request(admin, "POST", path, &with(host), &slow).await;
+            assert_eq!(status, 204, "{host}: {body}");
+        }
+    }
 }

@@ -232,14 +232,23 @@ async fn chat_tokens_name_the_speaker_and_limit_the_rooms() {
         common::refused_status(&server.chat_url(&format!("?token={nameless}"))).await,
         401
     );
-    let elsewhere = token(json!({"exp": now() + 600, "name": "alice", "rooms": ["other"]}));
+    // A token must say who holds it: its `sub` is what messages record and
+    // what sanctions hold.
+    let nobody = token(json!({"exp": now() + 600, "name": "alice"}));
+    assert_eq!(
+        common::refused_status(&server.chat_url(&format!("?token={nobody}"))).await,
+        401
+    );
+    let elsewhere =
+        token(json!({"exp": now() + 600, "sub": "1", "name": "alice", "rooms": ["other"]}));
     assert_eq!(
         common::refused_status(&server.chat_url(&format!("?token={elsewhere}"))).await,
         403
     );
 
     // A valid token: the nickname is its name, not the one asked for.
-    let alice = token(json!({"exp": now() + 600, "name": "alice", "rooms": ["general"]}));
+    let alice =
+        token(json!({"exp": now() + 600, "sub": "1", "name": "alice", "rooms": ["general"]}));
     let (mut chat, _, _) = common::Chat::open(&server, &format!("?token={alice}")).await;
     chat.send(&ClientMessage::Join {
         pseudo: "bob".into(),
@@ -256,5 +265,79 @@ async fn chat_tokens_name_the_speaker_and_limit_the_rooms() {
     .await;
     assert_eq!(chat.expect_error().await, ErrorCode::InvalidPseudo);
     chat.say("signed").await;
-    assert_eq!(chat.expect_message().await.author, "alice");
+    let said = chat.expect_message().await;
+    assert_eq!(
+        (said.author.as_str(), said.author_id.as_str()),
+        ("alice", "1")
+    );
+}
+
+/// With `AUTH_JWT_ISSUER` and `AUTH_JWT_AUDIENCE`, a token of another
+/// issuer or for another audience (or naming neither) is refused, on the
+/// chat and the relay; `nbf` is checked whether or not they are set.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_bound_to_an_issuer_an_audience_and_their_start() {
+    let bound = [
+        ("CHAT_AUTH", "required"),
+        ("RELAY_AUTH", "required"),
+        ("AUTH_JWT_SECRET", SECRET),
+        ("AUTH_JWT_ISSUER", "https://auth.example"),
+        ("AUTH_JWT_AUDIENCE", "chat"),
+    ];
+    let server = Instance::configured(None, &bound).await;
+    let key = EncodingKey::from_secret(SECRET.as_bytes());
+    let token = |extra: Value| {
+        let mut claims =
+            json!({"exp": now() + 600, "sub": "1", "name": "alice", "actions": ["lights"]});
+        claims
+            .as_object_mut()
+            .unwrap()
+            .extend(extra.as_object().unwrap().clone());
+        mint(&key, Algorithm::HS256, claims)
+    };
+    let ours = json!({"iss": "https://auth.example", "aud": "chat"});
+    let cases = [
+        (json!({"iss": "https://auth.example", "aud": "chat"}), true),
+        (
+            json!({"iss": "https://auth.example", "aud": ["other", "chat"]}),
+            true,
+        ),
+        (json!({"iss": "https://evil.example", "aud": "chat"}), false),
+        (
+            json!({"iss": "https://auth.example", "aud": "billing"}),
+            false,
+        ),
+        (json!({"aud": "chat"}), false),
+        (json!({"iss": "https://auth.example"}), false),
+        (
+            json!({"iss": "https://auth.example", "aud": "chat", "nbf": now() + 600}),
+            false,
+        ),
+        (
+            json!({"iss": "https://auth.example", "aud": "chat", "nbf": now() - 5}),
+            true,
+        ),
+    ];
+    for (claims, accepted) in cases {
+        let jwt = token(claims.clone());
+        let status = common::upgrade_status(&server.chat_url(&format!("?token={jwt}"))).await;
+        assert_eq!(status == 101, accepted, "chat {claims}: {status}");
+        let reply = register(
+            &server.relay_url(),
+            json!({"action": "lights", "token": jwt}),
+            None,
+        )
+        .await;
+        assert_eq!(reply.is_ok(), accepted, "relay {claims}: {reply:?}");
+    }
+    // Unbound, `nbf` still holds and an `aud` is not judged.
+    let open = Instance::configured(None, &bound[..3]).await;
+    let later = token(json!({"nbf": now() + 600}));
+    let status = common::upgrade_status(&open.chat_url(&format!("?token={later}"))).await;
+    assert_eq!(status, 401);
+    let any = token(ours);
+    assert_eq!(
+        common::upgrade_status(&open.chat_url(&format!("?token={any}"))).await,
+        101
+    );
 }

@@ -310,3 +310,33 @@ async fn a_big_room_shows_a_capped_online_list_that_adds_up_to_its_count() {
         other => panic!("expected the online list, got {other:?}"),
     }
 }
+
+/// An IPv6 host gets a whole /64: new rooms count per /64, as connections
+/// do, not per address (else one host has billions of allowances). Through
+/// a trusted proxy's header, on default limits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_ipv6_host_opens_new_rooms_as_one_address() {
+    let server = Instance::configured(None, &[("TRUSTED_PROXY_HEADER", "X-Forwarded-For")]).await;
+    let mut kept = Vec::new();
+    for i in 0..6 {
+        let from = format!("2001:db8:1:2::{:x}", i + 1);
+        let url = server.chat_url(&format!("?room=v6-{i}"));
+        let client = common::try_connect(&url, &[("X-Forwarded-For", &from)], None)
+            .await
+            .expect("the socket opens");
+        let mut chat = common::Chat::from_client(client).await;
+        chat.send(&ClientMessage::Join {
+            pseudo: "maker".into(),
+            session: None,
+        })
+        .await;
+        let answer = chat
+            .expect(|e| matches!(e, ServerEvent::Joined { .. } | ServerEvent::Error { .. }))
+            .await;
+        match (i, answer) {
+            (0..5, ServerEvent::Joined { .. }) => kept.push(chat),
+            (5, ServerEvent::Error { code, .. }) => assert_eq!(code, ErrorCode::TooManyRooms),
+            (i, other) => panic!("room {i}: {other:?}"),
+        }
+    }
+}

@@ -8,7 +8,10 @@
 mod common;
 
 use app::protocol::{ClientMessage, ErrorCode, ServerEvent};
-use common::{eventually, free_port, try_connect, Chat, Client, Endpoint, Received, Server, WAIT};
+use common::{
+    eventually, free_port, resident_kib, try_connect, Chat, Client, Endpoint, Received, Server,
+    WAIT,
+};
 use serde_json::json;
 use server::admission::capacity::Full;
 use std::io::{BufRead, BufReader};
@@ -327,12 +330,6 @@ async fn renames_joins_and_messages_have_their_own_limits() {
     watcher
         .expect(|e| matches!(e, ServerEvent::Message(m) if m.text == "still here"))
         .await;
-}
-
-fn resident_kib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let line = status.lines().find(|l| l.starts_with("VmRSS:")).unwrap();
-    line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
 /// Says `count` messages, ten at a time, each ten after the previous ten

@@ -11,7 +11,7 @@ use crate::broker::{Member, Sanction, Seat, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
 use crate::identity::Person;
 use crate::metrics;
-use crate::ws::throttle::{KeyedThrottle, Verdict};
+use crate::ws::throttle::{KeyedThrottle, Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
 use axum::extract::ws::Utf8Bytes;
@@ -80,6 +80,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         person,
         listed,
         address,
+        joins: Throttle::new(chat.limits.joins),
         typed: None,
     };
     let outbound = Outbound {
@@ -175,6 +176,8 @@ struct ChatSession {
     listed: Vec<Marked>,
     /// The client's address block, for `NEW_ROOMS_PER_MIN`.
     address: IpAddr,
+    /// Join attempts on this connection.
+    joins: Throttle,
     /// When this connection's last typing frame went out.
     typed: Option<Instant>,
 }
@@ -205,6 +208,15 @@ impl Handler for ChatSession {
             ClientMessage::Rename { .. } => (&self.chat.senders.renames, Limited::Rename),
             _ => (&self.chat.senders.actions, Limited::Action),
         };
+        // Joins are held per connection too: a client that sends a new
+        // session with each attempt is a new person each time.
+        let per_connection = match limited {
+            Limited::Join => self.joins.check(),
+            _ => Verdict::Allowed,
+        };
+        if per_connection != Verdict::Allowed {
+            return self.throttled(per_connection, limited);
+        }
         if let Some(verdict) = allowed(throttle, &self.rate_key(&message)) {
             return self.throttled(verdict, limited);
         }

@@ -168,9 +168,11 @@ impl Webhooks {
                     self.elsewhere
                         .lock()
                         .retain(|_, at| at.elapsed() < ELSEWHERE_PAUSE);
-                    let waiting = marked
-                        .into_iter()
-                        .fold(false, |waiting, room| !self.start(room) || waiting);
+                    // Every room gets its try: no short cut.
+                    let mut waiting = false;
+                    for room in marked {
+                        waiting |= !self.start(room);
+                    }
                     self.waiting.store(waiting, Ordering::Relaxed);
                 }
                 Err(err) => tracing::debug!(error = %err, "webhooks: marked rooms unreadable"),

@@ -185,7 +185,19 @@ impl Chat {
     /// before its first two frames (a server that is restarting).
     pub async fn try_open(url: &str) -> Option<(Chat, Vec<ServerEvent>, u64)> {
         let (ws, _) = tokio_tungstenite::connect_async(url).await.ok()?;
-        let mut client = Client { ws };
+        Chat::opened(Client { ws }).await
+    }
+
+    /// A chat on a socket opened otherwise (with headers: `try_connect`),
+    /// once its history and count came.
+    pub async fn from_client(client: Client) -> Chat {
+        Chat::opened(client)
+            .await
+            .expect("the history and the count")
+            .0
+    }
+
+    async fn opened(mut client: Client) -> Option<(Chat, Vec<ServerEvent>, u64)> {
         let mut next = async || match client.receive_within(WAIT).await? {
             Received::Text(text) => Some(serde_json::from_str::<ServerEvent>(&text).unwrap()),
             Received::Close(_) => None,
@@ -212,6 +224,25 @@ impl Chat {
         Some((chat, history, count))
     }
 
+    /// Opens a socket that the server refuses at once (a ban): its only
+    /// frame (an error, never the room's history) and its close code.
+    pub async fn refused(server: &impl Endpoint, query: &str) -> (ServerEvent, Option<u16>) {
+        let url = server.chat_url(query);
+        let (ws, _) = tokio_tungstenite::connect_async(&url)
+            .await
+            .expect("the socket opens");
+        let mut client = Client { ws };
+        let first = match client.receive_within(WAIT).await {
+            Some(Received::Text(text)) => serde_json::from_str::<ServerEvent>(&text).unwrap(),
+            other => panic!("expected a refusal, got {other:?}"),
+        };
+        assert!(
+            matches!(first, ServerEvent::Error { .. }),
+            "a refusal, not {first:?}"
+        );
+        (first, client.closed().await)
+    }
+
     /// Opens a socket to the default room and joins as `pseudo`.
     pub async fn join(server: &impl Endpoint, pseudo: &str) -> Chat {
         Chat::join_query(server, "", pseudo).await
@@ -220,6 +251,21 @@ impl Chat {
     /// Opens a socket to `room` and joins it as `pseudo`.
     pub async fn join_room(server: &impl Endpoint, room: &str, pseudo: &str) -> Chat {
         Chat::join_query(server, &format!("?room={room}"), pseudo).await
+    }
+
+    /// Opens a socket to the default room and joins as `pseudo` in the
+    /// session given (the same person as every other connection of it).
+    pub async fn join_session(server: &impl Endpoint, pseudo: &str, session: Uuid) -> Chat {
+        let (mut chat, _, _) = Chat::open(server, "").await;
+        chat.session = session;
+        chat.send(&ClientMessage::Join {
+            pseudo: pseudo.into(),
+            session: Some(session),
+        })
+        .await;
+        chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
+            .await;
+        chat
     }
 
     async fn join_query(server: &impl Endpoint, query: &str, pseudo: &str) -> Chat {
@@ -305,6 +351,15 @@ pub fn texts(events: &[ServerEvent]) -> Vec<String> {
 }
 
 /// The HTTP status with which a WebSocket upgrade was refused.
+/// 101 when the socket opens, else the HTTP status of the refusal.
+pub async fn upgrade_status(url: &str) -> u16 {
+    match tokio_tungstenite::connect_async(url).await {
+        Ok(_) => 101,
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),
+        Err(other) => panic!("expected an HTTP answer, got {other}"),
+    }
+}
+
 pub async fn refused_status(url: &str) -> u16 {
     match tokio_tungstenite::connect_async(url).await {
         Err(tokio_tungstenite::tungstenite::Error::Http(response)) => response.status().as_u16(),

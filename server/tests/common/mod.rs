@@ -51,7 +51,13 @@ pub async fn http_request(
 ) -> (u16, String) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
-    let mut request = format!("{method} {path} HTTP/1.1\r\nHost: test\r\nConnection: close\r\n");
+    let mut request = format!("{method} {path} HTTP/1.1\r\nConnection: close\r\n");
+    if !headers
+        .iter()
+        .any(|(name, _)| name.eq_ignore_ascii_case("host"))
+    {
+        request.push_str(&format!("Host: {addr}\r\n"));
+    }
     for (name, value) in headers {
         request.push_str(&format!("{name}: {value}\r\n"));
     }
@@ -82,6 +88,29 @@ pub async fn http_request(
         body.to_owned()
     };
     (status, body)
+}
+
+/// A call of the server API on the instance's admin port, with the key
+/// when given; the answer's status and JSON body (null when none).
+pub async fn api(
+    server: &Instance,
+    method: &str,
+    path: &str,
+    key: Option<&str>,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let auth = key.map(|key| format!("apikey {key}"));
+    let headers: Vec<(&str, &str)> = auth.iter().map(|a| ("Authorization", a.as_str())).collect();
+    let body = if body.is_null() {
+        String::new()
+    } else {
+        body.to_string()
+    };
+    let (status, text) = http_request(server.running.admin, method, path, &headers, &body).await;
+    (
+        status,
+        serde_json::from_str(&text).unwrap_or(serde_json::Value::Null),
+    )
 }
 
 pub async fn eventually<F, Fut>(what: &str, timeout: Duration, mut check: F)

@@ -19,7 +19,12 @@ pub struct Delivery {
     pub key: String,
     pub body: Value,
     pub raw: String,
-    /// Its `X-Signature-256` is the HMAC of its body with the secret.
+    /// Its `X-Webhook-Signature` header, as sent.
+    pub signature: String,
+    /// Its `X-Webhook-Id` header.
+    pub id: String,
+    /// Its signature is the HMAC of its time and body with the secret,
+    /// and its time recent.
     pub signed: bool,
 }
 
@@ -121,8 +126,13 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         .get("x-webhook-signature")
         .and_then(|value| value.to_str().ok())
         .unwrap_or_default();
-    let identified = headers.get("x-webhook-id").is_some();
-    let signed = identified && verify(signature, &raw, Duration::from_secs(300));
+    let id = headers
+        .get("x-webhook-id")
+        .and_then(|value| value.to_str().ok())
+        .unwrap_or_default()
+        .to_owned();
+    let signed = !id.is_empty() && verify(signature, &raw, Duration::from_secs(300));
+    let signature = signature.to_owned();
     let json = headers
         .get("content-type")
         .is_some_and(|value| value == "application/json");
@@ -132,6 +142,8 @@ async fn receive(State(inner): State<Arc<Inner>>, headers: HeaderMap, body: Byte
         key,
         body,
         raw,
+        signature,
+        id,
         signed: signed && json,
     });
     StatusCode::NO_CONTENT
