@@ -19,7 +19,7 @@ test.afterAll(async () => {
  * The WASM's ceiling, gzipped (brotli does better). It was 223 KB before
  * rooms, online list and typing, and 285 KB with them; it is about 139 KB
  * since the page dropped the router, type-erased views and serde. The
- * README's "Page weight" section says where the bytes go.
+ * docs/benchmarks.md ("Page weight") says where the bytes go.
  */
 const WASM_GZIP_BUDGET = 150 * 1024;
 

@@ -1,6 +1,6 @@
 //! Prometheus metrics through the `metrics` facade and its Prometheus
 //! exporter (the ecosystem's standard pair): call sites stay one line, the
-//! exporter owns the text format. Names are documented in the README.
+//! exporter owns the text format. Names are documented in docs/operations.md.
 
 use crate::kind::Kind;
 use metrics::{counter, gauge, histogram};

@@ -27,19 +27,7 @@ fn token(sub: &str, name: &str, roles: &[&str]) -> String {
 /// Opens the default room as the token's holder and joins.
 async fn member(server: &impl Endpoint, sub: &str, name: &str, roles: &[&str]) -> Chat {
     let query = format!("?token={}", token(sub, name, roles));
-    let (mut chat, _, _) = Chat::open(server, &query).await;
-    join(&mut chat, name).await;
-    chat
-}
-
-async fn join(chat: &mut Chat, pseudo: &str) {
-    chat.send(&ClientMessage::Join {
-        pseudo: pseudo.into(),
-        session: Some(chat.session),
-    })
-    .await;
-    chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
-        .await;
+    Chat::join_query(server, &query, name).await
 }
 
 async fn refusal(chat: &mut Chat) -> ErrorCode {

@@ -25,15 +25,7 @@ fn token(name: &str, roles: &[&str], secret: &str, ttl: i64) -> String {
 /// Opens the default room with a token for `name` and joins.
 async fn member(server: &impl Endpoint, name: &str, roles: &[&str]) -> Chat {
     let query = format!("?token={}", token(name, roles, SECRET, 600));
-    let (mut chat, _, _) = Chat::open(server, &query).await;
-    chat.send(&ClientMessage::Join {
-        pseudo: name.into(),
-        session: Some(chat.session),
-    })
-    .await;
-    chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
-        .await;
-    chat
+    Chat::join_query(server, &query, name).await
 }
 
 /// The error code and its `until` / `retry_after_ms`.

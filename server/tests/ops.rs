@@ -292,7 +292,7 @@ fn help_lists_every_setting_and_env_example_documents_them() {
     let help = String::from_utf8(help.stdout).unwrap();
     let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
     let example = std::fs::read_to_string(format!("{root}/.env.example")).unwrap();
-    let readme = std::fs::read_to_string(format!("{root}/README.md")).unwrap();
+    let readme = std::fs::read_to_string(format!("{root}/docs/configuration.md")).unwrap();
     // Each option is a "--flag" paragraph (-h and -V, with short flags,
     // come last); each names its variable, and all but the lists that are
     // empty by default (REDIS_URL, PUBLIC_ORIGINS, the token and API keys,
@@ -328,7 +328,7 @@ fn help_lists_every_setting_and_env_example_documents_them() {
         );
         assert!(
             readme.contains(&format!("`{var}`")),
-            "the README documents {var}"
+            "docs/configuration.md documents {var}"
         );
     }
     assert!(help.contains("[default: 4100]"));

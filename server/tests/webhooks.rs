@@ -501,13 +501,13 @@ fn a_webhook_needs_a_usable_address_and_a_secret() {
     assert!(check(&[]).is_ok(), "no webhook: nothing to check");
 }
 
-/// The README's code for checking a request, in Python and in Node, run
+/// The docs' code for checking a request (docs/api.md), in Python and in Node, run
 /// on a real delivery: it accepts it, and refuses it replayed six minutes
 /// later (the time is signed: moving it breaks the signature; keeping it
 /// is past the tolerance) or with its body changed. Every try carries the
 /// same `X-Webhook-Id`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_readme_checks_a_request_in_python_and_in_node() {
+async fn the_docs_check_a_request_in_python_and_in_node() {
     let receiver = Receiver::start().await;
     let server = Instance::configured(None, &receiver.env()).await;
     receiver.fail_for(Duration::from_millis(1_500));
@@ -530,8 +530,8 @@ async fn the_readme_checks_a_request_in_python_and_in_node() {
     assert_eq!(delivery.id.len(), 32, "{delivery:?}");
     assert!(receiver.refused() > 0, "it was retried");
 
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md"))
-        .expect("the README");
+    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/api.md"))
+        .expect("docs/api.md");
     let section = &readme[readme
         .find("Checking a request, in Python")
         .expect("the section")..];

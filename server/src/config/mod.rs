@@ -46,7 +46,7 @@ pub struct Config {
     #[arg(long, env = "API_KEY", hide_env_values = true)]
     pub api_key: Option<String>,
 
-    /// Backend address the room events and relay registrations are POSTed to, one event per request, at least once, in order per room (README "API and webhooks"). Unset: no webhooks.
+    /// Backend address the room events and relay registrations are POSTed to, one event per request, at least once, in order per room (docs/api.md). Unset: no webhooks.
     #[arg(long, env = "WEBHOOK_URL")]
     pub webhook_url: Option<String>,
 

@@ -256,20 +256,18 @@ impl Chat {
     /// Opens a socket to the default room and joins as `pseudo` in the
     /// session given (the same person as every other connection of it).
     pub async fn join_session(server: &impl Endpoint, pseudo: &str, session: Uuid) -> Chat {
-        let (mut chat, _, _) = Chat::open(server, "").await;
-        chat.session = session;
-        chat.send(&ClientMessage::Join {
-            pseudo: pseudo.into(),
-            session: Some(session),
-        })
-        .await;
-        chat.expect(|e| matches!(e, ServerEvent::Joined { .. }))
-            .await;
-        chat
+        Chat::join_with(server, "", pseudo, session).await
     }
 
-    async fn join_query(server: &impl Endpoint, query: &str, pseudo: &str) -> Chat {
+    /// Opens a socket with this query (`?room=…`, `?token=…`) and joins as
+    /// `pseudo`.
+    pub async fn join_query(server: &impl Endpoint, query: &str, pseudo: &str) -> Chat {
+        Chat::join_with(server, query, pseudo, Uuid::new_v4()).await
+    }
+
+    async fn join_with(server: &impl Endpoint, query: &str, pseudo: &str, session: Uuid) -> Chat {
         let (mut chat, _, _) = Chat::open(server, query).await;
+        chat.session = session;
         chat.send(&ClientMessage::Join {
             pseudo: pseudo.into(),
             session: Some(chat.session),

@@ -1,5 +1,5 @@
 //! Names of every Redis key and channel, all under one prefix (REDIS_PREFIX).
-//! The README's "Redis keys" section lists the same layout.
+//! docs/scaling.md ("Redis keys") lists the same layout.
 //!
 //! Every room and every relay action belongs to one of [`PARTITIONS`]
 //! partitions, and all its keys and its channel carry the partition's hash
