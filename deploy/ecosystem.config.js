@@ -29,6 +29,9 @@ module.exports = {
         ...(process.env.REDIS_URL ? { REDIS_URL: process.env.REDIS_URL } : {}),
         // The origins browsers reach the chat at (DNS rebinding check).
         ...(process.env.PUBLIC_ORIGINS ? { PUBLIC_ORIGINS: process.env.PUBLIC_ORIGINS } : {}),
+        // Without REDIS_URL the rooms are kept here (one file); give each
+        // instance its own: DATA_DIR=data-2 ... --name chat-2.
+        DATA_DIR: process.env.DATA_DIR || path.join(root, "data"),
         SHUTDOWN_GRACE_SECS: "10",
         LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
         RUST_LOG: process.env.RUST_LOG || "info",

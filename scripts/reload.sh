@@ -3,7 +3,9 @@
 # starts the new release binary on the same port (SO_REUSEPORT), waits until
 # it listens, then sends SIGTERM to the old process, which stops accepting,
 # closes its sockets with 1012 and cleans its Redis entries. Browsers
-# reconnect to the new process and catch up from history.
+# reconnect to the new process and catch up from history. Without Redis,
+# the new process listens at once but waits (up to 30 s) for the old one to
+# let the data file (DATA_DIR) go, then serves it: same rooms, same epochs.
 #   PORT=4100 scripts/reload.sh        (same environment as the running one)
 # Not for an instance under PM2 or systemd: they would restart the process
 # this script stops (use `pm2 reload` / a rolling restart there).
@@ -13,8 +15,8 @@ port=${PORT:-4100}
 binary=${SERVER_BIN:-target/release/server}
 log=${RELOAD_LOG:-server-$port.log}
 
-if [[ -z "${REDIS_URL:-}" ]]; then
-  echo "note: no REDIS_URL: embedded mode keeps history in the process, so the new one starts empty" >&2
+if [[ -z "${REDIS_URL:-}" && "${DATA_DIR:-data}" == "memory" ]]; then
+  echo "note: DATA_DIR=memory keeps the rooms in the process: the new one starts empty" >&2
 fi
 
 old=$(ss -Hltnp "sport = :$port" | grep -o 'pid=[0-9]*' | cut -d= -f2 | sort -u || true)

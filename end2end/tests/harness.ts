@@ -70,6 +70,8 @@ export async function startServer(env: Record<string, string> = {}): Promise<Run
       LOG_FORMAT: "json",
       RUST_LOG: "info",
       LEPTOS_SITE_ROOT: path.join(root, "target", "site"),
+      // Rooms in the process: test servers run side by side.
+      DATA_DIR: "memory",
       ...env,
     },
     stdio: ["ignore", "pipe", "inherit"],

@@ -116,3 +116,10 @@ pub fn rooms_stored(rooms: usize) {
 pub fn table_size(table: &'static str, entries: usize) {
     gauge!("bounded_table_entries", "table" => table).set(entries as f64);
 }
+
+/// A batch of appends and changes written to the data file in one commit.
+pub fn rooms_committed(jobs: usize, took: Duration) {
+    counter!("rooms_commits_total").increment(1);
+    counter!("rooms_committed_total").increment(jobs as u64);
+    histogram!("rooms_commit_seconds").record(took.as_secs_f64());
+}

@@ -54,6 +54,10 @@ pub struct Config {
     #[arg(long, env = "WEBHOOK_SECRET", hide_env_values = true)]
     pub webhook_secret: Option<String>,
 
+    /// Directory where the embedded default (no REDIS_URL) keeps its rooms on disk, in one file (rooms.redb): history, moderation and slow mode survive restarts and reloads. memory keeps them in the process only (gone at a restart: for tests).
+    #[arg(long, env = "DATA_DIR", default_value = "data")]
+    pub data_dir: String,
+
     /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user; a Redis Cluster: one node, or several comma-separated (found by itself). Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
     pub redis_url: Option<String>,

@@ -26,7 +26,7 @@ use governor::Quota;
 use std::net::SocketAddr;
 use std::num::NonZeroU32;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
@@ -165,6 +165,10 @@ pub fn admin_door(config: &Config) -> Door {
     }
 }
 
+/// How long a new process waits for the old one (a reload) to let the data
+/// file go.
+const HANDOVER_WAIT: Duration = Duration::from_secs(30);
+
 async fn broker(
     config: &Config,
     backing: Backing,
@@ -176,7 +180,11 @@ async fn broker(
     let ttl = config.heartbeat_ttl();
     let shared = match (backing, &config.redis_url) {
         (Backing::Memory(shared), _) => shared,
-        (Backing::Configured, None) => Shared::default(),
+        (Backing::Configured, None) if config.data_dir == "memory" => Shared::default(),
+        (Backing::Configured, None) => {
+            let dir = std::path::PathBuf::from(&config.data_dir);
+            tokio::task::spawn_blocking(move || Shared::durable(&dir, HANDOVER_WAIT)).await??
+        }
         (Backing::Configured, Some(url)) => {
             let settings = Settings {
                 url,

@@ -39,6 +39,9 @@ impl Server {
             .env("ADMIN_PORT", "0")
             .env("LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
+            // In the process unless a test gives it a directory: test
+            // servers run side by side.
+            .env("DATA_DIR", "memory")
             .env_remove("REDIS_URL")
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());

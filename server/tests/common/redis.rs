@@ -390,7 +390,7 @@ impl Drop for Redis {
     }
 }
 
-mod tempdir {
+pub mod tempdir {
     use std::path::{Path, PathBuf};
 
     /// A private directory, removed on drop.

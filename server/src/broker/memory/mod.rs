@@ -3,6 +3,7 @@
 //! tests, which then see each other's frames, streams and presence exactly
 //! as instances sharing a Redis do.
 
+pub(crate) mod durable;
 mod hooks;
 mod presence;
 mod streams;
@@ -14,10 +15,12 @@ use super::{
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
+use durable::{OwnedEntry, Store, Writer};
 use hooks::Hooks;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use presence::{Caller, Presence};
 use std::collections::HashMap;
+use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streams::MemoryStreams;
@@ -29,7 +32,9 @@ pub struct Shared(Arc<Inner>);
 
 #[derive(Default)]
 struct Inner {
-    streams: MemoryStreams,
+    streams: Arc<MemoryStreams>,
+    /// Durable mode: the data file's writer.
+    writer: Option<Writer>,
     presence: Mutex<Presence>,
     instances: RwLock<Vec<Arc<Joined>>>,
     /// The instances' lines ([`Broker::announce`]).
@@ -52,6 +57,18 @@ impl Joined {
 }
 
 impl Shared {
+    /// Memory whose rooms are kept in the data file in `dir` (`DATA_DIR`);
+    /// a process still holding it (the old one of a reload) is waited for
+    /// up to `wait`.
+    pub fn durable(dir: &Path, wait: Duration) -> anyhow::Result<Shared> {
+        let store = Arc::new(Store::open(dir, wait)?);
+        Ok(Shared(Arc::new(Inner {
+            streams: Arc::new(MemoryStreams::durable(store.clone())),
+            writer: Some(Writer::start(store)),
+            ..Inner::default()
+        })))
+    }
+
     /// The registered relay clients of an action, on every instance.
     pub fn relay_clients(&self, action: &str) -> Vec<ConnId> {
         self.0.presence.lock().clients(action)
@@ -129,6 +146,57 @@ impl MemoryBroker {
     }
 }
 
+impl MemoryBroker {
+    /// Appends through the data file's writer: answered once on disk.
+    async fn append_durably(
+        &self,
+        writer: &Writer,
+        room: &str,
+        entry: Entry<'_>,
+    ) -> Result<Appended, BrokerError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let streams = self.shared.0.streams.clone();
+        let (room, entry) = (room.to_owned(), OwnedEntry::from(entry));
+        writer.submit(Box::new(move |changes| {
+            let (appended, applied) = streams.append_pending(&room, entry.entry(), changes);
+            Box::new(move |written: Result<(), &str>| {
+                let answer_with = match written {
+                    Ok(()) => {
+                        streams.commit(&room, &applied);
+                        Ok(appended)
+                    }
+                    Err(why) => {
+                        streams.undo(&room, applied);
+                        Err(BrokerError::Failed(why.to_owned()))
+                    }
+                };
+                let _ = answer.send(answer_with);
+            })
+        }))?;
+        answered
+            .await
+            .map_err(|_| BrokerError::Failed("the rooms' writer has stopped".into()))?
+    }
+
+    /// Writes changes already made in memory to the data file, if there
+    /// is one.
+    async fn write(&self, changes: Vec<durable::Change>) -> Result<(), BrokerError> {
+        let Some(writer) = &self.shared.0.writer else {
+            return Ok(());
+        };
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        writer.submit(Box::new(move |batch| {
+            batch.extend(changes);
+            Box::new(move |written: Result<(), &str>| {
+                let _ = answer.send(written.map_err(|why| BrokerError::Failed(why.to_owned())));
+            })
+        }))?;
+        answered
+            .await
+            .map_err(|_| BrokerError::Failed("the rooms' writer has stopped".into()))?
+    }
+}
+
 /// A stopped instance gets nothing more; its presence stays until it
 /// expires, as a crashed instance's does in Redis.
 impl Drop for MemoryBroker {
@@ -182,7 +250,10 @@ impl Broker for MemoryBroker {
     }
 
     async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
-        let appended = self.shared.0.streams.append(room, entry);
+        let appended = match &self.shared.0.writer {
+            None => self.shared.0.streams.append(room, entry),
+            Some(writer) => self.append_durably(writer, room, entry).await?,
+        };
         if let Appended::New(frame) = &appended {
             let topic = Topic::Room(room.to_owned());
             let wants = |joined: &Joined| joined.follows(&topic);
@@ -200,9 +271,12 @@ impl Broker for MemoryBroker {
         marks: &[String],
         until_ms: Option<u64>,
     ) -> Result<(), BrokerError> {
-        let streams = &self.shared.0.streams;
-        streams.sanction(room, sanction, marks, until_ms);
-        Ok(())
+        let changes = self
+            .shared
+            .0
+            .streams
+            .sanction(room, sanction, marks, until_ms);
+        self.write(changes).await
     }
 
     async fn sanctioned(
@@ -215,8 +289,8 @@ impl Broker for MemoryBroker {
     }
 
     async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
-        self.shared.0.streams.slow_mode(room, seconds);
-        Ok(())
+        let change = self.shared.0.streams.slow_mode(room, seconds);
+        self.write(vec![change]).await
     }
 
     async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError> {

@@ -1,9 +1,16 @@
 //! Room streams in this process's memory (embedded mode): the same
-//! semantics as in Redis, with one epoch per room for the life of the
-//! process, and the room's sanctions and slow mode beside its stream (an
-//! append checks them in the same step). A room nobody appended to for
-//! [`ROOM_TTL`] is forgotten, as its keys expire in Redis.
+//! semantics as in Redis, with one epoch per room, and the room's sanctions
+//! and slow mode beside its stream (an append checks them in the same
+//! step).
+//!
+//! Without a data file (`DATA_DIR=memory`) a room nobody appended to for
+//! [`ROOM_TTL`] is forgotten, as its keys expire in Redis. With one
+//! ([`super::durable`]), an append is first *pending* (seen by the appends
+//! after it, by no reader), then made visible once its batch is on disk,
+//! or undone; rooms come from the file when first used and leave memory
+//! when idle.
 
+use super::durable::{Change, Loaded, Store};
 use crate::broker::{
     id_marker, record_marks, record_until, sanction_record, stamp, Appended, Author, Entry,
     Sanction, Stored, ROOM_TTL,
@@ -13,11 +20,14 @@ use app::protocol::HISTORY_LEN;
 use axum::extract::ws::Utf8Bytes;
 use parking_lot::Mutex;
 use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 pub struct MemoryStreams {
     rooms: Mutex<Rooms>,
     ttl: Duration,
+    /// The data file, in durable mode.
+    store: Option<Arc<Store>>,
 }
 
 #[derive(Default)]
@@ -31,9 +41,15 @@ struct Rooms {
 /// by appending.
 const SWEEP_EVERY: u32 = 1024;
 
+/// How long a room of the data file stays in memory unused.
+const DURABLE_IDLE: Duration = Duration::from_secs(600);
+
 struct Room {
     epoch: String,
     offset: u64,
+    /// The newest offset readers may see: the rest is pending (durable
+    /// mode), on its way to the disk.
+    committed: u64,
     events: VecDeque<Utf8Bytes>,
     /// Mark -> the sanction's record (`crate::broker::sanction_record`).
     bans: HashMap<String, String>,
@@ -57,12 +73,42 @@ impl Room {
         Room {
             epoch: stamp::new_epoch(),
             offset: 0,
+            committed: 0,
             events: VecDeque::with_capacity(HISTORY_LEN),
             bans: HashMap::new(),
             mutes: HashMap::new(),
             slow: Duration::ZERO,
             next_say: HashMap::new(),
             touched: Instant::now(),
+        }
+    }
+
+    /// A room as the data file holds it.
+    fn loaded(loaded: Loaded) -> Self {
+        let fresh = Room::new();
+        let epoch = if loaded.epoch.is_empty() {
+            fresh.epoch.clone()
+        } else {
+            loaded.epoch
+        };
+        let mut room = Room {
+            epoch,
+            offset: loaded.offset,
+            committed: loaded.offset,
+            events: loaded.events.into_iter().map(Utf8Bytes::from).collect(),
+            slow: Duration::from_secs(loaded.slow_secs),
+            ..fresh
+        };
+        for (sanction, mark, record) in loaded.sanctions {
+            room.held_mut(sanction).insert(mark, record);
+        }
+        room
+    }
+
+    fn held_mut(&mut self, sanction: Sanction) -> &mut HashMap<String, String> {
+        match sanction {
+            Sanction::Ban => &mut self.bans,
+            Sanction::Mute => &mut self.mutes,
         }
     }
 
@@ -75,10 +121,7 @@ impl Room {
 
     fn held_by(&mut self, sanction: Sanction, marks: &[String]) -> Option<u64> {
         let now = now_ms();
-        let held = match sanction {
-            Sanction::Ban => &mut self.bans,
-            Sanction::Mute => &mut self.mutes,
-        };
+        let held = self.held_mut(sanction);
         held.retain(|_, record| record_until(record).is_some_and(|until| until > now));
         marks
             .iter()
@@ -99,6 +142,22 @@ impl Room {
         }
         None
     }
+
+    /// Its events readers may see.
+    fn visible(&self) -> impl Iterator<Item = &Utf8Bytes> {
+        let pending = (self.offset - self.committed) as usize;
+        self.events
+            .iter()
+            .take(self.events.len().saturating_sub(pending))
+    }
+}
+
+/// What an append changed in memory, to write it or undo it.
+pub struct Applied {
+    /// The new event's offset and frame.
+    pub new: Option<(u64, Utf8Bytes)>,
+    /// The overwritten event: its offset and its frame before.
+    pub replaced: Option<(u64, Utf8Bytes)>,
 }
 
 impl MemoryStreams {
@@ -107,6 +166,17 @@ impl MemoryStreams {
         MemoryStreams {
             rooms: Mutex::default(),
             ttl,
+            store: None,
+        }
+    }
+
+    /// Rooms kept in the data file: they leave memory when idle and come
+    /// back from it.
+    pub fn durable(store: Arc<Store>) -> Self {
+        MemoryStreams {
+            rooms: Mutex::default(),
+            ttl: DURABLE_IDLE,
+            store: Some(store),
         }
     }
 
@@ -116,35 +186,118 @@ impl MemoryStreams {
         self.rooms.lock().by_name.len()
     }
 
+    /// Appends at once (no data file).
     pub fn append(&self, room: &str, entry: Entry<'_>) -> Appended {
         let mut rooms = self.rooms.lock();
+        let (appended, applied) = self.apply(&mut rooms, room, entry);
+        if let Some((offset, _)) = applied.new {
+            self.room(&mut rooms, room).committed = offset;
+        }
+        appended
+    }
+
+    /// Durable mode: appends as pending, and says what to write.
+    pub fn append_pending(
+        &self,
+        room: &str,
+        entry: Entry<'_>,
+        changes: &mut Vec<Change>,
+    ) -> (Appended, Applied) {
+        let mut rooms = self.rooms.lock();
+        let (appended, applied) = self.apply(&mut rooms, room, entry);
+        let epoch = self.room(&mut rooms, room).epoch.clone();
+        if let Some((offset, frame)) = &applied.replaced {
+            let new = match &entry.replace {
+                Some((_, new)) => new.to_string(),
+                None => frame.to_string(),
+            };
+            let offset = *offset;
+            changes.push(Change::Replace {
+                room: room.to_owned(),
+                offset,
+                frame: new,
+            });
+        }
+        if let Some((offset, frame)) = &applied.new {
+            changes.push(Change::Event {
+                room: room.to_owned(),
+                epoch,
+                offset: *offset,
+                frame: frame.to_string(),
+            });
+        }
+        (appended, applied)
+    }
+
+    /// Durable mode: the append is on disk: readers see it.
+    pub fn commit(&self, room: &str, applied: &Applied) {
+        if let Some((offset, _)) = applied.new {
+            let mut rooms = self.rooms.lock();
+            if let Some(room) = rooms.by_name.get_mut(room) {
+                room.committed = room.committed.max(offset);
+            }
+        }
+    }
+
+    /// Durable mode: the append's batch was refused: it is undone (the
+    /// batch's appends are undone newest first).
+    pub fn undo(&self, room: &str, applied: Applied) {
+        let mut rooms = self.rooms.lock();
+        let Some(room) = rooms.by_name.get_mut(room) else {
+            return;
+        };
+        if let Some((offset, _)) = applied.new {
+            if room.offset == offset {
+                room.offset -= 1;
+                room.events.pop_back();
+            }
+        }
+        if let Some((offset, old)) = applied.replaced {
+            let at = room
+                .events
+                .iter()
+                .position(|e| stamp::position(e).is_some_and(|(_, o)| o == offset));
+            if let Some(at) = at {
+                room.events[at] = old;
+            }
+        }
+    }
+
+    fn apply(&self, rooms: &mut Rooms, name: &str, entry: Entry<'_>) -> (Appended, Applied) {
+        let mut applied = Applied {
+            new: None,
+            replaced: None,
+        };
         rooms.appends += 1;
         if rooms.appends >= SWEEP_EVERY {
             rooms.appends = 0;
-            let ttl = self.ttl;
-            rooms
-                .by_name
-                .retain(|_, room| room.touched.elapsed() < ttl || room.sanctions());
+            let (ttl, durable) = (self.ttl, self.store.is_some());
+            rooms.by_name.retain(|_, room| {
+                room.touched.elapsed() < ttl
+                    || room.offset > room.committed
+                    || (!durable && room.sanctions())
+            });
             crate::metrics::rooms_stored(rooms.by_name.len());
         }
-        let room = self.room(&mut rooms, room);
+        let room = self.room(rooms, name);
         if let Some(once) = entry.once {
             let marker = id_marker(once.id);
             if let Some(first) = room.events.iter().find(|e| e.as_str().contains(&marker)) {
                 if !first.as_str().contains(once.owner) {
-                    return Appended::Conflict;
+                    return (Appended::Conflict, applied);
                 }
-                return Appended::Repeat(first.clone());
+                return (Appended::Repeat(first.clone()), applied);
             }
         }
         if let Some(held) = entry.author.and_then(|author| room.held(&author)) {
-            return held;
+            return (held, applied);
         }
         if let Some((old, new)) = entry.replace {
             let Some(stored) = room.events.iter_mut().find(|e| e.as_str() == old) else {
-                return Appended::Gone;
+                return (Appended::Gone, applied);
             };
-            *stored = new.into();
+            let offset = stamp::position(old).map_or(0, |(_, offset)| offset);
+            applied.replaced = Some((offset, std::mem::replace(stored, new.into())));
         }
         if let Some(author) = entry.author.filter(|_| !room.slow.is_zero()) {
             let next = Instant::now() + room.slow;
@@ -157,18 +310,20 @@ impl MemoryStreams {
             room.events.pop_front();
         }
         room.events.push_back(stamped.clone());
-        Appended::New(stamped)
+        applied.new = Some((room.offset, stamped.clone()));
+        (Appended::New(stamped), applied)
     }
 
-    /// The room, made if needed (a room forgotten meanwhile starts again,
-    /// in a new epoch).
+    /// The room: from memory, else from the data file, else a new one. A
+    /// room forgotten without a data file starts again, in a new epoch.
     fn room<'a>(&self, rooms: &'a mut Rooms, name: &str) -> &'a mut Room {
-        let ttl = self.ttl;
-        let room = rooms
-            .by_name
-            .entry(name.to_owned())
-            .or_insert_with(Room::new);
-        if room.touched.elapsed() >= ttl {
+        if !rooms.by_name.contains_key(name) {
+            let room = self.load(name).map_or_else(Room::new, Room::loaded);
+            rooms.by_name.insert(name.to_owned(), room);
+            crate::metrics::rooms_stored(rooms.by_name.len());
+        }
+        let room = rooms.by_name.get_mut(name).expect("just made");
+        if self.store.is_none() && room.touched.elapsed() >= self.ttl {
             // Its sanctions expire by themselves, as their keys in Redis.
             let (bans, mutes) = (
                 std::mem::take(&mut room.bans),
@@ -183,18 +338,44 @@ impl MemoryStreams {
         room
     }
 
-    pub fn sanction(&self, room: &str, sanction: Sanction, marks: &[String], until: Option<u64>) {
+    fn load(&self, name: &str) -> Option<Loaded> {
+        let store = self.store.as_ref()?;
+        match store.load(name, HISTORY_LEN, now_ms()) {
+            Ok(loaded) => loaded,
+            Err(err) => {
+                tracing::error!(room = name, error = %err, "cannot read the room from the data file");
+                None
+            }
+        }
+    }
+
+    /// Holds (or lifts) the sanction; returns what to write.
+    pub fn sanction(
+        &self,
+        room: &str,
+        sanction: Sanction,
+        marks: &[String],
+        until: Option<u64>,
+    ) -> Vec<Change> {
         let mut rooms = self.rooms.lock();
-        let room = self.room(&mut rooms, room);
-        let held = match sanction {
-            Sanction::Ban => &mut room.bans,
-            Sanction::Mute => &mut room.mutes,
+        let name = room;
+        let room = self.room(&mut rooms, name);
+        let held = room.held_mut(sanction);
+        let mut changes = Vec::new();
+        let mut write = |mark: &str, record: Option<String>| {
+            changes.push(Change::Sanction {
+                room: name.to_owned(),
+                sanction,
+                mark: mark.to_owned(),
+                record,
+            });
         };
         match until {
             Some(until) => {
                 let record = sanction_record(until, marks);
                 for mark in marks {
                     held.insert(mark.clone(), record.clone());
+                    write(mark, Some(record.clone()));
                 }
             }
             None => {
@@ -205,32 +386,53 @@ impl MemoryStreams {
                     }
                 }
                 held.retain(|mark, _| !lifted.contains(mark));
+                for mark in &lifted {
+                    write(mark, None);
+                }
             }
         }
+        changes
     }
 
     pub fn sanctioned(&self, room: &str, sanction: Sanction, marks: &[String]) -> Option<u64> {
         let mut rooms = self.rooms.lock();
-        rooms.by_name.get_mut(room)?.held_by(sanction, marks)
+        self.existing(&mut rooms, room)?.held_by(sanction, marks)
     }
 
-    pub fn slow_mode(&self, room: &str, seconds: u64) {
+    /// The room if it exists, in memory or in the data file (which it is
+    /// then read from); a room never written is not made.
+    fn existing<'a>(&self, rooms: &'a mut Rooms, name: &str) -> Option<&'a mut Room> {
+        if !rooms.by_name.contains_key(name) {
+            let loaded = self.load(name)?;
+            rooms.by_name.insert(name.to_owned(), Room::loaded(loaded));
+        }
+        rooms.by_name.get_mut(name)
+    }
+
+    /// Sets slow mode; returns what to write.
+    pub fn slow_mode(&self, room: &str, seconds: u64) -> Change {
         let mut rooms = self.rooms.lock();
-        let room = self.room(&mut rooms, room);
+        let name = room;
+        let room = self.room(&mut rooms, name);
         room.slow = Duration::from_secs(seconds);
         if seconds == 0 {
             room.next_say.clear();
         }
+        Change::Slow {
+            room: name.to_owned(),
+            seconds,
+        }
     }
 
     pub fn read(&self, room: &str) -> Stored {
-        let rooms = self.rooms.lock();
-        let room = rooms.by_name.get(room);
-        room.filter(|r| r.touched.elapsed() < self.ttl)
+        let mut rooms = self.rooms.lock();
+        let durable = self.store.is_some();
+        let room = self.existing(&mut rooms, room);
+        room.filter(|r| durable || r.touched.elapsed() < self.ttl)
             .map_or_else(Stored::default, |r| Stored {
                 epoch: r.epoch.clone(),
-                offset: r.offset,
-                events: r.events.iter().cloned().collect(),
+                offset: r.committed,
+                events: r.visible().cloned().collect(),
             })
     }
 }
@@ -405,5 +607,86 @@ mod tests {
         assert_eq!(streams.rooms(), 2);
         assert_eq!(streams.read("r1"), Stored::default());
         assert!(streams.sanctioned("banned", Sanction::Ban, &bob).is_some());
+    }
+}
+
+#[cfg(test)]
+mod durable_tests {
+    use super::*;
+    use crate::broker::memory::durable::Store;
+
+    fn entry(frame: &str) -> Entry<'_> {
+        Entry {
+            frame,
+            ..Entry::default()
+        }
+    }
+
+    /// Pending appends are seen by no reader; a refused batch is undone
+    /// (an offset is never given twice); what was written comes back from
+    /// the file, sanctions and slow mode included, in the same epoch.
+    #[test]
+    fn pending_appends_are_invisible_undone_or_kept() {
+        let dir = std::env::temp_dir().join(format!("streams-{}", uuid::Uuid::new_v4()));
+        let until = now_ms() + 60_000;
+        let epoch = {
+            let store = Arc::new(Store::open(&dir, Duration::ZERO).unwrap());
+            let streams = MemoryStreams::durable(store.clone());
+            let mut changes = Vec::new();
+            let (_, first) = streams.append_pending("r", entry(r#"{"type":"a"}"#), &mut changes);
+            let (_, second) = streams.append_pending("r", entry(r#"{"type":"b"}"#), &mut changes);
+            assert_eq!(streams.read("r").events.len(), 0, "pending: unseen");
+            store.write(&changes[..1]).unwrap();
+            streams.commit("r", &first);
+            streams.undo("r", second);
+            let stored = streams.read("r");
+            assert_eq!((stored.offset, stored.events.len()), (1, 1));
+            // The next append takes the undone offset: it was never given.
+            let mut changes = Vec::new();
+            let (appended, third) =
+                streams.append_pending("r", entry(r#"{"type":"c"}"#), &mut changes);
+            assert!(matches!(appended, Appended::New(f) if stamp::position(&f).unwrap().1 == 2));
+            changes.extend(streams.sanction("r", Sanction::Mute, &["n:bob".into()], Some(until)));
+            changes.push(streams.slow_mode("r", 30));
+            store.write(&changes).unwrap();
+            streams.commit("r", &third);
+            stored.epoch
+        };
+        // As after a restart.
+        let streams = MemoryStreams::durable(Arc::new(Store::open(&dir, Duration::ZERO).unwrap()));
+        let stored = streams.read("r");
+        assert_eq!((stored.epoch.as_str(), stored.offset), (epoch.as_str(), 2));
+        assert!(stored.events[1].as_str().contains(r#""type":"c""#));
+        let mute = streams.sanctioned("r", Sanction::Mute, &["n:bob".into()]);
+        assert_eq!(mute, Some(until));
+        let said = Entry {
+            frame: "{}",
+            author: Some(Author {
+                marks: &["n:ann".into()],
+                id: "ann",
+            }),
+            ..Entry::default()
+        };
+        assert!(matches!(streams.append("r", said), Appended::New(_)));
+        assert!(
+            matches!(streams.append("r", said), Appended::Slowed { .. }),
+            "slow mode kept"
+        );
+        assert_eq!(streams.read("never").offset, 0);
+        std::fs::remove_dir_all(&dir).ok();
+    }
+
+    /// A second process on the file is refused, naming it.
+    #[test]
+    fn a_held_file_is_refused_with_its_name() {
+        let dir = std::env::temp_dir().join(format!("streams-{}", uuid::Uuid::new_v4()));
+        let _held = Store::open(&dir, Duration::ZERO).unwrap();
+        let refused = Store::open(&dir, Duration::from_millis(200)).err().unwrap();
+        let message = refused.to_string();
+        assert!(
+            message.contains("rooms.redb") && message.contains("in use"),
+            "{message}"
+        );
+        std::fs::remove_dir_all(&dir).ok();
     }
 }

@@ -1,0 +1,152 @@
+//! The embedded default keeps its rooms on disk (`DATA_DIR`): a message is
+//! acknowledged only once it is in the file; after `kill -9` or a clean
+//! stop the same epoch goes on with every acknowledged event at its offset;
+//! a reload hands the file from the old process to the new one; a second
+//! server on the same file does not serve it meanwhile.
+
+mod common;
+
+use app::protocol::{ClientMessage, ServerEvent};
+use common::tempdir::Dir;
+use common::{Chat, Received, Server};
+use std::collections::HashMap;
+use std::time::Duration;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+/// The room's stored messages and system events: (epoch, offset, id).
+async fn stored(server: &Server, query: &str) -> (bool, Vec<(String, u64, Uuid)>) {
+    let (chat, history, _) = Chat::open(server, query).await;
+    let events = history
+        .iter()
+        .filter_map(|event| {
+            let position = event.position()?;
+            let id = match event {
+                ServerEvent::Message(m) => m.id,
+                ServerEvent::System(s) => s.id,
+                _ => return None,
+            };
+            Some((position.epoch, position.offset, id))
+        })
+        .collect();
+    (chat.recovered, events)
+}
+
+/// Ten talkers send at once, each message with an id; the server is
+/// killed (-9) once some are acknowledged and others are in flight. Started
+/// again on its file: every acknowledged message is there once, at the
+/// offset its ack gave, in the same epoch, offsets without a hole; a client
+/// resuming from the middle gets exactly the rest.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_during_a_burst_loses_no_acknowledged_message() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let env = [("DATA_DIR", data.as_str())];
+    let mut first = Server::start(None, &env);
+    let (acks, mut acked) = mpsc::unbounded_channel();
+    let mut talkers = Vec::new();
+    for t in 0..10 {
+        let mut chat = Chat::join(&first, &format!("t{t}")).await;
+        let acks = acks.clone();
+        talkers.push(tokio::spawn(async move {
+            for n in 0..6 {
+                let say = ClientMessage::Say {
+                    text: format!("t{t} m{n}"),
+                    id: Some(Uuid::new_v4()),
+                };
+                chat.send(&say).await;
+            }
+            // Every ack until the server dies.
+            while let Some(Received::Text(text)) =
+                chat.client.receive_within(Duration::from_secs(20)).await
+            {
+                if let Ok(ServerEvent::Ack { id, epoch, offset }) = serde_json::from_str(&text) {
+                    let _ = acks.send((id, epoch, offset));
+                }
+            }
+        }));
+    }
+    drop(acks);
+    let mut got = HashMap::new();
+    while got.len() < 20 {
+        let (id, epoch, offset) = acked.recv().await.expect("acks");
+        got.insert(id, (epoch, offset));
+    }
+    first.kill9();
+    while let Some((id, epoch, offset)) = acked.recv().await {
+        got.insert(id, (epoch, offset));
+    }
+    for talker in talkers {
+        talker.await.unwrap();
+    }
+
+    let second = Server::start(None, &env);
+    let (_, events) = stored(&second, "").await;
+    let epoch = &events[0].0;
+    for (n, (e, offset, _)) in events.iter().enumerate() {
+        assert_eq!((e, *offset), (epoch, n as u64 + 1), "one epoch, no hole");
+    }
+    for (id, (e, offset)) in &got {
+        let found: Vec<_> = events.iter().filter(|(_, _, i)| i == id).collect();
+        assert_eq!(found.len(), 1, "{id} is stored once");
+        assert_eq!(
+            (&found[0].0, found[0].1),
+            (e, *offset),
+            "at its ack's place"
+        );
+    }
+    let middle = &events[events.len() / 2];
+    let (recovered, rest) = stored(&second, &format!("?since={}:{}", middle.0, middle.1)).await;
+    assert!(recovered, "the same epoch goes on");
+    assert_eq!(rest[..], events[events.len() / 2 + 1..]);
+    // And it goes on from there.
+    let mut late = Chat::join(&second, "late").await;
+    late.say("after the crash").await;
+    let message = late.expect_message().await;
+    assert_eq!(
+        (&message.epoch, message.offset),
+        (epoch, events.len() as u64 + 2)
+    );
+}
+
+/// A reload: the new process starts on the file while the old one holds it,
+/// waits, and takes it over once the old one stopped: the same rooms, the
+/// same epoch. It did not serve the file while the other held it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_hands_the_data_file_over() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let old = Server::start(None, &[("DATA_DIR", data.as_str())]);
+    let mut alice = Chat::join(&old, "alice").await;
+    for n in 0..3 {
+        alice.say(&format!("before {n}")).await;
+        alice.expect_message().await;
+    }
+    let (_, before) = stored(&old, "").await;
+
+    let (ready, started) = std::sync::mpsc::channel();
+    let spawning = {
+        let data = data.clone();
+        std::thread::spawn(move || {
+            let new = Server::start(None, &[("DATA_DIR", data.as_str())]);
+            let _ = ready.send(());
+            new
+        })
+    };
+    // The new one waits while the old one holds the file.
+    assert!(started.recv_timeout(Duration::from_secs(2)).is_err());
+    old.signal("TERM");
+    let new = spawning.join().expect("the new process starts");
+    assert!(
+        new.log_lines("the data file is held by another process (a reload?): waiting for it")
+            .len()
+            == 1,
+        "it said why it waited"
+    );
+    let (_, after) = stored(&new, "").await;
+    assert_eq!(
+        after[..before.len()],
+        before[..],
+        "the same rooms, the same epoch"
+    );
+}
