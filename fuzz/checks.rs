@@ -101,6 +101,7 @@ pub fn client_message(data: &[u8]) -> Outcome {
         ClientMessage::Ban { pseudo, .. } => ("ban", Some(("pseudo", pseudo))),
         ClientMessage::Mute { pseudo, .. } => ("mute", Some(("pseudo", pseudo))),
         ClientMessage::SlowMode { .. } => ("slow_mode", None),
+        ClientMessage::Older { .. } => ("older", None),
     };
     ensure!(
         fields.get("type") == Some(&Value::from(tag)),
@@ -139,9 +140,10 @@ pub fn client_message(data: &[u8]) -> Outcome {
         ClientMessage::Kick { pseudo: p }
         | ClientMessage::Ban { pseudo: p, .. }
         | ClientMessage::Mute { pseudo: p, .. } => pseudo(p.as_bytes()),
-        ClientMessage::Typing | ClientMessage::Delete { .. } | ClientMessage::SlowMode { .. } => {
-            Ok(())
-        }
+        ClientMessage::Typing
+        | ClientMessage::Delete { .. }
+        | ClientMessage::SlowMode { .. }
+        | ClientMessage::Older { .. } => Ok(()),
     }
 }
 

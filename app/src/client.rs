@@ -66,7 +66,7 @@ pub fn connect(state: ChatState) -> Connection {
 /// The per-tab session token: survives reloads of the tab (sessionStorage),
 /// so the server lets this tab reclaim its nickname from a stale socket.
 pub fn session() -> Uuid {
-    if let Some(id) = stored(SESSION_KEY).and_then(|s| s.parse().ok()) {
+    if let Some(id) = stored(SESSION_KEY).and_then(|s| crate::protocol::parse_uuid(&s)) {
         return id;
     }
     let id = Uuid::new_v4();
@@ -345,8 +345,7 @@ fn hold_back_messages(state: ChatState, waiting: &mut Vec<ClientMessage>) -> Opt
 }
 
 fn encode(msg: &ClientMessage) -> Message {
-    // Serializing these plain structs cannot fail.
-    Message::Text(serde_json::to_string(msg).unwrap_or_default())
+    Message::Text(msg.to_frame())
 }
 
 /// 0.5 s, 1 s, 2 s ... capped at 10 s, with full jitter so that a restarted

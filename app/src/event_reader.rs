@@ -29,6 +29,11 @@ pub trait Json: Sized {
 pub fn read_event<J: Json>(frame: &J) -> Option<ServerEvent> {
     Some(match text(frame, "type")?.as_str() {
         "history" => read_history(frame)?,
+        "page" => ServerEvent::Page {
+            epoch: text(frame, "epoch").unwrap_or_default(),
+            events: events(frame)?,
+            oldest: flag(frame, "oldest")?,
+        },
         "joined" => ServerEvent::Joined {
             pseudo: text(frame, "pseudo")?,
             session: uuid(frame.member("session")?)?,
@@ -86,13 +91,18 @@ fn read_history<J: Json>(frame: &J) -> Option<ServerEvent> {
         recovered: frame
             .member("recovered")
             .map_or(Some(true), |b| b.boolean())?,
-        events: frame
-            .member("events")?
-            .items()?
-            .iter()
-            .map(read_event)
-            .collect::<Option<_>>()?,
+        events: events(frame)?,
     })
+}
+
+/// The stream events a history or a page holds.
+fn events<J: Json>(frame: &J) -> Option<Vec<ServerEvent>> {
+    frame
+        .member("events")?
+        .items()?
+        .iter()
+        .map(read_event)
+        .collect()
 }
 
 fn read_message<J: Json>(frame: &J) -> Option<ChatMessage> {
@@ -200,7 +210,7 @@ fn whole(n: f64) -> Option<u64> {
 }
 
 fn uuid<J: Json>(value: J) -> Option<Uuid> {
-    Uuid::parse_str(&value.string()?).ok()
+    crate::protocol::parse_uuid(&value.string()?)
 }
 
 /// The browser's parse of a frame.
@@ -423,15 +433,27 @@ mod tests {
             until: Some(1_800_000_000_000),
             retry_after_ms: Some(1500),
         });
+        let stream: Vec<ServerEvent> = events.clone();
         events.push(ServerEvent::History {
             epoch: "e".into(),
             offset: 9,
             recovered: false,
-            events: events.clone(),
+            events: stream.clone(),
+        });
+        events.push(ServerEvent::Page {
+            epoch: "e".into(),
+            events: stream,
+            oldest: true,
+        });
+        events.push(ServerEvent::Page {
+            epoch: String::new(),
+            events: Vec::new(),
+            oldest: false,
         });
         for event in &events {
             match event {
                 ServerEvent::History { .. }
+                | ServerEvent::Page { .. }
                 | ServerEvent::Joined { .. }
                 | ServerEvent::Message(_)
                 | ServerEvent::System(_)

@@ -67,6 +67,155 @@ pub enum ClientMessage {
     /// One message per `seconds` per participant in the room (0 ends it);
     /// moderators are not held (moderators).
     SlowMode { seconds: u64 },
+    /// Earlier events of the room: the newest `limit` (1 to [`MAX_PAGE`])
+    /// with an offset below `before`, answered with a `page`. Anybody
+    /// reading the room may ask, joined or not.
+    Older { before: u64, limit: u32 },
+}
+
+/// The most events a `page` (and each `history` frame) holds.
+pub const MAX_PAGE: u32 = 200;
+
+impl ClientMessage {
+    /// The frame as JSON, written by hand: in the browser, serde_json's
+    /// serializer would be there for this alone, and weigh kilobytes of
+    /// WASM. Reads back as the same message (tested against serde).
+    pub fn to_frame(&self) -> String {
+        let (tag, mut frame) = (self.tag(), Frame(String::from("{\"type\":\"")));
+        frame.0.push_str(tag);
+        frame.0.push('"');
+        match self {
+            ClientMessage::Join { pseudo, session } => {
+                frame.text("pseudo", pseudo);
+                frame.id("session", session.as_ref());
+            }
+            ClientMessage::Rename { pseudo } | ClientMessage::Kick { pseudo } => {
+                frame.text("pseudo", pseudo);
+            }
+            ClientMessage::Say { text, id } => {
+                frame.text("text", text);
+                frame.id("id", id.as_ref());
+            }
+            ClientMessage::Typing => {}
+            ClientMessage::Delete { id } => frame.id("id", Some(id)),
+            ClientMessage::Edit { id, text } => {
+                frame.id("id", Some(id));
+                frame.text("text", text);
+            }
+            ClientMessage::Ban {
+                pseudo,
+                seconds,
+                redact_minutes,
+            } => {
+                frame.text("pseudo", pseudo);
+                frame.number("seconds", *seconds);
+                frame.number("redact_minutes", *redact_minutes);
+            }
+            ClientMessage::Mute { pseudo, seconds } => {
+                frame.text("pseudo", pseudo);
+                frame.number("seconds", *seconds);
+            }
+            ClientMessage::SlowMode { seconds } => frame.number("seconds", *seconds),
+            ClientMessage::Older { before, limit } => {
+                frame.number("before", *before);
+                frame.number("limit", u64::from(*limit));
+            }
+        }
+        frame.0.push('}');
+        frame.0
+    }
+
+    fn tag(&self) -> &'static str {
+        match self {
+            ClientMessage::Join { .. } => "join",
+            ClientMessage::Rename { .. } => "rename",
+            ClientMessage::Say { .. } => "say",
+            ClientMessage::Typing => "typing",
+            ClientMessage::Delete { .. } => "delete",
+            ClientMessage::Edit { .. } => "edit",
+            ClientMessage::Kick { .. } => "kick",
+            ClientMessage::Ban { .. } => "ban",
+            ClientMessage::Mute { .. } => "mute",
+            ClientMessage::SlowMode { .. } => "slow_mode",
+            ClientMessage::Older { .. } => "older",
+        }
+    }
+}
+
+/// A UUID in its hyphenated form (as the server writes them), read without
+/// uuid's parser: its error reporting weighs a kilobyte of WASM.
+pub fn parse_uuid(text: &str) -> Option<Uuid> {
+    let bytes = text.as_bytes();
+    if bytes.len() != 36 {
+        return None;
+    }
+    let (mut out, mut n, mut high) = ([0u8; 16], 0, None);
+    for (i, &b) in bytes.iter().enumerate() {
+        if matches!(i, 8 | 13 | 18 | 23) {
+            if b != b'-' {
+                return None;
+            }
+            continue;
+        }
+        let digit = char::from(b).to_digit(16)? as u8;
+        match high.take() {
+            None => high = Some(digit),
+            Some(h) => {
+                out[n] = (h << 4) | digit;
+                n += 1;
+            }
+        }
+    }
+    Some(Uuid::from_bytes(out))
+}
+
+/// A frame being written: `,"name":value` after its type.
+struct Frame(String);
+
+impl Frame {
+    fn key(&mut self, name: &str) {
+        self.0.push_str(",\"");
+        self.0.push_str(name);
+        self.0.push_str("\":");
+    }
+
+    fn number(&mut self, name: &str, value: u64) {
+        self.key(name);
+        self.0.push_str(&value.to_string());
+    }
+
+    fn id(&mut self, name: &str, id: Option<&Uuid>) {
+        if let Some(id) = id {
+            self.key(name);
+            self.0.push('"');
+            self.0.push_str(&id.to_string());
+            self.0.push('"');
+        }
+    }
+
+    /// A JSON string: quotes, backslashes and control characters escaped.
+    fn text(&mut self, name: &str, text: &str) {
+        self.key(name);
+        let out = &mut self.0;
+        out.push('"');
+        for c in text.chars() {
+            match c {
+                '"' => out.push_str("\\\""),
+                '\\' => out.push_str("\\\\"),
+                '\n' => out.push_str("\\n"),
+                // Other control characters as \u00XX (no formatting code
+                // in the WASM for this).
+                c if (c as u32) < 0x20 => {
+                    let hex = b"0123456789abcdef";
+                    out.push_str("\\u00");
+                    out.push(char::from(hex[(c as usize) >> 4]));
+                    out.push(char::from(hex[(c as usize) & 15]));
+                }
+                c => out.push(c),
+            }
+        }
+        out.push('"');
+    }
 }
 
 /// How long after sending a message its author may still edit or delete it.
@@ -108,6 +257,14 @@ pub enum ServerEvent {
         #[serde(default = "yes")]
         recovered: bool,
         events: Vec<ServerEvent>,
+    },
+    /// An answer to `older`: events oldest first, as stored (tombstones,
+    /// edited text); `oldest` when nothing older is retained.
+    Page {
+        #[serde(default, skip_serializing_if = "String::is_empty")]
+        epoch: String,
+        events: Vec<ServerEvent>,
+        oldest: bool,
     },
     /// The client's own identity, after a successful join or rename.
     Joined {
@@ -853,6 +1010,89 @@ mod tests {
         assert_eq!(Position::from_query("a1b2"), None);
         assert_eq!(Position::from_query("a1b2:x"), None);
         assert_eq!(Position::from_query(":0").map(|p| p.offset), Some(0));
+    }
+
+    #[test]
+    fn uuids_read_by_hand_as_uuid_reads_them() {
+        for _ in 0..100 {
+            let id = Uuid::new_v4();
+            assert_eq!(parse_uuid(&id.to_string()), Some(id));
+            assert_eq!(parse_uuid(&id.to_string().to_uppercase()), Some(id));
+        }
+        let id = "67e55044-10b1-426f-9247-bb680e5fe0c8";
+        for bad in [
+            "",
+            "67e55044",
+            "67e55044x10b1-426f-9247-bb680e5fe0c8",
+            "67e55044-10b1-426f-9247-bb680e5fe0cg",
+            "67e5504410b1426f9247bb680e5fe0c8",
+        ] {
+            assert_eq!(parse_uuid(bad), None, "{bad}");
+        }
+        assert_eq!(parse_uuid(id), Uuid::parse_str(id).ok());
+    }
+
+    #[test]
+    fn frames_written_by_hand_read_back_as_serde_reads_them() {
+        let id = Some(Uuid::new_v4());
+        let tricky = "a \"quote\" \\ back\nline\ttab \u{1} \u{1f} é 🦀 </script>";
+        let messages = [
+            ClientMessage::Join {
+                pseudo: tricky.into(),
+                session: id,
+            },
+            ClientMessage::Join {
+                pseudo: "a".into(),
+                session: None,
+            },
+            ClientMessage::Rename {
+                pseudo: tricky.into(),
+            },
+            ClientMessage::Say {
+                text: tricky.into(),
+                id,
+            },
+            ClientMessage::Say {
+                text: "x".into(),
+                id: None,
+            },
+            ClientMessage::Typing,
+            ClientMessage::Delete { id: Uuid::new_v4() },
+            ClientMessage::Edit {
+                id: Uuid::new_v4(),
+                text: tricky.into(),
+            },
+            ClientMessage::Kick {
+                pseudo: tricky.into(),
+            },
+            ClientMessage::Ban {
+                pseudo: "b".into(),
+                seconds: 60,
+                redact_minutes: 0,
+            },
+            ClientMessage::Ban {
+                pseudo: "b".into(),
+                seconds: 60,
+                redact_minutes: 5,
+            },
+            ClientMessage::Mute {
+                pseudo: "b".into(),
+                seconds: 0,
+            },
+            ClientMessage::SlowMode { seconds: 3600 },
+            ClientMessage::Older {
+                before: u64::MAX,
+                limit: MAX_PAGE,
+            },
+        ];
+        for message in messages {
+            let frame = message.to_frame();
+            assert_eq!(
+                ClientMessage::decode(&frame).as_ref(),
+                Ok(&message),
+                "{frame}"
+            );
+        }
     }
 
     #[test]

@@ -3,8 +3,8 @@
 //! tests can exercise it.
 
 use crate::protocol::{
-    Amendment, ChatMessage, ErrorCode, Position, RoomSummary, ServerEvent, SystemMessage,
-    DEFAULT_ROOM,
+    Amendment, ChatMessage, ClientMessage, ErrorCode, Position, RoomSummary, ServerEvent,
+    SystemMessage, DEFAULT_ROOM,
 };
 use leptos::prelude::*;
 use std::collections::HashMap;
@@ -12,6 +12,8 @@ use uuid::Uuid;
 
 /// Entries kept on screen; older ones scroll away for good.
 const MAX_ENTRIES: usize = 500;
+/// Earlier events asked for at a time when the reader scrolls back.
+const PAGE: u32 = 50;
 /// Sent messages remembered until the server stores or refuses them.
 const MAX_IN_FLIGHT: usize = 32;
 
@@ -39,6 +41,14 @@ pub enum Entry {
 }
 
 impl Entry {
+    /// Its place in the room's stream (0 before it has one).
+    pub fn offset(&self) -> u64 {
+        match self {
+            Entry::Message(m) => m.offset,
+            Entry::System(s) => s.offset,
+        }
+    }
+
     pub fn id(&self) -> Uuid {
         match self {
             Entry::Message(m) => m.id,
@@ -105,6 +115,11 @@ pub struct ChatState {
     /// moderator removed this participant; `error` says which): it does not
     /// reconnect until the person asks.
     pub ended: RwSignal<bool>,
+    /// Scroll-back reached the room's first retained event.
+    pub oldest: RwSignal<bool>,
+    /// Pages of earlier events loaded so far (the list keeps what the
+    /// reader looks at in place, and a screen reader hears of each).
+    pub pages: RwSignal<u32>,
 }
 
 impl ChatState {
@@ -132,6 +147,8 @@ impl ChatState {
             moderation: RwSignal::new(false),
             moderator: RwSignal::new(false),
             ended: RwSignal::new(false),
+            oldest: RwSignal::new(false),
+            pages: RwSignal::new(0),
         }
     }
 
@@ -148,6 +165,8 @@ impl ChatState {
         self.unrecovered.set(false);
         self.error.set(None);
         self.in_flight.update(Vec::clear);
+        self.oldest.set(false);
+        self.pages.set(0);
         self.mark_seen();
     }
 
@@ -274,6 +293,7 @@ impl ChatState {
             } => self.on_online_changed(added, removed, more),
             ServerEvent::Typing { pseudo } => self.on_typing(pseudo),
             ServerEvent::Rooms { rooms } => self.on_rooms(rooms),
+            ServerEvent::Page { events, oldest, .. } => self.on_page(events, oldest),
             // The socket task follows acknowledgements (see `client`).
             ServerEvent::Ack { .. } => {}
             // The message says how long a mute, ban or slow mode lasts.
@@ -411,6 +431,56 @@ impl ChatState {
         self.error.set(Some(message));
     }
 
+    /// Earlier events the reader asked for, shown above the others (none
+    /// twice). Deletions and edits in them are already in the stored
+    /// messages.
+    fn on_page(&self, events: Vec<ServerEvent>, oldest: bool) {
+        let older: Vec<Entry> = events
+            .into_iter()
+            .filter_map(|event| match event {
+                ServerEvent::Message(m) => Some(Entry::Message(m)),
+                ServerEvent::System(s) => Some(Entry::System(s)),
+                _ => None,
+            })
+            .collect();
+        self.entries.update(|entries| {
+            let mut merged: Vec<Entry> = older
+                .into_iter()
+                .filter(|e| !entries.iter().any(|x| x.id() == e.id()))
+                .collect();
+            merged.append(entries);
+            *entries = merged;
+        });
+        self.oldest.set(oldest);
+        self.pages.update(|n| *n += 1);
+    }
+
+    /// The first offset shown (tracked), if any entry is shown.
+    fn first_offset(&self) -> Option<u64> {
+        self.entries
+            .with(|entries| entries.iter().map(Entry::offset).find(|o| *o > 0))
+    }
+
+    /// Whether nothing older than what is shown is retained (tracked).
+    pub fn at_beginning(&self) -> bool {
+        self.oldest.get() || self.first_offset().is_none_or(|first| first <= 1)
+    }
+
+    /// The frame asking for the page before what is shown, unless the
+    /// beginning is shown.
+    pub fn older(&self) -> Option<ClientMessage> {
+        if self.oldest.get_untracked() {
+            return None;
+        }
+        let first = self
+            .entries
+            .with_untracked(|entries| entries.iter().map(Entry::offset).find(|o| *o > 0))?;
+        (first > 1).then_some(ClientMessage::Older {
+            before: first,
+            limit: PAGE,
+        })
+    }
+
     /// Adds an entry unless it is already shown: history replayed after a
     /// reconnect may overlap what arrived live.
     fn push(&self, entry: Entry) {
@@ -454,6 +524,64 @@ mod tests {
             edited: false,
             server: false,
         }
+    }
+
+    fn at(offset: u64, text: &str) -> ServerEvent {
+        ServerEvent::Message(ChatMessage {
+            epoch: "e".into(),
+            offset,
+            ..message(text)
+        })
+    }
+
+    /// Earlier pages go above what is shown, none twice; the page asks for
+    /// the one before its first entry until the beginning.
+    #[test]
+    fn scroll_back_prepends_pages_until_the_beginning() {
+        let state = ChatState::new();
+        state.apply(ServerEvent::History {
+            epoch: "e".into(),
+            offset: 60,
+            recovered: true,
+            events: vec![at(59, "59"), at(60, "60")],
+        });
+        assert!(!state.at_beginning());
+        assert_eq!(
+            state.older(),
+            Some(ClientMessage::Older {
+                before: 59,
+                limit: PAGE
+            })
+        );
+        let shown = state.entries.with_untracked(|e| e[0].clone());
+        let again = match &shown {
+            Entry::Message(m) => ServerEvent::Message(m.clone()),
+            Entry::System(_) => unreachable!(),
+        };
+        state.apply(ServerEvent::Page {
+            epoch: "e".into(),
+            events: vec![at(57, "57"), at(58, "58"), again],
+            oldest: false,
+        });
+        let texts: Vec<String> = state.entries.with_untracked(|e| {
+            e.iter()
+                .map(|entry| match entry {
+                    Entry::Message(m) => m.text.clone(),
+                    Entry::System(s) => s.text(),
+                })
+                .collect()
+        });
+        assert_eq!(texts, ["57", "58", "59", "60"]);
+        assert_eq!(state.pages.get_untracked(), 1);
+        state.apply(ServerEvent::Page {
+            epoch: "e".into(),
+            events: vec![at(1, "1")],
+            oldest: true,
+        });
+        assert!(state.at_beginning());
+        assert_eq!(state.older(), None);
+        state.switch_room("other");
+        assert_eq!(state.pages.get_untracked(), 0);
     }
 
     #[test]

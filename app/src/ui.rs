@@ -98,7 +98,7 @@ pub fn App() -> impl IntoView {
                     </h2>
                     {nickname_form(state, outbox)}
                     {notices(state, outbox)}
-                    <MessageList state/>
+                    <MessageList state outbox/>
                     <Typing state/>
                     {composer(state, outbox)}
                 </main>
@@ -404,15 +404,35 @@ fn Typing(state: ChatState) -> impl IntoView {
 }
 
 #[component]
-fn MessageList(state: ChatState) -> impl IntoView {
+fn MessageList(state: ChatState, outbox: Outbox) -> impl IntoView {
     let list = NodeRef::<leptos::html::Div>::new();
-    // Keep the newest entry in view.
+    // A new newest entry: keep it in view. Earlier entries added above:
+    // keep what the reader looks at where it was.
+    let seen = StoredValue::new((None::<uuid::Uuid>, 0));
     Effect::new(move |_| {
-        state.entries.track();
+        let last = state.entries.with(|entries| entries.last().map(Entry::id));
         if let Some(ul) = list.get() {
-            ul.set_scroll_top(ul.scroll_height());
+            let ((was_last, was_height), height) = (seen.get_value(), ul.scroll_height());
+            let top = if last == was_last {
+                ul.scroll_top() + height - was_height
+            } else {
+                height
+            };
+            ul.set_scroll_top(top);
+            seen.set_value((last, height));
         }
     });
+    // Earlier messages: asked for once per first entry, by the button or
+    // by reaching the top.
+    let asked = StoredValue::new(0);
+    let load_earlier = move || {
+        if let Some(frame @ ClientMessage::Older { before, .. }) = state.older() {
+            if asked.get_value() != before {
+                asked.set_value(before);
+                outbox.send(frame);
+            }
+        }
+    };
     let mine = move |author: &str| {
         state
             .my_names
@@ -427,8 +447,28 @@ fn MessageList(state: ChatState) -> impl IntoView {
             role="log"
             aria-label="Messages"
             data-testid="messages"
+            // Scrolled from the keyboard too (once the beginning is shown,
+            // nothing in it may take the focus).
+            tabindex="0"
             node_ref=list
+            on:scroll=move |_| {
+                if list.get().is_some_and(|ul| ul.scroll_top() == 0) {
+                    load_earlier();
+                }
+            }
         >
+            <p class="earlier">
+                <span hidden=move || !state.at_beginning() data-testid="beginning">"Beginning of the room"</span>
+                <button type="button" hidden=move || state.at_beginning() data-testid="load-earlier" on:click=move |_| load_earlier()>
+                    "Load earlier messages"
+                </button>
+                <span class="visually-hidden" role="status">
+                    {move || match state.pages.get() {
+                        0 => String::new(),
+                        n => format!("Earlier messages loaded ({n})"),
+                    }}
+                </span>
+            </p>
             <For each=move || state.entries.get() key=Entry::key let:entry>
                 {match entry {
                     Entry::Message(m) => {
@@ -583,9 +623,9 @@ fn lines(texts: &[String]) -> String {
 
 /// Acts on a moderation button: `on` is the message id, or the person.
 fn moderate(state: ChatState, outbox: Outbox, action: &str, on: String) {
-    let frame = match (action, on.parse::<uuid::Uuid>()) {
-        ("delete", Ok(id)) => ClientMessage::Delete { id },
-        ("edit", Ok(id)) => {
+    let frame = match (action, crate::protocol::parse_uuid(&on)) {
+        ("delete", Some(id)) => ClientMessage::Delete { id },
+        ("edit", Some(id)) => {
             let current = state.entries.with_untracked(|entries| {
                 entries.iter().find_map(|entry| match entry {
                     Entry::Message(m) if m.id == id => Some(m.text.clone()),

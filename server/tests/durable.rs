@@ -150,3 +150,120 @@ async fn a_reload_hands_the_data_file_over() {
         "the same rooms, the same epoch"
     );
 }
+
+/// Posts `count` messages through the server API (the backend is not rate
+/// limited), numbered from `from`.
+async fn post(admin: std::net::SocketAddr, room: &str, from: usize, count: usize) {
+    for n in from..from + count {
+        let body = serde_json::json!({"author": "bot", "text": format!("m{n}")}).to_string();
+        let path = format!("/api/rooms/{room}/messages");
+        let (status, answer) = common::http_request(admin, "POST", &path, &[], &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+}
+
+/// Pages back from the newest with `older`, page sizes cycling through
+/// `sizes`; returns every event's offset, oldest first, and how many pages
+/// it took.
+async fn page_back(chat: &mut Chat, newest: u64, sizes: &[u32]) -> (Vec<u64>, usize) {
+    let mut before = newest + 1;
+    let mut offsets = Vec::new();
+    for (pages, size) in sizes.iter().cycle().enumerate() {
+        chat.send(&ClientMessage::Older {
+            before,
+            limit: *size,
+        })
+        .await;
+        let (events, oldest) = match chat.expect(|e| matches!(e, ServerEvent::Page { .. })).await {
+            ServerEvent::Page { events, oldest, .. } => (events, oldest),
+            _ => unreachable!(),
+        };
+        assert!(events.len() <= *size as usize);
+        let page: Vec<u64> = events
+            .iter()
+            .map(|e| e.position().unwrap().offset)
+            .collect();
+        if let Some(first) = page.first() {
+            before = *first;
+        }
+        offsets.splice(0..0, page);
+        if oldest {
+            return (offsets, pages + 1);
+        }
+    }
+    unreachable!()
+}
+
+/// Scroll-back through 1,000 stored events with odd page sizes gives
+/// exactly the stream, also after a restart; the server API's `before=`
+/// gives the same pages; bad offsets and limits are refused with a typed
+/// error.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_back_through_a_thousand_events_gives_exactly_the_stream() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let env = [("DATA_DIR", data.as_str())];
+    let first = Server::start(None, &env);
+    post(first.admin, "long", 0, 1_000).await;
+    drop(first);
+
+    let server = Server::start(None, &env);
+    let (mut reader, history, _) = Chat::open(&server, "?room=long").await;
+    assert_eq!(history.len(), 100, "the history frame holds the last 100");
+    let (offsets, pages) = page_back(&mut reader, 1_000, &[7, 13, 200, 1, 99]).await;
+    assert_eq!(offsets, (1..=1_000).collect::<Vec<u64>>());
+    assert!(pages > 5, "{pages} pages");
+
+    let (status, body) =
+        common::http_get(server.admin, "/api/rooms/long/history?before=11&limit=4").await;
+    assert_eq!(status, 200, "{body}");
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    let at: Vec<u64> = page["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect();
+    assert_eq!(
+        (at, &page["oldest"]),
+        (vec![7, 8, 9, 10], &serde_json::json!(false))
+    );
+    let (_, body) =
+        common::http_get(server.admin, "/api/rooms/long/history?before=3&limit=200").await;
+    let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(
+        (page["events"].as_array().unwrap().len(), &page["oldest"]),
+        (2, &serde_json::json!(true))
+    );
+
+    for (before, limit) in [(0, 10), (5, 0), (5, 201)] {
+        reader.send(&ClientMessage::Older { before, limit }).await;
+        assert_eq!(
+            reader.expect_error().await,
+            app::protocol::ErrorCode::InvalidMessage
+        );
+        let path = format!("/api/rooms/long/history?before={before}&limit={limit}");
+        assert_eq!(common::http_get(server.admin, &path).await.0, 400);
+    }
+}
+
+/// Without a data file (and with Redis) scroll-back reaches as far as the
+/// room's history holds, then says it is the oldest.
+async fn paging_back_reaches_the_history_window(redis: Option<&common::Redis>) {
+    let server = common::Instance::configured(redis, &[]).await;
+    post(server.running.admin, "window", 0, 150).await;
+    let (mut reader, _, _) = Chat::open(&server, "?room=window").await;
+    let (offsets, _) = page_back(&mut reader, 150, &[30]).await;
+    assert_eq!(offsets, (51..=150).collect::<Vec<u64>>());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_back_reaches_the_history_window_in_memory() {
+    paging_back_reaches_the_history_window(None).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paging_back_reaches_the_history_window_on_redis() {
+    let redis = common::Redis::start();
+    paging_back_reaches_the_history_window(Some(&redis)).await;
+}

@@ -3,7 +3,7 @@
 
 use super::{Api, ApiError, ErrorBody};
 use crate::chat::query::RoomState;
-use app::protocol::{valid_room, MessageText, Position, Pseudo, RoomSummary};
+use app::protocol::{valid_room, MessageText, Position, Pseudo, RoomSummary, MAX_PAGE};
 use axum::body::Body;
 use axum::extract::rejection::JsonRejection;
 use axum::extract::{Path, Query, State};
@@ -81,26 +81,41 @@ pub async fn one(
 #[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct HistoryQuery {
-    /// `<epoch>:<offset>`, as events carry them.
+    /// `<epoch>:<offset>`, as events carry them: the events after it.
     since: Option<String>,
-    /// At most this many events, the oldest first (default and most: the
-    /// whole history).
+    /// An offset: the newest events below it (scroll-back); not with
+    /// `since`.
+    before: Option<u64>,
+    /// At most this many events, the oldest first (with `since`, default
+    /// and most: the whole history; with `before`: 1 to 200, default 50).
     limit: Option<usize>,
 }
 
-/// `{"epoch","offset","recovered","more","events":[…]}`: the events after
-/// `since`, as clients receive them; `offset` is the stream's newest,
-/// `more` says that `limit` left some out (ask again from the last one).
+/// `{"epoch","offset","recovered","more","newest","events":[…]}`: the
+/// events after `since`, as clients receive them; `offset` is the stream's
+/// newest, `more` says that `limit` left some out (ask again from the last
+/// one), `newest` that the answer reaches the newest event. With `before`:
+/// `{"epoch","oldest","events":[…]}`, the newest `limit` events below it,
+/// `oldest` when nothing older is retained.
 #[utoipa::path(get, path = "/api/rooms/{room}/history", tag = "rooms", params(("room" = String, Path, description = "the room: 1 to 64 letters, digits, - or _"), HistoryQuery),
-    responses((status = 200, description = "`epoch`, `offset`, `recovered`, `more` and `events`, as clients receive them", body = Object), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
+    responses((status = 200, description = "with since: `epoch`, `offset`, `recovered`, `more`, `newest` and `events`, as clients receive them; with before: `epoch`, `oldest` and `events`", body = Object), (status = 400, description = "invalid", body = ErrorBody), (status = 401, description = "no or wrong key", body = ErrorBody), (status = 503, description = "the broker does not answer", body = ErrorBody)))]
 pub async fn history(
     State(api): State<Arc<Api>>,
     Path(name): Path<String>,
     query: Result<Query<HistoryQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let name = room(name)?;
-    let Query(HistoryQuery { since, limit }) =
-        query.map_err(|err| ApiError::Invalid(err.body_text()))?;
+    let Query(HistoryQuery {
+        since,
+        before,
+        limit,
+    }) = query.map_err(|err| ApiError::Invalid(err.body_text()))?;
+    if let Some(before) = before {
+        if since.is_some() {
+            return Err(ApiError::Invalid("give since or before, not both".into()));
+        }
+        return page(&api, &name, before, limit).await;
+    }
     let since = match since {
         Some(since) => Some(Position::from_query(&since).ok_or_else(|| {
             ApiError::Invalid("since must be <epoch>:<offset>, as events carry them".into())
@@ -118,9 +133,33 @@ pub async fn history(
         "offset": snapshot.offset,
         "recovered": snapshot.recovered,
         "more": more,
+        "newest": !more,
     })
     .to_string();
     // The stored frames go out as they are.
+    let body = format!(
+        "{},\"events\":[{}]}}",
+        head.strip_suffix('}').unwrap_or(&head),
+        events.join(",")
+    );
+    Ok(raw_json(StatusCode::OK, body))
+}
+
+/// Scroll-back through the server API.
+async fn page(
+    api: &Api,
+    room: &str,
+    before: u64,
+    limit: Option<usize>,
+) -> Result<Response, ApiError> {
+    let limit = limit.unwrap_or(50);
+    if before == 0 || !(1..=MAX_PAGE as usize).contains(&limit) {
+        let message = format!("before must be 1 or more and limit 1 to {MAX_PAGE}");
+        return Err(ApiError::Invalid(message));
+    }
+    let page = api.chat.page(room, before, limit).await?;
+    let events: Vec<&str> = page.events.iter().map(|e| e.as_str()).collect();
+    let head = serde_json::json!({"epoch": page.epoch, "oldest": page.oldest}).to_string();
     let body = format!(
         "{},\"events\":[{}]}}",
         head.strip_suffix('}').unwrap_or(&head),

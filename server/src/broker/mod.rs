@@ -63,6 +63,33 @@ pub struct Stored {
     pub events: Vec<Utf8Bytes>,
 }
 
+/// A page of a room's stream: events oldest first, as stored.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Page {
+    pub epoch: String,
+    pub events: Vec<Utf8Bytes>,
+    /// Nothing older is retained.
+    pub oldest: bool,
+}
+
+impl Page {
+    /// The newest `limit` of the stored events with an offset below
+    /// `before`.
+    pub fn of(stored: Stored, before: u64, limit: usize) -> Page {
+        let below: Vec<Utf8Bytes> = stored
+            .events
+            .into_iter()
+            .filter(|frame| stamp::position(frame).is_some_and(|(_, offset)| offset < before))
+            .collect();
+        let skip = below.len().saturating_sub(limit);
+        Page {
+            epoch: stored.epoch,
+            oldest: skip == 0,
+            events: below.into_iter().skip(skip).collect(),
+        }
+    }
+}
+
 /// An event to append to a room's stream, and the conditions it is
 /// appended under.
 #[derive(Debug, Clone, Copy, Default)]
@@ -490,6 +517,13 @@ pub trait Broker: Send + Sync {
     async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError>;
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
+
+    /// Up to `limit` of the room's newest retained events with an offset
+    /// below `before`, oldest first (scroll-back). By default from what
+    /// [`Broker::read`] holds.
+    async fn page(&self, room: &str, before: u64, limit: usize) -> Result<Page, BrokerError> {
+        Ok(Page::of(self.read(room).await?, before, limit))
+    }
 
     /// Takes the member's nickname in the room for the connection;
     /// `previous_key` is the key of the nickname it replaces on a rename.

@@ -3,7 +3,7 @@
 
 use super::resume::{self, Resume, Snapshot};
 use super::{encode, Chat};
-use crate::broker::{owner_marker, Appended, BrokerError, Entry, Once};
+use crate::broker::{owner_marker, Appended, BrokerError, Entry, Once, Page};
 use crate::clock::now_ms;
 use app::protocol::{
     ChatMessage, MessageText, Position, Pseudo, RoomSummary, ServerEvent, ONLINE_SHOWN,
@@ -48,6 +48,12 @@ impl Chat {
         let stored = self.broker.read(room).await?;
         let from = since.map_or(Resume::Latest, Resume::Since);
         Ok(resume::resume(stored, &from))
+    }
+
+    /// Scroll-back: up to `limit` of the room's newest retained events
+    /// with an offset below `before`.
+    pub async fn page(&self, room: &str, before: u64, limit: usize) -> Result<Page, BrokerError> {
+        self.broker.page(room, before, limit).await
     }
 
     /// Appends a message from the backend, under the name it gives; with

@@ -96,6 +96,26 @@ fn event_id(frame: &str) -> Option<Uuid> {
 
 /// The history frame of a snapshot, built from the stored frames without
 /// parsing them again.
+/// The answer to `older`: `{"type":"page","epoch","oldest","events":[…]}`,
+/// the stored frames as they are.
+pub fn page_frame(page: &crate::broker::Page) -> Utf8Bytes {
+    let events: usize = page.events.iter().map(|e| e.len() + 1).sum();
+    let mut frame = String::with_capacity(64 + events);
+    frame.push_str(r#"{"type":"page","#);
+    if !page.epoch.is_empty() {
+        frame.push_str(&format!(r#""epoch":"{}","#, page.epoch));
+    }
+    frame.push_str(&format!(r#""oldest":{},"events":["#, page.oldest));
+    for (i, event) in page.events.iter().enumerate() {
+        if i > 0 {
+            frame.push(',');
+        }
+        frame.push_str(event);
+    }
+    frame.push_str("]}");
+    frame.into()
+}
+
 pub fn history_frame(snapshot: &Snapshot) -> Utf8Bytes {
     let events: usize = snapshot.events.iter().map(|e| e.len() + 1).sum();
     let mut frame = String::with_capacity(96 + events);

@@ -13,7 +13,7 @@ use crate::identity::Person;
 use crate::metrics;
 use crate::ws::throttle::{KeyedThrottle, Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
-use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
+use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent, MAX_PAGE};
 use axum::extract::ws::Utf8Bytes;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -227,6 +227,7 @@ impl Handler for ChatSession {
             ClientMessage::Rename { pseudo } => self.rename(&pseudo).await,
             ClientMessage::Say { text, id } => self.say(&text, id).await,
             ClientMessage::Typing => self.typing().await,
+            ClientMessage::Older { before, limit } => self.older(before, limit).await,
             moderation => self.moderate(moderation).await,
         }
         None
@@ -354,10 +355,32 @@ impl ChatSession {
             ClientMessage::Join { .. }
             | ClientMessage::Rename { .. }
             | ClientMessage::Say { .. }
-            | ClientMessage::Typing => Ok(()),
+            | ClientMessage::Typing
+            | ClientMessage::Older { .. } => Ok(()),
         };
         if let Err(denied) = done {
             self.deny(&denied);
+        }
+    }
+
+    /// Scroll-back: the newest `limit` events below `before`, for anybody
+    /// reading the room.
+    async fn older(&self, before: u64, limit: u32) {
+        if !(1..=MAX_PAGE).contains(&limit) || before == 0 {
+            let message =
+                format!("older needs a before offset of 1 or more and a limit of 1 to {MAX_PAGE}");
+            return self.refuse(ErrorCode::InvalidMessage, message);
+        }
+        match self.chat.page(&self.room, before, limit as usize).await {
+            Ok(page) => {
+                self.peer.send(super::resume::page_frame(&page));
+            }
+            Err(err) => {
+                let message = format!(
+                    "earlier messages cannot be read right now ({err}): try again in a moment"
+                );
+                self.refuse(ErrorCode::Unavailable, message);
+            }
         }
     }
 

@@ -174,6 +174,35 @@ impl Store {
         Ok(written.then_some(loaded))
     }
 
+    /// Up to `limit` of the room's newest events below `before`, oldest
+    /// first, its epoch, and whether nothing older is stored.
+    pub fn page(
+        &self,
+        room: &str,
+        before: u64,
+        limit: usize,
+    ) -> Result<(String, Vec<String>, bool), redb::Error> {
+        let read = self.db.begin_read()?;
+        let epoch = read
+            .open_table(ROOMS)?
+            .get(room)?
+            .map(|entry| entry.value().0.to_owned())
+            .unwrap_or_default();
+        let events = read.open_table(EVENTS)?;
+        let mut page = Vec::with_capacity(limit + 1);
+        for event in events
+            .range((room, 0)..(room, before))?
+            .rev()
+            .take(limit + 1)
+        {
+            page.push(event?.1.value().to_owned());
+        }
+        let oldest = page.len() <= limit;
+        page.truncate(limit);
+        page.reverse();
+        Ok((epoch, page, oldest))
+    }
+
     /// Writes the changes in one durable transaction (the tables are made
     /// on the first).
     pub fn write(&self, changes: &[Change]) -> Result<(), redb::Error> {

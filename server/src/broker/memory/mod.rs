@@ -10,8 +10,8 @@ mod streams;
 
 use super::{
     Appended, Broker, BrokerError, Claimed, Entry, Envelope, Holder, Inbox, InstanceEntry, Lease,
-    LinkStatus, Mode, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Sanction,
-    Seat, Stored,
+    LinkStatus, Mode, Page, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster,
+    Sanction, Seat, Stored,
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
@@ -299,6 +299,10 @@ impl Broker for MemoryBroker {
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
         Ok(self.shared.0.streams.read(room))
+    }
+
+    async fn page(&self, room: &str, before: u64, limit: usize) -> Result<Page, BrokerError> {
+        Ok(self.shared.0.streams.page(room, before, limit))
     }
 
     async fn claim(

@@ -12,7 +12,7 @@
 
 use super::durable::{Change, Loaded, Store};
 use crate::broker::{
-    id_marker, record_marks, record_until, sanction_record, stamp, Appended, Author, Entry,
+    id_marker, record_marks, record_until, sanction_record, stamp, Appended, Author, Entry, Page,
     Sanction, Stored, ROOM_TTL,
 };
 use crate::clock::now_ms;
@@ -421,6 +421,25 @@ impl MemoryStreams {
         Change::Slow {
             room: name.to_owned(),
             seconds,
+        }
+    }
+
+    /// Scroll-back: from the data file when there is one (it holds more
+    /// than memory), else from memory.
+    pub fn page(&self, room: &str, before: u64, limit: usize) -> Page {
+        let Some(store) = &self.store else {
+            return Page::of(self.read(room), before, limit);
+        };
+        match store.page(room, before, limit) {
+            Ok((epoch, events, oldest)) => Page {
+                epoch,
+                events: events.into_iter().map(Utf8Bytes::from).collect(),
+                oldest,
+            },
+            Err(err) => {
+                tracing::error!(room, error = %err, "cannot read a page from the data file");
+                Page::of(self.read(room), before, limit)
+            }
         }
     }
 
