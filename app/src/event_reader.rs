@@ -92,6 +92,7 @@ fn read_history<J: Json>(frame: &J) -> Option<ServerEvent> {
             .member("recovered")
             .map_or(Some(true), |b| b.boolean())?,
         events: events(frame)?,
+        more: flag(frame, "more")?,
     })
 }
 
@@ -413,6 +414,7 @@ mod tests {
                 epoch: String::new(),
                 offset: 0,
                 recovered: true,
+                more: false,
                 events: vec![],
             },
             ServerEvent::Ack {
@@ -438,6 +440,7 @@ mod tests {
             epoch: "e".into(),
             offset: 9,
             recovered: false,
+            more: false,
             events: stream.clone(),
         });
         events.push(ServerEvent::Page {

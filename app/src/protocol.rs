@@ -257,6 +257,10 @@ pub enum ServerEvent {
         #[serde(default = "yes")]
         recovered: bool,
         events: Vec<ServerEvent>,
+        /// More history frames follow (a long catch-up comes in pages of
+        /// at most [`MAX_PAGE`] events; `offset` is then this page's last).
+        #[serde(default, skip_serializing_if = "is_false")]
+        more: bool,
     },
     /// An answer to `older`: events oldest first, as stored (tombstones,
     /// edited text); `oldest` when nothing older is retained.
@@ -980,6 +984,7 @@ mod tests {
             epoch: "e".into(),
             offset: 3,
             recovered: false,
+            more: false,
             events: vec![system.clone()],
         };
         for event in [system, history] {
@@ -994,6 +999,7 @@ mod tests {
                 epoch: String::new(),
                 offset: 0,
                 recovered: true,
+                more: false,
                 events: vec![]
             }
         );

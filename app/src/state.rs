@@ -260,6 +260,7 @@ impl ChatState {
                 offset,
                 recovered,
                 events,
+                ..
             } => self.on_history(Position { epoch, offset }, recovered, events),
             ServerEvent::Joined {
                 pseudo,
@@ -543,6 +544,7 @@ mod tests {
             epoch: "e".into(),
             offset: 60,
             recovered: true,
+            more: false,
             events: vec![at(59, "59"), at(60, "60")],
         });
         assert!(!state.at_beginning());
@@ -646,6 +648,7 @@ mod tests {
             epoch: String::new(),
             offset: 0,
             recovered: true,
+            more: false,
             events: vec![
                 ServerEvent::Message(first.clone()),
                 ServerEvent::Message(message("two")),
@@ -758,6 +761,7 @@ mod tests {
             epoch: "e1".into(),
             offset: 4,
             recovered: true,
+            more: false,
             events: vec![],
         });
         assert_eq!(state.since(), at("e1", 4));
@@ -772,6 +776,7 @@ mod tests {
             epoch: String::new(),
             offset: 0,
             recovered: false,
+            more: false,
             events: vec![],
         });
         assert!(state.unrecovered.get_untracked());

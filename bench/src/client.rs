@@ -333,6 +333,7 @@ mod tests {
                 offset: 2,
                 recovered: true,
                 events: vec![message("1 2 3"), system],
+                more: false,
             },
         ];
         for event in events {

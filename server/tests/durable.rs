@@ -267,3 +267,33 @@ async fn paging_back_reaches_the_history_window_on_redis() {
     let redis = common::Redis::start();
     paging_back_reaches_the_history_window(Some(&redis)).await;
 }
+
+/// A client away for 5,000 events (far more than the history in memory)
+/// resumes from its position: every missed event, in pages of at most 200,
+/// `recovered`, then the live events with nothing lost or doubled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_away_for_5000_events_catches_up_in_pages_then_goes_live() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let server = Server::start(None, &[("DATA_DIR", data.as_str())]);
+    post(server.admin, "busy", 0, 10).await;
+    let (away, before, _) = Chat::open(&server, "?room=busy").await;
+    let left_at = away.position.clone();
+    assert_eq!(before.len(), 10);
+    drop(away);
+    post(server.admin, "busy", 10, 5_000).await;
+
+    let query = format!("?room=busy&since={}:{}", left_at.epoch, left_at.offset);
+    let (mut back, missed, _) = Chat::open(&server, &query).await;
+    assert!(back.recovered, "everything missed is still stored");
+    let offsets: Vec<u64> = missed
+        .iter()
+        .map(|e| e.position().unwrap().offset)
+        .collect();
+    assert_eq!(offsets, (11..=5_010).collect::<Vec<u64>>());
+    // Live from there: the next events, once each.
+    post(server.admin, "busy", 5_010, 3).await;
+    let live = back.messages(3).await;
+    let live: Vec<u64> = live.iter().map(|m| m.offset).collect();
+    assert_eq!(live, [5_011, 5_012, 5_013]);
+}

@@ -518,6 +518,19 @@ pub trait Broker: Send + Sync {
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
 
+    /// The room's events after offset `after` up to `upto`, when this
+    /// broker keeps more than [`Broker::read`] holds (the embedded
+    /// default's data file); `None` otherwise, or when it does not hold
+    /// them all.
+    async fn since(
+        &self,
+        _room: &str,
+        _after: u64,
+        _upto: u64,
+    ) -> Result<Option<Vec<Utf8Bytes>>, BrokerError> {
+        Ok(None)
+    }
+
     /// Up to `limit` of the room's newest retained events with an offset
     /// below `before`, oldest first (scroll-back). By default from what
     /// [`Broker::read`] holds.

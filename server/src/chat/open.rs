@@ -2,7 +2,7 @@
 //! where the client resumes, the count, the online list and the room list,
 //! with nothing missed or sent twice in between.
 
-use super::resume::{self, history_frame, Resume, Snapshot};
+use super::resume::{self, history_frames, Resume, Snapshot};
 use super::{encode, Chat};
 use crate::broker::{self, stamp, Subscription};
 use crate::fanout::{ConnId, Peer, Topic};
@@ -26,6 +26,7 @@ impl Chat {
         let snapshot = match self.broker.read(room).await {
             Ok(stored) => {
                 let snapshot = resume::resume(stored, resume);
+                let snapshot = self.catch_up(room, resume, snapshot).await;
                 self.feeds.start(room, &snapshot);
                 snapshot
             }
@@ -38,19 +39,43 @@ impl Chat {
         let (online, rooms) = self.counts.snapshot(self, room).await;
         // Written before anything queued meanwhile, which follows in order
         // (minus the events the history already holds).
-        let frames = vec![
-            history_frame(&snapshot),
+        let mut frames = history_frames(&snapshot);
+        frames.extend([
             encode(&ServerEvent::Count {
                 count: online.count,
             }),
             encode(&online.event()),
             encode(&ServerEvent::Rooms { rooms }),
-        ];
+        ]);
         let preamble = Preamble {
             frames,
             fresh: Some(after_history(snapshot.epoch, snapshot.offset)),
         };
         (preamble, subscription)
+    }
+
+    /// A client further behind than the history held in memory: the rest
+    /// from the broker's longer store (the embedded default's data file),
+    /// when it holds all of it.
+    async fn catch_up(&self, room: &str, resume: &Resume, snapshot: Snapshot) -> Snapshot {
+        let Resume::Since(from) = resume else {
+            return snapshot;
+        };
+        if snapshot.recovered || from.epoch != snapshot.epoch || from.offset >= snapshot.offset {
+            return snapshot;
+        }
+        match self.broker.since(room, from.offset, snapshot.offset).await {
+            Ok(Some(events)) if events.len() as u64 == snapshot.offset - from.offset => Snapshot {
+                events,
+                recovered: true,
+                ..snapshot
+            },
+            Ok(_) => snapshot,
+            Err(err) => {
+                tracing::warn!(room, error = %err, "cannot read the missed events");
+                snapshot
+            }
+        }
     }
 }
 

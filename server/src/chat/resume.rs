@@ -3,7 +3,7 @@
 //! plain `"recovered":false`; and the history frame that carries it.
 
 use crate::broker::{stamp, Stored};
-use app::protocol::Position;
+use app::protocol::{Position, MAX_PAGE};
 use axum::extract::ws::Utf8Bytes;
 use uuid::Uuid;
 
@@ -117,18 +117,48 @@ pub fn page_frame(page: &crate::broker::Page) -> Utf8Bytes {
 }
 
 pub fn history_frame(snapshot: &Snapshot) -> Utf8Bytes {
-    let events: usize = snapshot.events.iter().map(|e| e.len() + 1).sum();
-    let mut frame = String::with_capacity(96 + events);
+    frame(snapshot, snapshot.offset, &snapshot.events, false)
+}
+
+/// The history frames of a snapshot: one, or for a long catch-up pages of
+/// at most [`MAX_PAGE`] events, each but the last saying `more` (and
+/// ending at its last event's offset, where a client cut off in the
+/// middle resumes).
+pub fn history_frames(snapshot: &Snapshot) -> Vec<Utf8Bytes> {
+    let pages: Vec<&[Utf8Bytes]> = snapshot.events.chunks(MAX_PAGE as usize).collect();
+    if pages.len() <= 1 {
+        return vec![history_frame(snapshot)];
+    }
+    let last = pages.len() - 1;
+    pages
+        .iter()
+        .enumerate()
+        .map(|(i, page)| {
+            let end = match (i == last, page.last().and_then(|e| stamp::position(e))) {
+                (false, Some((_, offset))) => offset,
+                _ => snapshot.offset,
+            };
+            frame(snapshot, end, page, i != last)
+        })
+        .collect()
+}
+
+fn frame(snapshot: &Snapshot, offset: u64, events: &[Utf8Bytes], more: bool) -> Utf8Bytes {
+    let bytes: usize = events.iter().map(|e| e.len() + 1).sum();
+    let mut frame = String::with_capacity(112 + bytes);
     frame.push_str(r#"{"type":"history","#);
     if !snapshot.epoch.is_empty() {
         // Epochs are made of hex digits: nothing to escape.
         frame.push_str(&format!(r#""epoch":"{}","#, snapshot.epoch));
     }
+    if more {
+        frame.push_str(r#""more":true,"#);
+    }
     frame.push_str(&format!(
-        r#""offset":{},"recovered":{},"events":["#,
-        snapshot.offset, snapshot.recovered
+        r#""offset":{offset},"recovered":{},"events":["#,
+        snapshot.recovered
     ));
-    for (i, event) in snapshot.events.iter().enumerate() {
+    for (i, event) in events.iter().enumerate() {
         if i > 0 {
             frame.push(',');
         }
@@ -241,8 +271,33 @@ mod tests {
                 epoch: String::new(),
                 offset: 0,
                 recovered: true,
-                events: vec![]
+                events: vec![],
+                more: false,
             }
         );
+    }
+
+    /// A long catch-up: pages of at most 200 events, each ending where its
+    /// last event is, `more` on all but the last, which ends at the stream.
+    #[test]
+    fn a_long_catch_up_comes_in_pages() {
+        let stored = stored("E", 1..=450);
+        let snapshot = resume(stored, &Resume::Latest);
+        let frames = history_frames(&snapshot);
+        assert_eq!(frames.len(), 3);
+        let mut seen = Vec::new();
+        for (i, frame) in frames.iter().enumerate() {
+            let page: serde_json::Value = serde_json::from_str(frame).unwrap();
+            let events = page["events"].as_array().unwrap();
+            assert!(events.len() <= 200);
+            assert_eq!(page["more"].as_bool().unwrap_or(false), i < 2);
+            let offsets: Vec<u64> = events
+                .iter()
+                .map(|e| e["offset"].as_u64().unwrap())
+                .collect();
+            assert_eq!(page["offset"].as_u64(), offsets.last().copied());
+            seen.extend(offsets);
+        }
+        assert_eq!(seen, (1..=450).collect::<Vec<u64>>());
     }
 }

@@ -202,14 +202,32 @@ impl Chat {
             Received::Text(text) => Some(serde_json::from_str::<ServerEvent>(&text).unwrap()),
             Received::Close(_) => None,
         };
-        let (history, position, recovered) = match next().await? {
-            ServerEvent::History {
-                events,
-                epoch,
-                offset,
-                recovered,
-            } => (events, Position { epoch, offset }, recovered),
-            other => panic!("expected history first, got {other:?}"),
+        // A long catch-up comes in several history frames (`more`), each
+        // of at most 200 events.
+        let (mut history, mut recovered, mut pages) = (Vec::new(), true, 0);
+        let position = loop {
+            match next().await? {
+                ServerEvent::History {
+                    events,
+                    epoch,
+                    offset,
+                    recovered: page_recovered,
+                    more,
+                } => {
+                    assert!(
+                        events.len() <= 200,
+                        "a history frame of {} events",
+                        events.len()
+                    );
+                    history.extend(events);
+                    recovered &= page_recovered;
+                    pages += 1;
+                    if !more {
+                        break Position { epoch, offset };
+                    }
+                }
+                other => panic!("expected history first, got {other:?} after {pages} pages"),
+            }
         };
         let count = match next().await? {
             ServerEvent::Count { count } => count,

@@ -174,6 +174,17 @@ impl Store {
         Ok(written.then_some(loaded))
     }
 
+    /// The room's events from offset `from` to `to`, oldest first.
+    pub fn range(&self, room: &str, from: u64, to: u64) -> Result<Vec<String>, redb::Error> {
+        let read = self.db.begin_read()?;
+        let events = read.open_table(EVENTS)?;
+        let mut found = Vec::new();
+        for event in events.range((room, from)..=(room, to))? {
+            found.push(event?.1.value().to_owned());
+        }
+        Ok(found)
+    }
+
     /// Up to `limit` of the room's newest events below `before`, oldest
     /// first, its epoch, and whether nothing older is stored.
     pub fn page(

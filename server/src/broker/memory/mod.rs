@@ -15,6 +15,7 @@ use super::{
 };
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
+use axum::extract::ws::Utf8Bytes;
 use durable::{OwnedEntry, Store, Writer};
 use hooks::Hooks;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
@@ -299,6 +300,15 @@ impl Broker for MemoryBroker {
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
         Ok(self.shared.0.streams.read(room))
+    }
+
+    async fn since(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+    ) -> Result<Option<Vec<Utf8Bytes>>, BrokerError> {
+        Ok(self.shared.0.streams.since(room, after, upto))
     }
 
     async fn page(&self, room: &str, before: u64, limit: usize) -> Result<Page, BrokerError> {

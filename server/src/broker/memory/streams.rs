@@ -41,6 +41,11 @@ struct Rooms {
 /// by appending.
 const SWEEP_EVERY: u32 = 1024;
 
+/// The most events a reconnecting client is caught up with from the data
+/// file (further behind, it is told some could not be recovered and reads
+/// back with `older`).
+const CATCH_UP: u64 = 20_000;
+
 /// How long a room of the data file stays in memory unused.
 const DURABLE_IDLE: Duration = Duration::from_secs(600);
 
@@ -421,6 +426,22 @@ impl MemoryStreams {
         Change::Slow {
             room: name.to_owned(),
             seconds,
+        }
+    }
+
+    /// A long catch-up from the data file: the events after `after` up to
+    /// `upto`, at most [`CATCH_UP`] of them; `None` without a file.
+    pub fn since(&self, room: &str, after: u64, upto: u64) -> Option<Vec<Utf8Bytes>> {
+        let store = self.store.as_ref()?;
+        if upto.saturating_sub(after) > CATCH_UP {
+            return None;
+        }
+        match store.range(room, after + 1, upto) {
+            Ok(events) => Some(events.into_iter().map(Utf8Bytes::from).collect()),
+            Err(err) => {
+                tracing::error!(room, error = %err, "cannot read missed events from the data file");
+                None
+            }
         }
     }
 
