@@ -539,6 +539,10 @@ mod tests {
     /// the one before its first entry until the beginning.
     #[test]
     fn scroll_back_prepends_pages_until_the_beginning() {
+        Owner::new().with(scroll_back_prepends_pages_until_the_beginning_in_owner);
+    }
+
+    fn scroll_back_prepends_pages_until_the_beginning_in_owner() {
         let state = ChatState::new();
         state.apply(ServerEvent::History {
             epoch: "e".into(),
