@@ -2,7 +2,8 @@
 //! with a nickname to speak. Who is behind it ([`Person`]) decides what its
 //! messages record as their author, which sanctions hold it and which
 //! rate limits it shares with its other connections. Joining and renaming
-//! are in `membership.rs`, speaking and typing in `speech.rs`.
+//! are in `membership.rs`, speaking and typing in `speech.rs`, reading
+//! earlier events in `scroll_back.rs`.
 
 use super::moderation::{Actor, Denied};
 use super::sanctions::Named;
@@ -13,7 +14,7 @@ use crate::identity::Person;
 use crate::metrics;
 use crate::ws::throttle::{KeyedThrottle, Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
-use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent, MAX_PAGE};
+use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
 use axum::extract::ws::Utf8Bytes;
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -22,6 +23,8 @@ use uuid::Uuid;
 
 #[path = "membership.rs"]
 mod membership;
+#[path = "scroll_back.rs"]
+mod scroll_back;
 #[path = "speech.rs"]
 mod speech;
 
@@ -360,27 +363,6 @@ impl ChatSession {
         };
         if let Err(denied) = done {
             self.deny(&denied);
-        }
-    }
-
-    /// Scroll-back: the newest `limit` events below `before`, for anybody
-    /// reading the room.
-    async fn older(&self, before: u64, limit: u32) {
-        if !(1..=MAX_PAGE).contains(&limit) || before == 0 {
-            let message =
-                format!("older needs a before offset of 1 or more and a limit of 1 to {MAX_PAGE}");
-            return self.refuse(ErrorCode::InvalidMessage, message);
-        }
-        match self.chat.page(&self.room, before, limit as usize).await {
-            Ok(page) => {
-                self.peer.send(super::resume::page_frame(&page));
-            }
-            Err(err) => {
-                let message = format!(
-                    "earlier messages cannot be read right now ({err}): try again in a moment"
-                );
-                self.refuse(ErrorCode::Unavailable, message);
-            }
         }
     }
 
