@@ -17,13 +17,15 @@
 //! outside `broker::redis` knows Redis exists.
 
 pub mod envelope;
+mod members;
 pub mod memory;
 pub mod redis;
+mod sanction;
 pub mod stamp;
 mod status;
+mod stream;
 
 use crate::fanout::{ConnId, Hub, Topic};
-use app::protocol::Pseudo;
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use std::sync::Arc;
@@ -31,7 +33,15 @@ use std::time::Duration;
 use uuid::Uuid;
 
 pub use envelope::Envelope;
+pub use members::{
+    Claim, Claimed, Holder, InstanceEntry, Member, Refreshed, RelayClient, RoomEntry, RoomIndex,
+    Roster, Seat,
+};
+pub use sanction::{record_marks, record_until, sanction_record, Sanction};
 pub use status::LinkStatus;
+pub use stream::{
+    id_marker, owner_marker, Appended, Author, Entry, Once, Page, Position, Stored, ROOM_TTL,
+};
 
 /// Why a broker call failed. Callers decide what to do without it (serve
 /// their local clients, refuse a write, retry later).
@@ -54,108 +64,6 @@ impl BrokerError {
     }
 }
 
-/// A room's stream as stored: its epoch (empty while it has none), its
-/// newest offset, and the frames it still holds, oldest first.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Stored {
-    pub epoch: String,
-    pub offset: u64,
-    pub events: Vec<Utf8Bytes>,
-}
-
-/// A page of a room's stream: events oldest first, as stored.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Page {
-    pub epoch: String,
-    pub events: Vec<Utf8Bytes>,
-    /// Nothing older is retained.
-    pub oldest: bool,
-}
-
-impl Page {
-    /// The newest `limit` of the stored events with an offset below
-    /// `before`.
-    pub fn of(stored: Stored, before: u64, limit: usize) -> Page {
-        let below: Vec<Utf8Bytes> = stored
-            .events
-            .into_iter()
-            .filter(|frame| stamp::position(frame).is_some_and(|(_, offset)| offset < before))
-            .collect();
-        let skip = below.len().saturating_sub(limit);
-        Page {
-            epoch: stored.epoch,
-            oldest: skip == 0,
-            events: below.into_iter().skip(skip).collect(),
-        }
-    }
-}
-
-/// An event to append to a room's stream, and the conditions it is
-/// appended under.
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Entry<'a> {
-    /// The encoded event (a JSON object).
-    pub frame: &'a str,
-    /// When the event must exist once: if an event with its id is still in
-    /// the history, nothing is appended.
-    pub once: Option<Once<'a>>,
-    /// An author held by mutes and slow mode (none for moderators and the
-    /// server).
-    pub author: Option<Author<'a>>,
-    /// A stored event (as stored) to overwrite with another first, in the
-    /// same step (deletions and edits); nothing is appended if it is no
-    /// longer stored as it was.
-    pub replace: Option<(&'a str, &'a str)>,
-}
-
-/// An event's id, unique in the history, and who owns it: a stored event
-/// with the id is a repeat only if it also holds `owner` (the text that
-/// names its author, see [`owner_marker`]); anybody else's is a conflict,
-/// so that nobody can take an id somebody else will send.
-#[derive(Debug, Clone, Copy)]
-pub struct Once<'a> {
-    pub id: Uuid,
-    pub owner: &'a str,
-}
-
-/// Who speaks, as mutes and slow mode hold them.
-#[derive(Debug, Clone, Copy)]
-pub struct Author<'a> {
-    /// Every mark a mute of theirs may be recorded under
-    /// (`crate::identity`).
-    pub marks: &'a [String],
-    /// Their author identity: slow mode's wait is theirs, whatever name
-    /// they take.
-    pub id: &'a str,
-}
-
-/// What [`Broker::append`] did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Appended {
-    /// Appended: the event stamped with its position.
-    New(Utf8Bytes),
-    /// An event with the same id was still in the history: nothing was
-    /// appended; that event.
-    Repeat(Utf8Bytes),
-    /// The event to overwrite is no longer stored as it was (changed
-    /// meanwhile, or gone from the history): nothing was done.
-    Gone,
-    /// The author is muted until then (ms since the Unix epoch).
-    Muted { until_ms: u64 },
-    /// Slow mode: the author may send again after this many milliseconds.
-    Slowed { retry_after_ms: u64 },
-    /// An event with the id, by somebody else, is in the history: nothing
-    /// was appended.
-    Conflict,
-}
-
-/// A position in a room's stream.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct Position {
-    pub epoch: String,
-    pub offset: u64,
-}
-
 /// Who delivers a room's events to the webhook.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Lease {
@@ -168,68 +76,6 @@ pub enum Lease {
     },
     /// Another instance.
     Elsewhere,
-}
-
-/// The participant holding a nickname in a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Holder {
-    pub conn: ConnId,
-    /// Their author identity (see [`Member::id`]).
-    pub id: String,
-    /// Their address block, for anonymous participants (else empty).
-    pub address: String,
-}
-
-/// What a moderator can hold a participant of a room to, for a time.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Sanction {
-    /// May not join the room.
-    Ban,
-    /// May read but not speak.
-    Mute,
-}
-
-/// What a stored event with this id contains, for finding it among the
-/// stored frames (a quote inside a text is escaped, so a message cannot
-/// forge it).
-pub fn id_marker(id: Uuid) -> String {
-    format!("\"id\":\"{id}\"")
-}
-
-/// A sanction as stored under each of its marks: until when (ms since the
-/// Unix epoch), then every mark it was recorded under, so that it can be
-/// lifted from any of them; one per line.
-pub fn sanction_record(until_ms: u64, marks: &[String]) -> String {
-    let mut record = until_ms.to_string();
-    for mark in marks {
-        record.push('\n');
-        record.push_str(mark);
-    }
-    record
-}
-
-/// Until when a stored sanction holds.
-pub fn record_until(record: &str) -> Option<u64> {
-    record.split('\n').next()?.parse().ok()
-}
-
-/// The marks a stored sanction was recorded under.
-pub fn record_marks(record: &str) -> impl Iterator<Item = &str> {
-    record.split('\n').skip(1)
-}
-
-/// A room whose stream nobody appended to for this long is forgotten (a
-/// later event starts a new epoch), in Redis and in memory alike.
-pub const ROOM_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
-
-/// What a stored message of this author contains: its `author_id` as
-/// JSON writes it (escaped: a text cannot forge it), or for the backend's
-/// messages (no author identity) their `server` flag.
-pub fn owner_marker(author_id: &str) -> String {
-    if author_id.is_empty() {
-        return "\"server\":true".to_owned();
-    }
-    format!("\"author_id\":{}", serde_json::Value::from(author_id))
 }
 
 /// Delivers a sender's frame to every listener of the topic on every
@@ -273,166 +119,6 @@ pub async fn subscribe(broker: &Arc<dyn Broker>, topic: Topic) -> Subscription {
     };
     subscription.broker.live(&subscription.topic).await;
     subscription
-}
-
-/// A connection's place in a room, as presence records it.
-#[derive(Debug, Clone, Copy)]
-pub struct Seat<'a> {
-    pub room: &'a str,
-    pub conn: ConnId,
-    pub member: &'a Member,
-}
-
-/// A participant who joined a room.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
-    pub pseudo: Pseudo,
-    /// The nickname as compared: two nicknames with one key are the same
-    /// to a reader (`crate::nickname::key`).
-    pub key: String,
-    pub session: Uuid,
-    /// Who they are whatever their name: what their messages record as
-    /// their author (`crate::identity`).
-    pub id: String,
-    /// Their address block when anonymous (sanctions hold it), else empty.
-    pub address: String,
-}
-
-impl Member {
-    pub fn new(pseudo: Pseudo, session: Uuid) -> Self {
-        Member {
-            key: crate::nickname::key(&pseudo),
-            pseudo,
-            session,
-            id: String::new(),
-            address: String::new(),
-        }
-    }
-
-    /// The same member, known as `id` from `address` (empty for subjects).
-    pub fn by(self, id: String, address: String) -> Self {
-        Member {
-            id,
-            address,
-            ..self
-        }
-    }
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Claim {
-    /// The nickname is now this connection's.
-    Joined,
-    /// Likewise, and the room had nobody before: this join opened it.
-    Opened,
-    /// The same session held it on an older connection, which gave way.
-    Reclaimed,
-    /// Another participant holds it.
-    Taken,
-}
-
-/// What a claim did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Claimed {
-    pub claim: Claim,
-    /// On a reclaim, the connection that gave way.
-    pub replaced: Option<ConnId>,
-    /// Nicknames of members of dead instances removed on the way.
-    pub departed: Vec<String>,
-}
-
-/// A registered relay client, as the broker records it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RelayClient {
-    pub id: ConnId,
-    /// Its registration message.
-    pub registration: String,
-    /// The instance it is connected to.
-    pub instance: Uuid,
-}
-
-/// An instance's line in the list of live instances, written by each
-/// instance every few seconds.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
-pub struct InstanceEntry {
-    pub id: Uuid,
-    pub version: String,
-    /// Its chat and relay connections.
-    pub chat: u64,
-    pub relay: u64,
-    pub started_ms: u64,
-    pub updated_ms: u64,
-}
-
-impl InstanceEntry {
-    /// The line of the instance `id`, started then, with the connections
-    /// of `hub`, now.
-    pub fn of(id: Uuid, started: std::time::Instant, hub: &Hub) -> Self {
-        let now = crate::clock::now_ms();
-        InstanceEntry {
-            id,
-            version: env!("CARGO_PKG_VERSION").to_owned(),
-            chat: hub.connections(crate::fanout::Kind::Chat) as u64,
-            relay: hub.connections(crate::fanout::Kind::Relay) as u64,
-            started_ms: now.saturating_sub(started.elapsed().as_millis() as u64),
-            updated_ms: now,
-        }
-    }
-
-    /// Written within [`ROOM_ENTRY_TTL_MS`]: the instance is alive.
-    pub fn is_fresh(&self, now_ms: u64) -> bool {
-        self.updated_ms + ROOM_ENTRY_TTL_MS >= now_ms
-    }
-}
-
-/// A room's participants as the broker counts them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Roster {
-    pub count: u64,
-    /// Up to the number asked for.
-    pub names: Vec<String>,
-    /// Nicknames of members of dead instances removed on the way.
-    pub departed: Vec<String>,
-}
-
-/// This instance's entries of a room or action, kept alive.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Refreshed {
-    /// False when the broker no longer had them (restarted empty, or they
-    /// expired): the caller must register them again.
-    pub present: bool,
-    /// Nicknames of members of dead instances removed on the way.
-    pub departed: Vec<String>,
-}
-
-/// A room's line in the room list.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RoomEntry {
-    pub count: u64,
-    pub activity: u64,
-    pub updated_ms: u64,
-}
-
-/// Instances write their rooms' entries (the counts' full refresh) and
-/// their own line every few seconds; one not written for this long belongs
-/// to an instance that died, or to rooms whose instances died or emptied
-/// without saying so.
-const ROOM_ENTRY_TTL_MS: u64 = 15_000;
-
-/// The room list as read.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct RoomIndex {
-    pub fresh: Vec<(String, RoomEntry)>,
-    /// Rooms whose entry was stale, removed now: their instances died (or
-    /// emptied them without saying so), and their members may be left to
-    /// sweep.
-    pub stale: Vec<String>,
-}
-
-impl RoomEntry {
-    pub fn is_fresh(&self, now_ms: u64) -> bool {
-        self.count > 0 && self.updated_ms + ROOM_ENTRY_TTL_MS >= now_ms
-    }
 }
 
 /// What arrives from the other instances, handed over as it comes (on the

@@ -17,11 +17,13 @@
 //! memory holds the last events of the rooms in use, whatever the file
 //! holds. Slow mode waits are not kept (they are seconds long).
 
-use crate::broker::{record_until, Author, BrokerError, Entry, Once, Sanction};
+use super::streams::MemoryStreams;
+use crate::broker::{record_until, Appended, Author, BrokerError, Entry, Once, Sanction};
 use anyhow::Context;
 use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
 use std::path::{Path, PathBuf};
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -281,7 +283,7 @@ pub struct Writer {
 impl Writer {
     /// Starts the writer thread on the store; it ends when every door is
     /// dropped.
-    pub fn start(store: std::sync::Arc<Store>) -> Writer {
+    pub fn start(store: Arc<Store>) -> Writer {
         let (jobs, queue) = mpsc::channel::<Job>();
         std::thread::Builder::new()
             .name("rooms-writer".into())
@@ -290,11 +292,54 @@ impl Writer {
         Writer { jobs }
     }
 
-    pub fn submit(&self, job: Job) -> Result<(), BrokerError> {
-        self.jobs
-            .send(job)
-            .map_err(|_| BrokerError::Failed("the rooms' writer has stopped".into()))
+    fn submit(&self, job: Job) -> Result<(), BrokerError> {
+        self.jobs.send(job).map_err(|_| stopped())
     }
+
+    /// Appends through the writer: pending in `streams` until its batch is
+    /// on disk, then visible and answered (or undone and refused).
+    pub async fn append(
+        &self,
+        streams: Arc<MemoryStreams>,
+        room: &str,
+        entry: Entry<'_>,
+    ) -> Result<Appended, BrokerError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        let (room, entry) = (room.to_owned(), OwnedEntry::from(entry));
+        self.submit(Box::new(move |changes| {
+            let (appended, applied) = streams.append_pending(&room, entry.entry(), changes);
+            Box::new(move |written: Result<(), &str>| {
+                let answer_with = match written {
+                    Ok(()) => {
+                        streams.commit(&room, &applied);
+                        Ok(appended)
+                    }
+                    Err(why) => {
+                        streams.undo(&room, applied);
+                        Err(BrokerError::Failed(why.to_owned()))
+                    }
+                };
+                let _ = answer.send(answer_with);
+            })
+        }))?;
+        answered.await.map_err(|_| stopped())?
+    }
+
+    /// Writes changes already made in memory (sanctions, slow mode).
+    pub async fn write(&self, changes: Vec<Change>) -> Result<(), BrokerError> {
+        let (answer, answered) = tokio::sync::oneshot::channel();
+        self.submit(Box::new(move |batch| {
+            batch.extend(changes);
+            Box::new(move |written: Result<(), &str>| {
+                let _ = answer.send(written.map_err(|why| BrokerError::Failed(why.to_owned())));
+            })
+        }))?;
+        answered.await.map_err(|_| stopped())?
+    }
+}
+
+fn stopped() -> BrokerError {
+    BrokerError::Failed("the rooms' writer has stopped".into())
 }
 
 fn write_batches(store: &Store, queue: &mpsc::Receiver<Job>) {
@@ -328,7 +373,7 @@ fn write_batches(store: &Store, queue: &mpsc::Receiver<Job>) {
 }
 
 /// An [`Entry`] that outlives its caller (it travels to the writer).
-pub struct OwnedEntry {
+struct OwnedEntry {
     frame: String,
     once: Option<(Uuid, String)>,
     author: Option<(Vec<String>, String)>,
@@ -351,7 +396,7 @@ impl From<Entry<'_>> for OwnedEntry {
 }
 
 impl OwnedEntry {
-    pub fn entry(&self) -> Entry<'_> {
+    fn entry(&self) -> Entry<'_> {
         Entry {
             frame: &self.frame,
             once: self

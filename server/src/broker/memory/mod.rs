@@ -16,7 +16,7 @@ use super::{
 use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
-use durable::{OwnedEntry, Store, Writer};
+use durable::{Store, Writer};
 use hooks::Hooks;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
 use presence::{Caller, Presence};
@@ -84,6 +84,15 @@ impl Shared {
         self.0.instances.read()
     }
 
+    /// Writes changes already made in memory to the data file, if there
+    /// is one.
+    async fn write(&self, changes: Vec<durable::Change>) -> Result<(), BrokerError> {
+        match &self.0.writer {
+            Some(writer) => writer.write(changes).await,
+            None => Ok(()),
+        }
+    }
+
     /// Hands something to every other instance that `wants` it.
     fn each_other(&self, me: Uuid, wants: impl Fn(&Joined) -> bool, give: impl Fn(&dyn Inbox)) {
         let instances = self.instances();
@@ -147,57 +156,6 @@ impl MemoryBroker {
     }
 }
 
-impl MemoryBroker {
-    /// Appends through the data file's writer: answered once on disk.
-    async fn append_durably(
-        &self,
-        writer: &Writer,
-        room: &str,
-        entry: Entry<'_>,
-    ) -> Result<Appended, BrokerError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let streams = self.shared.0.streams.clone();
-        let (room, entry) = (room.to_owned(), OwnedEntry::from(entry));
-        writer.submit(Box::new(move |changes| {
-            let (appended, applied) = streams.append_pending(&room, entry.entry(), changes);
-            Box::new(move |written: Result<(), &str>| {
-                let answer_with = match written {
-                    Ok(()) => {
-                        streams.commit(&room, &applied);
-                        Ok(appended)
-                    }
-                    Err(why) => {
-                        streams.undo(&room, applied);
-                        Err(BrokerError::Failed(why.to_owned()))
-                    }
-                };
-                let _ = answer.send(answer_with);
-            })
-        }))?;
-        answered
-            .await
-            .map_err(|_| BrokerError::Failed("the rooms' writer has stopped".into()))?
-    }
-
-    /// Writes changes already made in memory to the data file, if there
-    /// is one.
-    async fn write(&self, changes: Vec<durable::Change>) -> Result<(), BrokerError> {
-        let Some(writer) = &self.shared.0.writer else {
-            return Ok(());
-        };
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        writer.submit(Box::new(move |batch| {
-            batch.extend(changes);
-            Box::new(move |written: Result<(), &str>| {
-                let _ = answer.send(written.map_err(|why| BrokerError::Failed(why.to_owned())));
-            })
-        }))?;
-        answered
-            .await
-            .map_err(|_| BrokerError::Failed("the rooms' writer has stopped".into()))?
-    }
-}
-
 /// A stopped instance gets nothing more; its presence stays until it
 /// expires, as a crashed instance's does in Redis.
 impl Drop for MemoryBroker {
@@ -253,7 +211,10 @@ impl Broker for MemoryBroker {
     async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
         let appended = match &self.shared.0.writer {
             None => self.shared.0.streams.append(room, entry),
-            Some(writer) => self.append_durably(writer, room, entry).await?,
+            Some(writer) => {
+                let streams = self.shared.0.streams.clone();
+                writer.append(streams, room, entry).await?
+            }
         };
         if let Appended::New(frame) = &appended {
             let topic = Topic::Room(room.to_owned());
@@ -277,7 +238,7 @@ impl Broker for MemoryBroker {
             .0
             .streams
             .sanction(room, sanction, marks, until_ms);
-        self.write(changes).await
+        self.shared.write(changes).await
     }
 
     async fn sanctioned(
@@ -291,7 +252,7 @@ impl Broker for MemoryBroker {
 
     async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
         let change = self.shared.0.streams.slow_mode(room, seconds);
-        self.write(vec![change]).await
+        self.shared.write(vec![change]).await
     }
 
     async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError> {
