@@ -4,13 +4,26 @@
 #
 #   scripts/setup.sh          toolchain to build and run the app
 #   scripts/setup.sh --test   plus redis-server, Chromium and the end2end npm packages
+#   scripts/setup.sh --packages  the Debian packages alone (a C compiler, Node):
+#                             enough to build the server
+#   scripts/setup.sh --dev    plus cargo-leptos, for `cargo leptos watch` (slow:
+#                             about 13 minutes to compile on 2 cores, once)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
 CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs a newer rustc
 BINARYEN_VERSION=132          # Debian's binaryen 108 silently breaks the WASM
 with_tests=false
-[[ "${1:-}" == "--test" ]] && with_tests=true
+with_dev=false
+packages_only=false
+for arg in "$@"; do
+  case $arg in
+    --test) with_tests=true ;;
+    --dev) with_dev=true ;;
+    --packages) packages_only=true ;;
+    *) echo "usage: $0 [--test] [--dev] [--packages]" >&2; exit 2 ;;
+  esac
+done
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 as_root() { if [[ $(id -u) -eq 0 ]]; then "$@"; else sudo "$@"; fi; }
@@ -31,15 +44,11 @@ if ((${#apt_packages[@]})); then
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_packages[@]}"
 fi
 
+$packages_only && exit 0
+
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "rustup target add wasm32-unknown-unknown"
   rustup target add wasm32-unknown-unknown
-fi
-
-if ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION"; then
-  say "cargo install cargo-leptos $CARGO_LEPTOS_VERSION (slow: ~20 min on 2 cores, once per machine)"
-  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
-    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 
 # The CLI must match the wasm-bindgen crate in Cargo.lock exactly.
@@ -47,7 +56,11 @@ bindgen_version=$(grep -A1 '^name = "wasm-bindgen"$' Cargo.lock | sed -n 's/^ver
 if ! wasm-bindgen --version 2>/dev/null | grep -qx "wasm-bindgen $bindgen_version"; then
   say "cargo install wasm-bindgen-cli $bindgen_version"
   # Without --locked: its lockfile pins a crate version the registry lacks.
-  cargo install wasm-bindgen-cli --version "$bindgen_version"
+  # The binder alone: no test runner, no TLS (and no C build of ring), and
+  # a quick build (its own speed matters little).
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo install wasm-bindgen-cli --version "$bindgen_version" \
+    --no-default-features --bin wasm-bindgen
 fi
 
 if ! wasm-opt --version 2>/dev/null | grep -q "version $BINARYEN_VERSION"; then
@@ -64,5 +77,10 @@ if $with_tests; then
     say "npm ci in end2end/ (Playwright without its browser download: Debian's Chromium is used)"
     (cd end2end && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund)
   fi
+fi
+if $with_dev && ! cargo leptos --version 2>/dev/null | grep -q " $CARGO_LEPTOS_VERSION"; then
+  say "cargo install cargo-leptos $CARGO_LEPTOS_VERSION (slow: ~13 min on 2 cores, once per machine)"
+  CARGO_PROFILE_RELEASE_LTO=false CARGO_PROFILE_RELEASE_CODEGEN_UNITS=16 \
+    cargo install cargo-leptos --version "$CARGO_LEPTOS_VERSION" --locked --features no_downloads
 fi
 say "toolchain ready"

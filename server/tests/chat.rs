@@ -354,8 +354,8 @@ async fn the_page_is_server_rendered_with_test_hooks() {
             "{hook} missing"
         );
     }
-    // `chat.js`, or `chat.<hash>.js` when a cargo-leptos build left its
-    // list of hashed names next to the binary.
+    // `chat.js`, or `chat.<hash>.js` when the release build left its list
+    // of hashed names next to the binary.
     let script = body
         .split("/pkg/chat")
         .skip(1)

@@ -55,7 +55,7 @@ async fn not_found() -> (StatusCode, &'static str) {
 }
 
 /// The WASM, JS and CSS: the build's brotli or gzip copy when the browser
-/// takes it (`cargo leptos build --release --precompress` writes them), and
+/// takes it (`scripts/build.sh` writes them), and
 /// cached for a year when their names carry a content hash.
 fn static_files(options: &LeptosOptions) -> Router {
     let dir = std::path::Path::new(options.site_root.as_ref()).join(options.site_pkg_dir.as_ref());
