@@ -21,7 +21,7 @@ cargo test
 step "cargo test: the Redis suites again, against a three-master Redis Cluster"
 TEST_REDIS=cluster cargo test -p server --test auth --test authorship --test chat --test durable --test ops --test relay \
   --test rooms --test scale --test security --test streams --test exactly_once \
-  --test moderation --test api --test webhooks
+  --test moderation --test api --test webhooks --test retention
 step "release build (server + WASM)"
 scripts/build.sh
 step "end-to-end (Playwright, Chromium) and relay compatibility (Node ws)"

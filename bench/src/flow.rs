@@ -82,7 +82,7 @@ impl Flow {
     pub async fn run(&self, lab: &Lab) -> anyhow::Result<Row> {
         let servers = match self.target {
             Target::TwoInstances => lab.servers_with(2, &self.name, &self.env)?,
-            Target::Embedded => lab.embedded(&self.name)?,
+            Target::Embedded => lab.embedded_with(&self.name, &self.env)?,
             Target::Minimal => vec![Server::minimal(&lab.dir)?],
         };
         let topic = lab.topic(&self.name);

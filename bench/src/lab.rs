@@ -60,7 +60,16 @@ impl Lab {
 
     /// One instance on its embedded broker, without Redis.
     pub fn embedded(&self, scenario: &str) -> anyhow::Result<Vec<Server>> {
-        Ok(vec![self.server(None, scenario, 0, &[])?])
+        self.embedded_with(scenario, &[])
+    }
+
+    /// The same, with these extra settings.
+    pub fn embedded_with(
+        &self,
+        scenario: &str,
+        env: &[(String, String)],
+    ) -> anyhow::Result<Vec<Server>> {
+        Ok(vec![self.server(None, scenario, 0, env)?])
     }
 
     fn server(

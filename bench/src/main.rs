@@ -1,7 +1,8 @@
 //! Load generator for the chat and relay server. Starts a private
 //! redis-server and server instances, drives real WebSocket clients through
-//! twelve scenarios (the seventh and eleventh through a three-master Redis
-//! Cluster, the ninth also through `minrelay`), stops everything and prints
+//! thirteen scenarios (the seventh and eleventh through a three-master Redis
+//! Cluster, the ninth also through `minrelay`, the thirteenth on the
+//! embedded default's data file), stops everything and prints
 //! one table (Markdown) and one JSON line per scenario. Figures come from the receivers (latency from the
 //! send time carried in each message, loss, duplicates) and from /proc for
 //! the server and Redis processes (CPU seconds, resident memory).
@@ -19,6 +20,7 @@ mod procs;
 mod recovery;
 mod soak;
 mod spread;
+mod stored;
 mod storm;
 
 use anyhow::Context;
@@ -63,6 +65,8 @@ struct Sizes {
     idle: usize,
     storm: usize,
     big_room: usize,
+    /// Scenario 13: events in the stored room, and pages read back.
+    stored: (u64, usize),
     duration: Duration,
 }
 
@@ -76,6 +80,7 @@ impl Sizes {
                 idle: 200,
                 storm: 20,
                 big_room: 60,
+                stored: (5_000, 50),
                 duration: Duration::from_secs(1),
             }
         } else {
@@ -86,6 +91,7 @@ impl Sizes {
                 idle: 15_000,
                 storm: 1000,
                 big_room: 5000,
+                stored: (1_000_000, 2_000),
                 duration: Duration::from_secs(args.seconds),
             }
         }
@@ -250,6 +256,35 @@ async fn main() -> anyhow::Result<()> {
         report(hooks::with_webhooks(&hooks, f.run(&lab).await?).await);
         let name = "12b API publish, webhooks on";
         report(hooks::publish(&lab, name, &hooks, sizes.duration).await?);
+    }
+    if wanted(13) {
+        // The chat's closed loop on one embedded instance: rooms in memory,
+        // then on the data file (each message acknowledged once on disk).
+        let memory = throughput(
+            "13a chat throughput, embedded, rooms in memory",
+            Proto::Chat,
+            Target::Embedded,
+        );
+        let memory = memory.run(&lab).await?;
+        let data = lab.dir.join("durable");
+        let durable = Flow {
+            env: vec![("DATA_DIR".into(), data.display().to_string())],
+            ..throughput(
+                "13a chat throughput, embedded, rooms on disk",
+                Proto::Chat,
+                Target::Embedded,
+            )
+        };
+        let mut durable = durable.run(&lab).await?;
+        let share = durable.deliveries_per_sec / memory.deliveries_per_sec.max(1.0);
+        durable
+            .note
+            .push_str(&format!("; {:.0}% of in memory", share * 100.0));
+        report(memory);
+        report(durable);
+        let (events, pages) = sizes.stored;
+        report(stored::run(&lab, "13b a room of stored events", events, pages).await?);
+        report(stored::redis_memory(&lab, "13c Redis memory per 1,000 events").await?);
     }
     drop(lab);
     if wanted(7) {

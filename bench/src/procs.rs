@@ -237,12 +237,12 @@ impl Server {
         if let Some(redis) = redis {
             command.env("REDIS_URL", redis.url());
         }
+        // The in-memory embedded mode unless `env` says otherwise.
+        command.env("DATA_DIR", "memory");
         command.envs(env.iter().map(|(name, value)| (name, value)));
         let child = command
             .current_dir(dir) // no stray .env
             .env("BIND", "127.0.0.1")
-            // The in-memory embedded mode, as measured so far.
-            .env("DATA_DIR", "memory")
             .env("PORT", http_port.to_string())
             .env("RELAY_PORT", relay_port.to_string())
             .env("ADMIN_PORT", admin_port.to_string())

@@ -123,3 +123,14 @@ pub fn rooms_committed(jobs: usize, took: Duration) {
     counter!("rooms_committed_total").increment(jobs as u64);
     histogram!("rooms_commit_seconds").record(took.as_secs_f64());
 }
+
+/// Events a retention pass removed (past HISTORY_MAX_AGE or beyond
+/// HISTORY_MAX_EVENTS).
+pub fn history_trimmed(events: u64) {
+    counter!("history_trimmed_events_total").increment(events);
+}
+
+/// The rooms' data file's size on disk.
+pub fn rooms_file_bytes(bytes: u64) {
+    gauge!("rooms_file_bytes").set(bytes as f64);
+}

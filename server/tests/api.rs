@@ -450,6 +450,7 @@ async fn the_openapi_document_lists_exactly_the_served_calls() {
         [
             "DELETE /api/rooms/{room}/messages/{id}",
             "GET /api/actions/{action}/clients",
+            "GET /api/backup",
             "GET /api/info",
             "GET /api/rooms",
             "GET /api/rooms/{room}",

@@ -247,44 +247,41 @@ async fn paging_back_through_a_thousand_events_gives_exactly_the_stream() {
     }
 }
 
-/// Without a data file (and with Redis) scroll-back reaches as far as the
-/// room's history holds, then says it is the oldest.
-async fn paging_back_reaches_the_history_window(redis: Option<&common::Redis>) {
+/// Without a data file scroll-back reaches as far as memory holds (the
+/// last 100), and with Redis as far as it retains (1,000 by default), then
+/// says it is the oldest.
+async fn paging_back_reaches_what_is_retained(redis: Option<&common::Redis>, first: u64) {
     let server = common::Instance::configured(redis, &[]).await;
     post(server.running.admin, "window", 0, 150).await;
     let (mut reader, _, _) = Chat::open(&server, "?room=window").await;
     let (offsets, _) = page_back(&mut reader, 150, &[30]).await;
-    assert_eq!(offsets, (51..=150).collect::<Vec<u64>>());
+    assert_eq!(offsets, (first..=150).collect::<Vec<u64>>());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn paging_back_reaches_the_history_window_in_memory() {
-    paging_back_reaches_the_history_window(None).await;
+    paging_back_reaches_what_is_retained(None, 51).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn paging_back_reaches_the_history_window_on_redis() {
+async fn paging_back_reaches_what_redis_retains() {
     let redis = common::Redis::start();
-    paging_back_reaches_the_history_window(Some(&redis)).await;
+    paging_back_reaches_what_is_retained(Some(&redis), 1).await;
 }
 
 /// A client away for 5,000 events (far more than the history in memory)
 /// resumes from its position: every missed event, in pages of at most 200,
 /// `recovered`, then the live events with nothing lost or doubled.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_client_away_for_5000_events_catches_up_in_pages_then_goes_live() {
-    let dir = Dir::new();
-    let data = dir.path().to_str().unwrap().to_owned();
-    let server = Server::start(None, &[("DATA_DIR", data.as_str())]);
+async fn away_for_5000_events(server: &Server) {
     post(server.admin, "busy", 0, 10).await;
-    let (away, before, _) = Chat::open(&server, "?room=busy").await;
+    let (away, before, _) = Chat::open(server, "?room=busy").await;
     let left_at = away.position.clone();
     assert_eq!(before.len(), 10);
     drop(away);
     post(server.admin, "busy", 10, 5_000).await;
 
     let query = format!("?room=busy&since={}:{}", left_at.epoch, left_at.offset);
-    let (mut back, missed, _) = Chat::open(&server, &query).await;
+    let (mut back, missed, _) = Chat::open(server, &query).await;
     assert!(back.recovered, "everything missed is still stored");
     let offsets: Vec<u64> = missed
         .iter()
@@ -296,4 +293,19 @@ async fn a_client_away_for_5000_events_catches_up_in_pages_then_goes_live() {
     let live = back.messages(3).await;
     let live: Vec<u64> = live.iter().map(|m| m.offset).collect();
     assert_eq!(live, [5_011, 5_012, 5_013]);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_away_for_5000_events_catches_up_in_pages_then_goes_live() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    away_for_5000_events(&Server::start(None, &[("DATA_DIR", data.as_str())])).await;
+}
+
+/// The same with Redis (one, or a cluster), told to retain 10,000 events.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_a_client_away_for_5000_events_catches_up_in_pages_then_goes_live() {
+    let redis = common::Redis::start();
+    let retained = [("HISTORY_MAX_EVENTS", "10000")];
+    away_for_5000_events(&Server::start(Some(&redis), &retained)).await;
 }

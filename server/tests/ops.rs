@@ -318,6 +318,7 @@ fn help_lists_every_setting_and_env_example_documents_them() {
                     "API_KEY",
                     "WEBHOOK_URL",
                     "WEBHOOK_SECRET",
+                    "HISTORY_MAX_EVENTS",
                 ]
                 .contains(&var),
             "no default in: {option}"

@@ -63,10 +63,14 @@ impl Setup {
     }
 
     async fn redis() -> Setup {
+        Setup::redis_with(&[]).await
+    }
+
+    async fn redis_with(env: &[(&str, &str)]) -> Setup {
         let redis = Redis::start();
         let mut servers = Vec::new();
         for _ in 0..2 {
-            servers.push(Instance::configured(Some(&redis), &[]).await);
+            servers.push(Instance::configured(Some(&redis), env).await);
         }
         Setup {
             servers,
@@ -272,7 +276,9 @@ async fn embedded_a_client_too_far_behind_is_told() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_a_client_too_far_behind_is_told() {
-    too_far_behind_is_said(Setup::redis().await).await;
+    // Retention cut to the history's length (Redis keeps 1,000 by default).
+    let retention = [("HISTORY_MAX_EVENTS", "100")];
+    too_far_behind_is_said(Setup::redis_with(&retention).await).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

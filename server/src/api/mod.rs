@@ -13,11 +13,13 @@
 //!   the moderation frames do, by "server";
 //! - [`batch`]: several calls in order, one answer each;
 //! - [`info`]: the live instances, their connections, version, broker mode;
+//! - [`backup`]: a copy of the embedded default's data file;
 //! - `GET /api/openapi.json`: the description of every call (utoipa),
 //!   made from the same annotated handlers as the routes;
 //! - `POST /api/disconnect`: closes every connection (chat and relay) whose
 //!   access token has the subject, on every instance.
 
+mod backup;
 mod batch;
 mod error;
 mod info;
@@ -89,6 +91,7 @@ fn calls() -> OpenApiRouter<Arc<Api>> {
     OpenApiRouter::with_openapi(ApiDoc::openapi())
         .routes(routes!(disconnect))
         .routes(routes!(info::info))
+        .routes(routes!(backup::backup))
         .routes(routes!(rooms::list))
         .routes(routes!(rooms::one))
         .routes(routes!(rooms::history))

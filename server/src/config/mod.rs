@@ -6,6 +6,7 @@
 use crate::admission::client_ip::{parse_net, ProxyHeader};
 use crate::admission::origin::AllowedOrigin;
 use crate::admission::InvalidSetting;
+use crate::broker::retention::{MaxAge, Retention};
 use clap::{Parser, ValueEnum};
 use ipnet::IpNet;
 use std::net::{IpAddr, SocketAddr};
@@ -57,6 +58,14 @@ pub struct Config {
     /// Directory where the embedded default (no REDIS_URL) keeps its rooms on disk, in one file (rooms.redb): history, moderation and slow mode survive restarts and reloads. memory keeps them in the process only (gone at a restart: for tests).
     #[arg(long, env = "DATA_DIR", default_value = "data")]
     pub data_dir: String,
+
+    /// A room's events older than this are trimmed (30d, 12h, 90s...; forever keeps them): catch-up, scroll-back and webhooks read what is retained.
+    #[arg(long, env = "HISTORY_MAX_AGE", default_value = "30d", value_parser = crate::broker::retention::parse_age)]
+    pub history_max_age: MaxAge,
+
+    /// A room keeps at most this many of its newest events. Unset: no count limit on the embedded default (the disk holds them), 1000 with Redis (its memory holds them).
+    #[arg(long, env = "HISTORY_MAX_EVENTS", value_parser = clap::value_parser!(u64).range(100..))]
+    pub history_max_events: Option<u64>,
 
     /// Redis to scale out through, e.g. redis://127.0.0.1:6379, or rediss://user:password@host:6380 for TLS and an ACL user; a Redis Cluster: one node, or several comma-separated (found by itself). Unset: embedded single-instance mode.
     #[arg(long, env = "REDIS_URL")]
@@ -218,6 +227,10 @@ fn public_origin(value: &str) -> Result<AllowedOrigin, InvalidSetting> {
 
 mod validate;
 
+/// Events a room keeps in Redis by default: about 0.4 MB of Redis memory per
+/// room of 200-character messages (docs/scaling.md).
+const REDIS_MAX_EVENTS: u64 = 1000;
+
 pub use validate::ConfigError;
 
 impl Config {
@@ -243,6 +256,15 @@ impl Config {
 
     pub fn header_timeout(&self) -> Duration {
         Duration::from_secs(self.header_timeout_secs)
+    }
+
+    /// What rooms keep: with Redis, 1000 events unless told otherwise.
+    pub fn retention(&self) -> Retention {
+        let redis_default = self.redis_url.as_ref().map(|_| REDIS_MAX_EVENTS);
+        Retention {
+            max_age: self.history_max_age.0,
+            max_events: self.history_max_events.or(redis_default),
+        }
     }
 
     pub fn shutdown_grace(&self) -> Duration {

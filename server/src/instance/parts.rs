@@ -180,10 +180,14 @@ async fn broker(
     let ttl = config.heartbeat_ttl();
     let shared = match (backing, &config.redis_url) {
         (Backing::Memory(shared), _) => shared,
-        (Backing::Configured, None) if config.data_dir == "memory" => Shared::default(),
+        (Backing::Configured, None) if config.data_dir == "memory" => {
+            Shared::in_memory(config.retention())
+        }
         (Backing::Configured, None) => {
             let dir = std::path::PathBuf::from(&config.data_dir);
-            tokio::task::spawn_blocking(move || Shared::durable(&dir, HANDOVER_WAIT)).await??
+            let (port, retention) = (config.port, config.retention());
+            let open = move || Shared::durable(&dir, port, HANDOVER_WAIT, retention);
+            tokio::task::spawn_blocking(open).await??
         }
         (Backing::Configured, Some(url)) => {
             let settings = Settings {
@@ -192,6 +196,7 @@ async fn broker(
                 prefix: &config.redis_prefix,
                 instance,
                 ttl,
+                retention: config.retention(),
             };
             let redis = RedisBroker::start(settings, inbox, restarts.clone(), shutdown.clone());
             return Ok(Arc::new(redis.await?));

@@ -17,34 +17,34 @@
 //! memory holds the last events of the rooms in use, whatever the file
 //! holds. Slow mode waits are not kept (they are seconds long).
 
-use super::streams::MemoryStreams;
-use crate::broker::{record_until, Appended, Author, BrokerError, Entry, Once, Sanction};
+use crate::broker::{record_until, Position, Sanction};
 use anyhow::Context;
-use redb::{Database, DatabaseError, ReadableDatabase, TableDefinition};
+use redb::{Database, DatabaseError, ReadableDatabase, ReadableTable, TableDefinition};
 use std::path::{Path, PathBuf};
-use std::sync::mpsc;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
-use uuid::Uuid;
 
 /// Room -> its epoch and newest offset.
-const ROOMS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("rooms");
+pub(super) const ROOMS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("rooms");
 /// (room, offset) -> the stamped frame.
-const EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("events");
+pub(super) const EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("events");
+/// Room -> the webhook's cursor: the last event delivered (an empty
+/// epoch: marked, nothing delivered yet).
+pub(super) const HOOKS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("hooks");
 /// (room, 0 ban / 1 mute, mark) -> the sanction's record.
-const SANCTIONS: TableDefinition<(&str, u8, &str), &str> = TableDefinition::new("sanctions");
+pub(super) const SANCTIONS: TableDefinition<(&str, u8, &str), &str> =
+    TableDefinition::new("sanctions");
 /// Room -> slow mode's interval in seconds.
-const SLOW: TableDefinition<&str, u64> = TableDefinition::new("slow");
+pub(super) const SLOW: TableDefinition<&str, u64> = TableDefinition::new("slow");
 
 /// The file's name in `DATA_DIR`.
 pub const FILE: &str = "rooms.redb";
-
-/// Appends committed together at most.
-const BATCH: usize = 1024;
+/// Beside it: which process holds it (`pid=<pid> port=<PORT>`), for the
+/// next one to tell a reload from a mistake.
+const HOLDER: &str = "rooms.holder";
 
 pub struct Store {
-    db: Database,
-    path: PathBuf,
+    pub(super) db: Database,
+    pub(super) path: PathBuf,
 }
 
 /// A room as the file holds it (an empty epoch: it has sanctions or slow
@@ -85,6 +85,12 @@ pub enum Change {
         room: String,
         seconds: u64,
     },
+    /// The webhook's cursor in the room.
+    Cursor {
+        room: String,
+        epoch: String,
+        offset: u64,
+    },
 }
 
 fn kind(sanction: Sanction) -> u8 {
@@ -95,35 +101,47 @@ fn kind(sanction: Sanction) -> u8 {
 }
 
 impl Store {
-    /// Opens (or makes) the file in `dir`. Another process holding it (the
-    /// old one, during a reload) is waited for up to `wait`.
-    pub fn open(dir: &Path, wait: Duration) -> anyhow::Result<Store> {
+    /// Opens (or makes) the file in `dir`. Held by another process: when
+    /// that one was started for the same port (`PORT`), it is the old one
+    /// of a reload, and is waited for up to `wait`; otherwise the start is
+    /// refused at once, naming it.
+    pub fn open(dir: &Path, port: u16, wait: Duration) -> anyhow::Result<Store> {
         std::fs::create_dir_all(dir)
             .with_context(|| format!("cannot make DATA_DIR {}", dir.display()))?;
         let path = dir.join(FILE);
+        let holder_file = dir.join(HOLDER);
         let deadline = Instant::now() + wait;
         let mut told = false;
         let db = loop {
             match Database::create(&path) {
                 Ok(db) => break db,
-                Err(DatabaseError::DatabaseAlreadyOpen) if Instant::now() < deadline => {
+                Err(DatabaseError::DatabaseAlreadyOpen) => {
+                    let holder = std::fs::read_to_string(&holder_file).unwrap_or_default();
+                    let holder = holder.trim();
+                    let reload = holder.ends_with(&format!(" port={port}"));
+                    if !reload || Instant::now() >= deadline {
+                        anyhow::bail!(
+                            "{} is in use by another server process ({holder}): give each instance its own DATA_DIR, or stop the other one",
+                            path.display()
+                        );
+                    }
                     if !told {
-                        tracing::info!(file = %path.display(), "the data file is held by another process (a reload?): waiting for it");
+                        tracing::info!(file = %path.display(), holder, "the data file is held by another process (a reload?): waiting for it");
                         told = true;
                     }
                     std::thread::sleep(Duration::from_millis(100));
                 }
-                Err(DatabaseError::DatabaseAlreadyOpen) => anyhow::bail!(
-                    "{} is in use by another server process: give each instance its own DATA_DIR, or stop the other one",
-                    path.display()
-                ),
                 Err(err) => anyhow::bail!(
-                    "cannot open the rooms' file {}: {err}. If it is damaged, move it aside (keep it: it may be recoverable) and start again with empty rooms",
+                    "cannot open the rooms' file {}: {err}. If it is damaged, move it aside (keep it: it may be recoverable) and start again with empty rooms, or put a backup (GET /api/backup) in its place",
                     path.display()
                 ),
             }
         };
+        let holder = format!("pid={} port={port}\n", std::process::id());
+        std::fs::write(&holder_file, holder)
+            .with_context(|| format!("cannot write {}", holder_file.display()))?;
         let store = Store { db, path };
+        // Makes the tables on a new file (reads expect them).
         store
             .write(&[])
             .with_context(|| format!("cannot write to {}", store.path.display()))?;
@@ -176,6 +194,30 @@ impl Store {
         Ok(written.then_some(loaded))
     }
 
+    /// The webhook's rooms: each with its cursor (none: nothing delivered
+    /// yet) and whether events were stored after it.
+    pub fn hook_cursors(&self) -> Result<Vec<(String, Option<Position>, bool)>, redb::Error> {
+        let read = self.db.begin_read()?;
+        let (hooks, rooms) = (read.open_table(HOOKS)?, read.open_table(ROOMS)?);
+        let mut found = Vec::new();
+        for row in hooks.iter()? {
+            let (room, cursor) = row?;
+            let (room, (epoch, offset)) = (room.value().to_owned(), cursor.value());
+            let newest = rooms.get(room.as_str())?.map(|entry| {
+                let (epoch, offset) = entry.value();
+                (epoch.to_owned(), offset)
+            });
+            let behind = newest
+                .is_some_and(|(newest_epoch, newest)| newest_epoch != epoch || newest > offset);
+            let cursor = (!epoch.is_empty()).then(|| Position {
+                epoch: epoch.to_owned(),
+                offset,
+            });
+            found.push((room, cursor, behind));
+        }
+        Ok(found)
+    }
+
     /// The room's events from offset `from` to `to`, oldest first.
     pub fn range(&self, room: &str, from: u64, to: u64) -> Result<Vec<String>, redb::Error> {
         let read = self.db.begin_read()?;
@@ -225,6 +267,7 @@ impl Store {
             let mut events = txn.open_table(EVENTS)?;
             let mut sanctions = txn.open_table(SANCTIONS)?;
             let mut slow = txn.open_table(SLOW)?;
+            let mut hooks = txn.open_table(HOOKS)?;
             for change in changes {
                 match change {
                     Change::Event {
@@ -258,156 +301,17 @@ impl Store {
                     Change::Slow { room, seconds } => {
                         slow.insert(room.as_str(), *seconds)?;
                     }
+                    Change::Cursor {
+                        room,
+                        epoch,
+                        offset,
+                    } => {
+                        hooks.insert(room.as_str(), (epoch.as_str(), *offset))?;
+                    }
                 }
             }
         }
         txn.commit()?;
         Ok(())
-    }
-}
-
-/// What one job leaves to do once its batch is on disk (`Ok`), or was
-/// refused (why).
-pub type Done = Box<dyn FnOnce(Result<(), &str>) + Send>;
-
-/// One job of the writer: applies itself to the rooms in memory (as
-/// pending), says what to write, and what to do after.
-pub type Job = Box<dyn FnOnce(&mut Vec<Change>) -> Done + Send>;
-
-/// The writer thread's door.
-#[derive(Clone)]
-pub struct Writer {
-    jobs: mpsc::Sender<Job>,
-}
-
-impl Writer {
-    /// Starts the writer thread on the store; it ends when every door is
-    /// dropped.
-    pub fn start(store: Arc<Store>) -> Writer {
-        let (jobs, queue) = mpsc::channel::<Job>();
-        std::thread::Builder::new()
-            .name("rooms-writer".into())
-            .spawn(move || write_batches(&store, &queue))
-            .expect("a thread");
-        Writer { jobs }
-    }
-
-    fn submit(&self, job: Job) -> Result<(), BrokerError> {
-        self.jobs.send(job).map_err(|_| stopped())
-    }
-
-    /// Appends through the writer: pending in `streams` until its batch is
-    /// on disk, then visible and answered (or undone and refused).
-    pub async fn append(
-        &self,
-        streams: Arc<MemoryStreams>,
-        room: &str,
-        entry: Entry<'_>,
-    ) -> Result<Appended, BrokerError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        let (room, entry) = (room.to_owned(), OwnedEntry::from(entry));
-        self.submit(Box::new(move |changes| {
-            let (appended, applied) = streams.append_pending(&room, entry.entry(), changes);
-            Box::new(move |written: Result<(), &str>| {
-                let answer_with = match written {
-                    Ok(()) => {
-                        streams.commit(&room, &applied);
-                        Ok(appended)
-                    }
-                    Err(why) => {
-                        streams.undo(&room, applied);
-                        Err(BrokerError::Failed(why.to_owned()))
-                    }
-                };
-                let _ = answer.send(answer_with);
-            })
-        }))?;
-        answered.await.map_err(|_| stopped())?
-    }
-
-    /// Writes changes already made in memory (sanctions, slow mode).
-    pub async fn write(&self, changes: Vec<Change>) -> Result<(), BrokerError> {
-        let (answer, answered) = tokio::sync::oneshot::channel();
-        self.submit(Box::new(move |batch| {
-            batch.extend(changes);
-            Box::new(move |written: Result<(), &str>| {
-                let _ = answer.send(written.map_err(|why| BrokerError::Failed(why.to_owned())));
-            })
-        }))?;
-        answered.await.map_err(|_| stopped())?
-    }
-}
-
-fn stopped() -> BrokerError {
-    BrokerError::Failed("the rooms' writer has stopped".into())
-}
-
-fn write_batches(store: &Store, queue: &mpsc::Receiver<Job>) {
-    while let Ok(first) = queue.recv() {
-        let mut changes = Vec::new();
-        let mut done = vec![first(&mut changes)];
-        while done.len() < BATCH {
-            let Ok(job) = queue.try_recv() else { break };
-            done.push(job(&mut changes));
-        }
-        let started = Instant::now();
-        match store.write(&changes) {
-            Ok(()) => {
-                crate::metrics::rooms_committed(done.len(), started.elapsed());
-                for job in done {
-                    job(Ok(()));
-                }
-            }
-            Err(err) => {
-                let why = format!(
-                    "the rooms' file {} refused the write: {err}",
-                    store.path.display()
-                );
-                tracing::error!(error = %err, file = %store.path.display(), "appends not stored");
-                for job in done.into_iter().rev() {
-                    job(Err(&why));
-                }
-            }
-        }
-    }
-}
-
-/// An [`Entry`] that outlives its caller (it travels to the writer).
-struct OwnedEntry {
-    frame: String,
-    once: Option<(Uuid, String)>,
-    author: Option<(Vec<String>, String)>,
-    replace: Option<(String, String)>,
-}
-
-impl From<Entry<'_>> for OwnedEntry {
-    fn from(entry: Entry<'_>) -> Self {
-        OwnedEntry {
-            frame: entry.frame.to_owned(),
-            once: entry.once.map(|once| (once.id, once.owner.to_owned())),
-            author: entry
-                .author
-                .map(|author| (author.marks.to_vec(), author.id.to_owned())),
-            replace: entry
-                .replace
-                .map(|(old, new)| (old.to_owned(), new.to_owned())),
-        }
-    }
-}
-
-impl OwnedEntry {
-    fn entry(&self) -> Entry<'_> {
-        Entry {
-            frame: &self.frame,
-            once: self
-                .once
-                .as_ref()
-                .map(|(id, owner)| Once { id: *id, owner }),
-            author: self.author.as_ref().map(|(marks, id)| Author { marks, id }),
-            replace: self
-                .replace
-                .as_ref()
-                .map(|(old, new)| (old.as_str(), new.as_str())),
-        }
     }
 }

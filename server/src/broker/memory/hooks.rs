@@ -2,7 +2,7 @@
 //! per room its lease and cursor (see `crate::webhook`).
 
 use crate::broker::Position;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
@@ -14,12 +14,34 @@ pub struct Hooks {
     /// Room -> the instance delivering it, until when.
     leases: HashMap<String, (Uuid, Instant)>,
     cursors: HashMap<String, Position>,
+    /// Rooms the data file knows as the webhook's (durable mode).
+    written: HashSet<String>,
 }
 
 impl Hooks {
-    pub fn mark(&mut self, room: &str) {
+    /// The webhook's rooms as the data file keeps them: those with
+    /// events after their cursor are marked again.
+    pub fn restored(rooms: Vec<(String, Option<Position>, bool)>) -> Hooks {
+        let mut hooks = Hooks::default();
+        for (room, cursor, behind) in rooms {
+            if behind {
+                hooks.mark(&room);
+            }
+            if let Some(cursor) = cursor {
+                hooks.cursors.insert(room.clone(), cursor);
+            }
+            hooks.written.insert(room);
+        }
+        hooks
+    }
+
+    /// Marks the room; true the first time a room is marked, which the
+    /// data file must then learn (a mark is not written each time: the
+    /// cursor behind the room's newest event says it).
+    pub fn mark(&mut self, room: &str) -> bool {
         self.next_mark += 1;
         self.marks.insert(room.to_owned(), self.next_mark);
+        !self.cursors.contains_key(room) && self.written.insert(room.to_owned())
     }
 
     pub fn marked(&self) -> Vec<String> {

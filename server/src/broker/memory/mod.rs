@@ -3,29 +3,34 @@
 //! tests, which then see each other's frames, streams and presence exactly
 //! as instances sharing a Redis do.
 
+mod backup;
 pub(crate) mod durable;
 mod hooks;
+mod log;
 mod presence;
 mod streams;
+mod trim;
+mod writer;
 
+use super::retention::Retention;
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Holder, Inbox, InstanceEntry, Lease,
-    LinkStatus, Mode, Page, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster,
-    Sanction, Seat, Stored,
+    BrokerError, Claimed, Directory, Envelope, Holder, Inbox, InstanceEntry, Link, LinkStatus,
+    Mode, Presence, PubSub, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Seat,
 };
 use crate::fanout::{ConnId, Topic};
+use anyhow::Context;
 use async_trait::async_trait;
-use axum::extract::ws::Utf8Bytes;
-use durable::{Store, Writer};
+use durable::Store;
 use hooks::Hooks;
 use parking_lot::{Mutex, MutexGuard, RwLock, RwLockReadGuard};
-use presence::{Caller, Presence};
+use presence::{Caller, Presence as Registry};
 use std::collections::HashMap;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use streams::MemoryStreams;
 use uuid::Uuid;
+use writer::Writer;
 
 /// What the instances of one process share. Cloning shares it.
 #[derive(Clone, Default)]
@@ -34,9 +39,10 @@ pub struct Shared(Arc<Inner>);
 #[derive(Default)]
 struct Inner {
     streams: Arc<MemoryStreams>,
-    /// Durable mode: the data file's writer.
+    /// Durable mode: the data file, and its writer.
+    store: Option<Arc<Store>>,
     writer: Option<Writer>,
-    presence: Mutex<Presence>,
+    presence: Mutex<Registry>,
     instances: RwLock<Vec<Arc<Joined>>>,
     /// The instances' lines ([`Broker::announce`]).
     lines: Mutex<HashMap<Uuid, InstanceEntry>>,
@@ -61,13 +67,32 @@ impl Shared {
     /// Memory whose rooms are kept in the data file in `dir` (`DATA_DIR`);
     /// a process still holding it (the old one of a reload) is waited for
     /// up to `wait`.
-    pub fn durable(dir: &Path, wait: Duration) -> anyhow::Result<Shared> {
-        let store = Arc::new(Store::open(dir, wait)?);
+    pub fn durable(
+        dir: &Path,
+        port: u16,
+        wait: Duration,
+        retention: Retention,
+    ) -> anyhow::Result<Shared> {
+        let store = Arc::new(Store::open(dir, port, wait)?);
+        let hooks = store
+            .hook_cursors()
+            .with_context(|| format!("cannot read {}", store.path.display()))?;
+        let streams = Arc::new(MemoryStreams::durable(store.clone()));
+        let nudge = trim::start(&streams, Some(&store), retention);
         Ok(Shared(Arc::new(Inner {
-            streams: Arc::new(MemoryStreams::durable(store.clone())),
-            writer: Some(Writer::start(store)),
+            streams,
+            writer: Some(Writer::start(store.clone(), nudge)),
+            store: Some(store),
+            hooks: Mutex::new(Hooks::restored(hooks)),
             ..Inner::default()
         })))
+    }
+
+    /// Memory alone (`DATA_DIR=memory`), its rooms trimmed to `retention`.
+    pub fn in_memory(retention: Retention) -> Shared {
+        let shared = Shared::default();
+        trim::start(&shared.0.streams, None, retention);
+        shared
     }
 
     /// The registered relay clients of an action, on every instance.
@@ -143,7 +168,7 @@ impl MemoryBroker {
         }
     }
 
-    fn presence(&self) -> MutexGuard<'_, Presence> {
+    fn presence(&self) -> MutexGuard<'_, Registry> {
         self.shared.0.presence.lock()
     }
 
@@ -166,7 +191,7 @@ impl Drop for MemoryBroker {
 }
 
 #[async_trait]
-impl Broker for MemoryBroker {
+impl Link for MemoryBroker {
     fn mode(&self) -> Mode {
         Mode::Memory
     }
@@ -179,6 +204,13 @@ impl Broker for MemoryBroker {
         self.shared.instances().len() > 1
     }
 
+    async fn ping(&self) -> Result<(), BrokerError> {
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl PubSub for MemoryBroker {
     fn follow(&self, topic: &Topic) {
         *self.me.topics.lock().entry(topic.clone()).or_default() += 1;
     }
@@ -207,73 +239,12 @@ impl Broker for MemoryBroker {
         self.shared
             .each_other(self.me.id, |_| true, |inbox| inbox.presence_changed(room));
     }
+}
 
-    async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
-        let appended = match &self.shared.0.writer {
-            None => self.shared.0.streams.append(room, entry),
-            Some(writer) => {
-                let streams = self.shared.0.streams.clone();
-                writer.append(streams, room, entry).await?
-            }
-        };
-        if let Appended::New(frame) = &appended {
-            let topic = Topic::Room(room.to_owned());
-            let wants = |joined: &Joined| joined.follows(&topic);
-            self.shared.each_other(self.me.id, wants, |inbox| {
-                inbox.room_event(room, frame.clone())
-            });
-        }
-        Ok(appended)
-    }
-
-    async fn sanction(
-        &self,
-        room: &str,
-        sanction: Sanction,
-        marks: &[String],
-        until_ms: Option<u64>,
-    ) -> Result<(), BrokerError> {
-        let changes = self
-            .shared
-            .0
-            .streams
-            .sanction(room, sanction, marks, until_ms);
-        self.shared.write(changes).await
-    }
-
-    async fn sanctioned(
-        &self,
-        room: &str,
-        sanction: Sanction,
-        marks: &[String],
-    ) -> Result<Option<u64>, BrokerError> {
-        Ok(self.shared.0.streams.sanctioned(room, sanction, marks))
-    }
-
-    async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
-        let change = self.shared.0.streams.slow_mode(room, seconds);
-        self.shared.write(vec![change]).await
-    }
-
+#[async_trait]
+impl Presence for MemoryBroker {
     async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError> {
         Ok(self.presence().holder(room, key))
-    }
-
-    async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
-        Ok(self.shared.0.streams.read(room))
-    }
-
-    async fn since(
-        &self,
-        room: &str,
-        after: u64,
-        upto: u64,
-    ) -> Result<Option<Vec<Utf8Bytes>>, BrokerError> {
-        Ok(self.shared.0.streams.since(room, after, upto))
-    }
-
-    async fn page(&self, room: &str, before: u64, limit: usize) -> Result<Page, BrokerError> {
-        Ok(self.shared.0.streams.page(room, before, limit))
     }
 
     async fn claim(
@@ -328,7 +299,10 @@ impl Broker for MemoryBroker {
         self.presence().depart_action(action, self.me.id);
         Ok(())
     }
+}
 
+#[async_trait]
+impl Directory for MemoryBroker {
     async fn index_room(&self, room: &str, entry: RoomEntry) -> Result<(), BrokerError> {
         self.presence().index_room(room, entry);
         Ok(())
@@ -347,48 +321,5 @@ impl Broker for MemoryBroker {
         let mut lines = self.shared.0.lines.lock();
         lines.retain(|_, line| line.is_fresh(now_ms));
         Ok(lines.values().cloned().collect())
-    }
-
-    async fn hook_mark(&self, room: &str) -> Result<(), BrokerError> {
-        self.hooks().mark(room);
-        Ok(())
-    }
-
-    async fn hook_marked(&self) -> Result<Vec<String>, BrokerError> {
-        Ok(self.hooks().marked())
-    }
-
-    async fn hook_mark_of(&self, room: &str) -> Result<String, BrokerError> {
-        Ok(self.hooks().mark_of(room))
-    }
-
-    async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError> {
-        let Some(cursor) = self.hooks().lease(room, self.me.id, ttl) else {
-            return Ok(Lease::Elsewhere);
-        };
-        let stored = self.shared.0.streams.read(room);
-        Ok(Lease::Held { cursor, stored })
-    }
-
-    async fn hook_advance(
-        &self,
-        room: &str,
-        delivered: &Position,
-        ttl: Duration,
-    ) -> Result<bool, BrokerError> {
-        Ok(self.hooks().advance(room, self.me.id, delivered, ttl))
-    }
-
-    async fn hook_release(&self, room: &str) -> Result<(), BrokerError> {
-        self.hooks().release(room, self.me.id);
-        Ok(())
-    }
-
-    async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError> {
-        Ok(self.hooks().settle(room, self.me.id, mark))
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        Ok(())
     }
 }

@@ -10,10 +10,13 @@
 //! or undone; rooms come from the file when first used and leave memory
 //! when idle.
 
+mod reading;
+
 use super::durable::{Change, Loaded, Store};
+use crate::broker::retention::CATCH_UP;
 use crate::broker::{
-    id_marker, record_marks, record_until, sanction_record, stamp, Appended, Author, Entry, Page,
-    Sanction, Stored, ROOM_TTL,
+    id_marker, record_marks, record_until, sanction_record, stamp, Appended, Author, Entry,
+    Sanction, ROOM_TTL,
 };
 use crate::clock::now_ms;
 use app::protocol::HISTORY_LEN;
@@ -40,11 +43,6 @@ struct Rooms {
 /// Idle rooms are looked for once per this many appends: memory only grows
 /// by appending.
 const SWEEP_EVERY: u32 = 1024;
-
-/// The most events a reconnecting client is caught up with from the data
-/// file (further behind, it is told some could not be recovered and reads
-/// back with `older`).
-const CATCH_UP: u64 = 20_000;
 
 /// How long a room of the data file stays in memory unused.
 const DURABLE_IDLE: Duration = Duration::from_secs(600);
@@ -428,59 +426,12 @@ impl MemoryStreams {
             seconds,
         }
     }
-
-    /// A long catch-up from the data file: the events after `after` up to
-    /// `upto`, at most [`CATCH_UP`] of them; `None` without a file.
-    pub fn since(&self, room: &str, after: u64, upto: u64) -> Option<Vec<Utf8Bytes>> {
-        let store = self.store.as_ref()?;
-        if upto.saturating_sub(after) > CATCH_UP {
-            return None;
-        }
-        match store.range(room, after + 1, upto) {
-            Ok(events) => Some(events.into_iter().map(Utf8Bytes::from).collect()),
-            Err(err) => {
-                tracing::error!(room, error = %err, "cannot read missed events from the data file");
-                None
-            }
-        }
-    }
-
-    /// Scroll-back: from the data file when there is one (it holds more
-    /// than memory), else from memory.
-    pub fn page(&self, room: &str, before: u64, limit: usize) -> Page {
-        let Some(store) = &self.store else {
-            return Page::of(self.read(room), before, limit);
-        };
-        match store.page(room, before, limit) {
-            Ok((epoch, events, oldest)) => Page {
-                epoch,
-                events: events.into_iter().map(Utf8Bytes::from).collect(),
-                oldest,
-            },
-            Err(err) => {
-                tracing::error!(room, error = %err, "cannot read a page from the data file");
-                Page::of(self.read(room), before, limit)
-            }
-        }
-    }
-
-    pub fn read(&self, room: &str) -> Stored {
-        let mut rooms = self.rooms.lock();
-        let durable = self.store.is_some();
-        let room = self.existing(&mut rooms, room);
-        room.filter(|r| durable || r.touched.elapsed() < self.ttl)
-            .map_or_else(Stored::default, |r| Stored {
-                epoch: r.epoch.clone(),
-                offset: r.committed,
-                events: r.visible().cloned().collect(),
-            })
-    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::broker::Once;
+    use crate::broker::{Once, Stored};
     use uuid::Uuid;
 
     fn plain(frame: &str) -> Entry<'_> {
@@ -670,7 +621,7 @@ mod durable_tests {
         let dir = std::env::temp_dir().join(format!("streams-{}", uuid::Uuid::new_v4()));
         let until = now_ms() + 60_000;
         let epoch = {
-            let store = Arc::new(Store::open(&dir, Duration::ZERO).unwrap());
+            let store = Arc::new(Store::open(&dir, 0, Duration::ZERO).unwrap());
             let streams = MemoryStreams::durable(store.clone());
             let mut changes = Vec::new();
             let (_, first) = streams.append_pending("r", entry(r#"{"type":"a"}"#), &mut changes);
@@ -693,7 +644,8 @@ mod durable_tests {
             stored.epoch
         };
         // As after a restart.
-        let streams = MemoryStreams::durable(Arc::new(Store::open(&dir, Duration::ZERO).unwrap()));
+        let streams =
+            MemoryStreams::durable(Arc::new(Store::open(&dir, 0, Duration::ZERO).unwrap()));
         let stored = streams.read("r");
         assert_eq!((stored.epoch.as_str(), stored.offset), (epoch.as_str(), 2));
         assert!(stored.events[1].as_str().contains(r#""type":"c""#));
@@ -716,16 +668,35 @@ mod durable_tests {
         std::fs::remove_dir_all(&dir).ok();
     }
 
-    /// A second process on the file is refused, naming it.
+    /// A second process on the file is refused, naming the file and the
+    /// process holding it: at once when started for another port (a
+    /// mistake), after the wait for the same port (a reload whose old
+    /// process does not let go).
     #[test]
     fn a_held_file_is_refused_with_its_name() {
         let dir = std::env::temp_dir().join(format!("streams-{}", uuid::Uuid::new_v4()));
-        let _held = Store::open(&dir, Duration::ZERO).unwrap();
-        let refused = Store::open(&dir, Duration::from_millis(200)).err().unwrap();
-        let message = refused.to_string();
+        let _held = Store::open(&dir, 4100, Duration::ZERO).unwrap();
+        let started = Instant::now();
+        let refused = Store::open(&dir, 4200, Duration::from_secs(30))
+            .err()
+            .unwrap();
         assert!(
-            message.contains("rooms.redb") && message.contains("in use"),
+            started.elapsed() < Duration::from_secs(10),
+            "not waited for"
+        );
+        let message = refused.to_string();
+        let holder = format!("pid={} port=4100", std::process::id());
+        assert!(
+            message.contains("rooms.redb")
+                && message.contains("in use")
+                && message.contains(&holder),
             "{message}"
+        );
+        let started = Instant::now();
+        assert!(Store::open(&dir, 4100, Duration::from_millis(300)).is_err());
+        assert!(
+            started.elapsed() >= Duration::from_millis(300),
+            "a reload is waited for"
         );
         std::fs::remove_dir_all(&dir).ok();
     }

@@ -18,16 +18,17 @@ pub mod client;
 mod hooks;
 pub mod keys;
 mod link;
+mod log;
 mod presence;
 mod pubsub;
 mod recovery;
 mod streams;
 mod subscriber;
 
+use super::retention::Retention;
 use super::{
-    Appended, Broker, BrokerError, Claimed, Entry, Envelope, Holder, Inbox, InstanceEntry, Lease,
-    LinkStatus, Mode, Position, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Sanction,
-    Seat, Stored,
+    BrokerError, Claimed, Directory, Envelope, Holder, Inbox, InstanceEntry, Link, LinkStatus,
+    Mode, Presence, PubSub, Refreshed, RelayClient, RoomEntry, RoomIndex, Roster, Seat,
 };
 use crate::fanout::{ConnId, Topic};
 use crate::supervise::{self, Restarts};
@@ -36,7 +37,7 @@ use client::{redact, Target};
 use hooks::RedisHooks;
 use keys::Keys;
 use presence::RedisPresence;
-use pubsub::{Common, PubSub};
+use pubsub::{Common, PubSub as Channels};
 use recovery::Recovery;
 use redis::RedisError;
 use std::sync::Arc;
@@ -54,12 +55,14 @@ pub struct Settings<'a> {
     pub instance: Uuid,
     /// How long this instance's entries live without a refresh.
     pub ttl: Duration,
+    /// What each room keeps.
+    pub retention: Retention,
 }
 
 pub struct RedisBroker {
     mode: Mode,
     status: Arc<LinkStatus>,
-    pubsub: PubSub,
+    pubsub: Channels,
     streams: RedisStreams,
     presence: RedisPresence,
     hooks: RedisHooks,
@@ -80,6 +83,7 @@ impl RedisBroker {
             prefix,
             instance,
             ttl,
+            retention,
         } = settings;
         let target = Target::from_url(url, ca_cert).await?;
         let mode = match target {
@@ -97,7 +101,13 @@ impl RedisBroker {
         let conn = target.commands()?;
         let presence =
             RedisPresence::new(conn.clone(), keys.clone(), instance, ttl, status.clone());
-        let streams = RedisStreams::new(conn.clone(), keys.clone(), instance, status.clone());
+        let streams = RedisStreams::new(
+            conn.clone(),
+            keys.clone(),
+            instance,
+            status.clone(),
+            retention,
+        );
         let hooks = RedisHooks::new(conn.clone(), keys.clone(), instance);
         let back = Arc::new(tokio::sync::Notify::new());
         let recovery = Arc::new(Recovery {
@@ -123,7 +133,7 @@ impl RedisBroker {
             shutdown: shutdown.clone(),
             wanted: Default::default(),
         };
-        let (pubsub, subscriber) = PubSub::start(conn, common);
+        let (pubsub, subscriber) = Channels::start(conn, common);
         supervise::spawn(
             "redis-pubsub",
             restarts.clone(),
@@ -167,7 +177,7 @@ fn broker_error(err: RedisError) -> BrokerError {
 }
 
 #[async_trait]
-impl Broker for RedisBroker {
+impl Link for RedisBroker {
     fn mode(&self) -> Mode {
         self.mode
     }
@@ -180,6 +190,13 @@ impl Broker for RedisBroker {
         true
     }
 
+    async fn ping(&self) -> Result<(), BrokerError> {
+        self.presence.ping().await.map_err(broker_error)
+    }
+}
+
+#[async_trait]
+impl PubSub for RedisBroker {
     fn follow(&self, topic: &Topic) {
         self.pubsub.follow(topic);
     }
@@ -200,42 +217,14 @@ impl Broker for RedisBroker {
     async fn presence_changed(&self, room: &str) {
         self.pubsub.publish_presence(room).await;
     }
+}
 
-    async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
-        self.streams.append(room, entry).await
-    }
-
-    async fn sanction(
-        &self,
-        room: &str,
-        sanction: Sanction,
-        marks: &[String],
-        until_ms: Option<u64>,
-    ) -> Result<(), BrokerError> {
-        self.streams.sanction(room, sanction, marks, until_ms).await
-    }
-
-    async fn sanctioned(
-        &self,
-        room: &str,
-        sanction: Sanction,
-        marks: &[String],
-    ) -> Result<Option<u64>, BrokerError> {
-        self.streams.sanctioned(room, sanction, marks).await
-    }
-
-    async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError> {
-        self.streams.slow_mode(room, seconds).await
-    }
-
+#[async_trait]
+impl Presence for RedisBroker {
     async fn holder(&self, room: &str, key: &str) -> Result<Option<Holder>, BrokerError> {
         self.reachable()?;
         let holder = self.presence.holder(room, key).await;
         holder.map_err(|err| self.failed(err))
-    }
-
-    async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
-        self.streams.read(room).await
     }
 
     async fn claim(
@@ -298,7 +287,10 @@ impl Broker for RedisBroker {
         let departed = self.presence.depart_action(action).await;
         departed.map_err(broker_error)
     }
+}
 
+#[async_trait]
+impl Directory for RedisBroker {
     async fn index_room(&self, room: &str, entry: RoomEntry) -> Result<(), BrokerError> {
         self.reachable()?;
         // The room list is not worth marking Redis down for.
@@ -322,52 +314,5 @@ impl Broker for RedisBroker {
         self.reachable()?;
         let instances = self.presence.instances(now_ms).await;
         instances.map_err(broker_error)
-    }
-
-    async fn hook_mark(&self, room: &str) -> Result<(), BrokerError> {
-        self.reachable()?;
-        self.hooks.mark(room).await.map_err(|err| self.failed(err))
-    }
-
-    // The webhook deliverer's calls: it retries by itself.
-    async fn hook_marked(&self) -> Result<Vec<String>, BrokerError> {
-        self.reachable()?;
-        self.hooks.marked().await.map_err(broker_error)
-    }
-
-    async fn hook_mark_of(&self, room: &str) -> Result<String, BrokerError> {
-        self.reachable()?;
-        self.hooks.mark_of(room).await.map_err(broker_error)
-    }
-
-    async fn hook_lease(&self, room: &str, ttl: Duration) -> Result<Lease, BrokerError> {
-        self.reachable()?;
-        self.hooks.lease(room, ttl).await.map_err(broker_error)
-    }
-
-    async fn hook_advance(
-        &self,
-        room: &str,
-        delivered: &Position,
-        ttl: Duration,
-    ) -> Result<bool, BrokerError> {
-        self.reachable()?;
-        let advanced = self.hooks.advance(room, delivered, ttl).await;
-        advanced.map_err(broker_error)
-    }
-
-    // Tried even while Redis looks down: it is sent once, as the instance
-    // stops (when its links are being closed).
-    async fn hook_release(&self, room: &str) -> Result<(), BrokerError> {
-        self.hooks.release(room).await.map_err(broker_error)
-    }
-
-    async fn hook_settle(&self, room: &str, mark: &str) -> Result<bool, BrokerError> {
-        self.reachable()?;
-        self.hooks.settle(room, mark).await.map_err(broker_error)
-    }
-
-    async fn ping(&self) -> Result<(), BrokerError> {
-        self.presence.ping().await.map_err(broker_error)
     }
 }

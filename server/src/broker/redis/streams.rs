@@ -7,9 +7,10 @@
 
 use super::client::{publish_command, Commands};
 use super::keys::Keys;
+use crate::broker::retention::Retention;
 use crate::broker::{
     id_marker, record_marks, record_until, sanction_record, stamp, Appended, BrokerError, Entry,
-    Envelope, LinkStatus, Sanction, Stored, ROOM_TTL,
+    Envelope, LinkStatus, Page, Sanction, Stored, ROOM_TTL,
 };
 use crate::clock::now_ms;
 use crate::fanout::Topic;
@@ -25,6 +26,7 @@ use uuid::Uuid;
 pub const TTL_SECS: u64 = ROOM_TTL.as_secs();
 
 static APPEND: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/append.lua")));
+static RANGE: LazyLock<Script> = LazyLock::new(|| Script::new(include_str!("lua/range.lua")));
 
 #[derive(Clone)]
 pub struct RedisStreams {
@@ -32,15 +34,23 @@ pub struct RedisStreams {
     keys: Keys,
     instance: Uuid,
     status: Arc<LinkStatus>,
+    retention: Retention,
 }
 
 impl RedisStreams {
-    pub fn new(conn: Commands, keys: Keys, instance: Uuid, status: Arc<LinkStatus>) -> Self {
+    pub fn new(
+        conn: Commands,
+        keys: Keys,
+        instance: Uuid,
+        status: Arc<LinkStatus>,
+        retention: Retention,
+    ) -> Self {
         RedisStreams {
             conn,
             keys,
             instance,
             status,
+            retention,
         }
     }
 
@@ -63,7 +73,7 @@ impl RedisStreams {
         let appended: redis::RedisResult<(String, u8)> = script
             .arg(body)
             .arg(stamp::new_epoch())
-            .arg(HISTORY_LEN)
+            .arg(self.retention.max_events.unwrap_or(u64::MAX))
             .arg(TTL_SECS)
             .arg(header)
             .arg(publish_command(&self.conn))
@@ -77,6 +87,8 @@ impl RedisStreams {
             .arg(old)
             .arg(new)
             .arg(entry.once.map_or("", |once| once.owner))
+            .arg(HISTORY_LEN)
+            .arg(self.retention.cutoff_ms(now_ms()).unwrap_or(0))
             .invoke_async(&mut self.conn.clone())
             .await;
         let (answer, status) = appended.map_err(|err| self.failed(err))?;
@@ -188,14 +200,27 @@ impl RedisStreams {
         done.map_err(|err| self.failed(err))
     }
 
+    /// The room's position and its newest [`HISTORY_LEN`] events (what a
+    /// joining member is shown).
     pub async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
+        self.read_range(room, -(HISTORY_LEN as isize), -1).await
+    }
+
+    /// The room's position and the retained events from list index
+    /// `start` to `stop` (negative: from the newest, -1 being it).
+    async fn read_range(
+        &self,
+        room: &str,
+        start: isize,
+        stop: isize,
+    ) -> Result<Stored, BrokerError> {
         self.reachable()?;
         let (meta, events) = (self.keys.stream_meta(room), self.keys.stream_events(room));
         let read: redis::RedisResult<(Option<String>, Option<u64>, Vec<String>)> = redis::pipe()
             .atomic()
             .hget(&meta, "epoch")
             .hget(&meta, "offset")
-            .lrange(&events, 0, -1)
+            .lrange(&events, start, stop)
             .query_async(&mut self.conn.clone())
             .await;
         let (epoch, offset, events) = read.map_err(|err| self.failed(err))?;
@@ -204,6 +229,55 @@ impl RedisStreams {
             offset: offset.unwrap_or(0),
             events: events.into_iter().map(Utf8Bytes::from).collect(),
         })
+    }
+
+    /// The retained events after `after` up to `upto`; `None` unless all
+    /// of them are retained.
+    pub async fn since(
+        &self,
+        room: &str,
+        after: u64,
+        upto: u64,
+    ) -> Result<Option<Vec<Utf8Bytes>>, BrokerError> {
+        let (_, first, _, events) = self.range(room, after + 1, upto, u64::MAX).await?;
+        Ok((first <= after + 1).then_some(events))
+    }
+
+    /// Up to `limit` of the newest retained events below `before`.
+    pub async fn page(&self, room: &str, before: u64, limit: usize) -> Result<Page, BrokerError> {
+        let high = before.saturating_sub(1);
+        let (epoch, first, low, events) = self.range(room, 1, high, limit as u64).await?;
+        Ok(Page {
+            epoch,
+            events,
+            oldest: low <= first,
+        })
+    }
+
+    /// The room's epoch, its oldest retained offset, and its newest
+    /// `most` retained events from offset `low` to `high` with the first
+    /// one's offset.
+    async fn range(
+        &self,
+        room: &str,
+        low: u64,
+        high: u64,
+        most: u64,
+    ) -> Result<(String, u64, u64, Vec<Utf8Bytes>), BrokerError> {
+        self.reachable()?;
+        // Lua numbers are doubles: "no limit" must stay one.
+        let cap = |n: u64| n.min(1 << 52);
+        let read: redis::RedisResult<(String, i64, i64, Vec<String>)> = RANGE
+            .key(self.keys.stream_meta(room))
+            .key(self.keys.stream_events(room))
+            .arg(cap(low))
+            .arg(cap(high))
+            .arg(cap(most))
+            .invoke_async(&mut self.conn.clone())
+            .await;
+        let (epoch, first, low, events) = read.map_err(|err| self.failed(err))?;
+        let events = events.into_iter().map(Utf8Bytes::from).collect();
+        Ok((epoch, first.max(1) as u64, low.max(1) as u64, events))
     }
 
     /// Fails at once while Redis is known to be down, rather than making

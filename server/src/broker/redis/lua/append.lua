@@ -7,13 +7,16 @@
 --       then the author's mutes, one per mark (STRING "<until ms>\n<marks>")
 -- ARGV: 1 the event's JSON without its opening '{', 2 an epoch to start if
 --       the stream has none (first event, or its history may have been
---       lost), 3 history length, 4 time to live in seconds, 5 envelope
+--       lost), 3 the most events kept (HISTORY_MAX_EVENTS), 4 time to live
+--       in seconds, 5 envelope
 --       header, 6 PUBLISH or SPUBLISH (Redis Cluster), 7 the event's id
 --       marker ('"id":"<uuid>"') when it must be appended once, else '',
 --       8 '1' when the author is held by mutes and slow mode, else '',
 --       9 and 10 a stored frame to overwrite first and its replacement
 --       ('' and '' when none), 11 what a stored event with the id must
---       also hold to be this author's (see ARGV 7)
+--       also hold to be this author's (see ARGV 7), 12 how many of the
+--       newest events an id is looked for in, 13 events sent before this
+--       (ms since the Unix epoch) are past HISTORY_MAX_AGE ('0': none)
 -- Returns {frame, 0} once appended; {that event, 1} when an event of this
 -- author with the id is still in the history (nothing appended, nothing
 -- published); {'', 2} when the frame to overwrite is no longer stored;
@@ -34,7 +37,7 @@ if not epoch or meta[2] ~= run then
   redis.call('HSET', KEYS[1], 'epoch', epoch, 'run', run)
 end
 if ARGV[7] ~= '' then
-  for _, stored in ipairs(redis.call('LRANGE', KEYS[2], 0, -1)) do
+  for _, stored in ipairs(redis.call('LRANGE', KEYS[2], -tonumber(ARGV[12]), -1)) do
     if string.find(stored, ARGV[7], 1, true) then
       if string.find(stored, ARGV[11], 1, true) then
         return {stored, 1}
@@ -79,6 +82,19 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"epoch":"' .. epoch .. '","offset":' .. offset .. ',' .. ARGV[1]
 redis.call('RPUSH', KEYS[2], frame)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
+-- Past the age limit: from the oldest, while they are (each event has its
+-- sending time as "ts"; escaped text cannot hold that key's quotes).
+local cutoff = tonumber(ARGV[13])
+if cutoff > 0 then
+  while true do
+    local oldest = redis.call('LINDEX', KEYS[2], 0)
+    local sent = oldest and tonumber(string.match(oldest, '"ts":(%d+)'))
+    if not sent or sent >= cutoff then
+      break
+    end
+    redis.call('LPOP', KEYS[2])
+  end
+end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
 redis.call('EXPIRE', KEYS[2], ARGV[4])
 redis.call(ARGV[6], KEYS[3], ARGV[5] .. frame)
