@@ -309,3 +309,66 @@ async fn redis_a_client_away_for_5000_events_catches_up_in_pages_then_goes_live(
     let retained = [("HISTORY_MAX_EVENTS", "10000")];
     away_for_5000_events(&Server::start(Some(&redis), &retained)).await;
 }
+
+/// A moderator (here the server API) deletes a message far older than
+/// memory holds, as a reader scrolled back to it: it becomes a tombstone
+/// at its offset, in the data file too (after a restart), and the deletion
+/// is appended to the stream; deleting it again is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_old_message_is_deleted_where_it_is_stored() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let env = [("DATA_DIR", data.as_str())];
+    let server = Server::start(None, &env);
+    let mut old_id = String::new();
+    for n in 0..300 {
+        let body = serde_json::json!({"author": "bot", "text": format!("m{n}")}).to_string();
+        let path = "/api/rooms/old/messages";
+        let (status, answer) = common::http_request(server.admin, "POST", path, &[], &body).await;
+        assert_eq!(status, 201, "{answer}");
+        if n == 4 {
+            let stored: serde_json::Value = serde_json::from_str(&answer).unwrap();
+            old_id = stored["id"].as_str().unwrap().to_owned();
+        }
+    }
+    let path = format!("/api/rooms/old/messages/{old_id}");
+    let (status, body) = common::http_request(server.admin, "DELETE", &path, &[], "").await;
+    assert_eq!(status, 204, "{body}");
+    let (status, _) = common::http_request(server.admin, "DELETE", &path, &[], "").await;
+    assert_eq!(status, 404, "already deleted");
+
+    let tombstone = |server: &Server| {
+        let admin = server.admin;
+        async move {
+            let (_, body) =
+                common::http_get(admin, "/api/rooms/old/history?before=6&limit=1").await;
+            let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+            page["events"][0].clone()
+        }
+    };
+    let deleted = tombstone(&server).await;
+    assert_eq!(
+        (
+            &deleted["offset"],
+            &deleted["id"],
+            &deleted["deleted"],
+            &deleted["text"]
+        ),
+        (
+            &serde_json::json!(5),
+            &serde_json::json!(old_id),
+            &serde_json::json!(true),
+            &serde_json::json!("")
+        ),
+        "{deleted}"
+    );
+    let (_, body) =
+        common::http_get(server.admin, "/api/rooms/old/history?before=302&limit=1").await;
+    let newest: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(newest["events"][0]["type"], "deleted", "{newest}");
+    assert_eq!(newest["events"][0]["target"], serde_json::json!(old_id));
+    drop(server);
+
+    let server = Server::start(None, &env);
+    assert_eq!(tombstone(&server).await, deleted, "as stored");
+}

@@ -12,6 +12,7 @@ use crate::fanout::{ConnId, Topic};
 use async_trait::async_trait;
 use axum::extract::ws::Utf8Bytes;
 use std::time::Duration;
+use uuid::Uuid;
 
 /// The link to the shared state: what kind it is and whether it answers.
 #[async_trait]
@@ -90,6 +91,14 @@ pub trait RoomLog: Send + Sync {
     async fn slow_mode(&self, room: &str, seconds: u64) -> Result<(), BrokerError>;
 
     async fn read(&self, room: &str) -> Result<Stored, BrokerError>;
+
+    /// The retained event with this id, as stored now (a message to edit
+    /// or delete). By default from what [`RoomLog::read`] holds.
+    async fn find(&self, room: &str, id: Uuid) -> Result<Option<Utf8Bytes>, BrokerError> {
+        let marker = super::id_marker(id);
+        let stored = self.read(room).await?;
+        Ok(stored.events.into_iter().find(|e| e.contains(&marker)))
+    }
 
     /// The room's events after offset `after` up to `upto`, when this
     /// broker keeps more than [`Broker::read`] holds (the embedded

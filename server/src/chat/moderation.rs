@@ -15,7 +15,7 @@
 //! way; sanctions hold every mark of their target (`crate::identity`).
 
 use super::{encode, Chat};
-use crate::broker::{id_marker, stamp, Appended, Author, BrokerError, Entry};
+use crate::broker::{stamp, Appended, Author, BrokerError, Entry};
 use crate::clock::now_ms;
 use app::protocol::{
     duration_text, Amendment, ChatMessage, ErrorCode, MessageText, ServerEvent, SystemKind,
@@ -160,20 +160,19 @@ impl Chat {
         actor: &Actor<'_>,
     ) -> Result<(), Denied> {
         self.moderation_on(actor)?;
-        let marker = id_marker(target);
         let not_found = || {
             Denied::new(
                 ErrorCode::NotFound,
-                format!("no message {target} in this room's recent history"),
+                format!("no message {target} in this room's history"),
             )
         };
         for _ in 0..ATTEMPTS {
-            let stored = self.broker.read(room).await?;
-            let old = stored
-                .events
-                .iter()
-                .find(|frame| frame.contains(&marker))
+            let old = self
+                .broker
+                .find(room, target)
+                .await?
                 .ok_or_else(not_found)?;
+            let old = &old;
             let (Some((epoch, offset)), Ok(ServerEvent::Message(mut message))) =
                 (stamp::position(old), serde_json::from_str(old))
             else {

@@ -4,7 +4,7 @@
 //! a redb file of its own that a server started on it reads as it would the
 //! original.
 
-use super::durable::{Store, EVENTS, HOOKS, ROOMS, SANCTIONS, SLOW};
+use super::durable::{Store, EVENTS, HOOKS, IDS, ROOMS, SANCTIONS, SLOW};
 use anyhow::Context;
 use redb::{
     Database, Durability, Key, ReadTransaction, ReadableDatabase, ReadableTable, TableDefinition,
@@ -43,6 +43,7 @@ impl Store {
         copy(&snapshot, &target, SANCTIONS)?;
         copy(&snapshot, &target, SLOW)?;
         copy(&snapshot, &target, HOOKS)?;
+        copy(&snapshot, &target, IDS)?;
         // The chunks were not synced one by one: this one syncs them all.
         target.begin_write()?.commit()?;
         Ok(())

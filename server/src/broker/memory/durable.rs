@@ -27,6 +27,8 @@ use std::time::{Duration, Instant};
 pub(super) const ROOMS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("rooms");
 /// (room, offset) -> the stamped frame.
 pub(super) const EVENTS: TableDefinition<(&str, u64), &str> = TableDefinition::new("events");
+/// (room, event id) -> its offset: moderation finds any retained message.
+pub(super) const IDS: TableDefinition<(&str, &str), u64> = TableDefinition::new("ids");
 /// Room -> the webhook's cursor: the last event delivered (an empty
 /// epoch: marked, nothing delivered yet).
 pub(super) const HOOKS: TableDefinition<&str, (&str, u64)> = TableDefinition::new("hooks");
@@ -91,6 +93,17 @@ pub enum Change {
         epoch: String,
         offset: u64,
     },
+}
+
+/// A stored event's id (every event has one).
+pub(super) fn event_id(frame: &str) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct Event {
+        id: uuid::Uuid,
+    }
+    serde_json::from_str::<Event>(frame)
+        .ok()
+        .map(|event| event.id.to_string())
 }
 
 fn kind(sanction: Sanction) -> u8 {
@@ -218,6 +231,17 @@ impl Store {
         Ok(found)
     }
 
+    /// The retained event with this id, as stored.
+    pub fn find(&self, room: &str, id: &str) -> Result<Option<String>, redb::Error> {
+        let read = self.db.begin_read()?;
+        let Some(offset) = read.open_table(IDS)?.get((room, id))? else {
+            return Ok(None);
+        };
+        let events = read.open_table(EVENTS)?;
+        let found = events.get((room, offset.value()))?;
+        Ok(found.map(|frame| frame.value().to_owned()))
+    }
+
     /// The room's events from offset `from` to `to`, oldest first.
     pub fn range(&self, room: &str, from: u64, to: u64) -> Result<Vec<String>, redb::Error> {
         let read = self.db.begin_read()?;
@@ -268,6 +292,7 @@ impl Store {
             let mut sanctions = txn.open_table(SANCTIONS)?;
             let mut slow = txn.open_table(SLOW)?;
             let mut hooks = txn.open_table(HOOKS)?;
+            let mut ids = txn.open_table(IDS)?;
             for change in changes {
                 match change {
                     Change::Event {
@@ -278,6 +303,9 @@ impl Store {
                     } => {
                         events.insert((room.as_str(), *offset), frame.as_str())?;
                         rooms.insert(room.as_str(), (epoch.as_str(), *offset))?;
+                        if let Some(id) = event_id(frame) {
+                            ids.insert((room.as_str(), id.as_str()), *offset)?;
+                        }
                     }
                     Change::Replace {
                         room,

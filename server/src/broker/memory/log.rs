@@ -69,6 +69,10 @@ impl RoomLog for MemoryBroker {
         self.shared.write(vec![change]).await
     }
 
+    async fn find(&self, room: &str, id: uuid::Uuid) -> Result<Option<Utf8Bytes>, BrokerError> {
+        Ok(self.shared.0.streams.find(room, id))
+    }
+
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
         Ok(self.shared.0.streams.read(room))
     }

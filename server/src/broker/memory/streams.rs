@@ -61,6 +61,10 @@ struct Room {
     /// identity) may speak again.
     slow: Duration,
     next_say: HashMap<String, Instant>,
+    /// Events older than `events` overwritten since the room was loaded
+    /// (a moderator deleting an old message), by offset: the data file's
+    /// copy may not be written yet.
+    amended: HashMap<u64, Utf8Bytes>,
     /// When it was last written to.
     touched: Instant,
 }
@@ -82,6 +86,7 @@ impl Room {
             mutes: HashMap::new(),
             slow: Duration::ZERO,
             next_say: HashMap::new(),
+            amended: HashMap::new(),
             touched: Instant::now(),
         }
     }
@@ -260,8 +265,11 @@ impl MemoryStreams {
                 .events
                 .iter()
                 .position(|e| stamp::position(e).is_some_and(|(_, o)| o == offset));
-            if let Some(at) = at {
-                room.events[at] = old;
+            match at {
+                Some(at) => room.events[at] = old,
+                None => {
+                    room.amended.insert(offset, old);
+                }
             }
         }
     }
@@ -296,11 +304,18 @@ impl MemoryStreams {
             return (held, applied);
         }
         if let Some((old, new)) = entry.replace {
-            let Some(stored) = room.events.iter_mut().find(|e| e.as_str() == old) else {
-                return (Appended::Gone, applied);
-            };
             let offset = stamp::position(old).map_or(0, |(_, offset)| offset);
-            applied.replaced = Some((offset, std::mem::replace(stored, new.into())));
+            if let Some(stored) = room.events.iter_mut().find(|e| e.as_str() == old) {
+                applied.replaced = Some((offset, std::mem::replace(stored, new.into())));
+            } else if self
+                .stored_beyond(room, name, offset)
+                .is_some_and(|stored| stored.as_str() == old)
+            {
+                room.amended.insert(offset, new.into());
+                applied.replaced = Some((offset, old.into()));
+            } else {
+                return (Appended::Gone, applied);
+            }
         }
         if let Some(author) = entry.author.filter(|_| !room.slow.is_zero()) {
             let next = Instant::now() + room.slow;

@@ -2,7 +2,7 @@
 //! past `HISTORY_MAX_AGE` or beyond `HISTORY_MAX_EVENTS`, from the data
 //! file and from the rooms in memory, never on the append path.
 
-use super::durable::{Store, EVENTS, ROOMS};
+use super::durable::{event_id, Store, EVENTS, IDS, ROOMS};
 use super::streams::MemoryStreams;
 use crate::broker::retention::Retention;
 use crate::clock::now_ms;
@@ -101,24 +101,29 @@ impl Store {
                 let txn = self.db.begin_write()?;
                 let doomed = {
                     let mut events = txn.open_table(EVENTS)?;
+                    let mut ids = txn.open_table(IDS)?;
                     let mut doomed = Vec::new();
                     for row in events.range((room.as_str(), 0)..=(room.as_str(), u64::MAX))? {
                         let (key, frame) = row?;
                         let offset = key.value().1;
-                        if offset >= first_kept && !retention.too_old(frame.value(), now_ms) {
+                        let frame = frame.value();
+                        if offset >= first_kept && !retention.too_old(frame, now_ms) {
                             break;
                         }
-                        doomed.push(offset);
+                        doomed.push((offset, event_id(frame)));
                         if doomed.len() == CHUNK {
                             break;
                         }
                     }
-                    for offset in &doomed {
+                    for (offset, id) in &doomed {
                         events.remove((room.as_str(), *offset))?;
+                        if let Some(id) = id {
+                            ids.remove((room.as_str(), id.as_str()))?;
+                        }
                     }
                     doomed
                 };
-                let Some(last) = doomed.last() else {
+                let Some((last, _)) = doomed.last() else {
                     txn.abort()?;
                     break;
                 };

@@ -38,6 +38,10 @@ impl RoomLog for RedisBroker {
         self.streams.slow_mode(room, seconds).await
     }
 
+    async fn find(&self, room: &str, id: uuid::Uuid) -> Result<Option<Utf8Bytes>, BrokerError> {
+        self.streams.find(room, id).await
+    }
+
     async fn read(&self, room: &str) -> Result<Stored, BrokerError> {
         self.streams.read(room).await
     }

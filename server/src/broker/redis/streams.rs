@@ -231,6 +231,14 @@ impl RedisStreams {
         })
     }
 
+    /// The retained event with this id (the whole retained list is read:
+    /// for moderation, not for every frame).
+    pub async fn find(&self, room: &str, id: Uuid) -> Result<Option<Utf8Bytes>, BrokerError> {
+        let marker = id_marker(id);
+        let stored = self.read_range(room, 0, -1).await?;
+        Ok(stored.events.into_iter().find(|e| e.contains(&marker)))
+    }
+
     /// The retained events after `after` up to `upto`; `None` unless all
     /// of them are retained.
     pub async fn since(

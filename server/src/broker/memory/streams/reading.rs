@@ -1,13 +1,42 @@
 //! What readers get from the rooms: the events visible now, catch-up and
 //! pages from the data file behind them, and retention's trim.
 
-use super::{MemoryStreams, CATCH_UP};
+use super::{MemoryStreams, Room, CATCH_UP};
 use crate::broker::retention::Retention;
-use crate::broker::{stamp, Page, Position, Stored};
+use crate::broker::{id_marker, stamp, Page, Position, Stored};
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
 
 impl MemoryStreams {
+    /// The retained event with this id, as stored now: from memory, else
+    /// from the data file.
+    pub fn find(&self, room: &str, id: uuid::Uuid) -> Option<Utf8Bytes> {
+        let marker = id_marker(id);
+        let rooms = self.rooms.lock();
+        let held = rooms.by_name.get(room);
+        if let Some(found) = held.and_then(|r| r.visible().find(|e| e.contains(&marker))) {
+            return Some(found.clone());
+        }
+        let stored = self.store.as_ref()?.find(room, &id.to_string());
+        let stored = stored.unwrap_or_else(|err| {
+            tracing::error!(room, error = %err, "cannot read the data file");
+            None
+        })?;
+        let offset = stamp::position(&stored).map(|(_, offset)| offset);
+        let amended = offset.and_then(|offset| held?.amended.get(&offset));
+        Some(amended.cloned().unwrap_or_else(|| stored.into()))
+    }
+
+    /// An event older than memory holds, at its offset: as overwritten
+    /// meanwhile, else as the data file has it.
+    pub(super) fn stored_beyond(&self, room: &Room, name: &str, offset: u64) -> Option<Utf8Bytes> {
+        if let Some(frame) = room.amended.get(&offset) {
+            return Some(frame.clone());
+        }
+        let found = self.store.as_ref()?.range(name, offset, offset).ok()?;
+        found.into_iter().next().map(Utf8Bytes::from)
+    }
+
     /// Drops the events past the retention, or below the oldest offset
     /// the data file kept (`floors`); returns how many went.
     pub fn trim(&self, retention: &Retention, now_ms: u64, floors: &HashMap<String, u64>) -> u64 {
