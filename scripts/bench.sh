@@ -4,7 +4,7 @@
 # real WebSocket clients. Prints a Markdown table and one JSON line per
 # scenario. Needs redis-server (scripts/setup.sh --test installs it).
 #
-#   scripts/bench.sh               # all twelve scenarios (about 6 minutes)
+#   scripts/bench.sh               # all thirteen scenarios (about 8 minutes)
 #   scripts/bench.sh --only 1,5    # some of them
 #   scripts/bench.sh --quick       # tiny loads: checks that it works
 #   cargo bench -p server          # the per-message hot path (criterion)

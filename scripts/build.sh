@@ -19,22 +19,10 @@ bound=target/wasm-bound
 
 say() { printf '\033[1m==> %s\033[0m\n' "$*"; }
 
-# The server needs nothing but cargo and a C compiler: it builds while the
-# WASM's tools are installed and the WASM is built (a first build then
-# takes about the time of the longest of them, not of all in a row).
-mkdir -p target
-server_log=target/build-server.log
-say "server (release), in the background: $server_log"
-cargo build --release -p server "$@" >"$server_log" 2>&1 &
-server_build=$!
-trap 'kill $server_build 2>/dev/null || true' EXIT
-
-scripts/setup.sh # the WASM's tools, when missing
-
 say "WASM (frontend, wasm-release profile)"
 # Alone, in a target directory of its own: with the server it would switch
-# on both `ssr` and `hydrate` in `app`, and it shares nothing with the
-# server's build anyway (another target, another profile).
+# on both `ssr` and `hydrate` in `app` (and it shares nothing with the
+# server's build: another target, another profile).
 cargo build -p frontend --lib --target wasm32-unknown-unknown --profile wasm-release \
   --target-dir target/wasm
 rm -rf "$bound"
@@ -45,14 +33,10 @@ wasm-bindgen --target web --no-typescript --omit-default-module-path \
 # Passes until nothing changes: about 1% smaller gzipped than a single -Oz.
 wasm-opt -Oz --converge "$bound/${name}_bg.wasm" -o "$bound/${name}_bg.wasm"
 
-say "waiting for the server's build"
-if ! wait "$server_build"; then
-  tail -n 40 "$server_log"
-  echo "the server's release build failed: $server_log" >&2
-  exit 1
-fi
-trap - EXIT
-tail -n 1 "$server_log"
+# After the WASM, not beside it: on two cores the two builds side by side
+# took longer (10.1 min for a first run) than one after the other (9.6).
+say "server (release)"
+cargo build --release -p server "$@"
 
 say "site files in $site"
 rm -rf "$site"

@@ -5,6 +5,6 @@
 # arguments go to the server (try --help).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-scripts/setup.sh --packages # a C compiler and Node, if missing
-scripts/build.sh            # installs the WASM's tools while the server builds
+scripts/setup.sh
+scripts/build.sh
 exec target/release/server "$@"

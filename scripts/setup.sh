@@ -4,8 +4,6 @@
 #
 #   scripts/setup.sh          toolchain to build and run the app
 #   scripts/setup.sh --test   plus redis-server, Chromium and the end2end npm packages
-#   scripts/setup.sh --packages  the Debian packages alone (a C compiler, Node):
-#                             enough to build the server
 #   scripts/setup.sh --dev    plus cargo-leptos, for `cargo leptos watch` (slow:
 #                             about 13 minutes to compile on 2 cores, once)
 set -euo pipefail
@@ -15,13 +13,11 @@ CARGO_LEPTOS_VERSION=0.3.10   # 0.3.11 needs a newer rustc
 BINARYEN_VERSION=132          # Debian's binaryen 108 silently breaks the WASM
 with_tests=false
 with_dev=false
-packages_only=false
 for arg in "$@"; do
   case $arg in
     --test) with_tests=true ;;
     --dev) with_dev=true ;;
-    --packages) packages_only=true ;;
-    *) echo "usage: $0 [--test] [--dev] [--packages]" >&2; exit 2 ;;
+    *) echo "usage: $0 [--test] [--dev]" >&2; exit 2 ;;
   esac
 done
 
@@ -43,8 +39,6 @@ if ((${#apt_packages[@]})); then
   as_root apt-get update -qq
   DEBIAN_FRONTEND=noninteractive as_root apt-get install -y -qq "${apt_packages[@]}"
 fi
-
-$packages_only && exit 0
 
 if ! rustup target list --installed | grep -qx wasm32-unknown-unknown; then
   say "rustup target add wasm32-unknown-unknown"
