@@ -40,6 +40,10 @@ pub(super) const SLOW: TableDefinition<&str, u64> = TableDefinition::new("slow")
 
 /// The file's name in `DATA_DIR`.
 pub const FILE: &str = "rooms.redb";
+/// Memory redb keeps of the file's pages (its default is 1 GiB): the
+/// server's memory does not grow with the history read back.
+const CACHE: usize = 32 * 1024 * 1024;
+
 /// Beside it: which process holds it (`pid=<pid> port=<PORT>`), for the
 /// next one to tell a reload from a mistake.
 const HOLDER: &str = "rooms.holder";
@@ -126,7 +130,7 @@ impl Store {
         let deadline = Instant::now() + wait;
         let mut told = false;
         let db = loop {
-            match Database::create(&path) {
+            match Database::builder().set_cache_size(CACHE).create(&path) {
                 Ok(db) => break db,
                 Err(DatabaseError::DatabaseAlreadyOpen) => {
                     let holder = std::fs::read_to_string(&holder_file).unwrap_or_default();
