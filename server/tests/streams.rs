@@ -255,9 +255,17 @@ async fn too_far_behind_is_said(setup: Setup) {
             talker.say(&format!("m{n}")).await;
         }
     }
-    for talker in &mut talkers {
-        talker.messages(3 * per_talker).await;
-    }
+    // Until they are all stored. Not until every talker has them all: a
+    // burst past what the room retains is lost for good to an instance
+    // whose pub/sub lags by more than about a second (on a busy machine),
+    // which is said, not what this test is about.
+    let target = first.offset + 3 * per_talker as u64;
+    let stored = || async {
+        let (_, body) = common::http_get(setup.at(0).running.admin, "/api/rooms/general").await;
+        let room: serde_json::Value = serde_json::from_str(&body).unwrap_or_default();
+        room["offset"].as_u64().unwrap_or(0) >= target
+    };
+    common::eventually("the burst is stored", common::WAIT, stored).await;
     let (chat, history, _) = Chat::open(setup.at(1), &since(&first)).await;
     assert!(!chat.recovered, "the first event fell out of the history");
     assert_eq!(history.len(), HISTORY_LEN, "the whole history instead");

@@ -11,7 +11,7 @@
 
 use super::resume::Snapshot;
 use super::sequencer::Feed;
-use crate::broker::{stamp, Broker, Stored};
+use crate::broker::{stamp, Broker, BrokerError, Stored};
 use crate::fanout::{ConnId, Hub, Peer, Topic};
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
@@ -153,6 +153,28 @@ impl Feeds {
         }
     }
 
+    /// The room's stream as a repair needs it: its newest events, and
+    /// back to the feed's next offset when that is older but still
+    /// retained (a busy room whose pub/sub lags: the events left the
+    /// newest 100, not the stream).
+    async fn read_missing(&self, broker: &dyn Broker, room: &str) -> Result<Stored, BrokerError> {
+        let stored = broker.read(room).await?;
+        let first = stored.offset + 1 - stored.events.len() as u64;
+        let next = self
+            .lock()
+            .get(room)
+            .and_then(|feed| feed.next_in(&stored.epoch));
+        let Some(next) = next.filter(|next| (1..first).contains(next)) else {
+            return Ok(stored);
+        };
+        match broker.since(room, next - 1, stored.offset).await? {
+            Some(events) if events.len() as u64 == stored.offset + 1 - next => {
+                Ok(Stored { events, ..stored })
+            }
+            _ => Ok(stored),
+        }
+    }
+
     /// Whether the room still needs its repair: the gap may have closed
     /// while the repair waited, as it nearly always does.
     fn needs_repair(&self, room: &str) -> bool {
@@ -196,7 +218,7 @@ impl Feeds {
                 if !self.needs_repair(&room) {
                     continue;
                 }
-                match broker.read(&room).await {
+                match self.read_missing(broker.as_ref(), &room).await {
                     Ok(stored) => self.fill(&room, stored),
                     Err(err) => {
                         tracing::debug!(room, error = %err, "cannot repair the room's feed yet");

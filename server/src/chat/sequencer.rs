@@ -52,6 +52,11 @@ impl Feed {
         self.next.saturating_sub(1)
     }
 
+    /// The offset to hand out next, if the feed follows `epoch`.
+    pub fn next_in(&self, epoch: &str) -> Option<u64> {
+        (self.epoch.as_deref() == Some(epoch)).then_some(self.next)
+    }
+
     /// Events known to exist have not all been handed out.
     pub fn behind(&self) -> bool {
         self.epoch.is_some() && self.next <= self.known
