@@ -85,32 +85,13 @@ async fn post(server: &Server, text: &str) -> (u16, Value) {
     (status, serde_json::from_str(&answer).unwrap_or(Value::Null))
 }
 
-/// Every stored event's text in the room, oldest first (the server API's
-/// pages).
+/// Every stored event's text in the room, oldest first.
 async fn texts(server: &Server) -> Vec<String> {
-    let mut before = u64::MAX / 2;
-    let mut texts = Vec::new();
-    loop {
-        let path = format!("/api/rooms/full/history?before={before}&limit=200");
-        let (status, body) = common::http_get(server.admin, &path).await;
-        assert_eq!(status, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
-        assert!(
-            page["oldest"] == Value::Bool(true) || !page["events"].as_array().unwrap().is_empty(),
-            "an empty page that is not the oldest: {body}"
-        );
-        let events = page["events"].as_array().unwrap();
-        if let Some(first) = events.first() {
-            before = first["offset"].as_u64().unwrap();
-        }
-        let page_texts = events
-            .iter()
-            .map(|e| e["text"].as_str().unwrap().to_owned());
-        texts.splice(0..0, page_texts);
-        if page["oldest"] == Value::Bool(true) {
-            return texts;
-        }
-    }
+    let events = common::retained_events(server.admin, "full").await;
+    events
+        .iter()
+        .map(|e| e["text"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 /// The process may write files of 4 MiB at most (`ulimit -f`, the kernel

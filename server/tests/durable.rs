@@ -151,17 +151,6 @@ async fn a_reload_hands_the_data_file_over() {
     );
 }
 
-/// Posts `count` messages through the server API (the backend is not rate
-/// limited), numbered from `from`.
-async fn post(admin: std::net::SocketAddr, room: &str, from: usize, count: usize) {
-    for n in from..from + count {
-        let body = serde_json::json!({"author": "bot", "text": format!("m{n}")}).to_string();
-        let path = format!("/api/rooms/{room}/messages");
-        let (status, answer) = common::http_request(admin, "POST", &path, &[], &body).await;
-        assert_eq!(status, 201, "{answer}");
-    }
-}
-
 /// Pages back from the newest with `older`, page sizes cycling through
 /// `sizes`; returns every event's offset, oldest first, and how many pages
 /// it took.
@@ -204,7 +193,7 @@ async fn paging_back_through_a_thousand_events_gives_exactly_the_stream() {
     let data = dir.path().to_str().unwrap().to_owned();
     let env = [("DATA_DIR", data.as_str())];
     let first = Server::start(None, &env);
-    post(first.admin, "long", 0, 1_000).await;
+    common::post_messages(first.admin, "long", 0, 1_000).await;
     drop(first);
 
     let server = Server::start(None, &env);
@@ -252,7 +241,7 @@ async fn paging_back_through_a_thousand_events_gives_exactly_the_stream() {
 /// says it is the oldest.
 async fn paging_back_reaches_what_is_retained(redis: Option<&common::Redis>, first: u64) {
     let server = common::Instance::configured(redis, &[]).await;
-    post(server.running.admin, "window", 0, 150).await;
+    common::post_messages(server.running.admin, "window", 0, 150).await;
     let (mut reader, _, _) = Chat::open(&server, "?room=window").await;
     let (offsets, _) = page_back(&mut reader, 150, &[30]).await;
     assert_eq!(offsets, (first..=150).collect::<Vec<u64>>());
@@ -273,12 +262,12 @@ async fn paging_back_reaches_what_redis_retains() {
 /// resumes from its position: every missed event, in pages of at most 200,
 /// `recovered`, then the live events with nothing lost or doubled.
 async fn away_for_5000_events(server: &Server) {
-    post(server.admin, "busy", 0, 10).await;
+    common::post_messages(server.admin, "busy", 0, 10).await;
     let (away, before, _) = Chat::open(server, "?room=busy").await;
     let left_at = away.position.clone();
     assert_eq!(before.len(), 10);
     drop(away);
-    post(server.admin, "busy", 10, 5_000).await;
+    common::post_messages(server.admin, "busy", 10, 5_000).await;
 
     let query = format!("?room=busy&since={}:{}", left_at.epoch, left_at.offset);
     let (mut back, missed, _) = Chat::open(server, &query).await;
@@ -289,7 +278,7 @@ async fn away_for_5000_events(server: &Server) {
         .collect();
     assert_eq!(offsets, (11..=5_010).collect::<Vec<u64>>());
     // Live from there: the next events, once each.
-    post(server.admin, "busy", 5_010, 3).await;
+    common::post_messages(server.admin, "busy", 5_010, 3).await;
     let live = back.messages(3).await;
     let live: Vec<u64> = live.iter().map(|m| m.offset).collect();
     assert_eq!(live, [5_011, 5_012, 5_013]);

@@ -9,48 +9,19 @@ mod common;
 
 use common::tempdir::Dir;
 use common::{Chat, Redis, Server};
-use serde_json::Value;
 use std::time::Duration;
 
-/// Posts `count` messages through the server API, numbered from `from`.
 async fn post(server: &Server, room: &str, from: usize, count: usize) {
-    for n in from..from + count {
-        let body = serde_json::json!({"author": "bot", "text": format!("m{n}")}).to_string();
-        let path = format!("/api/rooms/{room}/messages");
-        let (status, answer) = common::http_request(server.admin, "POST", &path, &[], &body).await;
-        assert_eq!(status, 201, "{answer}");
-    }
+    common::post_messages(server.admin, room, from, count).await;
 }
 
-/// Every retained offset of the room, oldest first, read back page by
-/// page through the server API (`before=`), and whether the last page
-/// said it was the oldest.
+/// Every retained offset of the room, oldest first.
 async fn retained(server: &Server, room: &str) -> Vec<u64> {
-    let mut before = u64::MAX / 2;
-    let mut offsets = Vec::new();
-    loop {
-        let path = format!("/api/rooms/{room}/history?before={before}&limit=200");
-        let (status, body) = common::http_get(server.admin, &path).await;
-        assert_eq!(status, 200, "{body}");
-        let page: Value = serde_json::from_str(&body).unwrap();
-        assert!(
-            page["oldest"] == Value::Bool(true) || !page["events"].as_array().unwrap().is_empty(),
-            "an empty page that is not the oldest: {body}"
-        );
-        let page_offsets: Vec<u64> = page["events"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|e| e["offset"].as_u64().unwrap())
-            .collect();
-        if let Some(first) = page_offsets.first() {
-            before = *first;
-        }
-        offsets.splice(0..0, page_offsets);
-        if page["oldest"] == Value::Bool(true) {
-            return offsets;
-        }
-    }
+    let events = common::retained_events(server.admin, room).await;
+    events
+        .iter()
+        .map(|e| e["offset"].as_u64().unwrap())
+        .collect()
 }
 
 /// Waits until the room retains exactly `expected`.

@@ -159,3 +159,40 @@ pub async fn http_get_bytes(addr: SocketAddr, path: &str) -> (u16, Vec<u8>) {
         body = &body[start + size + 2..];
     }
 }
+
+/// Posts `count` messages through the server API on `admin` (the backend
+/// is not rate limited), texts `m<n>` numbered from `from`.
+pub async fn post_messages(admin: SocketAddr, room: &str, from: usize, count: usize) {
+    for n in from..from + count {
+        let body = serde_json::json!({"author": "bot", "text": format!("m{n}")}).to_string();
+        let path = format!("/api/rooms/{room}/messages");
+        let (status, answer) = http_request(admin, "POST", &path, &[], &body).await;
+        assert_eq!(status, 201, "{answer}");
+    }
+}
+
+/// Every event the room retains, oldest first, read back page by page
+/// through the server API's `before=` until a page says it is the oldest.
+pub async fn retained_events(admin: SocketAddr, room: &str) -> Vec<serde_json::Value> {
+    let mut before = u64::MAX / 2;
+    let mut events = Vec::new();
+    loop {
+        let path = format!("/api/rooms/{room}/history?before={before}&limit=200");
+        let (status, body) = http_get(admin, &path).await;
+        assert_eq!(status, 200, "{body}");
+        let page: serde_json::Value = serde_json::from_str(&body).unwrap();
+        let oldest = page["oldest"] == serde_json::Value::Bool(true);
+        let page_events = page["events"].as_array().unwrap().clone();
+        assert!(
+            oldest || !page_events.is_empty(),
+            "an empty page that is not the oldest: {body}"
+        );
+        if let Some(first) = page_events.first() {
+            before = first["offset"].as_u64().unwrap();
+        }
+        events.splice(0..0, page_events);
+        if oldest {
+            return events;
+        }
+    }
+}
