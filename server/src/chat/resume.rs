@@ -94,8 +94,6 @@ fn event_id(frame: &str) -> Option<Uuid> {
     serde_json::from_str::<Id>(frame).ok()?.id
 }
 
-/// The history frame of a snapshot, built from the stored frames without
-/// parsing them again.
 /// The answer to `older`: `{"type":"page","epoch","oldest","events":[…]}`,
 /// the stored frames as they are.
 pub fn page_frame(page: &crate::broker::Page) -> Utf8Bytes {
@@ -116,6 +114,8 @@ pub fn page_frame(page: &crate::broker::Page) -> Utf8Bytes {
     frame.into()
 }
 
+/// The history frame of a snapshot, built from the stored frames without
+/// parsing them again.
 pub fn history_frame(snapshot: &Snapshot) -> Utf8Bytes {
     frame(snapshot, snapshot.offset, &snapshot.events, false)
 }
