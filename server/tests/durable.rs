@@ -361,3 +361,54 @@ async fn an_old_message_is_deleted_where_it_is_stored() {
     let server = Server::start(None, &env);
     assert_eq!(tombstone(&server).await, deleted, "as stored");
 }
+
+/// One sender's burst on the data file: its messages share commits, yet
+/// every frame is answered in the order it was sent, the acks at
+/// consecutive offsets, a malformed frame's error after the acks of the
+/// messages before it, a page after the acks of those before it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_burst_from_one_sender_is_answered_in_the_order_sent() {
+    let dir = Dir::new();
+    let data = dir.path().to_str().unwrap().to_owned();
+    let server = Server::start(None, &[("DATA_DIR", data.as_str())]);
+    let mut chat = Chat::join(&server, "burst").await;
+    let mut sent = Vec::new();
+    for n in 0..34 {
+        if n == 24 {
+            chat.client.send_text("{").await;
+        }
+        let id = Uuid::new_v4();
+        sent.push(id);
+        let text = format!("m{n}");
+        chat.send(&ClientMessage::Say { text, id: Some(id) }).await;
+    }
+    chat.send(&ClientMessage::Older {
+        before: 1_000,
+        limit: 5,
+    })
+    .await;
+    // The answers to this sender, in the order they came.
+    let mut answers = Vec::new();
+    while answers.len() < 36 {
+        match chat.event().await {
+            ServerEvent::Ack { id, offset, .. } => answers.push(format!("ack {id} {offset}")),
+            ServerEvent::Error { .. } => answers.push("error".to_owned()),
+            ServerEvent::Page { .. } => answers.push("page".to_owned()),
+            _ => {}
+        }
+    }
+    let first = answers[0]
+        .rsplit(' ')
+        .next()
+        .unwrap()
+        .parse::<u64>()
+        .unwrap();
+    let mut expected: Vec<String> = sent
+        .iter()
+        .enumerate()
+        .map(|(n, id)| format!("ack {id} {}", first + n as u64))
+        .collect();
+    expected.insert(24, "error".to_owned());
+    expected.push("page".to_owned());
+    assert_eq!(answers, expected);
+}

@@ -66,6 +66,14 @@ pub trait RoomLog: Send + Sync {
     /// [`Entry`]); returns it stamped with its position.
     async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError>;
 
+    /// Whether an append is queued, behind every append queued before it,
+    /// in the first poll of its future: a connection may then start its
+    /// next message before the last one is answered. Redis gives no such
+    /// promise (a script may be sent again after `NOSCRIPT`).
+    fn appends_in_order(&self) -> bool {
+        false
+    }
+
     /// Holds a participant, by every one of their `marks`
     /// (`crate::identity`), to a sanction in the room until `until_ms` (ms
     /// since the Unix epoch); it expires by itself. `None` lifts it: from

@@ -12,6 +12,7 @@ use crate::broker::{Member, Sanction, Seat, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
 use crate::identity::Person;
 use crate::metrics;
+use crate::ws::in_order::InOrder;
 use crate::ws::throttle::{KeyedThrottle, Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
@@ -86,6 +87,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         address,
         joins: Throttle::new(chat.limits.joins),
         typed: None,
+        said: InOrder::default(),
     };
     let outbound = Outbound {
         peer,
@@ -184,13 +186,21 @@ struct ChatSession {
     joins: Throttle,
     /// When this connection's last typing frame went out.
     typed: Option<Instant>,
+    /// Messages waiting for their commit, answered in the order sent.
+    said: InOrder<speech::Said>,
 }
 
 impl Handler for ChatSession {
     const KIND: Kind = Kind::Chat;
 
     async fn on_text(&mut self, text: Utf8Bytes) -> Option<CloseReason> {
-        let message = match ClientMessage::decode(&text) {
+        let message = ClientMessage::decode(&text);
+        // Frames are answered in the order they came: only a message may
+        // start while earlier ones wait for their commit.
+        if !matches!(message, Ok(ClientMessage::Say { .. })) {
+            self.settle_all().await;
+        }
+        let message = match message {
             Ok(message) => message,
             Err(err) => {
                 self.refuse(err.code, err.message);
@@ -222,6 +232,7 @@ impl Handler for ChatSession {
             return self.throttled(per_connection, limited);
         }
         if let Some(verdict) = allowed(throttle, &self.rate_key(&message)) {
+            self.settle_all().await;
             return self.throttled(verdict, limited);
         }
         match message {
@@ -235,6 +246,11 @@ impl Handler for ChatSession {
             moderation => self.moderate(moderation).await,
         }
         None
+    }
+
+    async fn settle(&mut self) {
+        let said = self.said.next().await;
+        self.answer(said);
     }
 
     fn refusal(&self, refusal: Refusal) -> Utf8Bytes {

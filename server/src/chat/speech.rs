@@ -4,7 +4,7 @@
 use super::super::encode;
 use super::super::moderation::Denied;
 use super::ChatSession;
-use crate::broker::{owner_marker, stamp, Appended, Author, Entry, Once};
+use crate::broker::{owner_marker, stamp, Appended, Author, BrokerError, Entry, Once};
 use app::protocol::{duration_text, ChatMessage, ErrorCode, MessageText, ServerEvent};
 use std::time::{Duration, Instant};
 use uuid::Uuid;
@@ -13,14 +13,29 @@ use uuid::Uuid;
 /// one every `TYPING_EVERY_MS`).
 const TYPING_GAP: Duration = Duration::from_millis(1_000);
 
+/// Messages one connection may have waiting for their commit at once
+/// (when the broker queues appends in order): a sender's burst shares
+/// commits instead of waiting for one commit per message.
+const IN_FLIGHT: usize = 16;
+
+/// What became of a message this connection sent.
+pub(super) struct Said {
+    once: Option<Uuid>,
+    appended: Result<Appended, BrokerError>,
+}
+
 impl ChatSession {
     pub(super) async fn say(&mut self, raw: &str, once: Option<Uuid>) {
-        let Some(member) = &self.member else {
-            return self.refuse(ErrorCode::NotJoined, "join before sending messages".into());
-        };
         let text = match MessageText::parse(raw) {
             Ok(text) => text,
-            Err(err) => return self.refuse(ErrorCode::InvalidText, err.to_string()),
+            Err(err) => {
+                self.settle_all().await;
+                return self.refuse(ErrorCode::InvalidText, err.to_string());
+            }
+        };
+        let Some(member) = &self.member else {
+            self.settle_all().await;
+            return self.refuse(ErrorCode::NotJoined, "join before sending messages".into());
         };
         let message = ChatMessage {
             epoch: String::new(),
@@ -34,24 +49,52 @@ impl ChatSession {
             edited: false,
             server: false,
         };
-        // The message ends this bout of typing: the next one is news.
-        self.typed = None;
         // Acknowledged (echoed back) only once it is in the stream, so no
         // crash can lose a message its sender saw as sent.
         let frame = encode(&ServerEvent::Message(message));
         let marks = self.member_marks(member);
         let owner = owner_marker(&member.id);
-        let entry = Entry {
-            frame: &frame,
-            once: once.map(|id| Once { id, owner: &owner }),
-            // Moderators are held by neither mutes nor slow mode.
-            author: (!self.moderator).then_some(Author {
-                marks: &marks,
-                id: &member.id,
-            }),
-            replace: None,
+        // Moderators are held by neither mutes nor slow mode.
+        let held = (!self.moderator).then(|| member.id.clone());
+        let (chat, room) = (self.chat.clone(), self.room.clone());
+        let appending = async move {
+            let entry = Entry {
+                frame: &frame,
+                once: once.map(|id| Once { id, owner: &owner }),
+                author: held.as_ref().map(|id| Author { marks: &marks, id }),
+                replace: None,
+            };
+            let appended = chat.append(&room, entry).await;
+            Said { once, appended }
         };
-        match self.chat.append(&self.room, entry).await {
+        // The message ends this bout of typing: the next one is news.
+        self.typed = None;
+        let in_flight = match self.chat.broker.appends_in_order() {
+            true => IN_FLIGHT,
+            false => 1,
+        };
+        while self.said.len() >= in_flight {
+            let said = self.said.next().await;
+            self.answer(said);
+        }
+        if let Some(said) = self.said.start(appending).await {
+            self.answer(said);
+        }
+    }
+
+    /// Answers every message still waiting for its commit: what this
+    /// connection sends next is answered after them.
+    pub(super) async fn settle_all(&mut self) {
+        while !self.said.is_empty() {
+            let said = self.said.next().await;
+            self.answer(said);
+        }
+    }
+
+    /// Tells the sender what became of a message: an ack when it has an id,
+    /// or why it was not sent.
+    pub(super) fn answer(&self, Said { once, appended }: Said) {
+        match appended {
             Ok(Appended::New(stored) | Appended::Repeat(stored)) => self.acknowledge(once, &stored),
             Ok(Appended::Muted { until_ms }) => self.deny(&Denied::muted(until_ms)),
             Ok(Appended::Slowed { retry_after_ms }) => {

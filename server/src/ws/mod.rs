@@ -8,6 +8,7 @@
 //! The socket is any `Stream` + `Sink` of WebSocket messages, so a
 //! protocol's rules can be driven by channels in unit tests.
 
+pub mod in_order;
 mod read;
 pub mod throttle;
 mod write;
@@ -52,6 +53,13 @@ pub trait Handler: Send {
     /// Handles a text frame that passed the limits; `Some` closes the
     /// connection with that reason.
     fn on_text(&mut self, text: Utf8Bytes) -> impl Future<Output = Option<CloseReason>> + Send;
+
+    /// Finishes one piece of work that `on_text` started and left running
+    /// (the chat's messages waiting for their commit), polled while the
+    /// connection waits for its next frame; never done when none runs.
+    fn settle(&mut self) -> impl Future<Output = ()> + Send {
+        std::future::pending()
+    }
 
     /// The frame that tells the client why a frame was refused.
     fn refusal(&self, refusal: Refusal) -> Utf8Bytes;

@@ -42,7 +42,11 @@ where
     // Pings go out every interval; a healthy client answers each one.
     let idle = limits.ping_interval * 2 + Duration::from_secs(1);
     loop {
-        let message = match timeout(idle, stream.next()).await {
+        let read = tokio::select! {
+            read = timeout(idle, stream.next()) => read,
+            () = handler.settle() => continue,
+        };
+        let message = match read {
             Err(_) => {
                 metrics::error(kind, "ping_timeout");
                 return closing(peer, close::PING_TIMEOUT);

@@ -40,6 +40,11 @@ impl RoomLog for MemoryBroker {
         Ok(appended)
     }
 
+    /// The writer's queue takes each append at its first poll.
+    fn appends_in_order(&self) -> bool {
+        true
+    }
+
     async fn sanction(
         &self,
         room: &str,
