@@ -41,7 +41,7 @@ use crate::supervise::{self, Restarts};
 use crate::webhook::Outbox;
 use crate::ws;
 use app::protocol::{valid_room, Position, Pseudo, ServerEvent, DEFAULT_ROOM};
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{ConnectInfo, Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -256,7 +256,7 @@ struct Opening {
 }
 
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: ws::Upgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     query: Result<Query<ChatQuery>, axum::extract::rejection::QueryRejection>,

@@ -17,6 +17,7 @@
 
 use crate::admission::capacity::{Full, Slot};
 use crate::metrics;
+use crate::ws::Tcp;
 use axum::extract::ConnectInfo;
 use axum::Router;
 use hyper::body::Incoming;
@@ -24,11 +25,10 @@ use hyper::Request;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::pin::{pin, Pin};
+use std::pin::pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
@@ -91,10 +91,7 @@ pub async fn serve(
                 if let Err(err) = stream.set_nodelay(true) {
                     tracing::debug!(port = door.name, %peer, error = %err, "cannot set TCP_NODELAY");
                 }
-                let held = Held {
-                    stream,
-                    _slot: slot,
-                };
+                let held = Tcp { stream, slot };
                 connections.spawn(connection(
                     held,
                     peer,
@@ -118,7 +115,7 @@ pub async fn serve(
 }
 
 async fn connection(
-    stream: Held,
+    stream: Tcp,
     peer: SocketAddr,
     routes: Router,
     door: Arc<Door>,
@@ -217,53 +214,6 @@ impl AcceptFailures {
             tracing::warn!(port, failures = self.count, "accepting connections again");
             self.count = 0;
         }
-    }
-}
-
-/// A connection's socket with its place: the place is given back when the
-/// socket is dropped, after the HTTP exchange or after its WebSocket.
-struct Held {
-    stream: TcpStream,
-    _slot: Slot,
-}
-
-impl AsyncRead for Held {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for Held {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write(cx, buf)
-    }
-
-    fn poll_write_vectored(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        bufs: &[io::IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        Pin::new(&mut self.stream).poll_write_vectored(cx, bufs)
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        self.stream.is_write_vectored()
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
     }
 }
 

@@ -15,7 +15,7 @@ use crate::fanout::{Hub, Kind, Topic};
 use crate::presence::Presence;
 use crate::webhook::Outbox;
 use crate::ws;
-use axum::extract::ws::{Utf8Bytes, WebSocketUpgrade};
+use axum::extract::ws::Utf8Bytes;
 use axum::extract::{ConnectInfo, State};
 use axum::http::header::AUTHORIZATION;
 use axum::http::HeaderMap;
@@ -61,7 +61,7 @@ impl Relay {
 }
 
 pub async fn upgrade(
-    ws: WebSocketUpgrade,
+    ws: ws::Upgrade,
     ConnectInfo(peer): ConnectInfo<SocketAddr>,
     headers: HeaderMap,
     State(relay): State<Arc<Relay>>,

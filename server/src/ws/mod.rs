@@ -5,23 +5,35 @@
 //! to the protocol's [`Handler`] ([`read`]), and the close handshake with
 //! a reason (1012 on shutdown).
 //!
-//! The socket is any `Stream` + `Sink` of WebSocket messages, so a
-//! protocol's rules can be driven by channels in unit tests.
+//! The upgrade is taken from hyper directly ([`upgrade`]) and the
+//! connection runs as one task on its TCP stream ([`conn`]: tungstenite
+//! reads, the server writes its own frames without a write buffer). The
+//! socket is any `Stream` + `Sink` of WebSocket messages, so a protocol's
+//! rules can be driven by channels in unit tests.
 
+mod conn;
 pub mod in_order;
 mod read;
+mod tcp;
 pub mod throttle;
+mod upgrade;
 mod write;
 
+pub use conn::Conn;
+pub use tcp::Tcp;
+pub use upgrade::Upgrade;
+
 use crate::fanout::{close, CloseReason, Kind, Peer, Queue};
-use axum::extract::ws::{Message, Utf8Bytes, WebSocket, WebSocketUpgrade};
+use axum::extract::ws::{Message, Utf8Bytes};
 use axum::response::Response;
 use futures::{Sink, Stream, StreamExt};
 use governor::Quota;
+use hyper_util::rt::TokioIo;
 use std::future::Future;
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::timeout;
+use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
@@ -30,9 +42,6 @@ use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 /// before each read and keeps it while the connection idles. Larger frames
 /// still arrive, in several reads.
 const READ_BUFFER: usize = 512;
-/// Bytes buffered before tungstenite writes to the socket: a batch of
-/// frames goes out in few system calls.
-const WRITE_BUFFER: usize = 16 * 1024;
 /// How long a closing connection may take to flush its queue and close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -81,32 +90,39 @@ pub struct Limits {
     pub bytes: Option<Quota>,
 }
 
-/// Completes an upgrade request: the size limit and buffer sizes applied,
-/// the `session` run as a task the drain waits for, holding `place` (the
-/// connection's place in the limits) until it ends.
+/// Completes an upgrade request: the size limit and read buffer applied,
+/// the `session` run on the connection as a task the drain waits for,
+/// holding `place` (the connection's place in the limits) until it ends.
 pub fn accept<F, Fut>(
-    ws: WebSocketUpgrade,
+    upgrade: Upgrade,
     max_message_bytes: u64,
     tasks: &TaskTracker,
     place: impl Send + 'static,
     session: F,
 ) -> Response
 where
-    F: FnOnce(WebSocket) -> Fut + Send + 'static,
+    F: FnOnce(Conn) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let max = max_message_bytes as usize;
-    let tasks = tasks.clone();
-    ws.read_buffer_size(READ_BUFFER)
-        .write_buffer_size(WRITE_BUFFER)
-        .max_message_size(max)
-        .max_frame_size(max)
-        .on_upgrade(move |socket| {
-            tasks.track_future(async move {
-                session(socket).await;
-                drop(place);
-            })
-        })
+    let config = WebSocketConfig::default()
+        .read_buffer_size(READ_BUFFER)
+        .max_message_size(Some(max))
+        .max_frame_size(Some(max));
+    let response = upgrade.response();
+    tasks.spawn(async move {
+        let upgraded = match upgrade.on_upgrade.await {
+            Ok(upgraded) => upgraded,
+            Err(err) => return tracing::debug!(error = %err, "upgrade not completed"),
+        };
+        let Ok(parts) = upgraded.downcast::<TokioIo<Tcp>>() else {
+            return tracing::error!("an upgraded connection is not a TCP stream");
+        };
+        let conn = Conn::new(parts.io.into_inner(), parts.read_buf, config).await;
+        session(conn).await;
+        drop(place);
+    });
+    response
 }
 
 /// Whether a queued frame still goes out: a protocol may drop frames the

@@ -1,0 +1,105 @@
+//! The connection's frames as a client (tungstenite) reads and sends them,
+//! over a real TCP connection.
+
+use super::*;
+use crate::admission::capacity::Capacity;
+use futures::{SinkExt, StreamExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+
+type Client = WebSocketStream<TcpStream>;
+
+async fn pair() -> (Conn, Client) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let client = TcpStream::connect(listener.local_addr().unwrap());
+    let (client, accepted) = tokio::join!(client, listener.accept());
+    let (stream, peer) = accepted.unwrap();
+    // A small send buffer: large frames are written in many parts.
+    socket2::SockRef::from(&stream)
+        .set_send_buffer_size(4096)
+        .unwrap();
+    let slot = Capacity::new(10, 10).acquire(peer.ip()).unwrap();
+    let config = WebSocketConfig::default().max_message_size(Some(1 << 20));
+    let conn = Conn::new(Tcp { stream, slot }, Bytes::new(), config).await;
+    let client = WebSocketStream::from_raw_socket(client.unwrap(), Role::Client, None).await;
+    (conn, client)
+}
+
+#[tokio::test]
+async fn frames_of_every_length_arrive_whole_and_no_buffer_is_kept() {
+    let (mut conn, mut client) = pair().await;
+    // Every header length (7, 16 and 64 bits), and more than the socket
+    // takes at once: written in parts.
+    let texts: Vec<String> = [0, 125, 126, 65_535, 65_536, 3_000_000]
+        .iter()
+        .enumerate()
+        .map(|(n, &len)| char::from(b'a' + n as u8).to_string().repeat(len))
+        .collect();
+    let sent = texts.clone();
+    let writing = tokio::spawn(async move {
+        for text in sent {
+            conn.feed(Message::Text(text.into())).await.unwrap();
+        }
+        conn.flush().await.unwrap();
+        conn
+    });
+    for text in &texts {
+        match client.next().await.unwrap().unwrap() {
+            protocol::Message::Text(got) => assert!(got.as_str() == text, "{} bytes", text.len()),
+            other => panic!("{other:?}"),
+        }
+    }
+    let conn = writing.await.unwrap();
+    assert!(conn.queued.is_empty());
+    assert!(
+        conn.queued.capacity() <= KEPT,
+        "the queue's room is given back"
+    );
+}
+
+#[tokio::test]
+async fn a_ping_is_answered_while_nothing_else_is_written() {
+    let (mut conn, mut client) = pair().await;
+    client
+        .send(protocol::Message::Ping(Bytes::from_static(b"there?")))
+        .await
+        .unwrap();
+    assert!(matches!(conn.next().await, Some(Ok(Message::Ping(_)))));
+    match client.next().await.unwrap().unwrap() {
+        protocol::Message::Pong(data) => assert_eq!(&data[..], b"there?"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn a_message_in_fragments_is_read_whole() {
+    let (mut conn, mut client) = pair().await;
+    let first = Frame::message(&b"{\"part\":"[..], OpCode::Data(Data::Text), false);
+    let last = Frame::message(&b"1}"[..], OpCode::Data(Data::Continue), true);
+    client.feed(protocol::Message::Frame(first)).await.unwrap();
+    client.feed(protocol::Message::Frame(last)).await.unwrap();
+    client.flush().await.unwrap();
+    match conn.next().await {
+        Some(Ok(Message::Text(text))) => assert_eq!(text.as_str(), "{\"part\":1}"),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn the_close_frame_carries_its_code_and_reason_and_ends_sending() {
+    let (mut conn, mut client) = pair().await;
+    let frame = CloseFrame {
+        code: 4001,
+        reason: "replaced by a newer connection".into(),
+    };
+    conn.send(Message::Close(Some(frame))).await.unwrap();
+    assert!(conn.send(Message::Text("late".into())).await.is_err());
+    match client.next().await.unwrap().unwrap() {
+        protocol::Message::Close(Some(frame)) => {
+            assert_eq!(u16::from(frame.code), 4001);
+            assert_eq!(frame.reason.as_str(), "replaced by a newer connection");
+        }
+        other => panic!("{other:?}"),
+    }
+}
