@@ -209,11 +209,14 @@ async fn main() -> anyhow::Result<()> {
     }
     if wanted(6) {
         let name = "6 join storm";
-        report(storm::run(&lab, name, lab.servers(2, name)?, sizes.storm).await?);
+        report(storm::run(&lab, name, lab.servers(2, name)?, sizes.storm, 0).await?);
     }
     if wanted(8) {
         let name = "8 big room, embedded";
-        report(storm::run(&lab, name, lab.embedded(name)?, sizes.big_room).await?);
+        report(storm::run(&lab, name, lab.embedded(name)?, sizes.big_room, 0).await?);
+        let name = "8b big room with 100 messages of history, embedded";
+        let servers = lab.embedded(name)?;
+        report(storm::run(&lab, name, servers, sizes.big_room, 100).await?);
     }
     if wanted(9) {
         // The relay's share of what the machine allows: the same load

@@ -123,22 +123,7 @@ pub async fn run(lab: &Lab, name: &str, events: u64, pages: usize) -> anyhow::Re
 pub async fn redis_memory(lab: &Lab, name: &str) -> anyhow::Result<Row> {
     let servers = lab.servers(1, name)?;
     let room = lab.topic(name);
-    let url = format!(
-        "http://127.0.0.1:{}/api/rooms/{room}/messages",
-        servers[0].admin_port
-    );
-    let client = reqwest::Client::new();
-    let text = "a".repeat(200);
-    for n in 0..1000 {
-        let response = client
-            .post(&url)
-            .header("Content-Type", "application/json")
-            .body(format!(r#"{{"author":"bench","text":"{n} {text}"}}"#))
-            .send()
-            .await
-            .context("the server API does not answer")?;
-        anyhow::ensure!(response.status().is_success(), "{}", response.status());
-    }
+    post_messages(&servers[0], &room, 1000).await?;
     let mut redis = redis::Client::open(lab.redis.url())?.get_connection()?;
     let keys: Vec<String> = redis::cmd("KEYS")
         .arg(format!("chat:*:room:{room}:*"))
@@ -163,4 +148,26 @@ pub async fn redis_memory(lab: &Lab, name: &str) -> anyhow::Result<Row> {
         ),
         ..Row::default()
     })
+}
+
+/// Posts `count` messages of about 200 characters to a room through the
+/// server API, as a busy room holds them.
+pub async fn post_messages(server: &Server, room: &str, count: usize) -> anyhow::Result<()> {
+    let url = format!(
+        "http://127.0.0.1:{}/api/rooms/{room}/messages",
+        server.admin_port
+    );
+    let client = reqwest::Client::new();
+    let text = "a".repeat(200);
+    for n in 0..count {
+        let response = client
+            .post(&url)
+            .header("Content-Type", "application/json")
+            .body(format!(r#"{{"author":"bench","text":"{n} {text}"}}"#))
+            .send()
+            .await
+            .context("the server API does not answer")?;
+        anyhow::ensure!(response.status().is_success(), "{}", response.status());
+    }
+    Ok(())
 }

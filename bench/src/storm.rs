@@ -1,7 +1,9 @@
 //! Join storms: chat clients all connect and join one room at once.
 //! Scenario 6: 1,000 of them, half on each of two instances through Redis.
 //! Scenario 8: a big room, 5,000 of them on one embedded instance, with the
-//! server's memory per member, and after they all leave.
+//! server's memory per member, and after they all leave; again with 100
+//! messages of about 200 characters in the room's history, as a busy room
+//! holds, which every member is sent on joining.
 //! How long until every one is joined, whether every one ends up seeing the
 //! exact participant count, and how many frames each got meanwhile.
 
@@ -32,8 +34,11 @@ pub async fn run(
     name: &str,
     servers: Vec<Server>,
     clients: usize,
+    history: usize,
 ) -> anyhow::Result<Row> {
     let room = lab.topic(name);
+    // A busy room: every member is sent its history on joining.
+    crate::stored::post_messages(&servers[0], &room, history).await?;
     let ports: Vec<u16> = servers.iter().map(|s| s.http_port).collect();
     let members: Arc<Vec<Member>> = Arc::new((0..clients).map(|_| Member::default()).collect());
     let joined = Arc::new(AtomicUsize::new(0));

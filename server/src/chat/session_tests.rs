@@ -190,3 +190,32 @@ async fn a_reconnect_gets_exactly_what_it_missed() {
         .collect();
     assert_eq!(texts, ["one", "two"]);
 }
+
+/// Guards what an idle connection costs: its task holds the session's
+/// future at its largest, for the connection's whole life.
+#[tokio::test]
+async fn a_connection_task_stays_small() {
+    let chat = chat(&Shared::default());
+    let (socket, _client) = testing::socket();
+    let opening = Opening {
+        room: "r".into(),
+        resume: Resume::Latest,
+        name: None,
+        moderator: false,
+        person: crate::identity::Person::anonymous("127.0.0.1".parse().unwrap()),
+        address: "127.0.0.1".parse().unwrap(),
+    };
+    let session = run(chat, socket, opening);
+    let size = std::mem::size_of_val(&session);
+    assert!(size <= SESSION_FUTURE, "{size} bytes");
+    assert!(
+        std::mem::size_of::<ws::Conn>() <= CONN,
+        "{} bytes",
+        std::mem::size_of::<ws::Conn>()
+    );
+}
+
+/// Measured when the guard was written (debug build: 1,408 and 384
+/// bytes), with some room.
+const SESSION_FUTURE: usize = 1536;
+const CONN: usize = 448;

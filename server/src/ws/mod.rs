@@ -6,7 +6,7 @@
 //! a reason (1012 on shutdown).
 //!
 //! The upgrade is taken from hyper directly ([`upgrade`]) and the
-//! connection runs as one task on its TCP stream ([`conn`]: tungstenite
+//! connection runs on its TCP stream ([`conn`]: tungstenite
 //! reads, the server writes its own frames without a write buffer). The
 //! socket is any `Stream` + `Sink` of WebSocket messages, so a protocol's
 //! rules can be driven by channels in unit tests.
