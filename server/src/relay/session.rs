@@ -184,6 +184,8 @@ impl RelaySession {
                 return Some(close::TOKEN_REFUSED);
             }
         };
+        // Needed for the registration only: not kept for the connection's life.
+        self.bearer = None;
         let topic = Topic::Action(action.clone());
         // Recorded before any await, so that a connection cut short during
         // registration is still unregistered when it closes.

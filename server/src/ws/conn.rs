@@ -143,6 +143,10 @@ pub struct Conn {
     /// A pong is queued that the reader must push out itself (the writing
     /// side may be idle).
     pong_owed: bool,
+    /// The writing side waits for the socket to take its frames. The
+    /// reader then leaves the pong to it: a socket wakes only the last task
+    /// that waited to write, and the writer must stay that task.
+    flushing: bool,
     closed: bool,
 }
 
@@ -165,8 +169,16 @@ impl Conn {
             queued: VecDeque::new(),
             written: 0,
             pong_owed: false,
+            flushing: false,
             closed: false,
         }
+    }
+
+    /// Writes what is queued for the writing side, noting while it waits.
+    fn poll_write_for_writer(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        let written = self.poll_write_queued(cx);
+        self.flushing = written.is_pending();
+        written.map_err(failed)
     }
 
     /// Writes what is queued, as few system calls as the socket allows.
@@ -237,7 +249,7 @@ impl Stream for Conn {
 
     fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let this = &mut *self;
-        if this.pong_owed {
+        if this.pong_owed && !this.flushing {
             match this.poll_write_queued(cx) {
                 Poll::Ready(Ok(())) => this.pong_owed = false,
                 Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(failed(err)))),
@@ -256,8 +268,10 @@ impl Stream for Conn {
                     let pong = Outgoing::new(0xA, Payload::Bytes(data.clone()));
                     this.queued.push_back(pong);
                     this.pong_owed = true;
-                    if let Poll::Ready(Ok(())) = this.poll_write_queued(cx) {
-                        this.pong_owed = false;
+                    if !this.flushing {
+                        if let Poll::Ready(Ok(())) = this.poll_write_queued(cx) {
+                            this.pong_owed = false;
+                        }
                     }
                 }
             }
@@ -273,7 +287,7 @@ impl Sink<Message> for Conn {
 
     fn poll_ready(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         if self.queued.len() >= QUEUED {
-            ready!(self.poll_write_queued(cx)).map_err(failed)?;
+            ready!(self.poll_write_for_writer(cx))?;
         }
         Poll::Ready(Ok(()))
     }
@@ -300,7 +314,7 @@ impl Sink<Message> for Conn {
     }
 
     fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
-        ready!(self.poll_write_queued(cx)).map_err(failed)?;
+        ready!(self.poll_write_for_writer(cx))?;
         self.pong_owed = false;
         Poll::Ready(Ok(()))
     }

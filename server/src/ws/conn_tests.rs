@@ -103,3 +103,48 @@ async fn the_close_frame_carries_its_code_and_reason_and_ends_sending() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A ping that comes while the writer waits for a congested socket: the
+/// pong goes out with the writer's frames, and the writer is woken when
+/// the socket drains (a socket wakes only the last task that waited to
+/// write: the reader must not take that place from it).
+#[tokio::test]
+async fn a_ping_during_a_congested_write_leaves_the_writer_awake() {
+    let (conn, mut client) = pair().await;
+    let (mut sink, mut stream) = conn.split();
+    let writing = tokio::spawn(async move {
+        for _ in 0..64 {
+            sink.feed(Message::Text("x".repeat(100_000).into()))
+                .await
+                .unwrap();
+        }
+        sink.flush().await.unwrap();
+    });
+    let reading = tokio::spawn(async move {
+        while let Some(Ok(message)) = stream.next().await {
+            if matches!(message, Message::Close(_)) {
+                break;
+            }
+        }
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    assert!(!writing.is_finished(), "the socket is full");
+    client
+        .send(protocol::Message::Ping(Bytes::from_static(b"p")))
+        .await
+        .unwrap();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let (mut texts, mut pongs) = (0, 0);
+    while texts < 64 || pongs < 1 {
+        match client.next().await.unwrap().unwrap() {
+            protocol::Message::Text(_) => texts += 1,
+            protocol::Message::Pong(_) => pongs += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    tokio::time::timeout(std::time::Duration::from_secs(5), writing)
+        .await
+        .expect("the writer finished its flush")
+        .unwrap();
+    reading.abort();
+}
