@@ -88,7 +88,7 @@ impl Sizes {
                 fanout_clients: 1000,
                 throughput_clients: 100,
                 throughput_senders: 10,
-                idle: 15_000,
+                idle: 20_000,
                 storm: 1000,
                 big_room: 5000,
                 stored: (1_000_000, 2_000),

@@ -149,3 +149,17 @@ async fn redis_trims_by_count_and_age() {
     post(&server, "short", 150, 1).await;
     assert_eq!(retained(&server, "short").await, vec![151]);
 }
+
+/// With Redis, age is trimmed in the background, not by the next append:
+/// a room nobody writes to after the newer events loses the older ones
+/// once they are past the limit, and the newer ones stay until theirs.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_trims_a_quiet_room_by_age_without_an_append() {
+    let redis = Redis::start();
+    let server = Server::start(Some(&redis), &[("HISTORY_MAX_AGE", "6s")]);
+    post(&server, "quiet", 0, 20).await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    post(&server, "quiet", 20, 5).await;
+    // The first 20 are past the limit from 6 s on, the last 5 from 9 s.
+    retains(&server, "quiet", range(21, 25)).await;
+}

@@ -24,6 +24,7 @@ mod pubsub;
 mod recovery;
 mod streams;
 mod subscriber;
+mod trim;
 
 use super::retention::Retention;
 use super::{
@@ -44,6 +45,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use streams::RedisStreams;
 use tokio_util::sync::CancellationToken;
+use trim::Trimmer;
 use uuid::Uuid;
 
 /// What the Redis broker is built from.
@@ -101,13 +103,23 @@ impl RedisBroker {
         let conn = target.commands()?;
         let presence =
             RedisPresence::new(conn.clone(), keys.clone(), instance, ttl, status.clone());
+        let trimmer = Trimmer::new(conn.clone(), keys.clone(), retention);
         let streams = RedisStreams::new(
             conn.clone(),
             keys.clone(),
             instance,
             status.clone(),
             retention,
+            trimmer.clone(),
         );
+        if retention.max_age.is_some() {
+            supervise::spawn(
+                "redis-trim",
+                restarts.clone(),
+                shutdown.clone(),
+                move || trimmer.clone().run(),
+            );
+        }
         let hooks = RedisHooks::new(conn.clone(), keys.clone(), instance);
         let back = Arc::new(tokio::sync::Notify::new());
         let recovery = Arc::new(Recovery {

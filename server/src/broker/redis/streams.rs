@@ -7,6 +7,7 @@
 
 use super::client::{publish_command, Commands};
 use super::keys::Keys;
+use super::trim::Trimmer;
 use crate::broker::retention::Retention;
 use crate::broker::{
     id_marker, record_marks, record_until, sanction_record, stamp, Appended, BrokerError, Entry,
@@ -35,6 +36,7 @@ pub struct RedisStreams {
     instance: Uuid,
     status: Arc<LinkStatus>,
     retention: Retention,
+    trimmer: Arc<Trimmer>,
 }
 
 impl RedisStreams {
@@ -44,6 +46,7 @@ impl RedisStreams {
         instance: Uuid,
         status: Arc<LinkStatus>,
         retention: Retention,
+        trimmer: Arc<Trimmer>,
     ) -> Self {
         RedisStreams {
             conn,
@@ -51,7 +54,17 @@ impl RedisStreams {
             instance,
             status,
             retention,
+            trimmer,
         }
+    }
+
+    /// How long a room's events live after its last append: a week, or
+    /// the age limit when shorter (everything is past it by then).
+    fn events_ttl_secs(&self) -> u64 {
+        let age = self.retention.max_age.map_or(u64::MAX, |age| {
+            age.as_secs() + u64::from(age.subsec_nanos() > 0)
+        });
+        TTL_SECS.min(age)
     }
 
     pub async fn append(&self, room: &str, entry: Entry<'_>) -> Result<Appended, BrokerError> {
@@ -88,10 +101,13 @@ impl RedisStreams {
             .arg(new)
             .arg(entry.once.map_or("", |once| once.owner))
             .arg(HISTORY_LEN)
-            .arg(self.retention.cutoff_ms(now_ms()).unwrap_or(0))
+            .arg(self.events_ttl_secs())
             .invoke_async(&mut self.conn.clone())
             .await;
         let (answer, status) = appended.map_err(|err| self.failed(err))?;
+        if status == 0 {
+            self.trimmer.appended(room);
+        }
         let number = || answer.parse::<u64>().unwrap_or(0);
         Ok(match status {
             0 => Appended::New(answer.into()),

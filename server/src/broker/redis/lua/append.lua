@@ -15,8 +15,8 @@
 --       9 and 10 a stored frame to overwrite first and its replacement
 --       ('' and '' when none), 11 what a stored event with the id must
 --       also hold to be this author's (see ARGV 7), 12 how many of the
---       newest events an id is looked for in, 13 events sent before this
---       (ms since the Unix epoch) are past HISTORY_MAX_AGE ('0': none)
+--       newest events an id is looked for in, 13 time to live of the
+--       events in seconds (the shorter of 4 and HISTORY_MAX_AGE)
 -- Returns {frame, 0} once appended; {that event, 1} when an event of this
 -- author with the id is still in the history (nothing appended, nothing
 -- published); {'', 2} when the frame to overwrite is no longer stored;
@@ -82,20 +82,10 @@ local offset = redis.call('HINCRBY', KEYS[1], 'offset', 1)
 local frame = '{"epoch":"' .. epoch .. '","offset":' .. offset .. ',' .. ARGV[1]
 redis.call('RPUSH', KEYS[2], frame)
 redis.call('LTRIM', KEYS[2], -tonumber(ARGV[3]), -1)
--- Past the age limit: from the oldest, while they are (each event has its
--- sending time as "ts"; escaped text cannot hold that key's quotes).
-local cutoff = tonumber(ARGV[13])
-if cutoff > 0 then
-  while true do
-    local oldest = redis.call('LINDEX', KEYS[2], 0)
-    local sent = oldest and tonumber(string.match(oldest, '"ts":(%d+)'))
-    if not sent or sent >= cutoff then
-      break
-    end
-    redis.call('LPOP', KEYS[2])
-  end
-end
 redis.call('EXPIRE', KEYS[1], ARGV[4])
-redis.call('EXPIRE', KEYS[2], ARGV[4])
+-- Everything in the list is past the age limit that long after the last
+-- append: it goes as a whole. A room still written to is trimmed by age in
+-- the background (trim.lua).
+redis.call('EXPIRE', KEYS[2], ARGV[13])
 redis.call(ARGV[6], KEYS[3], ARGV[5] .. frame)
 return {frame, 0}
