@@ -3,7 +3,8 @@
 //! messages record as their author, which sanctions hold it and which
 //! rate limits it shares with its other connections. Joining and renaming
 //! are in `membership.rs`, speaking and typing in `speech.rs`, reading
-//! earlier events in `scroll_back.rs`.
+//! earlier events in `scroll_back.rs`, the per-person rate limits in
+//! `allowance.rs`.
 
 use super::moderation::{Actor, Denied};
 use super::sanctions::Named;
@@ -13,22 +14,25 @@ use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
 use crate::identity::Person;
 use crate::metrics;
 use crate::ws::in_order::InOrder;
-use crate::ws::throttle::{KeyedThrottle, Throttle, Verdict};
+use crate::ws::throttle::{Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
 use axum::extract::ws::Utf8Bytes;
-use std::borrow::Cow;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
+#[path = "allowance.rs"]
+mod allowance;
 #[path = "membership.rs"]
 mod membership;
 #[path = "scroll_back.rs"]
 mod scroll_back;
 #[path = "speech.rs"]
 mod speech;
+
+use allowance::{allowed, Limited};
 
 pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     let id = Uuid::new_v4();
@@ -128,37 +132,6 @@ impl Chat {
                 tracing::warn!(room, error = %err, "cannot check bans; letting the connection through");
                 None
             }
-        }
-    }
-}
-
-/// Chat actions with a bucket of their own per person
-/// (`JOIN_LIMIT_PER_MIN`, `RENAME_LIMIT_PER_MIN`, and the chat rate limit
-/// for the rest): each writes to the broker.
-#[derive(Clone, Copy)]
-enum Limited {
-    Join,
-    Rename,
-    Action,
-}
-
-impl Limited {
-    /// The `errors_total` label.
-    fn label(self) -> &'static str {
-        match self {
-            Limited::Join => "join_limited",
-            Limited::Rename => "rename_limited",
-            Limited::Action => "action_limited",
-        }
-    }
-
-    /// Why a client that keeps trying is closed; its reason starts the
-    /// error messages too.
-    fn close(self) -> CloseReason {
-        match self {
-            Limited::Join => close::JOIN_FLOOD,
-            Limited::Rename => close::RENAME_FLOOD,
-            Limited::Action => close::RATE_LIMITED,
         }
     }
 }
@@ -277,55 +250,10 @@ impl Handler for ChatSession {
     }
 }
 
-/// `None` when the throttle lets the key through, else its verdict.
-fn allowed(throttle: &KeyedThrottle, key: &String) -> Option<Verdict> {
-    match throttle.check(key) {
-        Verdict::Allowed => None,
-        verdict => Some(verdict),
-    }
-}
-
 impl ChatSession {
-    /// Whose allowance a frame takes: the member's identity; for a join,
-    /// the identity its session gives (or the token's subject); before a
-    /// join (frames that are refused), this connection's.
-    /// (Borrowed for a member: no allocation per frame. A `String`, not a
-    /// `str`: the limiters are keyed by `String` and governor takes `&K`.)
-    #[allow(clippy::owned_cow)]
-    fn rate_key(&self, message: &ClientMessage) -> Cow<'_, String> {
-        match (&self.member, message) {
-            (_, ClientMessage::Join { session, .. }) => {
-                Cow::Owned(self.person.author_id(session.unwrap_or_default()))
-            }
-            (Some(member), _) => Cow::Borrowed(&member.id),
-            (None, _) => Cow::Owned(self.id.to_string()),
-        }
-    }
-
     /// What holds this connection's member (mutes, bans).
     fn member_marks(&self, member: &Member) -> Vec<String> {
         self.person.member_marks(&member.key, &member.id)
-    }
-
-    /// Answers an action over its limit; a client that keeps trying
-    /// regardless is closed with 1008.
-    fn throttled(&self, verdict: Verdict, limited: Limited) -> Option<CloseReason> {
-        metrics::error("chat", limited.label());
-        let why = limited.close();
-        let message = match verdict {
-            Verdict::Refused(wait) => {
-                let secs = wait.as_secs() + u64::from(wait.subsec_nanos() > 0);
-                format!("{}: try again in {} s", why.reason, secs.max(1))
-            }
-            Verdict::Allowed | Verdict::Abuse => format!("{}: closing", why.reason),
-        };
-        self.peer.send(encode(&ServerEvent::Error {
-            code: ErrorCode::RateLimited,
-            message,
-            until: None,
-            retry_after_ms: None,
-        }));
-        (verdict == Verdict::Abuse).then_some(why)
     }
 
     fn refuse(&self, code: ErrorCode, message: String) {
