@@ -19,7 +19,7 @@ cargo clippy -p frontend --target wasm32-unknown-unknown -- -D warnings
 step "cargo test (unit + integration, one Redis)"
 cargo test
 step "cargo test: the Redis suites again, against a three-master Redis Cluster"
-TEST_REDIS=cluster cargo test -p server --test auth --test authorship --test chat --test durable --test ops --test relay \
+TEST_REDIS=cluster cargo test -p server --test auth --test authorship --test chat --test durable --test interest --test ops --test relay \
   --test rooms --test scale --test security --test streams --test exactly_once \
   --test moderation --test api --test webhooks --test retention
 step "release build (server + WASM)"

@@ -60,6 +60,11 @@ pub enum BrokerError {
     TimedOut(String),
     #[error("the broker failed: {0}")]
     Failed(String),
+    /// Published, but fewer instances received it than follow the topic.
+    #[error(
+        "{0} other server(s) following it may have missed it while their link to Redis recovers"
+    )]
+    Missed(usize),
 }
 
 impl BrokerError {

@@ -2,7 +2,7 @@
 
 use super::Relay;
 use crate::auth;
-use crate::broker::{self, Subscription};
+use crate::broker::{self, BrokerError, Subscription};
 use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
 use crate::metrics;
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
@@ -111,9 +111,16 @@ impl Handler for RelaySession {
         let sent = broker::broadcast(broker, &relay.hub, relay.instance, topic, text, self.id);
         // Local delivery happened; the sender learns that the other
         // instances' clients missed it, rather than hearing nothing.
-        if let Err(err) = sent.await {
-            let why = format!("delivered to the clients of this server only: {err}");
-            self.peer.send(error_frame(why));
+        match sent.await {
+            Ok(()) => {}
+            Err(err @ BrokerError::Missed(_)) => {
+                self.peer
+                    .send(error_frame(format!("not delivered everywhere: {err}")));
+            }
+            Err(err) => {
+                let why = format!("delivered to the clients of this server only: {err}");
+                self.peer.send(error_frame(why));
+            }
         }
         None
     }

@@ -16,6 +16,7 @@
 
 pub mod client;
 mod hooks;
+mod interest;
 pub mod keys;
 mod link;
 mod log;
@@ -36,6 +37,7 @@ use crate::supervise::{self, Restarts};
 use async_trait::async_trait;
 use client::{redact, Target};
 use hooks::RedisHooks;
+use interest::Interest;
 use keys::Keys;
 use presence::RedisPresence;
 use pubsub::{Common, PubSub as Channels};
@@ -134,7 +136,17 @@ impl RedisBroker {
             shutdown.clone(),
             move || recovery.clone().run(),
         );
+        let interest = Interest::new(conn.clone(), keys.clone(), instance);
+        let (checker, directory) = (interest.clone(), presence.clone());
+        let link = status.clone();
+        supervise::spawn(
+            "redis-interest",
+            restarts.clone(),
+            shutdown.clone(),
+            move || checker.clone().run(directory.clone(), link.clone()),
+        );
         let common = Common {
+            interest,
             back,
             target,
             address: redact(url),
@@ -213,9 +225,8 @@ impl PubSub for RedisBroker {
         self.pubsub.follow(topic);
     }
 
-    async fn live(&self, _topic: &Topic) {
-        // One link follows every topic.
-        self.pubsub.live().await;
+    async fn live(&self, topic: &Topic) {
+        self.pubsub.live(topic).await;
     }
 
     fn unfollow(&self, topic: &Topic) {

@@ -15,6 +15,7 @@
 //! the inbox read back from the streams what was published meanwhile.
 
 use super::client::{publish_command, Commands, Target};
+use super::interest::Interest;
 use super::keys::Keys;
 use super::subscriber::Subscriber;
 use crate::broker::{BrokerError, Envelope, Inbox, LinkStatus};
@@ -56,8 +57,11 @@ pub struct Common {
     /// Woken when Redis answers again: the subscriber stops waiting to
     /// reconnect.
     pub back: Arc<tokio::sync::Notify>,
-    /// The topics followed, with how many subscriptions each.
+    /// The topics followed, with how many subscriptions each (an action
+    /// at 0 is being let go of: subscribed until its `bye` is out).
     pub wanted: Mutex<HashMap<Topic, usize>>,
+    /// Who else follows the actions followed here.
+    pub interest: Arc<Interest>,
 }
 
 impl Common {
@@ -86,14 +90,28 @@ impl PubSub {
 
     /// Follows the topic (once more); the subscriber subscribes when asked.
     pub fn follow(&self, topic: &Topic) {
-        *self.common.wanted().entry(topic.clone()).or_default() += 1;
+        let mut wanted = self.common.wanted();
+        let count = wanted.entry(topic.clone()).or_default();
+        *count += 1;
+        if let (Topic::Action(action), 1) = (topic, *count) {
+            self.common.interest.follow(action);
+        }
     }
 
-    /// Waits (briefly) until the subscriber follows what it is asked to.
-    pub async fn live(&self) {
+    /// Waits (briefly) until the subscriber follows what it is asked to,
+    /// and, for an action, until every other instance that follows it is
+    /// known here and knows of this one.
+    pub async fn live(&self, topic: &Topic) {
         let (done, wait) = oneshot::channel();
         if self.requests.send(Some(done)).is_ok() {
             let _ = timeout(SUBSCRIBE_WAIT, wait).await;
+        }
+        let interest = &self.common.interest;
+        if let Topic::Action(action) = topic {
+            let known = interest.others(action).is_some_and(|(_, known)| known);
+            if !known && self.common.status.is_up() {
+                interest.hello(action).await;
+            }
         }
     }
 
@@ -103,16 +121,58 @@ impl PubSub {
             return;
         };
         *count -= 1;
-        if *count == 0 {
+        if *count > 0 {
+            return;
+        }
+        let Topic::Action(action) = topic else {
             wanted.remove(topic);
             drop(wanted);
             let _ = self.requests.send(None);
-        }
+            return;
+        };
+        // The other instances stop publishing to this one before it stops
+        // listening: a frame is never counted as missed for leaving.
+        let bye = self.common.interest.unfollow(action);
+        drop(wanted);
+        let (common, requests) = (self.common.clone(), self.requests.clone());
+        let (topic, action) = (topic.clone(), action.clone());
+        tokio::spawn(async move {
+            if common.status.commands_up() {
+                let _ = common.interest.send(&action, &bye).await;
+            }
+            let mut wanted = common.wanted();
+            if wanted.get(&topic) == Some(&0) {
+                wanted.remove(&topic);
+                drop(wanted);
+                let _ = requests.send(None);
+            }
+        });
     }
 
+    /// Publishes a frame, unless no other instance follows its action.
+    /// Fails when fewer instances received it than are known to follow it
+    /// (one lost its link to Redis and is getting it back).
     pub async fn publish(&self, topic: &Topic, envelope: &Envelope) -> Result<(), BrokerError> {
+        let others = match topic {
+            Topic::Action(action) => self.common.interest.others(action),
+            Topic::Room(_) => None,
+        };
+        if others == Some((0, true)) {
+            return Ok(());
+        }
         let channel = self.common.keys.channel(topic);
-        self.send(channel, envelope.encode()).await
+        let received = self.send(channel, envelope.encode()).await?;
+        let Some((others, _)) = others else {
+            return Ok(());
+        };
+        // This instance follows the action: it is a subscriber too (or its
+        // link is recovering, and then it cannot tell who got the frame).
+        let expected = others + 1;
+        if received < expected {
+            metrics::error("redis", "missed");
+            return Err(BrokerError::Missed(expected - received));
+        }
+        Ok(())
     }
 
     pub async fn publish_presence(&self, room: &str) {
@@ -123,13 +183,13 @@ impl PubSub {
 
     /// Publishes unless Redis is known to be down (then other instances
     /// miss it: local delivery already happened).
-    async fn send(&self, channel: String, payload: Vec<u8>) -> Result<(), BrokerError> {
+    async fn send(&self, channel: String, payload: Vec<u8>) -> Result<usize, BrokerError> {
         let status = &self.common.status;
         if !status.commands_up() {
             metrics::error("redis", "publish");
             return Err(BrokerError::Unreachable);
         }
-        let result: redis::RedisResult<()> = redis::cmd(publish_command(&self.conn))
+        let result: redis::RedisResult<usize> = redis::cmd(publish_command(&self.conn))
             .arg(&channel)
             .arg(payload)
             .query_async(&mut self.conn.clone())

@@ -13,6 +13,7 @@
 //! task start a new link and subscribe again, partition by partition,
 //! instead of relying on that.
 
+use super::interest::Notice;
 use super::keys::{topic_partition, Channel};
 use super::link::{Incoming, Link, PUBSUB_TIMEOUT};
 use super::pubsub::{Common, SyncRequest};
@@ -118,6 +119,12 @@ impl Subscriber {
         }
         tracing::info!(redis = %address, channels = subscribed.len(), "Redis pub/sub connected");
         common.inbox.reconnected();
+        // Notices may have been missed while the link was down: each
+        // action's followers are asked for again, and learn of this one.
+        for action in common.interest.forget() {
+            let interest = common.interest.clone();
+            tokio::spawn(async move { interest.hello(&action).await });
+        }
         self.listen(&mut link, &mut subscribed, requests).await;
         if !common.shutdown.is_cancelled() {
             tracing::warn!(redis = %address, "lost a Redis pub/sub connection; local delivery goes on; reconnecting");
@@ -268,6 +275,18 @@ impl Subscriber {
             }
             None => return,
         };
+        if let Topic::Action(action) = &topic {
+            if let Some(notice) = Notice::decode(message.get_payload_bytes()) {
+                let answer = common.interest.heard(action, notice);
+                if let Some(answer) = answer {
+                    let (interest, action) = (common.interest.clone(), action.clone());
+                    tokio::spawn(async move {
+                        let _ = interest.send(&action, &answer).await;
+                    });
+                }
+                return;
+            }
+        }
         let Some(envelope) = Envelope::decode(message.get_payload_bytes()) else {
             metrics::error("redis", "bad_envelope");
             tracing::warn!(channel, "dropped a malformed envelope");

@@ -1,0 +1,209 @@
+//! Relay frames go through Redis only when another instance has a client
+//! of their action, without losing one at the moment a client registers
+//! elsewhere, and a frame that an instance following the action missed is
+//! never lost in silence.
+
+mod common;
+
+use common::{Client, Endpoint, Instance, Received, Redis};
+use serde_json::{json, Value};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+async fn register(url: &str, action: &str) -> Client {
+    let mut client = Client::connect(url).await;
+    client.send_json(json!({ "action": action })).await;
+    assert_eq!(client.json().await["type"], "registered");
+    client
+}
+
+/// Frames published to Redis so far, on every node.
+fn publishes(redis: &Redis) -> u64 {
+    let infos: Vec<String> = redis.on_every_node(redis::cmd("INFO").arg("commandstats"));
+    infos
+        .iter()
+        .flat_map(|info| info.lines())
+        .filter(|line| {
+            line.starts_with("cmdstat_publish:") || line.starts_with("cmdstat_spublish:")
+        })
+        .filter_map(|line| {
+            let calls = line.split("calls=").nth(1)?.split(',').next()?;
+            calls.parse::<u64>().ok()
+        })
+        .sum()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_reach_redis_only_while_another_instance_follows_the_action() {
+    let redis = Redis::start();
+    let (a, b) = Instance::pair(Some(&redis), &[]).await;
+    let mut sender = register(&a.relay_url(), "solo").await;
+    let mut beside = register(&a.relay_url(), "solo").await;
+    let before = publishes(&redis);
+    for i in 0..50 {
+        sender.send_json(json!({ "alone": i })).await;
+        assert_eq!(beside.json().await, json!({ "alone": i }));
+    }
+    let alone = publishes(&redis) - before;
+    assert!(
+        alone < 5,
+        "{alone} publishes for 50 frames nobody else follows"
+    );
+
+    let mut far = register(&b.relay_url(), "solo").await;
+    let before = publishes(&redis);
+    for i in 0..50 {
+        sender.send_json(json!({ "shared": i })).await;
+        assert_eq!(far.json().await, json!({ "shared": i }));
+        assert_eq!(beside.json().await, json!({ "shared": i }));
+    }
+    let shared = publishes(&redis) - before;
+    assert!(shared >= 50, "{shared} publishes for 50 frames");
+
+    // Once the far client left, nobody else follows the action again.
+    far.close().await;
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let before = publishes(&redis);
+        sender.send_json(json!({ "probe": true })).await;
+        assert_eq!(beside.json().await, json!({ "probe": true }));
+        if publishes(&redis) == before {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "still published");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // Nothing came back to the sender: no error, no echo.
+    beside.send_json(json!({ "fence": 1 })).await;
+    assert_eq!(sender.json().await, json!({ "fence": 1 }));
+}
+
+/// Sends `{"n": 0}`, `{"n": 1}` ... every 2 ms until dropped, noting in
+/// `sent` the last one sent.
+fn send_forever(mut sender: Client, sent: Arc<AtomicI64>) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(Duration::from_millis(2));
+        for n in 0.. {
+            tick.tick().await;
+            sender.send_json(json!({ "n": n })).await;
+            sent.store(n, Ordering::SeqCst);
+        }
+    })
+}
+
+/// Reads until frame `until`: every frame whose sending started after
+/// `sent` read `from` comes, in order (`from + 1` may have been on its way).
+async fn every_frame_after(client: &mut Client, from: i64, until: i64) {
+    let mut next = None;
+    loop {
+        let frame: Value = client.json().await;
+        let n = frame["n"].as_i64().unwrap_or_else(|| panic!("{frame}"));
+        if let Some(next) = next {
+            assert_eq!(n, next, "a frame sent after `registered` is missing");
+        } else {
+            assert!(
+                n <= from + 2,
+                "frames {} to {} are missing",
+                from + 2,
+                n - 1
+            );
+        }
+        if n >= until {
+            return;
+        }
+        next = Some(n + 1);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_registering_on_another_instance_gets_every_frame_sent_after_registered() {
+    let redis = Redis::start();
+    let (a, b) = Instance::pair(Some(&redis), &[]).await;
+    let c = Instance::configured(Some(&redis), &[]).await;
+    for round in 0..8 {
+        // A new action each round: the first client on the other instances.
+        let action = format!("race{round}");
+        let sent = Arc::new(AtomicI64::new(-1));
+        let sending = send_forever(register(&a.relay_url(), &action).await, sent.clone());
+        while sent.load(Ordering::SeqCst) < 5 {
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+        // Two instances, and two clients on one of them, at once.
+        let joiners = [b.relay_url(), b.relay_url(), c.relay_url()].map(|url| {
+            let (action, sent) = (action.clone(), sent.clone());
+            tokio::spawn(async move {
+                let mut client = register(&url, &action).await;
+                let from = sent.load(Ordering::SeqCst);
+                every_frame_after(&mut client, from, from + 100).await;
+            })
+        });
+        for joiner in joiners {
+            joiner.await.expect("every frame after `registered`");
+        }
+        sending.abort();
+    }
+}
+
+/// Whether the frame `{"n": n}` reached `far`, or its sender was told;
+/// `None` if neither happened within the wait.
+async fn reached_or_told(sender: &mut Client, far: &mut Client, n: i64) -> Option<&'static str> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        tokio::select! {
+            frame = far.receive_within(Duration::from_millis(20)) => match frame {
+                Some(Received::Text(text)) => {
+                    let frame: Value = serde_json::from_str(&text).unwrap();
+                    // An earlier frame that was reported may still come.
+                    if frame["n"] == n {
+                        return Some("reached");
+                    }
+                }
+                Some(other) => panic!("{other:?}"),
+                None => {}
+            },
+            told = sender.receive_within(Duration::from_millis(20)) => match told {
+                Some(Received::Text(text)) => {
+                    assert!(text.contains("error"), "{text}");
+                    return Some("told");
+                }
+                Some(other) => panic!("{other:?}"),
+                None => {}
+            },
+        }
+        if tokio::time::Instant::now() > deadline {
+            return None;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn through_a_redis_restart_every_frame_reaches_the_far_client_or_its_sender_is_told() {
+    let mut redis = Redis::start();
+    let (a, b) = Instance::pair(Some(&redis), &[]).await;
+    let mut sender = register(&a.relay_url(), "steady").await;
+    let mut far = register(&b.relay_url(), "steady").await;
+    let mut told = 0;
+    let mut crossed_after_restart = 0;
+    for n in 0..400 {
+        if n == 20 {
+            redis.stop();
+        }
+        if n == 40 {
+            redis.restart();
+        }
+        sender.send_json(json!({ "n": n })).await;
+        match reached_or_told(&mut sender, &mut far, n).await {
+            None => panic!("frame {n} was lost in silence ({told} reported before)"),
+            Some("told") => told += 1,
+            Some(_) if n > 40 => crossed_after_restart += 1,
+            Some(_) => {}
+        }
+        if crossed_after_restart >= 50 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(told > 0, "the outage was never reported");
+    assert!(crossed_after_restart >= 50, "frames stopped crossing");
+}
