@@ -30,6 +30,9 @@ pub enum Layout {
     /// Senders on the first instance, receivers on the second: the
     /// cross-instance path only.
     Apart,
+    /// Every client on the first instance; the second runs beside it with
+    /// none (what Redis costs when no other instance listens).
+    First,
 }
 
 /// What serves a flow.
@@ -70,6 +73,7 @@ impl Flow {
         match self.layout {
             Layout::Alternate => client % 2,
             Layout::Apart => usize::from(client >= self.senders),
+            Layout::First => 0,
         }
     }
 

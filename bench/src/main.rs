@@ -229,17 +229,28 @@ async fn main() -> anyhow::Result<()> {
             Target::Embedded,
         );
         let mut server = server.run(&lab).await?;
+        let with_redis = Flow {
+            layout: Layout::First,
+            ..throughput(
+                "9c relay throughput, two instances on Redis, every client on one",
+                Proto::Relay,
+                Target::TwoInstances,
+            )
+        };
+        let mut with_redis = with_redis.run(&lab).await?;
         let minimal = throughput(
             "9b minimal relay (bench/src/bin/minrelay.rs)",
             Proto::Relay,
             Target::Minimal,
         );
         let minimal = minimal.run(&lab).await?;
-        let share = server.deliveries_per_sec / minimal.deliveries_per_sec.max(1.0);
-        server
-            .note
-            .push_str(&format!("; {:.0}% of the minimal relay", share * 100.0));
+        for row in [&mut server, &mut with_redis] {
+            let share = row.deliveries_per_sec / minimal.deliveries_per_sec.max(1.0);
+            row.note
+                .push_str(&format!("; {:.0}% of the minimal relay", share * 100.0));
+        }
         report(server);
+        report(with_redis);
         report(minimal);
     }
     if wanted(10) {

@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{Client, Endpoint, Instance, Received, Redis};
+use common::{Client, Endpoint, Instance, Received, Redis, Server};
 use serde_json::{json, Value};
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::Arc;
@@ -206,4 +206,41 @@ async fn through_a_redis_restart_every_frame_reaches_the_far_client_or_its_sende
     }
     assert!(told > 0, "the outage was never reported");
     assert!(crossed_after_restart >= 50, "frames stopped crossing");
+}
+
+#[tokio::test]
+async fn an_instance_that_died_without_a_bye_is_forgotten() {
+    let redis = Redis::start();
+    let a = Server::start(Some(&redis), &[]);
+    let mut doomed = Server::start(Some(&redis), &[]);
+    let mut sender = register(&a.relay_url(), "job").await;
+    let mut beside = register(&a.relay_url(), "job").await;
+    let mut far = register(&doomed.relay_url(), "job").await;
+    sender.send_json(json!({ "n": 0 })).await;
+    assert_eq!(far.json().await, json!({ "n": 0 }));
+    assert_eq!(beside.json().await, json!({ "n": 0 }));
+    doomed.kill9();
+    // Its absence is reported until its line in the directory of live
+    // instances is stale; then the frames stop going to Redis.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(40);
+    let mut quiet = 0;
+    for n in 1.. {
+        assert!(tokio::time::Instant::now() < deadline, "never forgotten");
+        let before = publishes(&redis);
+        sender.send_json(json!({ "n": n })).await;
+        assert_eq!(beside.json().await, json!({ "n": n }));
+        let told = sender.receive_within(Duration::from_millis(100)).await;
+        quiet = match told {
+            None if publishes(&redis) == before => quiet + 1,
+            None => 0,
+            Some(Received::Text(text)) => {
+                assert!(text.contains("not delivered everywhere"), "{text}");
+                0
+            }
+            Some(other) => panic!("{other:?}"),
+        };
+        if quiet == 10 {
+            break;
+        }
+    }
 }
