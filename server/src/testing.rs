@@ -149,3 +149,9 @@ pub fn parts(shared: &Shared, hub: Arc<Hub>, inbox: Arc<dyn Inbox>) -> Parts {
         guard,
     }
 }
+
+/// The size of what `make` returns (a connection's future), without
+/// making one.
+pub fn output_size<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {
+    std::mem::size_of::<F>()
+}

@@ -324,6 +324,14 @@ mod tests {
         assert_eq!(b.next().await.unwrap(), r#"{"fence":1}"#);
     }
 
+    /// What an idle relay connection's task holds for its whole life (a
+    /// debug build's figure, with some room).
+    #[test]
+    fn a_connection_task_stays_small() {
+        let size = testing::output_size(run::<Box<ws::Conn>>);
+        assert!(size <= 704, "{size} bytes");
+    }
+
     #[tokio::test]
     async fn a_client_that_goes_away_leaves_the_registry() {
         let shared = Shared::default();

@@ -152,8 +152,11 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps an upgraded TCP stream; `read` holds what hyper read past the
-    /// handshake.
-    pub async fn new(tcp: Tcp, read: Bytes, config: WebSocketConfig) -> Conn {
+    /// handshake. Boxed: each async layer a connection is passed through by
+    /// value keeps a copy of what it was given for the connection's life
+    /// (rust-lang/rust#62958), and a box is 8 bytes where a `Conn` is
+    /// several hundred.
+    pub async fn new(tcp: Tcp, read: Bytes, config: WebSocketConfig) -> Box<Conn> {
         let (reader, writer) = tcp.stream.into_split();
         let reader = WebSocketStream::from_partially_read(
             ReadOnly(reader),
@@ -162,7 +165,7 @@ impl Conn {
             Some(config),
         )
         .await;
-        Conn {
+        Box::new(Conn {
             reader,
             writer,
             _slot: tcp.slot,
@@ -171,7 +174,7 @@ impl Conn {
             pong_owed: false,
             flushing: false,
             closed: false,
-        }
+        })
     }
 
     /// Writes what is queued for the writing side, noting while it waits.

@@ -10,7 +10,7 @@ use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 
 type Client = WebSocketStream<TcpStream>;
 
-async fn pair() -> (Conn, Client) {
+async fn pair() -> (Box<Conn>, Client) {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let client = TcpStream::connect(listener.local_addr().unwrap());
     let (client, accepted) = tokio::join!(client, listener.accept());

@@ -101,7 +101,7 @@ pub fn accept<F, Fut>(
     session: F,
 ) -> Response
 where
-    F: FnOnce(Conn) -> Fut + Send + 'static,
+    F: FnOnce(Box<Conn>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
     let max = max_message_bytes as usize;
