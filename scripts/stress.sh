@@ -13,7 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 runs=${RUNS:-20}
-suites=${SUITES:-streams security moderation webhooks crowds authorship exactly_once}
+suites=${SUITES:-streams security moderation webhooks crowds authorship exactly_once interest}
 load=${LOAD:-$(nproc)}
 out=target/stress
 mkdir -p "$out"

@@ -302,6 +302,30 @@ async fn main() -> anyhow::Result<()> {
         report(stored::run(&lab, "13b a room of stored events", events, pages).await?);
         report(stored::redis_memory(&lab, "13c Redis memory per 1,000 events").await?);
     }
+    if wanted(14) {
+        // Scenarios 1, 3a and 3b again with writes coalesced over 10 ms:
+        // CPU per delivery against latency, beside the rows above.
+        let coalesced = |flow: Flow| Flow {
+            env: vec![("WRITE_COALESCE_MS".into(), "10".into())],
+            ..flow
+        };
+        let fanout = |name, proto| flow(name, proto, fan, 1, Pacing::Rate(200), Layout::Alternate);
+        let closed_loop = throughput(
+            "14c chat throughput (3b), coalesced",
+            Proto::Chat,
+            Target::TwoInstances,
+        );
+        for f in [
+            fanout(
+                "14a relay fan-out (1), writes coalesced over 10 ms",
+                Proto::Relay,
+            ),
+            fanout("14b chat fan-out (3a), coalesced", Proto::Chat),
+            closed_loop,
+        ] {
+            report(coalesced(f).run(&lab).await?);
+        }
+    }
     drop(lab);
     if wanted(7) {
         let cluster = Lab::start_cluster(bin.clone(), dir.join("cluster"))?;

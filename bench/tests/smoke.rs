@@ -38,7 +38,7 @@ fn every_scenario_runs_on_a_tiny_load() {
         .filter_map(|l| serde_json::from_str(l).ok())
         .collect();
     let names: Vec<&str> = rows.iter().filter_map(|r| r["scenario"].as_str()).collect();
-    assert_eq!(names.len(), 23, "one JSON line per scenario: {names:?}");
+    assert_eq!(names.len(), 26, "one JSON line per scenario: {names:?}");
     for row in &rows {
         assert!(row["deliveries"].as_u64() > Some(0), "{row}");
         assert_eq!(row["lost"], 0, "{row}");

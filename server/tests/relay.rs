@@ -442,3 +442,38 @@ async fn a_frame_that_cannot_reach_the_other_instances_is_answered_with_an_error
         }
     }
 }
+
+/// With `WRITE_COALESCE_MS` (set high here so that the timings are far
+/// apart): a frame to a quiet connection leaves at once, frames that
+/// follow close behind wait for the tick and arrive together, and none is
+/// lost or reordered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_writes_send_a_lone_frame_at_once_and_a_trickle_together() {
+    let tick = Duration::from_millis(600);
+    let server = Instance::configured(None, &[("WRITE_COALESCE_MS", "600")]).await;
+    let (mut sender, _) = register(&server.relay_url(), "t").await;
+    let (mut reader, _) = register(&server.relay_url(), "t").await;
+    // Quiet for longer than a tick since the `registered` reply.
+    tokio::time::sleep(tick + Duration::from_millis(100)).await;
+    let start = std::time::Instant::now();
+    sender.send_json(json!({ "n": 0 })).await;
+    assert_eq!(reader.json().await, json!({ "n": 0 }));
+    let first = start.elapsed();
+    assert!(first < tick / 2, "a lone frame waited {first:?}");
+    // Three more, 60 ms apart, right behind it: held until the tick.
+    for n in 1..4 {
+        tokio::time::sleep(Duration::from_millis(60)).await;
+        sender.send_json(json!({ "n": n })).await;
+    }
+    let mut arrivals = Vec::new();
+    for n in 1..4 {
+        assert_eq!(reader.json().await, json!({ "n": n }));
+        arrivals.push(start.elapsed());
+    }
+    assert!(arrivals[0] > tick / 2, "not held: {arrivals:?}");
+    let spread = arrivals[2] - arrivals[0];
+    assert!(
+        spread < Duration::from_millis(100),
+        "not together: {arrivals:?}"
+    );
+}

@@ -37,6 +37,7 @@ fn chat(shared: &Shared) -> Arc<Chat> {
             socket: ws::Limits {
                 max_message_bytes: 1024,
                 ping_interval: Duration::from_secs(20),
+                coalesce: Duration::ZERO,
                 frames: Quota::per_second(per(20)).allow_burst(per(40)),
                 bytes: None,
             },

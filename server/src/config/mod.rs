@@ -188,6 +188,10 @@ pub struct Config {
     #[arg(long, env = "PING_INTERVAL_SECS", default_value_t = 20, value_parser = clap::value_parser!(u64).range(1..=3600))]
     pub ping_interval_secs: u64,
 
+    /// Milliseconds a connection's writes are held apart while frames trickle in, so that several leave in one packet (0: every frame at once).
+    #[arg(long, env = "WRITE_COALESCE_MS", default_value_t = 0, value_parser = clap::value_parser!(u64).range(0..=1000))]
+    pub write_coalesce_ms: u64,
+
     /// Seconds a SIGTERM/SIGINT waits for connections to close before exiting.
     #[arg(long, env = "SHUTDOWN_GRACE_SECS", default_value_t = 10)]
     pub shutdown_grace_secs: u64,
@@ -252,6 +256,10 @@ impl Config {
 
     pub fn ping_interval(&self) -> Duration {
         Duration::from_secs(self.ping_interval_secs)
+    }
+
+    pub fn write_coalesce(&self) -> Duration {
+        Duration::from_millis(self.write_coalesce_ms)
     }
 
     pub fn header_timeout(&self) -> Duration {

@@ -266,6 +266,7 @@ fn chat_limits(config: &Config) -> chat::Limits {
         socket: ws::Limits {
             max_message_bytes: config.max_message_bytes,
             ping_interval: config.ping_interval(),
+            coalesce: config.write_coalesce(),
             frames: Quota::per_second(nonzero(config.chat_rate_limit_per_sec))
                 .allow_burst(nonzero(config.chat_rate_limit_burst)),
             bytes: None,
@@ -283,6 +284,7 @@ fn relay_limits(config: &Config) -> ws::Limits {
     ws::Limits {
         max_message_bytes: config.max_message_bytes,
         ping_interval: config.ping_interval(),
+        coalesce: config.write_coalesce(),
         frames: Quota::per_second(nonzero(config.relay_rate_limit_per_sec))
             .allow_burst(nonzero(config.relay_rate_limit_burst)),
         bytes: Some(Quota::per_second(nonzero(config.relay_bytes_per_sec))),

@@ -253,6 +253,7 @@ mod tests {
             limits: ws::Limits {
                 max_message_bytes: 1024,
                 ping_interval: Duration::from_secs(20),
+                coalesce: Duration::ZERO,
                 frames: per_second(100),
                 bytes: Some(per_second(100_000)),
             },

@@ -84,6 +84,8 @@ pub trait Handler: Send {
 pub struct Limits {
     pub max_message_bytes: u64,
     pub ping_interval: Duration,
+    /// How far apart writes are held while frames trickle in (zero: none).
+    pub coalesce: Duration,
     /// Frames of any kind.
     pub frames: Quota,
     /// Bytes, when the protocol bounds them too.
@@ -196,6 +198,7 @@ async fn run<S: Socket, H: Handler>(
         preamble,
         peer.closer.clone(),
         limits.ping_interval,
+        limits.coalesce,
     )));
     let mut writer_done = false;
     let reason = {

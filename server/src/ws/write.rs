@@ -6,10 +6,17 @@ use crate::fanout::{Closer, Queue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::{Sink, SinkExt};
 use std::time::Duration;
-use tokio::time::{interval_at, Instant};
+use tokio::time::{interval_at, sleep_until, Instant};
 
 /// Frames written in one go before a flush.
 const WRITE_BATCH: usize = 64;
+/// With `WRITE_COALESCE_MS`, writes that follow each other closer than
+/// that, with fewer than this many frames ready, wait for the rest of the
+/// tick: a trickle of frames (a busy room's fan-out) then leaves a few per
+/// system call and packet instead of one each, since the socket has no
+/// Nagle delay. A frame that finds the connection quiet for a tick leaves
+/// at once, and a dense stream never waits.
+const DENSE: usize = 2;
 
 pub async fn write<S>(
     mut sink: S,
@@ -17,6 +24,7 @@ pub async fn write<S>(
     preamble: Preamble,
     closer: Closer,
     ping_every: Duration,
+    coalesce: Duration,
 ) where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
@@ -31,6 +39,7 @@ pub async fn write<S>(
     let mut fresh = preamble.fresh;
     let mut fresh = |frame: &Utf8Bytes| fresh.as_mut().is_none_or(|fresh| fresh(frame));
     let mut ping = interval_at(Instant::now() + ping_every, ping_every);
+    let mut last_write: Option<Instant> = None;
     // One waiter for the connection's life, not one per frame written.
     let closed = closer.closed();
     tokio::pin!(closed);
@@ -45,24 +54,41 @@ pub async fn write<S>(
                         sink.feed(Message::Text(frame)).await?;
                     }
                     let mut written = 1;
-                    let mut yielded = false;
+                    let (mut yielded, mut waited) = (false, false);
                     while written < WRITE_BATCH {
                         let Some(frame) = queue.try_recv() else {
                             // Once, before a short write: the tasks that
                             // are ready (senders, other connections) run
-                            // first and often queue more. The socket has
-                            // no Nagle delay: this is the batching.
-                            if yielded {
-                                break;
+                            // first and often queue more.
+                            if !yielded {
+                                yielded = true;
+                                tokio::task::yield_now().await;
+                                continue;
                             }
-                            yielded = true;
-                            tokio::task::yield_now().await;
-                            continue;
+                            // Frames that trickle in close behind the last
+                            // write (with WRITE_COALESCE_MS): wait for the
+                            // tick, and take them all in one system call
+                            // and one packet.
+                            let due = last_write.map(|last| last + coalesce);
+                            let trickle = !waited
+                                && written < DENSE
+                                && due.is_some_and(|due| Instant::now() < due);
+                            if let (true, Some(due)) = (trickle, due) {
+                                waited = true;
+                                // Boxed: a timer held in this future would
+                                // cost every idle connection its size.
+                                Box::pin(sleep_until(due)).await;
+                                continue;
+                            }
+                            break;
                         };
                         written += 1;
                         if fresh(&frame) {
                             sink.feed(Message::Text(frame)).await?;
                         }
+                    }
+                    if !coalesce.is_zero() {
+                        last_write = Some(Instant::now());
                     }
                     sink.flush().await
                 };

@@ -31,8 +31,10 @@ impl Client {
         Client { ws }
     }
 
+    /// Connects with Nagle's algorithm off, as browsers do: each frame
+    /// leaves when it is sent.
     pub async fn connect(url: &str) -> Client {
-        let (ws, _) = tokio_tungstenite::connect_async(url)
+        let (ws, _) = tokio_tungstenite::connect_async_with_config(url, None, true)
             .await
             .unwrap_or_else(|e| panic!("connect {url}: {e}"));
         Client { ws }
