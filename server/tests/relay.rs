@@ -222,30 +222,44 @@ async fn a_crashed_instances_ids_are_swept() {
     .await;
 }
 
+/// Reads (so answers pings) in a task until told to stop, then hands the
+/// client back; any frame it gets meanwhile fails the test.
+fn keep_reading(
+    mut client: Client,
+) -> (
+    tokio::sync::oneshot::Sender<()>,
+    tokio::task::JoinHandle<Client>,
+) {
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let reading = tokio::spawn(async move {
+        tokio::select! {
+            got = client.receive_within(Duration::from_secs(120)) => {
+                panic!("a reading client got {got:?}")
+            }
+            _ = stopped => client,
+        }
+    });
+    (stop, reading)
+}
+
 #[tokio::test]
 async fn a_client_that_stops_answering_pings_is_dropped_and_unregistered() {
     let redis = Redis::start();
     let server = Server::start(Some(&redis), &[("PING_INTERVAL_SECS", "1")]);
     let registry = keys().relay_clients("k");
-    let (_silent, silent_id) = register(&server.relay_url(), "k").await;
-    let (mut alive, alive_id) = register(&server.relay_url(), "k").await;
+    // Both read (and so answer pings) until the preconditions are checked,
+    // however long that takes on a busy machine; then `_silent` stops
+    // reading and never answers again.
+    let (silent, silent_id) = register(&server.relay_url(), "k").await;
+    let (stop_silent, silent) = keep_reading(silent);
+    let (alive, alive_id) = register(&server.relay_url(), "k").await;
+    let (stop, reading) = keep_reading(alive);
     let mut both = vec![silent_id.clone(), alive_id.clone()];
     both.sort();
     assert_eq!(redis.hkeys(&registry), both, "both registered");
     assert_eq!(server.health().await["connections"]["relay"], 2);
-
-    // `alive` keeps reading (in a task, until told to stop), so its
-    // WebSocket answers the pings; `_silent` never reads again, so it
-    // never answers.
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let reading = tokio::spawn(async move {
-        tokio::select! {
-            got = alive.receive_within(Duration::from_secs(120)) => {
-                panic!("the client that answers pings got {got:?}")
-            }
-            _ = stopped => alive,
-        }
-    });
+    let _ = stop_silent.send(());
+    let _silent = silent.await.expect("still connected");
     eventually("the silent client is dropped", WAIT, || async {
         server.health().await["connections"]["relay"] == 1
     })

@@ -11,7 +11,9 @@
 //!   as `PUBLISH` counted other subscribers, so it knows every other
 //!   follower before its client hears `registered`; and each of them knew
 //!   of it before answering, so none skips a frame meant for that client.
-//! - `bye`: "I no longer follow it", sent before unsubscribing.
+//! - `bye`: "I no longer follow it", answered the same way; the instance
+//!   unsubscribes once the answers came, so that no frame published
+//!   meanwhile counts it as a follower that missed it.
 //!
 //! Each message carries the sender's sequence number: a `bye` overtaken by
 //! a later `hello` (both sent from different tasks) changes nothing.
@@ -196,7 +198,7 @@ impl Interest {
     /// Says `hello` on the action's channel and waits (briefly) for every
     /// other subscriber's answer; the list of followers is then complete.
     pub async fn hello(&self, action: &str) {
-        let (seq, answered) = {
+        let seq = {
             let mut state = self.state.lock();
             let seq = state.next();
             let Some(followers) = state.actions.get_mut(action) else {
@@ -204,43 +206,58 @@ impl Interest {
             };
             followers.hello = Some(seq);
             followers.known = false;
-            let (done, answered) = oneshot::channel();
-            let waiting = Waiting {
-                answers: 0,
-                expected: None,
-                done: Some(done),
-            };
-            state.waiting.insert(seq, waiting);
-            (seq, answered)
+            seq
         };
         let hello = Notice::Hello {
             from: self.instance,
             seq,
         };
-        let complete = match self.send(action, &hello).await {
-            // Every subscriber but this instance answers.
-            Ok(subscribers) => {
-                {
-                    let mut state = self.state.lock();
-                    if let Some(waiting) = state.waiting.get_mut(&seq) {
-                        waiting.expected = Some(subscribers.saturating_sub(1));
-                        waiting.settle();
-                    }
-                }
-                matches!(timeout(ANSWERS_WAIT, answered).await, Ok(Ok(())))
-            }
-            Err(err) => {
-                tracing::debug!(action, error = %err, "cannot say hello; publishing every frame");
-                false
-            }
-        };
+        let complete = self.ask(action, &hello, seq).await;
         let mut state = self.state.lock();
-        state.waiting.remove(&seq);
         if let Some(followers) = state.actions.get_mut(action) {
             if complete && followers.hello == Some(seq) {
                 followers.known = true;
             }
         }
+    }
+
+    /// Says `bye` (from [`Interest::unfollow`]) and waits (briefly) until
+    /// every other subscriber has taken it in: only then may this instance
+    /// unsubscribe, or a frame published meanwhile would count it as a
+    /// follower that missed it.
+    pub async fn bye(&self, action: &str, bye: Notice) {
+        let Notice::State { seq, .. } = bye else {
+            return;
+        };
+        self.ask(action, &bye, seq).await;
+    }
+
+    /// Publishes a notice that every other subscriber answers, and waits
+    /// for the answers; whether they all came.
+    async fn ask(&self, action: &str, notice: &Notice, seq: u64) -> bool {
+        let (done, answered) = oneshot::channel();
+        let waiting = Waiting {
+            answers: 0,
+            expected: None,
+            done: Some(done),
+        };
+        self.state.lock().waiting.insert(seq, waiting);
+        let complete = match self.send(action, notice).await {
+            // Every subscriber but this instance answers.
+            Ok(subscribers) => {
+                if let Some(waiting) = self.state.lock().waiting.get_mut(&seq) {
+                    waiting.expected = Some(subscribers.saturating_sub(1));
+                    waiting.settle();
+                }
+                matches!(timeout(ANSWERS_WAIT, answered).await, Ok(Ok(())))
+            }
+            Err(err) => {
+                tracing::debug!(action, error = %err, "cannot tell the other instances");
+                false
+            }
+        };
+        self.state.lock().waiting.remove(&seq);
+        complete
     }
 
     /// Takes in a notice heard on the action's channel; returns the answer
@@ -263,7 +280,14 @@ impl Interest {
             }
         }
         match notice {
-            Notice::Hello { seq: nonce, .. } => {
+            // A `hello`, or a `bye` (a state that answers nobody): both
+            // are answered.
+            Notice::Hello { seq: nonce, .. }
+            | Notice::State {
+                seq: nonce,
+                answers: None,
+                ..
+            } => {
                 let follows = state.actions.contains_key(action);
                 Some(Notice::State {
                     from: self.instance,

@@ -138,7 +138,7 @@ impl PubSub {
         let (topic, action) = (topic.clone(), action.clone());
         tokio::spawn(async move {
             if common.status.commands_up() {
-                let _ = common.interest.send(&action, &bye).await;
+                common.interest.bye(&action, bye).await;
             }
             let mut wanted = common.wanted();
             if wanted.get(&topic) == Some(&0) {
