@@ -9,11 +9,28 @@ let redis: Running;
 let server: Running;
 let relayUrl: string;
 
+/**
+ * A server with a dedicated relay port. Without SO_REUSEPORT: a port found
+ * free can be taken before the server binds it by a server of another
+ * worker, and SO_REUSEPORT would let both hold it and share its
+ * connections (some then reach the other server's page: HTTP 200). A port
+ * taken meanwhile makes the start fail instead, and another port is tried.
+ */
+async function withRelayPort(env: Record<string, string>): Promise<{ server: Running; url: string }> {
+  for (let attempt = 1; ; attempt++) {
+    const port = await freePort();
+    try {
+      const server = await startServer({ ...env, RELAY_PORT: String(port), REUSE_PORT: "false" });
+      return { server, url: `ws://127.0.0.1:${port}` };
+    } catch (err) {
+      if (attempt === 5) throw err;
+    }
+  }
+}
+
 test.beforeAll(async () => {
   redis = await startRedis();
-  const port = await freePort();
-  relayUrl = `ws://127.0.0.1:${port}`;
-  server = await startServer({ REDIS_URL: redis.url, RELAY_PORT: String(port) });
+  ({ server, url: relayUrl } = await withRelayPort({ REDIS_URL: redis.url }));
 });
 
 test.afterAll(async () => {
@@ -79,10 +96,8 @@ function mint(secret: string, claims: object): string {
 
 test("with RELAY_AUTH=required, a Node ws client registers with a token, in the message or a Bearer header", async () => {
   const secret = "compat secret for the end-to-end test";
-  const port = await freePort();
-  const guarded = await startServer({ RELAY_AUTH: "required", AUTH_JWT_SECRET: secret, RELAY_PORT: String(port) });
+  const { server: guarded, url } = await withRelayPort({ RELAY_AUTH: "required", AUTH_JWT_SECRET: secret });
   try {
-    const url = `ws://127.0.0.1:${port}`;
     const token = mint(secret, { actions: ["compat.*"], sub: "node", exp: Math.floor(Date.now() / 1000) + 600 });
     const open = (options?: WebSocket.ClientOptions) => connect(url, options);
     const inMessage = await open();
