@@ -79,40 +79,50 @@ async fn frames_reach_redis_only_while_another_instance_follows_the_action() {
     assert_eq!(sender.json().await, json!({ "fence": 1 }));
 }
 
-/// Sends `{"n": 0}`, `{"n": 1}` ... every 2 ms until dropped, noting in
+/// Sends `{key: 0}`, `{key: 1}` ... every 2 ms until dropped, noting in
 /// `sent` the last one sent.
-fn send_forever(mut sender: Client, sent: Arc<AtomicI64>) -> tokio::task::JoinHandle<()> {
+fn send_forever(
+    mut sender: Client,
+    key: &'static str,
+    sent: Arc<AtomicI64>,
+) -> tokio::task::JoinHandle<()> {
     tokio::spawn(async move {
         let mut tick = tokio::time::interval(Duration::from_millis(2));
         for n in 0.. {
             tick.tick().await;
-            sender.send_json(json!({ "n": n })).await;
+            sender.send_json(json!({ key: n })).await;
             sent.store(n, Ordering::SeqCst);
         }
     })
 }
 
-/// Reads until frame `until`: every frame whose sending started after
-/// `sent` read `from` comes, in order (`from + 1` may have been on its way).
-async fn every_frame_after(client: &mut Client, from: i64, until: i64) {
-    let mut next = None;
-    loop {
+/// Reads until every sender's frame `from + 100`: of each sender, every
+/// frame whose sending started after `sent` read `from` comes, in order
+/// (`from + 1` may have been on its way).
+async fn every_frame_after(client: &mut Client, senders: &[(&str, i64)]) {
+    let mut next: Vec<Option<i64>> = vec![None; senders.len()];
+    let mut done = 0;
+    while done < senders.len() {
         let frame: Value = client.json().await;
-        let n = frame["n"].as_i64().unwrap_or_else(|| panic!("{frame}"));
-        if let Some(next) = next {
-            assert_eq!(n, next, "a frame sent after `registered` is missing");
-        } else {
-            assert!(
+        let (i, n) = senders
+            .iter()
+            .enumerate()
+            .find_map(|(i, (key, _))| Some((i, frame[*key].as_i64()?)))
+            .unwrap_or_else(|| panic!("{frame}"));
+        let (key, from) = senders[i];
+        match next[i] {
+            Some(next) => assert_eq!(n, next, "{key}: a frame sent after `registered` is missing"),
+            None => assert!(
                 n <= from + 2,
-                "frames {} to {} are missing",
+                "{key}: frames {} to {} are missing",
                 from + 2,
                 n - 1
-            );
+            ),
         }
-        if n >= until {
-            return;
+        if n == from + 100 {
+            done += 1;
         }
-        next = Some(n + 1);
+        next[i] = Some(n + 1);
     }
 }
 
@@ -122,26 +132,50 @@ async fn a_client_registering_on_another_instance_gets_every_frame_sent_after_re
     let (a, b) = Instance::pair(Some(&redis), &[]).await;
     let c = Instance::configured(Some(&redis), &[]).await;
     for round in 0..8 {
-        // A new action each round: the first client on the other instances.
+        // A new action each round. Even rounds: one sender, on the first
+        // instance, which then publishes only once it knows of a joiner.
+        // Odd rounds: senders on two instances at once. Three joiners
+        // register at once.
         let action = format!("race{round}");
-        let sent = Arc::new(AtomicI64::new(-1));
-        let sending = send_forever(register(&a.relay_url(), &action).await, sent.clone());
-        while sent.load(Ordering::SeqCst) < 5 {
+        let two = round % 2 == 1;
+        let (on_a, on_b) = (Arc::new(AtomicI64::new(-1)), Arc::new(AtomicI64::new(-1)));
+        let mut sending = vec![send_forever(
+            register(&a.relay_url(), &action).await,
+            "a",
+            on_a.clone(),
+        )];
+        if two {
+            let sender = register(&b.relay_url(), &action).await;
+            sending.push(send_forever(sender, "b", on_b.clone()));
+        }
+        let started = |sent: &AtomicI64| sent.load(Ordering::SeqCst) >= 5;
+        while !started(&on_a) || (two && !started(&on_b)) {
             tokio::time::sleep(Duration::from_millis(2)).await;
         }
-        // Two instances, and two clients on one of them, at once.
-        let joiners = [b.relay_url(), b.relay_url(), c.relay_url()].map(|url| {
-            let (action, sent) = (action.clone(), sent.clone());
+        // Every fourth round all on one instance: no third one's answers
+        // tell the sender's instance about them.
+        let urls = match round % 4 {
+            0 => [b.relay_url(), b.relay_url(), b.relay_url()],
+            2 => [b.relay_url(), b.relay_url(), c.relay_url()],
+            _ => [c.relay_url(), c.relay_url(), b.relay_url()],
+        };
+        let joiners = urls.map(|url| {
+            let (action, on_a, on_b) = (action.clone(), on_a.clone(), on_b.clone());
             tokio::spawn(async move {
                 let mut client = register(&url, &action).await;
-                let from = sent.load(Ordering::SeqCst);
-                every_frame_after(&mut client, from, from + 100).await;
+                let mut senders = vec![("a", on_a.load(Ordering::SeqCst))];
+                if two {
+                    senders.push(("b", on_b.load(Ordering::SeqCst)));
+                }
+                every_frame_after(&mut client, &senders).await;
             })
         });
         for joiner in joiners {
             joiner.await.expect("every frame after `registered`");
         }
-        sending.abort();
+        for sender in sending {
+            sender.abort();
+        }
     }
 }
 
