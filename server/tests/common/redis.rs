@@ -365,13 +365,6 @@ impl Redis {
             .flatten()
             .collect()
     }
-
-    /// Kills the pub/sub connections (every node's); returns how many.
-    pub fn kill_pubsub_clients(&self) -> usize {
-        self.on_every_node::<usize>(redis::cmd("CLIENT").arg("KILL").arg("TYPE").arg("pubsub"))
-            .into_iter()
-            .sum()
-    }
 }
 
 fn node_connection(port: u16) -> redis::RedisResult<redis::Connection> {
