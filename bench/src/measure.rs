@@ -160,6 +160,47 @@ pub fn print_table(rows: &[Row]) {
     }
 }
 
+/// With `--before`: each scenario's figures before and after, side by
+/// side (the rows named `… [before]` and `… [after]`).
+pub fn print_changes(rows: &[Row]) {
+    println!(
+        "\n| scenario | deliveries/s before → after | p99 ms | server CPU us per delivery | KiB per connection | server RSS MiB |"
+    );
+    println!("|---|---|---|---|---|---|");
+    for after in rows {
+        let Some(name) = after.scenario.strip_suffix(" [after]") else {
+            continue;
+        };
+        let wanted = format!("{name} [before]");
+        let Some(before) = rows.iter().find(|r| r.scenario == wanted) else {
+            continue;
+        };
+        let change = |b: f64, a: f64, digits: usize| {
+            let ratio = if b > 0.0 {
+                format!(" ({:+.0}%)", (a / b - 1.0) * 100.0)
+            } else {
+                String::new()
+            };
+            format!("{b:.digits$} → {a:.digits$}{ratio}")
+        };
+        let per_connection = match (before.rss_per_connection_kib, after.rss_per_connection_kib) {
+            (Some(b), Some(a)) => change(b, a, 2),
+            _ => String::new(),
+        };
+        println!(
+            "| {name} | {} | {} | {} | {per_connection} | {} |",
+            change(before.deliveries_per_sec, after.deliveries_per_sec, 0),
+            change(before.p99_ms, after.p99_ms, 1),
+            change(
+                before.server_cpu_us_per_delivery,
+                after.server_cpu_us_per_delivery,
+                2
+            ),
+            change(before.server_rss_mib, after.server_rss_mib, 1),
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

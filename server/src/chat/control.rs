@@ -192,7 +192,7 @@ mod tests {
         }
         let order = serde_json::to_string(&Order::Disconnect { sub: "ann".into() }).unwrap();
         assert!(carry_out(&hub, &Topic::Room(ORDERS.into()), &order));
-        let closed: Vec<bool> = peers.iter().map(|p| p.closer.is_closed()).collect();
+        let closed: Vec<bool> = peers.iter().map(|p| p.is_closed()).collect();
         assert_eq!(closed, [true, true, false]);
         // A connection gone is no longer listed.
         held.truncate(2);

@@ -59,7 +59,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
     let (preamble, subscription) = match chat.refusal(&room, &marks).await {
         Some(denied) => {
             metrics::error("chat", denied.code.as_str());
-            peer.closer.close(close::BANNED);
+            peer.close(close::BANNED);
             let frames = vec![denied.frame()];
             (
                 Preamble {

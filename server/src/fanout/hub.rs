@@ -102,7 +102,7 @@ impl Hub {
         marked
             .iter()
             .filter_map(|(topic, id)| topics.get(topic).and_then(|l| l.get(id)))
-            .inspect(|peer| peer.closer.close(why))
+            .inspect(|peer| peer.close(why))
             .count()
     }
 
@@ -125,7 +125,7 @@ impl Hub {
             .filter_map(|(_, id)| listeners.get(id))
             .inspect(|peer| {
                 peer.send(frame.clone());
-                peer.closer.close(why);
+                peer.close(why);
             })
             .count()
     }
@@ -151,7 +151,7 @@ impl Hub {
         let topics = self.topics.read();
         if let Some(peer) = topics.get(topic).and_then(|l| l.get(&id)) {
             peer.send(frame);
-            peer.closer.close(why);
+            peer.close(why);
         }
     }
 
@@ -217,13 +217,13 @@ mod tests {
         let hub = Hub::default();
         let topic = Topic::Room("r".into());
         let (peer, _rx) = Peer::new(Kind::Chat, 2);
-        let closer = peer.closer.clone();
+        let closer = peer.clone();
         hub.insert(&topic, Uuid::new_v4(), peer);
         assert_eq!(hub.deliver(&topic, &"1".into(), None), 1);
         assert_eq!(hub.deliver(&topic, &"2".into(), None), 1);
         assert!(!closer.is_closed());
         assert_eq!(hub.deliver(&topic, &"3".into(), None), 0);
         assert!(closer.is_closed());
-        assert_eq!(closer.reason(), close::SLOW_CONSUMER);
+        assert_eq!(closer.close_reason(), close::SLOW_CONSUMER);
     }
 }

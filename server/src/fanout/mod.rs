@@ -1,14 +1,14 @@
 //! This process's connections, grouped by topic, and the fan-out of a
 //! frame to them: the [`Hub`] queues the same bytes for every listener of
 //! a topic, never waiting on one ([`Peer`]: a bounded queue per
-//! connection, and its [`Closer`]).
+//! connection, closed through it).
 
 mod hub;
 mod peer;
 
 pub use crate::kind::Kind;
 pub use hub::{Hub, Marked};
-pub use peer::{Closer, Peer, Queue};
+pub use peer::{Peer, Queue};
 use uuid::Uuid;
 
 pub type ConnId = Uuid;

@@ -1,5 +1,5 @@
-//! One connection's sending side: its bounded outbound queue and its
-//! closer.
+//! One connection's sending side: its bounded outbound queue and how it
+//! is closed.
 //!
 //! The queue is a `VecDeque` behind a mutex, drained by the writer a batch
 //! at a time (it swaps the whole deque for its empty one), with a count
@@ -17,50 +17,38 @@ use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
-use tokio_util::sync::CancellationToken;
 
 /// A drained deque up to this capacity is kept for the next batch while
 /// frames keep coming.
 const KEPT_CAPACITY: usize = 64;
-
-/// Asks a connection's writer to send a close frame and stop. The first
-/// reason given wins.
-#[derive(Clone, Default)]
-pub struct Closer {
-    token: CancellationToken,
-    reason: Arc<OnceLock<CloseReason>>,
-}
-
-impl Closer {
-    pub fn close(&self, why: CloseReason) {
-        let _ = self.reason.set(why);
-        self.token.cancel();
-    }
-
-    pub async fn closed(&self) -> CloseReason {
-        self.token.cancelled().await;
-        self.reason()
-    }
-
-    pub fn reason(&self) -> CloseReason {
-        self.reason.get().copied().unwrap_or(close::CLOSED)
-    }
-
-    pub fn is_closed(&self) -> bool {
-        self.token.is_cancelled()
-    }
-}
 
 /// What the senders and the writer share.
 struct Shared {
     state: Mutex<State>,
     /// Frames queued and not yet taken by the writer.
     queued: AtomicUsize,
-    /// The writer, when it waits for frames.
+    /// Whether the client sent anything since the writer last looked: the
+    /// keepalive needs no timer of the reader's.
+    heard: AtomicBool,
+    /// Why the connection is being closed, once it is: the first reason
+    /// given wins.
+    closed: OnceLock<CloseReason>,
+    /// The writer, when it waits for frames (or for the close).
     writer: AtomicWaker,
+    /// The connection's reader side, when it waits for the close.
+    reader: AtomicWaker,
+}
+
+impl Shared {
+    fn close(&self, why: CloseReason) {
+        if self.closed.set(why).is_ok() {
+            self.writer.wake();
+            self.reader.wake();
+        }
+    }
 }
 
 struct State {
@@ -70,12 +58,12 @@ struct State {
     open: bool,
 }
 
-/// The sending half of one connection: its bounded queue and its closer.
+/// The sending half of one connection: its bounded queue, and the way to
+/// close it (its writer sends a close frame and stops).
 pub struct Peer {
     pub kind: Kind,
     shared: Arc<Shared>,
     capacity: usize,
-    pub closer: Closer,
 }
 
 impl Clone for Peer {
@@ -85,7 +73,6 @@ impl Clone for Peer {
             kind: self.kind,
             shared: self.shared.clone(),
             capacity: self.capacity,
-            closer: self.closer.clone(),
         }
     }
 }
@@ -112,13 +99,15 @@ impl Peer {
                 open: true,
             }),
             queued: AtomicUsize::new(0),
+            heard: AtomicBool::new(false),
+            closed: OnceLock::new(),
             writer: AtomicWaker::new(),
+            reader: AtomicWaker::new(),
         });
         let peer = Peer {
             kind,
             shared: shared.clone(),
             capacity,
-            closer: Closer::default(),
         };
         let queue = Queue {
             shared,
@@ -133,9 +122,9 @@ impl Peer {
         let queued = &self.shared.queued;
         if queued.fetch_add(1, Ordering::Relaxed) >= self.capacity {
             queued.fetch_sub(1, Ordering::Relaxed);
-            if !self.closer.is_closed() {
+            if !self.is_closed() {
                 metrics::slow_consumer(self.kind);
-                self.closer.close(close::SLOW_CONSUMER);
+                self.close(close::SLOW_CONSUMER);
             }
             return false;
         }
@@ -156,6 +145,40 @@ impl Peer {
             self.shared.writer.wake();
         }
         true
+    }
+
+    /// Asks the writer to send a close frame with this reason and stop;
+    /// the first reason given wins.
+    pub fn close(&self, why: CloseReason) {
+        self.shared.close(why);
+    }
+
+    /// The client sent something (a frame, a pong): it is alive.
+    pub fn heard(&self) {
+        self.shared.heard.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_closed(&self) -> bool {
+        self.shared.closed.get().is_some()
+    }
+
+    /// Why the connection was closed (`CLOSED` if it was not).
+    pub fn close_reason(&self) -> CloseReason {
+        self.shared.closed.get().copied().unwrap_or(close::CLOSED)
+    }
+
+    /// Ready once the connection is closed; for the connection's reader
+    /// side (one waiter).
+    pub fn poll_closed(&self, cx: &mut Context<'_>) -> Poll<CloseReason> {
+        if let Some(why) = self.shared.closed.get() {
+            return Poll::Ready(*why);
+        }
+        self.shared.reader.register(cx.waker());
+        // Again once registered: a close in between would not wake.
+        match self.shared.closed.get() {
+            Some(why) => Poll::Ready(*why),
+            None => Poll::Pending,
+        }
     }
 }
 
@@ -178,7 +201,28 @@ impl Queue {
         poll_fn(|cx| self.poll_recv(cx)).await
     }
 
-    fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Utf8Bytes>> {
+    /// Why the connection is being closed, once it is. The writer is woken
+    /// by a close as by a frame.
+    pub fn closed(&self) -> Option<CloseReason> {
+        self.shared.closed.get().copied()
+    }
+
+    /// Closes the connection from the writer's side (see [`Peer::close`]).
+    pub fn close(&self, why: CloseReason) {
+        self.shared.close(why);
+    }
+
+    /// Whether the client sent anything since the last call.
+    pub fn take_heard(&self) -> bool {
+        self.shared.heard.swap(false, Ordering::Relaxed)
+    }
+
+    /// Wakes the writer on the next frame or the close.
+    pub fn register(&self, cx: &mut Context<'_>) {
+        self.shared.writer.register(cx.waker());
+    }
+
+    pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Utf8Bytes>> {
         if let Some(frame) = self.try_recv() {
             return Poll::Ready(Some(frame));
         }
@@ -268,6 +312,7 @@ mod tests {
         assert!(peer.send("3".into()));
         // 1 and 2 (taken, not yet written) and 3 fill it.
         assert!(!peer.send("4".into()));
-        assert!(peer.closer.is_closed());
+        assert!(peer.is_closed());
+        assert_eq!(queue.closed(), Some(close::SLOW_CONSUMER));
     }
 }

@@ -24,12 +24,13 @@ pub use tcp::Tcp;
 pub use upgrade::Upgrade;
 
 use crate::fanout::{close, CloseReason, Kind, Peer, Queue};
+use crate::metrics;
 use axum::extract::ws::{Message, Utf8Bytes};
 use axum::response::Response;
 use futures::{Sink, Stream, StreamExt};
 use governor::Quota;
 use hyper_util::rt::TokioIo;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::timeout;
@@ -192,11 +193,10 @@ async fn run<S: Socket, H: Handler>(
     // wakes the writer alone, not the reader and the rest of this future
     // (which a select! polls all together), for every delivery. It stops
     // when this connection ends, whichever way.
-    let mut writer = AbortOnDropHandle::new(tokio::spawn(write::write(
+    let mut writer = AbortOnDropHandle::new(tokio::spawn(write::Writer::new(
         sink,
         queue,
         preamble,
-        peer.closer.clone(),
         limits.ping_interval,
         limits.coalesce,
     )));
@@ -209,16 +209,21 @@ async fn run<S: Socket, H: Handler>(
                 writer_done = true;
                 "connection lost while writing".to_owned()
             }
-            // Closed by the server (e.g. a slow consumer) while the reader
-            // waits for a client that may never send again.
-            _ = peer.closer.closed() => String::new(),
+            // Closed by the server (a slow consumer, the ping timeout) while
+            // the reader waits for a client that may never send again.
+            why = poll_fn(|cx| peer.poll_closed(cx)) => {
+                if why == close::PING_TIMEOUT {
+                    metrics::error(H::KIND.as_str(), "ping_timeout");
+                }
+                String::new()
+            }
             _ = shutdown.cancelled() => {
-                peer.closer.close(close::SHUTDOWN);
+                peer.close(close::SHUTDOWN);
                 String::new()
             }
         }
     };
-    if !peer.closer.is_closed() {
+    if !peer.is_closed() {
         return reason;
     }
     // Send the close frame, then wait for the client's, so that the socket
@@ -235,5 +240,9 @@ async fn run<S: Socket, H: Handler>(
         }
     })
     .await;
-    peer.closer.reason().reason.to_owned()
+    peer.close_reason().reason.to_owned()
 }
+
+#[cfg(test)]
+#[path = "drive_tests.rs"]
+mod tests;

@@ -6,8 +6,6 @@ use crate::fanout::{close, CloseReason, Peer};
 use crate::metrics;
 use axum::extract::ws::Message;
 use futures::{Stream, StreamExt};
-use std::time::Duration;
-use tokio::time::timeout;
 
 /// The limits one connection is held to, with their state.
 struct Gate {
@@ -39,22 +37,18 @@ where
 {
     let kind = H::KIND.as_str();
     let gate = Gate::new(limits);
-    // Pings go out every interval; a healthy client answers each one.
-    let idle = limits.ping_interval * 2 + Duration::from_secs(1);
     loop {
         let read = tokio::select! {
-            read = timeout(idle, stream.next()) => read,
+            read = stream.next() => read,
             () = handler.settle() => continue,
         };
         let message = match read {
-            Err(_) => {
-                metrics::error(kind, "ping_timeout");
-                return closing(peer, close::PING_TIMEOUT);
-            }
-            Ok(None) => return "client went away".to_owned(),
-            Ok(Some(Err(err))) => return failed(err, handler, peer, limits),
-            Ok(Some(Ok(message))) => message,
+            None => return "client went away".to_owned(),
+            Some(Err(err)) => return failed(err, handler, peer, limits),
+            Some(Ok(message)) => message,
         };
+        // The keepalive (kept by the writer) counts every frame.
+        peer.heard();
         let size = match &message {
             Message::Text(text) => text.len(),
             Message::Binary(data) => data.len(),
@@ -91,7 +85,7 @@ where
 
 /// Closes the connection (through its writer) and says why.
 fn closing(peer: &Peer, why: CloseReason) -> String {
-    peer.closer.close(why);
+    peer.close(why);
     why.reason.to_owned()
 }
 
@@ -111,7 +105,7 @@ fn failed<H: Handler>(err: axum::Error, handler: &H, peer: &Peer, limits: &Limit
         // A text frame that is not UTF-8: close 1007, not a dropped socket.
         Ok(tungstenite::Error::Utf8(_)) => {
             metrics::error(kind, "invalid_utf8");
-            peer.closer.close(close::NOT_UTF8);
+            peer.close(close::NOT_UTF8);
             "invalid UTF-8".to_owned()
         }
         _ => "read error".to_owned(),

@@ -1,120 +1,297 @@
 //! The writing half of a connection: its preamble, then its queue in
-//! batches, keepalive pings, and the close frame.
+//! batches, keepalive pings, and the close frame. It also keeps the
+//! keepalive's time: a client that sent nothing, not even a pong, for two
+//! whole ping intervals is closed ("ping timeout"), whatever the writer is
+//! doing (a client that reads nothing either leaves it waiting on a full
+//! socket).
+//!
+//! A hand-written future rather than an `async fn`: every idle connection
+//! keeps its writer for life, and the compiler lays an `async fn` out at the
+//! size of its largest await (several hundred bytes here, with the sink's
+//! futures and a timer per select). This one holds its fields and a small
+//! step; a coalescing timer is allocated only while it runs.
 
 use super::Preamble;
-use crate::fanout::{Closer, Queue};
+use crate::fanout::{close, CloseReason, Queue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
-use futures::{Sink, SinkExt};
+use futures::Sink;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::time::{interval_at, sleep_until, Instant};
+use tokio::time::{sleep_until, Instant, Sleep};
 
 /// Frames written in one go before a flush.
-const WRITE_BATCH: usize = 64;
+const WRITE_BATCH: u8 = 64;
 /// With `WRITE_COALESCE_MS`, writes that follow each other closer than
 /// that, with fewer than this many frames ready, wait for the rest of the
 /// tick: a trickle of frames (a busy room's fan-out) then leaves a few per
 /// system call and packet instead of one each, since the socket has no
 /// Nagle delay. A frame that finds the connection quiet for a tick leaves
 /// at once, and a dense stream never waits.
-const DENSE: usize = 2;
+const DENSE: u8 = 2;
 
-pub async fn write<S>(
-    mut sink: S,
-    mut queue: Queue,
-    preamble: Preamble,
-    closer: Closer,
+/// Ping intervals in a row without a word from the client that close it.
+const SILENT_INTERVALS: u8 = 2;
+
+/// Where the writer is.
+#[derive(Clone, Copy)]
+enum Step {
+    /// Sending the preamble.
+    Preamble,
+    /// Waiting for a frame, the close or the next ping.
+    Idle,
+    /// Gathering frames (`written` so far) before one flush. `yielded`:
+    /// once, when the queue runs dry, the tasks that are ready (senders,
+    /// other connections) run first, and often queue more. `waited`: the
+    /// coalescing tick was waited for.
+    Batch {
+        written: u8,
+        yielded: bool,
+        waited: bool,
+    },
+    /// Flushing a batch or a ping.
+    Flush,
+    /// Sending what is queued, then the close frame.
+    Closing(CloseReason),
+    /// Flushing the close frame.
+    Closed,
+}
+
+/// The writer is done: the socket failed, every sender is gone, or the
+/// close frame was sent.
+struct Done;
+
+impl From<axum::Error> for Done {
+    fn from(_: axum::Error) -> Self {
+        Done
+    }
+}
+
+pub struct Writer<S> {
+    sink: S,
+    queue: Queue,
+    preamble: std::vec::IntoIter<Utf8Bytes>,
+    fresh: Option<super::Fresh>,
+    /// A frame taken for the sink, waiting until it takes one more.
+    pending: Option<Message>,
+    ping: Pin<Box<Sleep>>,
     ping_every: Duration,
+    /// A ping is due, to send once the writer is idle.
+    ping_due: bool,
+    /// Ping intervals in a row the client was silent.
+    silent: u8,
     coalesce: Duration,
-) where
+    /// The coalescing tick being waited for.
+    hold: Option<Pin<Box<Sleep>>>,
+    last_write: Option<Instant>,
+    step: Step,
+}
+
+impl<S> Writer<S>
+where
     S: Sink<Message, Error = axum::Error> + Unpin,
 {
-    for frame in preamble.frames {
-        if sink.feed(Message::Text(frame)).await.is_err() {
-            return;
+    pub fn new(
+        sink: S,
+        queue: Queue,
+        preamble: Preamble,
+        ping_every: Duration,
+        coalesce: Duration,
+    ) -> Self {
+        Writer {
+            sink,
+            queue,
+            preamble: preamble.frames.into_iter(),
+            fresh: preamble.fresh,
+            pending: None,
+            ping: Box::pin(sleep_until(Instant::now() + ping_every)),
+            ping_every,
+            ping_due: false,
+            silent: 0,
+            coalesce,
+            hold: None,
+            last_write: None,
+            step: Step::Preamble,
         }
     }
-    if sink.flush().await.is_err() {
-        return;
+
+    /// Takes `frame` for the sink unless the preamble already covered it.
+    fn take(&mut self, frame: Utf8Bytes) {
+        if self.fresh.as_mut().is_none_or(|fresh| fresh(&frame)) {
+            self.pending = Some(Message::Text(frame));
+        }
     }
-    let mut fresh = preamble.fresh;
-    let mut fresh = |frame: &Utf8Bytes| fresh.as_mut().is_none_or(|fresh| fresh(frame));
-    let mut ping = interval_at(Instant::now() + ping_every, ping_every);
-    let mut last_write: Option<Instant> = None;
-    // One waiter for the connection's life, not one per frame written.
-    let closed = closer.closed();
-    tokio::pin!(closed);
-    let why = loop {
-        tokio::select! {
-            biased;
-            why = &mut closed => break why,
-            frame = queue.recv() => {
-                let Some(frame) = frame else { return };
-                let batch = async {
-                    if fresh(&frame) {
-                        sink.feed(Message::Text(frame)).await?;
+
+    /// Hands the pending frame to the sink once it takes one more.
+    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+        if self.pending.is_some() {
+            ready!(Pin::new(&mut self.sink).poll_ready(cx))?;
+            let message = self.pending.take().expect("checked above");
+            Pin::new(&mut self.sink).start_send(message)?;
+        }
+        Poll::Ready(Ok(()))
+    }
+
+    /// One step of the writer.
+    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Done>> {
+        match self.step {
+            Step::Preamble => {
+                ready!(self.poll_pending(cx))?;
+                match self.preamble.next() {
+                    Some(frame) => self.pending = Some(Message::Text(frame)),
+                    None => {
+                        self.preamble = Vec::new().into_iter();
+                        self.step = Step::Flush;
                     }
-                    let mut written = 1;
-                    let (mut yielded, mut waited) = (false, false);
-                    while written < WRITE_BATCH {
-                        let Some(frame) = queue.try_recv() else {
-                            // Once, before a short write: the tasks that
-                            // are ready (senders, other connections) run
-                            // first and often queue more.
-                            if !yielded {
-                                yielded = true;
-                                tokio::task::yield_now().await;
-                                continue;
-                            }
-                            // Frames that trickle in close behind the last
-                            // write (with WRITE_COALESCE_MS): wait for the
-                            // tick, and take them all in one system call
-                            // and one packet.
-                            let due = last_write.map(|last| last + coalesce);
-                            let trickle = !waited
-                                && written < DENSE
-                                && due.is_some_and(|due| Instant::now() < due);
-                            if let (true, Some(due)) = (trickle, due) {
-                                waited = true;
-                                // Boxed: a timer held in this future would
-                                // cost every idle connection its size.
-                                Box::pin(sleep_until(due)).await;
-                                continue;
-                            }
-                            break;
-                        };
+                }
+            }
+            Step::Idle => {
+                if let Some(why) = self.queue.closed() {
+                    self.step = Step::Closing(why);
+                } else if let Poll::Ready(frame) = self.queue.poll_recv(cx) {
+                    // None: every sender is gone, the connection is over.
+                    let frame = frame.ok_or(Done)?;
+                    self.take(frame);
+                    self.step = Step::Batch {
+                        written: 1,
+                        yielded: false,
+                        waited: false,
+                    };
+                } else if self.ping_due {
+                    self.ping_due = false;
+                    self.pending = Some(Message::Ping(Default::default()));
+                    self.step = Step::Flush;
+                } else {
+                    return Poll::Pending;
+                }
+            }
+            Step::Batch {
+                mut written,
+                mut yielded,
+                mut waited,
+            } => {
+                // A client too slow to take this batch is being closed:
+                // stop waiting on its socket and go send the close.
+                if let Some(why) = self.queue.closed() {
+                    self.step = Step::Closing(why);
+                    return Poll::Ready(Ok(()));
+                }
+                if self.poll_pending(cx)?.is_pending() {
+                    self.queue.register(cx);
+                    return Poll::Pending;
+                }
+                if let Some(hold) = &mut self.hold {
+                    if hold.as_mut().poll(cx).is_pending() {
+                        self.queue.register(cx);
+                        return Poll::Pending;
+                    }
+                    self.hold = None;
+                }
+                let mut gathering = written < WRITE_BATCH;
+                if gathering {
+                    if let Some(frame) = self.queue.try_recv() {
+                        self.take(frame);
                         written += 1;
-                        if fresh(&frame) {
-                            sink.feed(Message::Text(frame)).await?;
-                        }
+                    } else if !yielded {
+                        yielded = true;
+                        self.step = Step::Batch {
+                            written,
+                            yielded,
+                            waited,
+                        };
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    } else if let Some(due) = self.trickle(written, waited) {
+                        // Frames that trickle in close behind the last
+                        // write (with WRITE_COALESCE_MS): wait for the tick,
+                        // and take them all in one system call and packet.
+                        waited = true;
+                        self.hold = Some(Box::pin(sleep_until(due)));
+                    } else {
+                        gathering = false;
                     }
-                    if !coalesce.is_zero() {
-                        last_write = Some(Instant::now());
+                }
+                self.step = if gathering {
+                    Step::Batch {
+                        written,
+                        yielded,
+                        waited,
                     }
-                    sink.flush().await
+                } else {
+                    if !self.coalesce.is_zero() {
+                        self.last_write = Some(Instant::now());
+                    }
+                    Step::Flush
                 };
-                tokio::select! {
-                    written = batch => if written.is_err() { return },
-                    // A client too slow to take this batch is being closed:
-                    // stop waiting on its socket and go send the close.
-                    why = &mut closed => break why,
+            }
+            Step::Flush => {
+                ready!(self.poll_pending(cx))?;
+                ready!(Pin::new(&mut self.sink).poll_flush(cx))?;
+                self.step = Step::Idle;
+            }
+            Step::Closing(why) => {
+                ready!(self.poll_pending(cx))?;
+                // Flush what is queued first: it often explains the close.
+                match self.queue.try_recv() {
+                    Some(frame) => self.take(frame),
+                    None => {
+                        self.pending = Some(Message::Close(Some(CloseFrame {
+                            code: why.code,
+                            reason: why.reason.into(),
+                        })));
+                        self.step = Step::Closed;
+                    }
                 }
             }
-            _ = ping.tick() => {
-                if sink.send(Message::Ping(Default::default())).await.is_err() {
-                    return;
-                }
+            Step::Closed => {
+                ready!(self.poll_pending(cx))?;
+                ready!(Pin::new(&mut self.sink).poll_flush(cx))?;
+                return Poll::Ready(Err(Done));
             }
         }
-    };
-    // Flush what is queued first: it often explains the close.
-    while let Some(frame) = queue.try_recv() {
-        if fresh(&frame) && sink.feed(Message::Text(frame)).await.is_err() {
+        Poll::Ready(Ok(()))
+    }
+
+    /// At each ping interval: a ping is due, unless the client was silent
+    /// too long, which closes it.
+    fn poll_keepalive(&mut self, cx: &mut Context<'_>) {
+        if self.ping.as_mut().poll(cx).is_pending() {
             return;
         }
+        let next = Instant::now() + self.ping_every;
+        self.ping.as_mut().reset(next);
+        // Registers the timer again.
+        let _ = self.ping.as_mut().poll(cx);
+        if self.queue.take_heard() {
+            self.silent = 0;
+        } else {
+            self.silent += 1;
+        }
+        if self.silent >= SILENT_INTERVALS {
+            self.queue.close(close::PING_TIMEOUT);
+        } else {
+            self.ping_due = true;
+        }
     }
-    let frame = CloseFrame {
-        code: why.code,
-        reason: why.reason.into(),
-    };
-    let _ = sink.send(Message::Close(Some(frame))).await;
+
+    /// When a batch of `written` frames should wait for the coalescing
+    /// tick: the last write was less than a tick ago and few frames came.
+    fn trickle(&self, written: u8, waited: bool) -> Option<Instant> {
+        let due = self.last_write? + self.coalesce;
+        (!waited && written < DENSE && Instant::now() < due).then_some(due)
+    }
+}
+
+impl<S> Future for Writer<S>
+where
+    S: Sink<Message, Error = axum::Error> + Unpin,
+{
+    type Output = ();
+
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        self.poll_keepalive(cx);
+        while ready!(self.poll_step(cx)).is_ok() {}
+        Poll::Ready(())
+    }
 }
