@@ -16,7 +16,7 @@ use crate::fanout::{close, CloseReason, Queue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::Sink;
 use std::future::Future;
-use std::pin::Pin;
+use std::pin::{pin, Pin};
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
 use tokio::time::{sleep_until, Instant, Sleep};
@@ -200,7 +200,13 @@ where
                             yielded,
                             waited,
                         };
-                        cx.waker().wake_by_ref();
+                        // Tokio's yield puts off the wake-up until the
+                        // worker ran every task that is ready (a wake-up
+                        // here would only requeue this task behind them,
+                        // and the batch would be 15-20% smaller in the
+                        // relay's closed loop). Its first poll does that;
+                        // the future keeps nothing else.
+                        let _ = pin!(tokio::task::yield_now()).poll(cx);
                         return Poll::Pending;
                     } else if let Some(due) = self.trickle(written, waited) {
                         // Frames that trickle in close behind the last
