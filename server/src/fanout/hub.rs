@@ -44,6 +44,18 @@ impl Hub {
         topics.entry(topic.clone()).or_default().insert(id, peer);
     }
 
+    /// Queues `first` for a new listener and adds it, under the lock that
+    /// deliveries take: every frame delivered to the topic from then on is
+    /// queued after `first`, and none before it. Queued first and added
+    /// after, a client could read `first` and have a frame sent meanwhile
+    /// skip it (the relay's `registered`, read and acted on by the client
+    /// before the next line ran on a busy machine).
+    pub fn insert_after(&self, first: Utf8Bytes, topic: &Topic, id: ConnId, peer: Peer) {
+        let mut topics = self.topics.write();
+        peer.send(first);
+        topics.entry(topic.clone()).or_default().insert(id, peer);
+    }
+
     /// Removes a listener; true when it was the last of this process.
     pub fn remove(&self, topic: &Topic, id: ConnId) -> bool {
         let mut topics = self.topics.write();

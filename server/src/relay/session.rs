@@ -219,8 +219,10 @@ impl RelaySession {
             id: self.id,
             action: action.clone(),
         };
-        self.peer.send(reply.encode().into());
-        relay.hub.insert(&topic, self.id, self.peer.clone());
+        let peer = self.peer.clone();
+        relay
+            .hub
+            .insert_after(reply.encode().into(), &topic, self.id, peer);
         tracing::info!(conn = %self.id, action, "relay client registered");
         None
     }

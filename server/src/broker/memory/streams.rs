@@ -598,14 +598,16 @@ mod tests {
 
     #[test]
     fn an_idle_room_is_forgotten_but_not_its_sanctions() {
-        let streams = MemoryStreams::with_ttl(Duration::from_millis(50));
+        // Long enough that no room expires while the first ones are made,
+        // however slowly a busy machine makes them (50 ms did not hold).
+        let streams = MemoryStreams::with_ttl(Duration::from_secs(1));
         let bob = ["n:bob".to_owned()];
         streams.sanction("banned", Sanction::Ban, &bob, Some(now_ms() + 60_000));
         for i in 0..SWEEP_EVERY {
             streams.append(&format!("r{i}"), plain("{}"));
         }
         assert_eq!(streams.rooms(), SWEEP_EVERY as usize + 1);
-        std::thread::sleep(Duration::from_millis(60));
+        std::thread::sleep(Duration::from_millis(1100));
         for _ in 0..SWEEP_EVERY {
             streams.append("busy", plain("{}"));
         }
