@@ -16,7 +16,6 @@ use axum::extract::ws::Utf8Bytes;
 use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::future::poll_fn;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
@@ -196,11 +195,6 @@ impl Drop for Queue {
 }
 
 impl Queue {
-    /// The next frame; `None` once every sender is gone and all is taken.
-    pub async fn recv(&mut self) -> Option<Utf8Bytes> {
-        poll_fn(|cx| self.poll_recv(cx)).await
-    }
-
     /// Why the connection is being closed, once it is. The writer is woken
     /// by a close as by a frame.
     pub fn closed(&self) -> Option<CloseReason> {
@@ -222,6 +216,7 @@ impl Queue {
         self.shared.writer.register(cx.waker());
     }
 
+    /// The next frame; `None` once every sender is gone and all is taken.
     pub fn poll_recv(&mut self, cx: &mut Context<'_>) -> Poll<Option<Utf8Bytes>> {
         if let Some(frame) = self.try_recv() {
             return Poll::Ready(Some(frame));
@@ -264,6 +259,7 @@ impl Queue {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::future::poll_fn;
 
     #[tokio::test]
     async fn frames_come_out_in_order_and_the_end_shows_once_every_sender_is_gone() {
@@ -275,11 +271,14 @@ mod tests {
         assert_eq!(queue.try_recv().unwrap().as_str(), "0");
         assert!(other.send("10".into()));
         for i in 1..=10 {
-            assert_eq!(queue.recv().await.unwrap().as_str(), i.to_string());
+            assert_eq!(
+                poll_fn(|cx| queue.poll_recv(cx)).await.unwrap().as_str(),
+                i.to_string()
+            );
         }
         assert!(queue.try_recv().is_none());
         drop(peer);
-        let waiting = tokio::spawn(async move { queue.recv().await });
+        let waiting = tokio::spawn(async move { poll_fn(|cx| queue.poll_recv(cx)).await });
         tokio::task::yield_now().await;
         assert!(other.send("late".into()));
         drop(other);
@@ -291,7 +290,7 @@ mod tests {
         let (peer, mut queue) = Peer::new(Kind::Chat, 100);
         let sender = peer.clone();
         let waiting = tokio::spawn(async move {
-            let first = queue.recv().await;
+            let first = poll_fn(|cx| queue.poll_recv(cx)).await;
             (first, queue)
         });
         tokio::task::yield_now().await;
