@@ -174,9 +174,18 @@ impl Drop for Server {
         let _ = self.child.wait();
         // A failing test shows what the server said, warnings first.
         if std::thread::panicking() {
+            // The server's own lines: the Redis client's may be thousands
+            // (a reconnect loop) and would hide them.
             let logs = self.logs.lock().unwrap_or_else(|e| e.into_inner());
-            eprintln!("--- server {} log (last 40 lines) ---", self.http);
-            for line in logs.iter().rev().take(40).rev() {
+            let (client, own): (Vec<&String>, Vec<&String>) = logs
+                .iter()
+                .partition(|line| line.contains(r#""log.target":"redis::"#));
+            eprintln!(
+                "--- server {} log (last 40 of its lines; {} lines of the Redis client left out) ---",
+                self.http,
+                client.len()
+            );
+            for line in own.iter().rev().take(40).rev() {
                 eprintln!("{line}");
             }
         }

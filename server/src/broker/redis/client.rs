@@ -5,10 +5,12 @@
 //! password never reaches a log line or an error).
 
 use anyhow::Context;
+use parking_lot::RwLock;
 use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::{ClusterClient, ClusterClientBuilder, ClusterConfig};
 use redis::cluster_async::ClusterConnection;
 use redis::{Client, Cmd, Pipeline, ProtocolVersion, RedisFuture, TlsCertificates, Value};
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Bounds on every command, so that an outage fails fast instead of
@@ -83,13 +85,9 @@ impl Target {
                         .context("cannot set up the Redis connection (REDIS_URL)")?,
                 )
             }
-            Target::Cluster { commands, .. } => Commands::Cluster(
-                commands.get_pending_async_connection_with_config(
-                    ClusterConfig::new()
-                        .set_connection_timeout(CONNECT_TIMEOUT)
-                        .set_response_timeout(RESPONSE_TIMEOUT),
-                ),
-            ),
+            Target::Cluster { commands, .. } => {
+                Commands::Cluster(Arc::new(ClusterCommands::new(commands.clone())))
+            }
         })
     }
 }
@@ -111,14 +109,63 @@ async fn cluster_enabled(client: &Client) -> bool {
 #[derive(Clone)]
 pub enum Commands {
     Single(ConnectionManager),
-    Cluster(ClusterConnection),
+    Cluster(Arc<ClusterCommands>),
+}
+
+impl Commands {
+    /// Replaces the cluster connection with a new one, which finds the
+    /// cluster from the nodes in REDIS_URL on its first command (a
+    /// connection to one Redis reconnects by itself).
+    ///
+    /// redis-rs (1.8, and 2.0's release candidates) can lose its way: when
+    /// none of the nodes it listed after a slot refresh answered (a whole
+    /// cluster restarted, its nodes going down one after the other during
+    /// the refresh), its map of nodes is empty, and from then on it only
+    /// refreshes the slots from that empty map, in a busy loop, and never
+    /// asks the nodes it was given. Only a new connection gets out of it.
+    pub fn renew(&self) {
+        if let Commands::Cluster(cluster) = self {
+            *cluster.current.write() = connect(&cluster.client);
+        }
+    }
+}
+
+/// The cluster connection in use, replaceable (see [`Commands::renew`]):
+/// each command takes the current one, so the replaced connection and its
+/// task end once its commands in flight are answered.
+pub struct ClusterCommands {
+    client: ClusterClient,
+    current: RwLock<ClusterConnection>,
+}
+
+impl ClusterCommands {
+    fn new(client: ClusterClient) -> Self {
+        let current = RwLock::new(connect(&client));
+        ClusterCommands { client, current }
+    }
+
+    fn current(&self) -> ClusterConnection {
+        self.current.read().clone()
+    }
+}
+
+/// Connects on first use, so an unreachable cluster does not hold anything up.
+fn connect(client: &ClusterClient) -> ClusterConnection {
+    client.get_pending_async_connection_with_config(
+        ClusterConfig::new()
+            .set_connection_timeout(CONNECT_TIMEOUT)
+            .set_response_timeout(RESPONSE_TIMEOUT),
+    )
 }
 
 impl ConnectionLike for Commands {
     fn req_packed_command<'a>(&'a mut self, cmd: &'a Cmd) -> RedisFuture<'a, Value> {
         match self {
             Commands::Single(conn) => conn.req_packed_command(cmd),
-            Commands::Cluster(conn) => conn.req_packed_command(cmd),
+            Commands::Cluster(cluster) => {
+                let mut conn = cluster.current();
+                Box::pin(async move { conn.req_packed_command(cmd).await })
+            }
         }
     }
 
@@ -130,14 +177,17 @@ impl ConnectionLike for Commands {
     ) -> RedisFuture<'a, Vec<Value>> {
         match self {
             Commands::Single(conn) => conn.req_packed_commands(pipeline, offset, count),
-            Commands::Cluster(conn) => conn.req_packed_commands(pipeline, offset, count),
+            Commands::Cluster(cluster) => {
+                let mut conn = cluster.current();
+                Box::pin(async move { conn.req_packed_commands(pipeline, offset, count).await })
+            }
         }
     }
 
     fn get_db(&self) -> i64 {
         match self {
             Commands::Single(conn) => conn.get_db(),
-            Commands::Cluster(conn) => conn.get_db(),
+            Commands::Cluster(cluster) => cluster.current().get_db(),
         }
     }
 }

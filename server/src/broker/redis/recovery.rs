@@ -4,7 +4,9 @@
 //! way); the first answer lets commands through again and wakes the
 //! subscription tasks out of their backoff, so chat writes and relay
 //! forwarding resume within a probe of Redis answering, instead of at the
-//! next membership beat or backoff step.
+//! next membership beat or backoff step. A command connection that keeps
+//! failing is replaced now and then, in case it is the connection that is
+//! stuck rather than Redis that is away.
 
 use super::client::Commands;
 use crate::broker::LinkStatus;
@@ -12,10 +14,14 @@ use redis::AsyncCommands;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
-use tokio::time::timeout;
+use tokio::time::{timeout, Instant};
 use tokio_util::sync::CancellationToken;
 
 pub const PROBE_EVERY: Duration = Duration::from_millis(100);
+/// While probes keep failing, the command connection is replaced by a new
+/// one this often ([`Commands::renew`]: a cluster connection can be stuck
+/// where no probe gets it out).
+const RENEW_EVERY: Duration = Duration::from_secs(2);
 /// A probe unanswered for this long counts as failed (Redis may be paused
 /// or overloaded: the next probe asks again).
 const PROBE_TIMEOUT: Duration = Duration::from_millis(500);
@@ -33,12 +39,15 @@ impl Recovery {
     pub async fn run(self: Arc<Self>) {
         let mut every = tokio::time::interval(PROBE_EVERY);
         every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // When the command connection was last known good or renewed.
+        let mut fresh = Instant::now();
         loop {
             tokio::select! {
                 _ = self.shutdown.cancelled() => return,
                 _ = every.tick() => {}
             }
             if self.status.is_up() {
+                fresh = Instant::now();
                 continue;
             }
             let probe = async { self.conn.clone().ping::<String>().await };
@@ -49,6 +58,11 @@ impl Recovery {
                 self.status.set_commands(true);
                 // Subscription tasks waiting out a backoff connect now.
                 self.back.notify_waiters();
+                fresh = Instant::now();
+            } else if fresh.elapsed() >= RENEW_EVERY {
+                tracing::debug!("Redis still does not answer; renewing the command connection");
+                self.conn.renew();
+                fresh = Instant::now();
             }
         }
     }
