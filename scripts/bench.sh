@@ -17,7 +17,7 @@ args=()
 while (($#)); do
   if [[ $1 == --before-rev ]]; then
     rev=$(git rev-parse --short "${2:?--before-rev needs a commit}")
-    before=target/before/server-$rev
+    before=$PWD/target/before/server-$rev
     if [[ ! -x $before ]]; then
       # Built from a clean checkout of that commit, with a target directory
       # of its own (kept: a second comparison needs no rebuild).

@@ -402,6 +402,54 @@ async fn invalid_utf8_closes_with_1007() {
     }
 }
 
+/// Frames that break the protocol get close 1002 on both endpoints, and
+/// the server serves the next client: a frame with a reserved bit set, and
+/// one that is not masked (written on the raw socket: a client library
+/// always masks).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_protocol_violation_closes_with_1002_and_the_server_lives_on() {
+    use futures::SinkExt;
+    use tokio::io::AsyncWriteExt;
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
+    use tokio_tungstenite::tungstenite::Message;
+
+    let server = Instance::configured(None, &[]).await;
+    for url in [server.relay_url(), server.chat_url("")] {
+        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let header = FrameHeader {
+            opcode: OpCode::Data(Data::Text),
+            rsv1: true,
+            ..FrameHeader::default()
+        };
+        ws.send(Message::Frame(Frame::from_payload(header, "{}".into())))
+            .await
+            .unwrap();
+        let mut client = Client::from_socket(ws);
+        assert_eq!(client.closed().await, Some(1002), "{url}");
+
+        let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
+        let mut tcp = ws.into_inner();
+        // FIN + text, 2 bytes, no mask bit.
+        let unmasked = [0x81, 0x02, b'{', b'}'];
+        match &mut tcp {
+            tokio_tungstenite::MaybeTlsStream::Plain(raw) => {
+                raw.write_all(&unmasked).await.unwrap()
+            }
+            _ => unreachable!("plain TCP"),
+        }
+        let ws = tokio_tungstenite::WebSocketStream::from_raw_socket(
+            tcp,
+            tokio_tungstenite::tungstenite::protocol::Role::Client,
+            None,
+        )
+        .await;
+        let mut client = Client::from_socket(ws);
+        assert_eq!(client.closed().await, Some(1002), "{url}");
+    }
+    register(&server.relay_url(), "still-here").await;
+}
+
 /// The default *rate* (not the burst) carries 1,000 messages a second: with
 /// only the burst lowered, so that it cannot absorb the traffic, 5 seconds
 /// at 1,000 a second still pass without a refusal.

@@ -43,6 +43,8 @@ pub mod close {
 
     pub const NORMAL: u16 = 1000;
     pub const GOING_AWAY: u16 = 1001;
+    /// Frames that break RFC 6455 (unmasked, reserved bits or opcodes, ...).
+    pub const PROTOCOL_ERROR: u16 = 1002;
     /// A text frame that is not UTF-8.
     pub const INVALID_DATA: u16 = 1007;
     pub const POLICY: u16 = 1008;
@@ -66,6 +68,7 @@ pub mod close {
     pub const CLIENT_CLOSED: CloseReason = reason(NORMAL, "client closed");
     pub const PING_TIMEOUT: CloseReason = reason(GOING_AWAY, "ping timeout");
     pub const NOT_UTF8: CloseReason = reason(INVALID_DATA, "text frame is not UTF-8");
+    pub const PROTOCOL_VIOLATION: CloseReason = reason(PROTOCOL_ERROR, "protocol violation");
     pub const TOO_LARGE: CloseReason = reason(TOO_BIG, "message too big");
     pub const RATE_LIMITED: CloseReason = reason(POLICY, "rate limit exceeded");
     pub const SHUTDOWN: CloseReason = reason(RESTART, "service restart");

@@ -1,24 +1,24 @@
-//! One WebSocket connection over its TCP stream: tungstenite reads and
-//! checks what the client sends (masking, fragments, control frames, UTF-8,
-//! size limits); the server's own frames are written here, each as a short
-//! header and the payload it shares with every other recipient, gathered
-//! into one `writev` per batch. Nothing is copied into a per-connection
-//! write buffer, so a connection that was sent a page of history keeps no
-//! buffer of that size afterwards (tungstenite's never shrinks).
+//! One WebSocket connection over its TCP stream. What the client sends is
+//! read into a buffer the worker thread shares and decoded by
+//! [`decode`]: an idle connection holds no read buffer. The server's own
+//! frames are written here, each as a short header and the payload it
+//! shares with every other recipient, gathered into one `writev` per batch:
+//! nothing is copied into a per-connection write buffer, so a connection
+//! that was sent a page of history keeps no buffer of that size afterwards.
 
+use super::decode::{self, Decoder};
 use super::Tcp;
 use crate::admission::capacity::Slot;
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use bytes::Bytes;
 use futures::{Sink, Stream};
+use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
-use tokio_tungstenite::tungstenite::protocol::{self, Role, WebSocketConfig};
-use tokio_tungstenite::WebSocketStream;
+use tokio::net::TcpStream;
 
 /// Frames queued at most before a send waits for the socket.
 const QUEUED: usize = 64;
@@ -26,38 +26,13 @@ const QUEUED: usize = 64;
 const GATHER: usize = 32;
 /// A drained queue keeps its allocation up to this many frames.
 const KEPT: usize = 8;
+/// Bytes read at most at once, into the worker's buffer.
+const SCRATCH: usize = 16 * 1024;
 
-/// The read half as tungstenite sees it. What tungstenite writes itself
-/// (its pong and close replies) goes nowhere: [`Conn`] answers pings, and
-/// the connection layer sends its own close frame.
-struct ReadOnly(OwnedReadHalf);
-
-impl AsyncRead for ReadOnly {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.0).poll_read(cx, buf)
-    }
-}
-
-impl AsyncWrite for ReadOnly {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        _: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        Poll::Ready(Ok(buf.len()))
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Poll::Ready(Ok(()))
-    }
+thread_local! {
+    /// Where the connections polled on this thread read: a connection
+    /// keeps only the bytes of a frame that is not whole yet.
+    static SCRATCH_BUFFER: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH].into());
 }
 
 /// A frame waiting to be written: its header, and its payload shared.
@@ -133,8 +108,12 @@ fn close_frame(frame: Option<CloseFrame>) -> Outgoing {
 
 /// A server-side WebSocket on a TCP stream.
 pub struct Conn {
-    reader: WebSocketStream<ReadOnly>,
-    writer: OwnedWriteHalf,
+    stream: TcpStream,
+    decoder: Decoder,
+    /// Bytes read but not decoded: a frame not whole yet, or the frames
+    /// that came with the last one returned. Empty, without an
+    /// allocation, between frames.
+    held: Vec<u8>,
     /// The connection's place among the open connections, until it ends.
     _slot: Slot,
     queued: VecDeque<Outgoing>,
@@ -152,22 +131,16 @@ pub struct Conn {
 
 impl Conn {
     /// Wraps an upgraded TCP stream; `read` holds what hyper read past the
-    /// handshake. Boxed: each async layer a connection is passed through by
-    /// value keeps a copy of what it was given for the connection's life
-    /// (rust-lang/rust#62958), and a box is 8 bytes where a `Conn` is
-    /// several hundred.
-    pub async fn new(tcp: Tcp, read: Bytes, config: WebSocketConfig) -> Box<Conn> {
-        let (reader, writer) = tcp.stream.into_split();
-        let reader = WebSocketStream::from_partially_read(
-            ReadOnly(reader),
-            read.to_vec(),
-            Role::Server,
-            Some(config),
-        )
-        .await;
+    /// handshake, and the client's frames and messages are refused above
+    /// `max` bytes. Boxed: each async layer a connection is passed through
+    /// by value keeps a copy of what it was given for the connection's life
+    /// (rust-lang/rust#62958), and a box is 8 bytes where a `Conn` is a
+    /// couple of hundred.
+    pub fn new(tcp: Tcp, read: Bytes, max: usize) -> Box<Conn> {
         Box::new(Conn {
-            reader,
-            writer,
+            stream: tcp.stream,
+            decoder: Decoder::new(max),
+            held: read.to_vec(),
             _slot: tcp.slot,
             queued: VecDeque::new(),
             written: 0,
@@ -203,7 +176,7 @@ impl Conn {
                 }
             }
             let mut sent =
-                ready!(Pin::new(&mut self.writer).poll_write_vectored(cx, &slices[..count]))?;
+                ready!(Pin::new(&mut self.stream).poll_write_vectored(cx, &slices[..count]))?;
             if sent == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
@@ -229,22 +202,89 @@ fn failed(err: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> axum::Err
     axum::Error::new(err)
 }
 
-/// A frame as the connection layer sees it.
-fn received(message: protocol::Message) -> Option<Message> {
-    Some(match message {
-        protocol::Message::Text(text) => {
-            let text = Utf8Bytes::try_from(Bytes::from(text)).expect("tungstenite checked it");
-            Message::Text(text)
+/// What one read brought.
+enum Read {
+    Message(Message),
+    /// Nothing whole yet: read again.
+    More,
+    Ended,
+}
+
+impl Conn {
+    /// Decodes the next message from the bytes held, if they hold one.
+    fn decode_held(&mut self) -> Result<Option<Message>, decode::Error> {
+        while let Some((used, message)) = self.decoder.frame(&self.held)? {
+            self.held.drain(..used);
+            if self.held.is_empty() {
+                self.held = Vec::new();
+            }
+            if message.is_some() {
+                return Ok(message);
+            }
         }
-        protocol::Message::Binary(data) => Message::Binary(data),
-        protocol::Message::Ping(data) => Message::Ping(data),
-        protocol::Message::Pong(data) => Message::Pong(data),
-        protocol::Message::Close(frame) => Message::Close(frame.map(|frame| CloseFrame {
-            code: frame.code.into(),
-            reason: Utf8Bytes::try_from(Bytes::from(frame.reason)).expect("tungstenite checked it"),
-        })),
-        protocol::Message::Frame(_) => return None,
-    })
+        Ok(None)
+    }
+
+    /// Reads into the worker's buffer and decodes there; only what is left
+    /// of a frame is copied into the connection's own.
+    fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, axum::Error>> {
+        let (stream, decoder, held) = (&mut self.stream, &mut self.decoder, &mut self.held);
+        SCRATCH_BUFFER.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            ready!(Pin::new(stream).poll_read(cx, &mut buf)).map_err(failed)?;
+            let read = buf.filled();
+            if read.is_empty() {
+                return Poll::Ready(Ok(Read::Ended));
+            }
+            if !held.is_empty() {
+                held.extend_from_slice(read);
+                return Poll::Ready(Ok(Read::More));
+            }
+            let mut at = 0;
+            while let Some((used, message)) = decoder.frame(&read[at..]).map_err(failed)? {
+                at += used;
+                if let Some(message) = message {
+                    held.extend_from_slice(&read[at..]);
+                    return Poll::Ready(Ok(Read::Message(message)));
+                }
+            }
+            held.extend_from_slice(&read[at..]);
+            Poll::Ready(Ok(Read::More))
+        })
+    }
+
+    /// The client's next message; a ping is answered here.
+    fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, axum::Error>>> {
+        let message = loop {
+            if self.decoder.closed() {
+                return Poll::Ready(None);
+            }
+            match self.decode_held() {
+                Ok(Some(message)) => break message,
+                Ok(None) => {}
+                Err(err) => return Poll::Ready(Some(Err(failed(err)))),
+            }
+            match ready!(self.poll_read_message(cx)) {
+                Ok(Read::Message(message)) => break message,
+                Ok(Read::More) => {}
+                Ok(Read::Ended) => return Poll::Ready(None),
+                Err(err) => return Poll::Ready(Some(Err(err))),
+            }
+        };
+        if let Message::Ping(data) = &message {
+            if !self.closed {
+                let pong = Outgoing::new(0xA, Payload::Bytes(data.clone()));
+                self.queued.push_back(pong);
+                self.pong_owed = true;
+                if !self.flushing {
+                    if let Poll::Ready(Ok(())) = self.poll_write_queued(cx) {
+                        self.pong_owed = false;
+                    }
+                }
+            }
+        }
+        Poll::Ready(Some(Ok(message)))
+    }
 }
 
 impl Stream for Conn {
@@ -260,28 +300,7 @@ impl Stream for Conn {
                 Poll::Pending => {}
             }
         }
-        loop {
-            let message = match ready!(Pin::new(&mut this.reader).poll_next(cx)) {
-                None => return Poll::Ready(None),
-                Some(Err(err)) => return Poll::Ready(Some(Err(failed(err)))),
-                Some(Ok(message)) => message,
-            };
-            if let protocol::Message::Ping(data) = &message {
-                if !this.closed {
-                    let pong = Outgoing::new(0xA, Payload::Bytes(data.clone()));
-                    this.queued.push_back(pong);
-                    this.pong_owed = true;
-                    if !this.flushing {
-                        if let Poll::Ready(Ok(())) = this.poll_write_queued(cx) {
-                            this.pong_owed = false;
-                        }
-                    }
-                }
-            }
-            if let Some(message) = received(message) {
-                return Poll::Ready(Some(Ok(message)));
-            }
-        }
+        this.poll_message(cx)
     }
 }
 
@@ -324,7 +343,7 @@ impl Sink<Message> for Conn {
 
     fn poll_close(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
         ready!(self.as_mut().poll_flush(cx))?;
-        Pin::new(&mut self.writer).poll_shutdown(cx).map_err(failed)
+        Pin::new(&mut self.stream).poll_shutdown(cx).map_err(failed)
     }
 }
 

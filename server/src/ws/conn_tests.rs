@@ -7,6 +7,8 @@ use futures::{SinkExt, StreamExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::{self, Role};
+use tokio_tungstenite::WebSocketStream;
 
 type Client = WebSocketStream<TcpStream>;
 
@@ -20,8 +22,7 @@ async fn pair() -> (Box<Conn>, Client) {
         .set_send_buffer_size(4096)
         .unwrap();
     let slot = Capacity::new(10, 10).acquire(peer.ip()).unwrap();
-    let config = WebSocketConfig::default().max_message_size(Some(1 << 20));
-    let conn = Conn::new(Tcp { stream, slot }, Bytes::new(), config).await;
+    let conn = Conn::new(Tcp { stream, slot }, Bytes::new(), 1 << 20);
     let client = WebSocketStream::from_raw_socket(client.unwrap(), Role::Client, None).await;
     (conn, client)
 }

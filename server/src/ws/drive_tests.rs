@@ -49,8 +49,7 @@ async fn connection() -> (
         .set_recv_buffer_size(4096)
         .unwrap();
     let slot = Capacity::new(10, 10).acquire(peer_addr.ip()).unwrap();
-    let config = WebSocketConfig::default().max_message_size(Some(1 << 20));
-    let conn = Conn::new(Tcp { stream, slot }, Bytes::new(), config).await;
+    let conn = Conn::new(Tcp { stream, slot }, Bytes::new(), 1 << 20);
     let client = WebSocketStream::from_raw_socket(client, Role::Client, None).await;
     let (peer, queue) = Peer::new(Kind::Relay, 1024);
     let outbound = Outbound {

@@ -6,12 +6,14 @@
 //! a reason (1012 on shutdown).
 //!
 //! The upgrade is taken from hyper directly ([`upgrade`]) and the
-//! connection runs on its TCP stream ([`conn`]: tungstenite
-//! reads, the server writes its own frames without a write buffer). The
+//! connection runs on its TCP stream ([`conn`]): the client's frames are
+//! decoded by the server's own codec ([`decode`]) from a buffer each worker
+//! shares, and the server writes its own frames without a write buffer. The
 //! socket is any `Stream` + `Sink` of WebSocket messages, so a protocol's
 //! rules can be driven by channels in unit tests.
 
 mod conn;
+mod decode;
 pub mod in_order;
 mod read;
 mod tcp;
@@ -34,15 +36,9 @@ use std::future::{poll_fn, Future};
 use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::timeout;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::{AbortOnDropHandle, TaskTracker};
 
-/// Read buffer, allocated for the life of each connection: sized for what
-/// clients send (small JSON frames), since tungstenite zero-fills all of it
-/// before each read and keeps it while the connection idles. Larger frames
-/// still arrive, in several reads.
-const READ_BUFFER: usize = 512;
 /// How long a closing connection may take to flush its queue and close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
 
@@ -107,11 +103,7 @@ where
     F: FnOnce(Box<Conn>) -> Fut + Send + 'static,
     Fut: Future<Output = ()> + Send + 'static,
 {
-    let max = max_message_bytes as usize;
-    let config = WebSocketConfig::default()
-        .read_buffer_size(READ_BUFFER)
-        .max_message_size(Some(max))
-        .max_frame_size(Some(max));
+    let max = usize::try_from(max_message_bytes).unwrap_or(usize::MAX);
     let response = upgrade.response();
     tasks.spawn(async move {
         let upgraded = match upgrade.on_upgrade.await {
@@ -121,7 +113,7 @@ where
         let Ok(parts) = upgraded.downcast::<TokioIo<Tcp>>() else {
             return tracing::error!("an upgraded connection is not a TCP stream");
         };
-        let conn = Conn::new(parts.io.into_inner(), parts.read_buf, config).await;
+        let conn = Conn::new(parts.io.into_inner(), parts.read_buf, max);
         session(conn).await;
         drop(place);
     });

@@ -1,5 +1,6 @@
 //! The reading half of a connection: limits first, then the protocol.
 
+use super::decode;
 use super::throttle::{Throttle, Verdict};
 use super::{Handler, Limits, Refusal};
 use crate::fanout::{close, CloseReason, Peer};
@@ -92,21 +93,25 @@ fn closing(peer: &Peer, why: CloseReason) -> String {
 /// A frame that could not be read: the client is told when it can be.
 fn failed<H: Handler>(err: axum::Error, handler: &H, peer: &Peer, limits: &Limits) -> String {
     let kind = H::KIND.as_str();
-    let cause = err
-        .into_inner()
-        .downcast::<tungstenite::Error>()
-        .map(|e| *e);
+    let cause = err.into_inner().downcast::<decode::Error>().map(|e| *e);
     match cause {
-        Ok(tungstenite::Error::Capacity(_)) => {
+        Ok(decode::Error::TooLarge) => {
             metrics::error(kind, "too_large");
             peer.send(handler.refusal(Refusal::TooLarge(limits.max_message_bytes)));
             closing(peer, close::TOO_LARGE)
         }
         // A text frame that is not UTF-8: close 1007, not a dropped socket.
-        Ok(tungstenite::Error::Utf8(_)) => {
+        Ok(decode::Error::Utf8) => {
             metrics::error(kind, "invalid_utf8");
             peer.close(close::NOT_UTF8);
             "invalid UTF-8".to_owned()
+        }
+        // Told, like the other refusals, where a bare drop would leave the
+        // client's developer guessing.
+        Ok(decode::Error::Protocol(why)) => {
+            metrics::error(kind, "protocol");
+            peer.close(close::PROTOCOL_VIOLATION);
+            format!("protocol violation: {why}")
         }
         _ => "read error".to_owned(),
     }

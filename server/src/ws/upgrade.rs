@@ -1,6 +1,6 @@
 //! The WebSocket opening handshake (RFC 6455, section 4.2), taken from
-//! hyper directly: the connection then gets the raw TCP stream, read by
-//! tungstenite and written by [`super::conn`] without a write buffer.
+//! hyper directly: the connection then gets the raw TCP stream
+//! ([`super::conn`]).
 
 use axum::extract::FromRequestParts;
 use axum::http::header::{self, HeaderMap, HeaderValue};
