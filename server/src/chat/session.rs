@@ -89,7 +89,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
         person,
         listed,
         address,
-        joins: Throttle::new(chat.limits.joins),
+        joins: Throttle::default(),
         typed: None,
         said: InOrder::default(),
     };
@@ -198,7 +198,7 @@ impl Handler for ChatSession {
         // Joins are held per connection too: a client that sends a new
         // session with each attempt is a new person each time.
         let per_connection = match limited {
-            Limited::Join => self.joins.check(),
+            Limited::Join => self.joins.check(&self.chat.limits.joins),
             _ => Verdict::Allowed,
         };
         if per_connection != Verdict::Allowed {

@@ -8,23 +8,17 @@ use crate::metrics;
 use axum::extract::ws::Message;
 use futures::{Stream, StreamExt};
 
-/// The limits one connection is held to, with their state.
+/// The state of the limits one connection is held to.
+#[derive(Default)]
 struct Gate {
     frames: Throttle,
-    bytes: Option<Throttle>,
+    bytes: Throttle,
 }
 
 impl Gate {
-    fn new(limits: &Limits) -> Self {
-        Gate {
-            frames: Throttle::new(limits.frames),
-            bytes: limits.bytes.map(Throttle::new),
-        }
-    }
-
-    fn check(&self, size: usize) -> Verdict {
-        match (self.frames.check(), &self.bytes) {
-            (Verdict::Allowed, Some(bytes)) => bytes.check_n(size),
+    fn check(&mut self, limits: &Limits, size: usize) -> Verdict {
+        match (self.frames.check(&limits.frames), &limits.bytes) {
+            (Verdict::Allowed, Some(quota)) => self.bytes.check_n(quota, size),
             (verdict, _) => verdict,
         }
     }
@@ -37,7 +31,7 @@ where
     H: Handler,
 {
     let kind = H::KIND.as_str();
-    let gate = Gate::new(limits);
+    let mut gate = Gate::default();
     loop {
         let read = tokio::select! {
             read = stream.next() => read,
@@ -58,7 +52,7 @@ where
             Message::Ping(_) | Message::Pong(_) => continue,
         };
         metrics::received(H::KIND, size);
-        let verdict = gate.check(size);
+        let verdict = gate.check(limits, size);
         if verdict != Verdict::Allowed {
             metrics::error(kind, "rate_limited");
             peer.send(handler.refusal(Refusal::RateLimited));
