@@ -270,7 +270,7 @@ pub async fn upgrade(
         return Refused::Query("last_seen must be a message id (uuid)").into_response();
     };
     let opening = match chat.opening(query, peer.ip(), &headers) {
-        Ok(opening) => opening,
+        Ok(opening) => Box::new(opening),
         Err(refused) => return refused.into_response(),
     };
     let (max, tasks) = (chat.limits.socket.max_message_bytes, chat.tasks.clone());

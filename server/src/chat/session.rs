@@ -34,7 +34,13 @@ mod speech;
 
 use allowance::{allowed, Limited};
 
-pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
+/// `opening` comes boxed and is unboxed at once: a parameter by value
+/// stays in the connection's task for its whole life.
+pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
+    let opening = {
+        let boxed = opening;
+        *boxed
+    };
     let id = Uuid::new_v4();
     let started = Instant::now();
     let (peer, queue) = Peer::new(Kind::Chat, chat.limits.outbound_queue);
@@ -76,6 +82,8 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Opening) {
             (preamble, Some(subscription))
         }
     };
+    // Not kept in the task through the connection's life.
+    drop(marks);
     let mut session = ChatSession {
         chat: chat.clone(),
         id,

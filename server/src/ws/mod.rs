@@ -105,8 +105,13 @@ where
 {
     let max = usize::try_from(max_message_bytes).unwrap_or(usize::MAX);
     let response = upgrade.response();
+    // The task keeps what it captures for its whole life (a dead copy once
+    // used): the upgrade's future alone, not the request's key, and the
+    // session's captures boxed until the upgrade completes.
+    let on_upgrade = upgrade.on_upgrade;
+    let session = Box::new(session);
     tasks.spawn(async move {
-        let upgraded = match upgrade.on_upgrade.await {
+        let upgraded = match on_upgrade.await {
             Ok(upgraded) => upgraded,
             Err(err) => return tracing::debug!(error = %err, "upgrade not completed"),
         };
