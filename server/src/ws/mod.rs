@@ -29,15 +29,17 @@ use crate::fanout::{close, CloseReason, Kind, Peer, Queue};
 use crate::metrics;
 use axum::extract::ws::{Message, Utf8Bytes};
 use axum::response::Response;
+use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, Stream, StreamExt};
 use governor::Quota;
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
+use std::pin::{pin, Pin};
+use std::task::Poll;
 use std::time::Duration;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
-use tokio_util::task::{AbortOnDropHandle, TaskTracker};
+use tokio_util::task::TaskTracker;
 
 /// How long a closing connection may take to flush its queue and close frame.
 const CLOSE_FLUSH: Duration = Duration::from_secs(2);
@@ -162,7 +164,9 @@ impl<S> Socket for S where
 ///
 /// The future is boxed: awaited in place, the caller's task would hold it
 /// next to its own state, and every idle connection costs the task's
-/// largest size.
+/// largest size. Its parts are made here and passed to it already built:
+/// an async fn keeps each argument for its whole life, so one it took
+/// apart would be kept twice.
 pub fn drive<'a, S: Socket, H: Handler>(
     socket: S,
     outbound: Outbound,
@@ -170,39 +174,47 @@ pub fn drive<'a, S: Socket, H: Handler>(
     limits: &'a Limits,
     shutdown: &'a CancellationToken,
 ) -> Pin<Box<impl Future<Output = String> + Send + 'a>> {
-    Box::pin(run(socket, outbound, handler, limits, shutdown))
-}
-
-async fn run<S: Socket, H: Handler>(
-    socket: S,
-    outbound: Outbound,
-    handler: &mut H,
-    limits: &Limits,
-    shutdown: &CancellationToken,
-) -> String {
     let Outbound {
         peer,
         queue,
         preamble,
     } = outbound;
-    let (sink, mut stream) = socket.split();
-    // The writer runs as its own task: a frame queued for this client then
-    // wakes the writer alone, not the reader and the rest of this future
-    // (which a select! polls all together), for every delivery. It stops
-    // when this connection ends, whichever way.
-    let mut writer = AbortOnDropHandle::new(tokio::spawn(write::Writer::new(
-        sink,
-        queue,
-        preamble,
-        limits.ping_interval,
-        limits.coalesce,
-    )));
+    let (sink, stream) = socket.split();
+    let (ping, coalesce) = (limits.ping_interval, limits.coalesce);
+    let writer = write::Writer::new(sink, queue, preamble, ping, coalesce);
+    Box::pin(run(stream, writer, peer, handler, limits, shutdown))
+}
+
+/// The writer is polled in the connection's own task, beside the reader:
+/// a task of its own cost every idle connection half a kilobyte. Each side
+/// does little when woken for the other (a readiness check, a queue
+/// check), and the shutdown, whose token every connection shares, is
+/// registered once rather than locked on each wake.
+async fn run<S: Socket, H: Handler>(
+    mut stream: SplitStream<S>,
+    mut writer: write::Writer<SplitSink<S, Message>>,
+    peer: Peer,
+    handler: &mut H,
+    limits: &Limits,
+    shutdown: &CancellationToken,
+) -> String {
     let mut writer_done = false;
     let reason = {
         let reader = read::read(&mut stream, handler, &peer, limits);
+        let mut cancelled = pin!(shutdown.cancelled());
+        let mut registered = false;
+        // The task's waker stays the same: once registered, the token wakes
+        // it, and the flag tells.
+        let shutting_down = poll_fn(|cx| {
+            if registered && !shutdown.is_cancelled() {
+                return Poll::Pending;
+            }
+            registered = true;
+            cancelled.as_mut().poll(cx)
+        });
         tokio::select! {
             reason = reader => reason,
-            _ = &mut writer => {
+            () = &mut writer => {
                 writer_done = true;
                 "connection lost while writing".to_owned()
             }
@@ -214,7 +226,7 @@ async fn run<S: Socket, H: Handler>(
                 }
                 String::new()
             }
-            _ = shutdown.cancelled() => {
+            () = shutting_down => {
                 peer.close(close::SHUTDOWN);
                 String::new()
             }
@@ -228,7 +240,7 @@ async fn run<S: Socket, H: Handler>(
     // that reads nothing gets the socket dropped after the timeout.
     let _ = timeout(CLOSE_FLUSH, async {
         if !writer_done {
-            let _ = (&mut writer).await;
+            (&mut writer).await;
         }
         while let Some(Ok(message)) = stream.next().await {
             if matches!(message, Message::Close(_)) {
