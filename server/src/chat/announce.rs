@@ -90,7 +90,7 @@ impl Chat {
     /// Announces that somebody joined or left: at once in a small room,
     /// with others a moment later in a crowded one (see [`crowd`]).
     pub(super) async fn arrival(&self, room: &str, kind: SystemKind, pseudo: &str) {
-        let topic = Topic::Room(room.to_owned());
+        let topic = Topic::Room(room.into());
         let size = self
             .counts
             .last_count(room)
@@ -150,7 +150,7 @@ impl Chat {
             until: None,
             retry_after_ms: None,
         });
-        let topic = Topic::Room(room.to_owned());
+        let topic = Topic::Room(room.into());
         self.hub
             .close_one(&topic, conn, error, close::NICKNAME_LOST);
     }

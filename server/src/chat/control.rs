@@ -69,7 +69,7 @@ impl Chat {
     /// Sends the room's connection `conn` a last frame and closes it, on
     /// whichever instance it is.
     pub(super) async fn remove(&self, room: &str, conn: ConnId, removal: Removal, last: Utf8Bytes) {
-        let topic = Topic::Room(room.to_owned());
+        let topic = Topic::Room(room.into());
         self.hub
             .close_one(&topic, conn, last.clone(), removal.close());
         let frame = last.to_string();
@@ -86,7 +86,7 @@ impl Chat {
     /// Sends every connection of the room held by somebody with any of the
     /// marks a last frame and closes it as banned, on every instance.
     pub(super) fn expel(&self, room: &str, marks: Vec<String>, last: Utf8Bytes) {
-        let topic = Topic::Room(room.to_owned());
+        let topic = Topic::Room(room.into());
         self.hub.close_marked(&topic, &marks, &last, close::BANNED);
         let frame = last.to_string();
         self.order(topic, Order::Expel { marks, frame });
@@ -97,7 +97,7 @@ impl Chat {
     pub fn disconnect(&self, sub: &str) -> usize {
         let here = self.hub.close_subject(sub, close::DISCONNECTED);
         let sub = sub.to_owned();
-        self.order(Topic::Room(ORDERS.to_owned()), Order::Disconnect { sub });
+        self.order(Topic::Room(ORDERS.into()), Order::Disconnect { sub });
         here
     }
 
@@ -126,7 +126,7 @@ impl Chat {
 
     /// Follows the subject orders' channel until shutdown.
     pub(super) async fn follow_orders(&self) {
-        let topic = Topic::Room(ORDERS.to_owned());
+        let topic = Topic::Room(ORDERS.into());
         let _orders = broker::subscribe(&self.broker, topic).await;
         self.shutdown.cancelled().await;
     }

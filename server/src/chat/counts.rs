@@ -188,7 +188,7 @@ async fn read_marked(chat: &Chat) -> Vec<(Topic, String, Online)> {
             updated_ms: now_ms(),
         };
         chat.presence.index_room(&room, entry).await;
-        let topic = Topic::Room(room.clone());
+        let topic = Topic::Room(room.as_str().into());
         let mut told = chat.counts.told();
         if chat.hub.has_listeners(&topic) {
             told.activity.insert(room.clone(), activity);
@@ -260,6 +260,6 @@ async fn push_room_list(chat: &Chat) {
     });
     told.list = list;
     for room in chat.hub.rooms() {
-        chat.hub.deliver(&Topic::Room(room), &frame, None);
+        chat.hub.deliver(&Topic::Room(room.into()), &frame, None);
     }
 }

@@ -59,13 +59,13 @@ impl Feeds {
     pub fn listen(&self, room: &str, id: ConnId, peer: Peer) {
         let mut rooms = self.lock();
         rooms.entry(room.to_owned()).or_default();
-        self.hub.insert(&Topic::Room(room.to_owned()), id, peer);
+        self.hub.insert(&Topic::Room(room.into()), id, peer);
     }
 
     /// Removes a local listener; true when it was the room's last here.
     pub fn unlisten(&self, room: &str, id: ConnId) -> bool {
         let mut rooms = self.lock();
-        let last = self.hub.remove(&Topic::Room(room.to_owned()), id);
+        let last = self.hub.remove(&Topic::Room(room.into()), id);
         if last {
             rooms.remove(room);
         }
@@ -134,7 +134,7 @@ impl Feeds {
     }
 
     fn sender(&self, room: &str) -> impl FnMut(&Utf8Bytes) + '_ {
-        let topic = Topic::Room(room.to_owned());
+        let topic = Topic::Room(room.into());
         move |frame: &Utf8Bytes| {
             self.hub.deliver(&topic, frame, None);
         }

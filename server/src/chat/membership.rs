@@ -16,7 +16,7 @@ impl ChatSession {
         self.peer.send(encode(&ServerEvent::Joined {
             pseudo: member.pseudo.to_string(),
             session: member.session,
-            room: self.room.clone(),
+            room: self.room().to_owned(),
             moderation: self.chat.moderation(),
             moderator: self.moderator && self.chat.moderation(),
         }));
@@ -29,7 +29,7 @@ impl ChatSession {
         if let Some(conn) = replaced {
             let last = encode(&ServerEvent::Replaced);
             self.chat
-                .remove(&self.room, conn, Removal::Replaced, last)
+                .remove(self.room(), conn, Removal::Replaced, last)
                 .await;
         }
     }
@@ -73,7 +73,7 @@ impl ChatSession {
         let member = self.member(pseudo, session);
         if let Some(denied) = self
             .chat
-            .refusal(&self.room, &self.member_marks(&member))
+            .refusal(self.room(), &self.member_marks(&member))
             .await
         {
             self.deny(&denied);
@@ -95,12 +95,12 @@ impl ChatSession {
         // claim, so that a crowd arriving at once counts once), and it is
         // undone over the limit.
         if claim == Claim::Opened
-            && self.room != DEFAULT_ROOM
+            && self.room() != DEFAULT_ROOM
             && chat.new_rooms.check_key(&self.address).is_err()
         {
             self.member = None;
             chat.presence.leave(self.seat(&member)).await;
-            chat.presence_changed(&self.room).await;
+            chat.presence_changed(self.room()).await;
             let message = "too many new rooms from your address: try again in a minute";
             self.refuse(ErrorCode::TooManyRooms, message.into());
             return None;
@@ -108,13 +108,13 @@ impl ChatSession {
         self.list(&member);
         self.confirm(&member);
         self.replaced(replaced).await;
-        tracing::info!(conn = %self.id, room = self.room, pseudo = %member.pseudo, ?claim, "joined");
+        tracing::info!(conn = %self.id, room = self.room(), pseudo = %member.pseudo, ?claim, "joined");
         // A reclaim is the same person back on a new connection: not news.
         if matches!(claim, Claim::Joined | Claim::Opened) {
             let pseudo = member.pseudo.as_str();
-            chat.arrival(&self.room, SystemKind::Joined, pseudo).await;
+            chat.arrival(self.room(), SystemKind::Joined, pseudo).await;
         }
-        chat.presence_changed(&self.room).await;
+        chat.presence_changed(self.room()).await;
         None
     }
 
@@ -126,12 +126,12 @@ impl ChatSession {
         let until = match self
             .chat
             .broker
-            .sanctioned(&self.room, Sanction::Mute, &marks)
+            .sanctioned(self.room(), Sanction::Mute, &marks)
             .await
         {
             Ok(until) => until?,
             Err(err) => {
-                tracing::debug!(room = self.room, error = %err, "cannot check mutes");
+                tracing::debug!(room = self.room(), error = %err, "cannot check mutes");
                 return None;
             }
         };
@@ -160,7 +160,7 @@ impl ChatSession {
         // A name banned here is not taken by renaming either.
         if let Some(denied) = self
             .chat
-            .refusal(&self.room, &self.member_marks(&member))
+            .refusal(self.room(), &self.member_marks(&member))
             .await
         {
             return self.deny(&denied);
@@ -178,7 +178,7 @@ impl ChatSession {
         self.replaced(replaced).await;
         let previous = Some(current.pseudo.to_string());
         let renamed = chat.system(SystemKind::Renamed, member.pseudo.to_string(), previous);
-        chat.announce(&self.room, &ServerEvent::System(renamed))
+        chat.announce(self.room(), &ServerEvent::System(renamed))
             .await;
     }
 }

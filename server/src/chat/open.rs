@@ -22,7 +22,7 @@ impl Chat {
         resume: &Resume,
     ) -> (Preamble, Subscription) {
         self.feeds.listen(room, id, peer.clone());
-        let subscription = broker::subscribe(&self.broker, Topic::Room(room.to_owned())).await;
+        let subscription = broker::subscribe(&self.broker, Topic::Room(room.into())).await;
         let snapshot = match self.broker.read(room).await {
             Ok(stored) => {
                 let snapshot = resume::resume(stored, resume);

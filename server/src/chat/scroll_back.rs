@@ -14,7 +14,7 @@ impl ChatSession {
                 format!("older needs a before offset of 1 or more and a limit of 1 to {MAX_PAGE}");
             return self.refuse(ErrorCode::InvalidMessage, message);
         }
-        match self.chat.page(&self.room, before, limit as usize).await {
+        match self.chat.page(self.room(), before, limit as usize).await {
             Ok(page) => {
                 self.peer.send(super::super::resume::page_frame(&page));
             }

@@ -54,7 +54,8 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
     } = opening;
     metrics::connection_opened(Kind::Chat);
     tracing::info!(conn = %id, kind = "chat", room, "connection opened");
-    let topic = Topic::Room(room.clone());
+    let topic = Topic::Room(room.into());
+    let room = topic.name();
     let marks = person.marks();
     let listed = marks
         .iter()
@@ -62,7 +63,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
         .collect();
     // A banned person may not even read the room: refused before anything
     // of it is read or sent.
-    let (preamble, subscription) = match chat.refusal(&room, &marks).await {
+    let (preamble, subscription) = match chat.refusal(room, &marks).await {
         Some(denied) => {
             metrics::error("chat", denied.code.as_str());
             peer.close(close::BANNED);
@@ -78,18 +79,17 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
         // Boxed: opening (history read, subscription) is over before the
         // connection's long life, and would otherwise size its task.
         None => {
-            let (preamble, subscription) = Box::pin(chat.open(&room, id, &peer, &resume)).await;
+            let (preamble, subscription) = Box::pin(chat.open(room, id, &peer, &resume)).await;
             (preamble, Some(subscription))
         }
     };
     // Not kept in the task through the connection's life.
-    drop(marks);
+    drop((marks, resume));
     let mut session = ChatSession {
         chat: chat.clone(),
         id,
         subscription,
         topic,
-        room,
         peer: peer.clone(),
         member: None,
         name,
@@ -114,7 +114,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
     tracing::info!(
         conn = %id,
         kind = "chat",
-        room = session.room,
+        room = session.room(),
         pseudo,
         duration_ms = started.elapsed().as_millis() as u64,
         reason,
@@ -149,7 +149,7 @@ struct ChatSession {
     id: ConnId,
     /// The instance follows the room for this connection until it leaves.
     subscription: Option<Subscription>,
-    room: String,
+    /// The room (a name shared with the hub and the subscription).
     topic: Topic,
     peer: Peer,
     member: Option<Member>,
@@ -259,6 +259,10 @@ impl Handler for ChatSession {
 }
 
 impl ChatSession {
+    fn room(&self) -> &str {
+        self.topic.name()
+    }
+
     /// What holds this connection's member (mutes, bans).
     fn member_marks(&self, member: &Member) -> Vec<String> {
         self.person.member_marks(&member.key, &member.id)
@@ -292,7 +296,7 @@ impl ChatSession {
             moderator: self.moderator,
             trusted: false,
         };
-        let (chat, room) = (&self.chat, self.room.as_str());
+        let (chat, room) = (&self.chat, self.room());
         let done = match message {
             ClientMessage::Delete { id } => chat.delete(room, id, &actor).await,
             ClientMessage::Edit { id, text } => chat.edit(room, id, &text, &actor).await,
@@ -324,7 +328,7 @@ impl ChatSession {
 
     fn seat<'a>(&'a self, member: &'a Member) -> Seat<'a> {
         Seat {
-            room: &self.room,
+            room: self.room(),
             conn: self.id,
             member,
         }
@@ -332,7 +336,7 @@ impl ChatSession {
 
     async fn leave(&mut self) {
         let chat = &self.chat;
-        chat.feeds.unlisten(&self.room, self.id);
+        chat.feeds.unlisten(self.room(), self.id);
         self.subscription.take();
         self.listed.clear();
         // On shutdown the instance's entries are removed all at once after
@@ -343,7 +347,7 @@ impl ChatSession {
         }
         if let Some(member) = self.member.take() {
             if chat.presence.leave(self.seat(&member)).await {
-                chat.departed(&self.room, member.pseudo.as_str()).await;
+                chat.departed(self.room(), member.pseudo.as_str()).await;
             }
         }
     }

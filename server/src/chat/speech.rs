@@ -56,7 +56,7 @@ impl ChatSession {
         let owner = owner_marker(&member.id);
         // Moderators are held by neither mutes nor slow mode.
         let held = (!self.moderator).then(|| member.id.clone());
-        let (chat, room) = (self.chat.clone(), self.room.clone());
+        let (chat, room) = (self.chat.clone(), self.room().to_owned());
         let appending = async move {
             let entry = Entry {
                 frame: &frame,
@@ -113,7 +113,7 @@ impl ChatSession {
             // No stored event to overwrite was given.
             Ok(Appended::Gone) => {}
             Err(err) => {
-                tracing::warn!(conn = %self.id, room = self.room, error = %err, "message not sent");
+                tracing::warn!(conn = %self.id, room = self.room(), error = %err, "message not sent");
                 // A reply that timed out may follow an append that went through.
                 let message = match (err.is_timeout(), once) {
                     (true, Some(_)) => "the chat could not confirm that your message was stored: send it again with the same id, it will not be doubled",

@@ -172,7 +172,7 @@ impl Hub {
         topics
             .keys()
             .filter_map(|t| match t {
-                Topic::Room(room) => Some(room.clone()),
+                Topic::Room(room) => Some(room.to_string()),
                 Topic::Action(_) => None,
             })
             .collect()

@@ -13,15 +13,26 @@ use uuid::Uuid;
 
 pub type ConnId = Uuid;
 
+use std::sync::Arc;
+
 /// Where a frame goes. Rooms and actions live in separate namespaces, so a
 /// relay action named like a chat room never sees chat traffic.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Topic {
-    Room(String),
-    Action(String),
+    // Shared: each connection, its subscription and the hub hold the name,
+    // and a clone is a count, not a copy.
+    Room(Arc<str>),
+    Action(Arc<str>),
 }
 
 impl Topic {
+    /// The room's or the action's name.
+    pub fn name(&self) -> &str {
+        match self {
+            Topic::Room(name) | Topic::Action(name) => name,
+        }
+    }
+
     pub fn kind(&self) -> Kind {
         match self {
             Topic::Room(_) => Kind::Chat,

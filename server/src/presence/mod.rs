@@ -111,7 +111,7 @@ impl Presence {
                 (claimed.claim, claimed.replaced)
             }
             Err(err) => {
-                self.failed("claim", Topic::Room(room.to_owned()), &err);
+                self.failed("claim", Topic::Room(room.into()), &err);
                 self.local().claim(room, conn, member, previous_key)
             }
         }
@@ -128,7 +128,7 @@ impl Presence {
         match self.broker.leave(seat, last_here).await {
             Ok(removed) => removed,
             Err(err) => {
-                self.failed("leave", Topic::Room(room.to_owned()), &err);
+                self.failed("leave", Topic::Room(room.into()), &err);
                 local
             }
         }
@@ -143,7 +143,7 @@ impl Presence {
                 roster
             }
             Err(err) => {
-                self.failed("count", Topic::Room(room.to_owned()), &err);
+                self.failed("count", Topic::Room(room.into()), &err);
                 self.local().roster(room, shown)
             }
         }
@@ -189,7 +189,7 @@ impl Presence {
         self.local()
             .relay_register(action, id, registration.clone());
         if let Err(err) = self.broker.register(action, id, registration).await {
-            self.failed("relay_register", Topic::Action(action.to_owned()), &err);
+            self.failed("relay_register", Topic::Action(action.into()), &err);
         }
     }
 
@@ -200,7 +200,7 @@ impl Presence {
             local.action_clients(action).is_empty()
         };
         if let Err(err) = self.broker.unregister(action, id, last_here).await {
-            self.failed("relay_unregister", Topic::Action(action.to_owned()), &err);
+            self.failed("relay_unregister", Topic::Action(action.into()), &err);
         }
     }
 
@@ -213,9 +213,17 @@ impl Presence {
         let stale = std::mem::take(&mut *self.stale.lock());
         let mut topics: HashSet<Topic> = {
             let local = self.local();
-            let rooms = local.rooms().into_iter().map(Topic::Room);
+            let rooms = local
+                .rooms()
+                .into_iter()
+                .map(|room| Topic::Room(room.into()));
             rooms
-                .chain(local.actions().into_iter().map(Topic::Action))
+                .chain(
+                    local
+                        .actions()
+                        .into_iter()
+                        .map(|action| Topic::Action(action.into())),
+                )
                 .collect()
         };
         topics.extend(stale.iter().cloned());
@@ -249,7 +257,9 @@ impl Presence {
         match topic {
             Topic::Room(room) => {
                 self.resync_room(room).await?;
-                self.tell(Event::Changed { room: room.clone() });
+                self.tell(Event::Changed {
+                    room: room.to_string(),
+                });
             }
             Topic::Action(action) => self.resync_action(action).await?,
         }

@@ -53,7 +53,7 @@ impl Relay {
     /// every instance, as it is; fails when the other instances cannot be
     /// reached (this one's clients have it).
     pub async fn forward(&self, action: &str, frame: Utf8Bytes) -> Result<(), BrokerError> {
-        let topic = Topic::Action(action.to_owned());
+        let topic = Topic::Action(action.into());
         self.hub.deliver(&topic, &frame, None);
         let envelope = Envelope::new(self.instance, None, frame);
         self.broker.publish(&topic, envelope).await

@@ -45,10 +45,10 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
         // On shutdown the instance's entries are removed all at once.
         if !relay.shutdown.is_cancelled() {
             // Boxed, like every step outside the connection's long life.
-            Box::pin(relay.presence.unregister(&registered.action, id)).await;
+            Box::pin(relay.presence.unregister(registered.topic.name(), id)).await;
         }
         if let (Some(outbox), Some(data)) = (&relay.outbox, &registered.data) {
-            let action = &registered.action;
+            let action = registered.topic.name();
             Box::pin(outbox.relay("unregistered", action, id, data)).await;
         }
     }
@@ -56,7 +56,7 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
     tracing::info!(
         conn = %id,
         kind = "relay",
-        action = registered.map(|r| r.action),
+        action = registered.as_ref().map(|r| r.topic.name()),
         duration_ms = started.elapsed().as_millis() as u64,
         reason,
         "connection closed"
@@ -65,7 +65,6 @@ pub async fn run<S: Socket>(relay: Arc<Relay>, socket: S, bearer: Option<String>
 
 /// The action a client registered for.
 struct Registered {
-    action: String,
     /// Its registration message, as recorded, kept for the webhook's
     /// "unregistered" (only with webhooks: an idle connection holds no more
     /// than it needs).
@@ -104,7 +103,7 @@ impl Handler for RelaySession {
             self.peer.send(error_frame(reason.to_string()));
             return None;
         }
-        let action = &registered.action;
+        let action = registered.topic.name();
         tracing::debug!(conn = %self.id, action, message = %text, "relay message");
         let relay = &self.relay;
         let (broker, topic) = (relay.broker.as_ref(), &registered.topic);
@@ -193,12 +192,11 @@ impl RelaySession {
         };
         // Needed for the registration only: not kept for the connection's life.
         self.bearer = None;
-        let topic = Topic::Action(action.clone());
+        let topic = Topic::Action(action.as_str().into());
         // Recorded before any await, so that a connection cut short during
         // registration is still unregistered when it closes.
         let relay = self.relay.clone();
         self.registered = Some(Registered {
-            action: action.clone(),
             data: relay.outbox.as_ref().map(|_| text.clone()),
             topic: topic.clone(),
             subscription: None,

@@ -31,7 +31,7 @@ impl RoomLog for MemoryBroker {
             }
         };
         if let Appended::New(frame) = &appended {
-            let topic = Topic::Room(room.to_owned());
+            let topic = Topic::Room(room.into());
             let wants = |joined: &Joined| joined.follows(&topic);
             self.shared.each_other(self.me.id, wants, |inbox| {
                 inbox.room_event(room, frame.clone())

@@ -365,7 +365,7 @@ impl Interest {
     /// Publishes a notice on the action's channel; returns how many
     /// subscribers got it.
     pub async fn send(&self, action: &str, notice: &Notice) -> redis::RedisResult<usize> {
-        let topic = crate::fanout::Topic::Action(action.to_owned());
+        let topic = crate::fanout::Topic::Action(action.into());
         redis::cmd(publish_command(&self.conn))
             .arg(self.keys.channel(&topic))
             .arg(notice.encode())

@@ -174,10 +174,10 @@ impl Keys {
             return Some(Channel::Presence);
         }
         if let Some(room) = rest.strip_prefix("room:") {
-            return Some(Channel::Topic(Topic::Room(room.to_owned())));
+            return Some(Channel::Topic(Topic::Room(room.into())));
         }
         rest.strip_prefix("relay:")
-            .map(|action| Channel::Topic(Topic::Action(action.to_owned())))
+            .map(|action| Channel::Topic(Topic::Action(action.into())))
     }
 
     /// The topic of a pub/sub channel name, if it is one of ours.

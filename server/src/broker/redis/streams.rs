@@ -77,7 +77,7 @@ impl RedisStreams {
         let mut script = APPEND.key(self.keys.stream_meta(room));
         script
             .key(self.keys.stream_events(room))
-            .key(self.keys.channel(&Topic::Room(room.to_owned())))
+            .key(self.keys.channel(&Topic::Room(room.into())))
             .key(self.keys.slow_mode(room))
             .key(self.keys.slow_wait(room, author_id));
         for mark in marks {
