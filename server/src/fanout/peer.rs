@@ -21,7 +21,7 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 /// A drained deque up to this capacity is kept for the next batch while
-/// frames keep coming.
+/// frames keep coming (none once they stop).
 const KEPT_CAPACITY: usize = 64;
 
 /// What the senders and the writer share.
@@ -244,15 +244,22 @@ impl Queue {
         Some(frame)
     }
 
-    /// Swaps the empty local deque for the shared one.
+    /// Swaps the empty local deque for the shared one. With nothing
+    /// queued, the connection goes idle and both give their room back: an
+    /// idle connection kept up to two deques' worth of its last bursts.
     fn take_all(&mut self) {
+        let mut state = self.shared.state.lock();
+        if state.frames.is_empty() {
+            let shared = std::mem::take(&mut state.frames);
+            drop(state);
+            drop(shared);
+            self.taken = VecDeque::new();
+            return;
+        }
         if self.taken.capacity() > KEPT_CAPACITY {
             self.taken = VecDeque::new();
         }
-        let mut state = self.shared.state.lock();
-        if !state.frames.is_empty() {
-            std::mem::swap(&mut self.taken, &mut state.frames);
-        }
+        std::mem::swap(&mut self.taken, &mut state.frames);
     }
 }
 
@@ -313,5 +320,23 @@ mod tests {
         assert!(!peer.send("4".into()));
         assert!(peer.is_closed());
         assert_eq!(queue.closed(), Some(close::SLOW_CONSUMER));
+    }
+
+    /// Room for frames is kept while they keep coming, and given back
+    /// once the queue is drained: an idle connection holds none.
+    #[test]
+    fn a_drained_queue_keeps_no_room() {
+        let (peer, mut queue) = Peer::new(Kind::Chat, 1024);
+        for burst in 0..3 {
+            for i in 0..40 {
+                assert!(peer.send(format!("{burst}.{i}").into()));
+            }
+            for i in 0..40 {
+                assert_eq!(queue.try_recv().unwrap().as_str(), format!("{burst}.{i}"));
+            }
+            assert!(queue.try_recv().is_none());
+            assert_eq!(queue.taken.capacity(), 0);
+            assert_eq!(queue.shared.state.lock().frames.capacity(), 0);
+        }
     }
 }
