@@ -41,11 +41,13 @@ pub async fn run(lab: &Lab, name: &str, proto: Proto, connections: usize) -> any
     keep_reading(open(proto, port, &format!("{topic}w"), WARM_UP).await.0);
     tokio::time::sleep(Duration::from_secs(1)).await;
     let before = lab.usage(&servers)?;
+    let heap_before = server.heap_kib().await;
     let (sockets, failed) = open(proto, port, &topic, connections).await;
     let opened = sockets.len();
     keep_reading(sockets);
     tokio::time::sleep(Duration::from_secs(2)).await;
     let after = lab.usage(&servers)?;
+    let heap_after = server.heap_kib().await;
     stop.cancel();
     while readers.join_next().await.is_some() {}
 
@@ -56,8 +58,9 @@ pub async fn run(lab: &Lab, name: &str, proto: Proto, connections: usize) -> any
         deliveries: opened as u64,
         lost: failed as u64,
         note: format!(
-            "{opened} idle {} clients: RSS {rss_before} -> {rss_after} KiB, {per_conn:.2} KiB per connection",
-            proto.name()
+            "{opened} idle {} clients: RSS {rss_before} -> {rss_after} KiB, {per_conn:.2} KiB per connection{}",
+            proto.name(),
+            heap_note(heap_before, heap_after, opened)
         ),
         rss_per_connection_kib: Some(per_conn),
         ..Row::default()
@@ -87,4 +90,16 @@ async fn open(proto: Proto, port: u16, topic: &str, count: usize) -> (Vec<Ws>, u
         .await;
     let failed = results.iter().filter(|r| r.is_err()).count();
     (results.into_iter().flatten().collect(), failed)
+}
+
+/// The heap in use before and after, per connection, when the server
+/// publishes it.
+pub fn heap_note(before: Option<u64>, after: Option<u64>, count: usize) -> String {
+    match (before, after) {
+        (Some(before), Some(after)) => {
+            let per = after.saturating_sub(before) as f64 / count.max(1) as f64;
+            format!("; heap in use {before} -> {after} KiB, {per:.2} KiB per connection")
+        }
+        _ => String::new(),
+    }
 }

@@ -307,6 +307,20 @@ impl Server {
     pub fn usage(&self) -> anyhow::Result<Usage> {
         Usage::of(self.process.0.id())
     }
+
+    /// The allocator's heap in use, in KiB, from the server's metrics
+    /// (`heap_bytes`): what its data takes, where the resident size also
+    /// counts the free memory the allocator keeps. `None` from a server
+    /// that does not publish it (an older build).
+    pub async fn heap_kib(&self) -> Option<u64> {
+        let url = format!("http://127.0.0.1:{}/metrics", self.admin_port);
+        let text = reqwest::get(&url).await.ok()?.text().await.ok()?;
+        let line = text
+            .lines()
+            .find(|line| line.starts_with(r#"heap_bytes{state="in_use"}"#))?;
+        let bytes: f64 = line.rsplit(' ').next()?.parse().ok()?;
+        Some(bytes as u64 / 1024)
+    }
 }
 
 /// CPU time used so far and resident memory now.

@@ -44,6 +44,7 @@ pub async fn run(
     let joined = Arc::new(AtomicUsize::new(0));
     let stop = CancellationToken::new();
     let before = lab.usage(&servers)?;
+    let heap_before = servers[0].heap_kib().await;
     let start = Instant::now();
     let mut tasks = JoinSet::new();
     for i in 0..clients {
@@ -85,6 +86,7 @@ pub async fn run(
     let settled = wait(SETTLE_TIMEOUT, || exact() == clients).await;
     let settled_in = start.elapsed();
     let after = lab.usage(&servers)?;
+    let heap_after = servers[0].heap_kib().await;
     let exact = exact();
     let frames: Vec<u64> = members
         .iter()
@@ -124,8 +126,9 @@ pub async fn run(
         let (start_kib, full_kib) = (before.rss_kib(), after.rss_kib());
         let per_member = full_kib.saturating_sub(start_kib) as f64 / clients.max(1) as f64;
         row.note.push_str(&format!(
-            "; RSS {start_kib} -> {full_kib} KiB, {per_member:.2} KiB per member, {} KiB after they left",
-            left.rss_kib()
+            "; RSS {start_kib} -> {full_kib} KiB, {per_member:.2} KiB per member, {} KiB after they left{}",
+            left.rss_kib(),
+            crate::idle::heap_note(heap_before, heap_after, clients)
         ));
         row.rss_per_connection_kib = Some(per_member);
     }

@@ -27,6 +27,26 @@ pub async fn give_back_freed(shutdown: CancellationToken) {
     }
 }
 
+/// Publishes the heap's bytes in use and free (`heap_bytes`): what the
+/// process's live data takes, apart from the free memory the allocator
+/// keeps, which its resident size counts too.
+pub fn record_heap() {
+    let (in_use, free) = heap();
+    crate::metrics::heap(in_use, free);
+}
+
+#[cfg(all(target_os = "linux", target_env = "gnu"))]
+fn heap() -> (usize, usize) {
+    // SAFETY: mallinfo2 only reads the allocator's statistics.
+    let info = unsafe { libc::mallinfo2() };
+    (info.uordblks + info.hblkhd, info.fordblks)
+}
+
+#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
+fn heap() -> (usize, usize) {
+    (0, 0)
+}
+
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn free_heap() -> usize {
     // SAFETY: mallinfo2 only reads the allocator's statistics.

@@ -130,6 +130,12 @@ pub fn history_trimmed(events: u64) {
     counter!("history_trimmed_events_total").increment(events);
 }
 
+/// The allocator's heap: bytes in use (mapped blocks included) and free.
+pub fn heap(in_use: usize, free: usize) {
+    gauge!("heap_bytes", "state" => "in_use").set(in_use as f64);
+    gauge!("heap_bytes", "state" => "free").set(free as f64);
+}
+
 /// The rooms' data file's size on disk.
 pub fn rooms_file_bytes(bytes: u64) {
     gauge!("rooms_file_bytes").set(bytes as f64);

@@ -100,6 +100,7 @@ impl Monitor {
 }
 
 pub async fn metrics_text(State(app): State<Arc<Monitor>>) -> impl IntoResponse {
+    crate::memory::record_heap();
     (
         [("content-type", "text/plain; version=0.0.4")],
         app.metrics.render(),
