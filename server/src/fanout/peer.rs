@@ -18,7 +18,7 @@ use parking_lot::Mutex;
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll};
+use std::task::{Context, Poll, Wake, Waker};
 
 /// A drained deque up to this capacity is kept for the next batch while
 /// frames keep coming (none once they stop).
@@ -39,6 +39,12 @@ struct Shared {
     writer: AtomicWaker,
     /// The connection's reader side, when it waits for the close.
     reader: AtomicWaker,
+}
+
+impl Wake for Shared {
+    fn wake(self: Arc<Self>) {
+        self.close(close::SHUTDOWN);
+    }
 }
 
 impl Shared {
@@ -159,6 +165,14 @@ impl Peer {
 
     pub fn is_closed(&self) -> bool {
         self.shared.closed.get().is_some()
+    }
+
+    /// A waker that closes the connection for the shutdown when woken:
+    /// what the shutdown signal, shared by every connection, wakes, where
+    /// a task would otherwise poll the signal on each of its own wakes. It
+    /// is the queue's shared state, not a new allocation.
+    pub fn shutdown_waker(&self) -> Waker {
+        Waker::from(self.shared.clone())
     }
 
     /// Why the connection was closed (`CLOSED` if it was not).

@@ -83,6 +83,10 @@ impl Outgoing {
         }
     }
 
+    fn is_pong(&self) -> bool {
+        self.header[0] & 0x0F == 0xA
+    }
+
     fn header(&self) -> &[u8] {
         &self.header[..usize::from(self.header_len)]
     }
@@ -109,9 +113,13 @@ pub struct Conn {
     stream: TcpStream,
     decoder: Decoder,
     /// Bytes read but not decoded: a frame not whole yet, or the frames
-    /// that came with the last one returned. Empty, without an
-    /// allocation, between frames.
+    /// that came with the last one returned, from `held_from` on. Empty,
+    /// without an allocation, between frames.
     held: Vec<u8>,
+    /// Where the undecoded bytes of `held` start: the decoded ones are cut
+    /// off once per read, not once per frame (a client's tiny frames would
+    /// otherwise move the rest of the buffer for each).
+    held_from: usize,
     /// The connection's place among the open connections, until it ends.
     _slot: Slot,
     queued: VecDeque<Outgoing>,
@@ -139,6 +147,7 @@ impl Conn {
             stream: tcp.stream,
             decoder: Decoder::new(max),
             held: read.to_vec(),
+            held_from: 0,
             _slot: tcp.slot,
             queued: VecDeque::new(),
             written: 0,
@@ -212,10 +221,11 @@ enum Read {
 impl Conn {
     /// Decodes the next message from the bytes held, if they hold one.
     fn decode_held(&mut self) -> Result<Option<Message>, decode::Error> {
-        while let Some((used, message)) = self.decoder.frame(&self.held)? {
-            self.held.drain(..used);
-            if self.held.is_empty() {
+        while let Some((used, message)) = self.decoder.frame(&self.held[self.held_from..])? {
+            self.held_from += used;
+            if self.held_from == self.held.len() {
                 self.held = Vec::new();
+                self.held_from = 0;
             }
             if message.is_some() {
                 return Ok(message);
@@ -227,6 +237,10 @@ impl Conn {
     /// Reads into the worker's buffer and decodes there; only what is left
     /// of a frame is copied into the connection's own.
     fn poll_read_message(&mut self, cx: &mut Context<'_>) -> Poll<Result<Read, axum::Error>> {
+        if self.held_from > 0 {
+            self.held.drain(..self.held_from);
+            self.held_from = 0;
+        }
         let (stream, decoder, held) = (&mut self.stream, &mut self.decoder, &mut self.held);
         SCRATCH_BUFFER.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
@@ -252,6 +266,19 @@ impl Conn {
         })
     }
 
+    /// Queues the answer to a ping. A pong still waiting is replaced, as
+    /// the RFC allows: a client that pings and never reads makes one pong
+    /// wait, not one per ping.
+    fn queue_pong(&mut self, data: Bytes) {
+        let pong = Outgoing::new(0xA, Payload::Bytes(data));
+        let waiting = self.queued.iter().rposition(Outgoing::is_pong);
+        match waiting {
+            // Not begun: the first frame may be written in part.
+            Some(at) if at > 0 || self.written == 0 => self.queued[at] = pong,
+            _ => self.queued.push_back(pong),
+        }
+    }
+
     /// The client's next message; a ping is answered here.
     fn poll_message(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Message, axum::Error>>> {
         let message = loop {
@@ -272,8 +299,7 @@ impl Conn {
         };
         if let Message::Ping(data) = &message {
             if !self.closed {
-                let pong = Outgoing::new(0xA, Payload::Bytes(data.clone()));
-                self.queued.push_back(pong);
+                self.queue_pong(data.clone());
                 self.pong_owed = true;
                 if !self.flushing {
                     if let Poll::Ready(Ok(())) = self.poll_write_queued(cx) {

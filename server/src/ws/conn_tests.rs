@@ -149,3 +149,31 @@ async fn a_ping_during_a_congested_write_leaves_the_writer_awake() {
         .unwrap();
     reading.abort();
 }
+
+/// A client that pings and never reads makes one pong wait, not one per
+/// ping: each waiting pong is replaced by the newest.
+#[tokio::test]
+async fn pings_from_a_client_that_does_not_read_leave_one_pong_waiting() {
+    use futures::FutureExt;
+    let (mut conn, mut client) = pair().await;
+    // More than the sockets buffer (16 MiB): the frames wait in the queue
+    // once the first pong's write fills the socket.
+    for _ in 0..16 {
+        let frame = Message::Text("x".repeat(1 << 20).into());
+        assert!(conn.feed(frame).now_or_never().is_some());
+    }
+    for n in 0..100u8 {
+        client
+            .send(protocol::Message::Ping(Bytes::from(vec![n])))
+            .await
+            .unwrap();
+        assert!(matches!(conn.next().await, Some(Ok(Message::Ping(_)))));
+    }
+    assert!(
+        conn.queued.iter().any(|f| !f.is_pong()),
+        "the socket is full"
+    );
+    let pongs: Vec<_> = conn.queued.iter().filter(|f| f.is_pong()).collect();
+    assert_eq!(pongs.len(), 1);
+    assert_eq!(pongs[0].payload(), [99]);
+}

@@ -35,7 +35,7 @@ use governor::Quota;
 use hyper_util::rt::TokioIo;
 use std::future::{poll_fn, Future};
 use std::pin::{pin, Pin};
-use std::task::Poll;
+use std::task::Context;
 use std::time::Duration;
 use tokio::time::timeout;
 use tokio_util::sync::CancellationToken;
@@ -188,8 +188,9 @@ pub fn drive<'a, S: Socket, H: Handler>(
 /// The writer is polled in the connection's own task, beside the reader:
 /// a task of its own cost every idle connection half a kilobyte. Each side
 /// does little when woken for the other (a readiness check, a queue
-/// check), and the shutdown, whose token every connection shares, is
-/// registered once rather than locked on each wake.
+/// check). The shutdown, whose token every connection shares (polling it,
+/// or asking whether it fired, takes its lock), is waited for with a waker
+/// that closes the connection: the task is woken by the close.
 async fn run<S: Socket, H: Handler>(
     mut stream: SplitStream<S>,
     mut writer: write::Writer<SplitSink<S, Message>>,
@@ -199,41 +200,36 @@ async fn run<S: Socket, H: Handler>(
     shutdown: &CancellationToken,
 ) -> String {
     let mut writer_done = false;
+    let mut cancelled = pin!(shutdown.cancelled());
+    let closer = peer.shutdown_waker();
+    if cancelled
+        .as_mut()
+        .poll(&mut Context::from_waker(&closer))
+        .is_ready()
+    {
+        peer.close(close::SHUTDOWN);
+    }
     let reason = {
         let reader = read::read(&mut stream, handler, &peer, limits);
-        let mut cancelled = pin!(shutdown.cancelled());
-        let mut registered = false;
-        // The task's waker stays the same: once registered, the token wakes
-        // it, and the flag tells.
-        let shutting_down = poll_fn(|cx| {
-            if registered && !shutdown.is_cancelled() {
-                return Poll::Pending;
-            }
-            registered = true;
-            cancelled.as_mut().poll(cx)
-        });
         tokio::select! {
             reason = reader => reason,
             () = &mut writer => {
                 writer_done = true;
                 "connection lost while writing".to_owned()
             }
-            // Closed by the server (a slow consumer, the ping timeout) while
-            // the reader waits for a client that may never send again.
-            why = poll_fn(|cx| peer.poll_closed(cx)) => {
-                if why == close::PING_TIMEOUT {
-                    metrics::error(H::KIND.as_str(), "ping_timeout");
-                }
-                String::new()
-            }
-            () = shutting_down => {
-                peer.close(close::SHUTDOWN);
-                String::new()
-            }
+            // Closed by the server (a slow consumer, the ping timeout, the
+            // shutdown) while the reader waits for a client that may never
+            // send again.
+            _ = poll_fn(|cx| peer.poll_closed(cx)) => String::new(),
         }
     };
     if !peer.is_closed() {
         return reason;
+    }
+    // Counted here: the writer that closes for the ping timeout often ends
+    // in the same poll, and the select then returns its branch.
+    if peer.close_reason() == close::PING_TIMEOUT {
+        metrics::error(H::KIND.as_str(), "ping_timeout");
     }
     // Send the close frame, then wait for the client's, so that the socket
     // is not reset while the client still reads our last frames. A client
