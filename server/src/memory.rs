@@ -47,11 +47,8 @@ fn heap() -> (usize, usize) {
     (0, 0)
 }
 
-#[cfg(all(target_os = "linux", target_env = "gnu"))]
 fn free_heap() -> usize {
-    // SAFETY: mallinfo2 only reads the allocator's statistics.
-    let info = unsafe { libc::mallinfo2() };
-    info.fordblks
+    heap().1
 }
 
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
@@ -62,11 +59,6 @@ fn trim() {
         released = released != 0,
         "returned freed memory to the system"
     );
-}
-
-#[cfg(not(all(target_os = "linux", target_env = "gnu")))]
-fn free_heap() -> usize {
-    0
 }
 
 #[cfg(not(all(target_os = "linux", target_env = "gnu")))]

@@ -377,28 +377,37 @@ async fn default_limits_forward_what_the_original_forwarded() {
     assert_eq!(sender.json().await, json!({"fence": true}));
 }
 
-/// A text frame that is not UTF-8 is a protocol error: close 1007, on the
-/// relay and on the chat, rather than a dropped connection.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn invalid_utf8_closes_with_1007() {
+/// The close code a client gets after sending one text frame with this
+/// payload, the reserved bit `rsv1` as given.
+async fn closed_after_frame(url: &str, payload: &[u8], rsv1: bool) -> Option<u16> {
     use futures::SinkExt;
     use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
     use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
     use tokio_tungstenite::tungstenite::Message;
 
+    let (mut ws, _) = tokio_tungstenite::connect_async(url).await.unwrap();
+    let header = FrameHeader {
+        opcode: OpCode::Data(Data::Text),
+        rsv1,
+        ..FrameHeader::default()
+    };
+    let frame = Frame::from_payload(header, payload.to_vec().into());
+    ws.send(Message::Frame(frame)).await.unwrap();
+    Client::from_socket(ws).closed().await
+}
+
+/// A text frame that is not UTF-8 is a protocol error: close 1007, on the
+/// relay and on the chat, rather than a dropped connection.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_closes_with_1007() {
     let server = Instance::configured(None, &[]).await;
     for url in [server.relay_url(), server.chat_url("")] {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let header = FrameHeader {
-            opcode: OpCode::Data(Data::Text),
-            ..FrameHeader::default()
-        };
-        let invalid = vec![b'{', 0xff, 0xfe, b'}'];
-        ws.send(Message::Frame(Frame::from_payload(header, invalid.into())))
-            .await
-            .unwrap();
-        let mut client = Client::from_socket(ws);
-        assert_eq!(client.closed().await, Some(1007), "{url}");
+        let invalid = [b'{', 0xff, 0xfe, b'}'];
+        assert_eq!(
+            closed_after_frame(&url, &invalid, false).await,
+            Some(1007),
+            "{url}"
+        );
     }
 }
 
@@ -408,25 +417,15 @@ async fn invalid_utf8_closes_with_1007() {
 /// always masks).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_protocol_violation_closes_with_1002_and_the_server_lives_on() {
-    use futures::SinkExt;
     use tokio::io::AsyncWriteExt;
-    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
-    use tokio_tungstenite::tungstenite::protocol::frame::{Frame, FrameHeader};
-    use tokio_tungstenite::tungstenite::Message;
 
     let server = Instance::configured(None, &[]).await;
     for url in [server.relay_url(), server.chat_url("")] {
-        let (mut ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
-        let header = FrameHeader {
-            opcode: OpCode::Data(Data::Text),
-            rsv1: true,
-            ..FrameHeader::default()
-        };
-        ws.send(Message::Frame(Frame::from_payload(header, "{}".into())))
-            .await
-            .unwrap();
-        let mut client = Client::from_socket(ws);
-        assert_eq!(client.closed().await, Some(1002), "{url}");
+        assert_eq!(
+            closed_after_frame(&url, b"{}", true).await,
+            Some(1002),
+            "{url}"
+        );
 
         let (ws, _) = tokio_tungstenite::connect_async(&url).await.unwrap();
         let mut tcp = ws.into_inner();

@@ -197,9 +197,7 @@ pub enum Channel {
 
 /// The partition a topic's keys and channel belong to.
 pub fn topic_partition(topic: &Topic) -> u32 {
-    match topic {
-        Topic::Room(name) | Topic::Action(name) => partition(name),
-    }
+    partition(topic.name())
 }
 
 #[cfg(test)]
