@@ -150,6 +150,19 @@ pub fn parts(shared: &Shared, hub: Arc<Hub>, inbox: Arc<dyn Inbox>) -> Parts {
     }
 }
 
+/// The size of a connection's task running `session`, holding a `P`.
+pub fn task_size<F, Fut, P>(_: &F) -> usize
+where
+    F: FnOnce(Box<crate::ws::Conn>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+    P: Send + 'static,
+{
+    fn output<A, B, C, D, R>(_: impl FnOnce(A, B, C, D) -> R) -> usize {
+        std::mem::size_of::<R>()
+    }
+    output(crate::ws::serve::<F, Fut, P>)
+}
+
 /// The size of what `make` returns (a connection's future), without
 /// making one.
 pub fn output_size<A, B, C, F>(_: impl FnOnce(A, B, C) -> F) -> usize {

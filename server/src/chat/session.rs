@@ -34,15 +34,32 @@ mod speech;
 
 use allowance::{allowed, Limited};
 
-/// `opening` comes boxed and is unboxed at once: a parameter by value
-/// stays in the connection's task for its whole life.
+/// The connection's life: opening, its frames, leaving. The opening and
+/// the leaving are boxed, and nothing here borrows the session: their
+/// state, or a session kept in place, would otherwise size the task of
+/// every idle connection (the session lives in the connection's future).
 pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
-    let opening = {
-        let boxed = opening;
-        *boxed
-    };
     let id = Uuid::new_v4();
     let started = Instant::now();
+    let (session, outbound) = Box::pin(open(chat.clone(), id, opening)).await;
+    let limits = &chat.limits.socket;
+    let (reason, session) = ws::drive(socket, outbound, session, limits).await;
+    let (topic, pseudo) = Box::pin(session.close()).await;
+    metrics::connection_closed(Kind::Chat);
+    tracing::info!(
+        conn = %id,
+        kind = "chat",
+        room = topic.name(),
+        pseudo,
+        duration_ms = started.elapsed().as_millis() as u64,
+        reason,
+        "connection closed"
+    );
+}
+
+/// The session for `opening`, and what its connection is sent first.
+async fn open(chat: Arc<Chat>, id: ConnId, opening: Box<Opening>) -> (ChatSession, Outbound) {
+    let opening = *opening;
     let (peer, queue) = Peer::new(Kind::Chat, chat.limits.outbound_queue);
     let Opening {
         room,
@@ -85,7 +102,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
     };
     // Not kept in the task through the connection's life.
     drop((marks, resume));
-    let mut session = ChatSession {
+    let session = ChatSession {
         chat: chat.clone(),
         id,
         subscription,
@@ -106,20 +123,7 @@ pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
         queue,
         preamble,
     };
-    let limits = &chat.limits.socket;
-    let reason = ws::drive(socket, outbound, &mut session, limits, &chat.shutdown).await;
-    let pseudo = session.member.as_ref().map(|m| m.pseudo.to_string());
-    Box::pin(session.leave()).await;
-    metrics::connection_closed(Kind::Chat);
-    tracing::info!(
-        conn = %id,
-        kind = "chat",
-        room = session.room(),
-        pseudo,
-        duration_ms = started.elapsed().as_millis() as u64,
-        reason,
-        "connection closed"
-    );
+    (session, outbound)
 }
 
 impl Chat {
@@ -332,6 +336,13 @@ impl ChatSession {
             conn: self.id,
             member,
         }
+    }
+
+    /// Leaves; returns the room and the nickname it had, for the log.
+    async fn close(mut self) -> (Topic, Option<String>) {
+        let pseudo = self.member.as_ref().map(|m| m.pseudo.to_string());
+        self.leave().await;
+        (self.topic, pseudo)
     }
 
     async fn leave(&mut self) {

@@ -8,7 +8,7 @@ mod peer;
 
 pub use crate::kind::Kind;
 pub use hub::{Hub, Marked};
-pub use peer::{Peer, Queue};
+pub use peer::{Peer, Queue, Watched};
 use uuid::Uuid;
 
 pub type ConnId = Uuid;

@@ -16,22 +16,29 @@ use axum::extract::ws::Utf8Bytes;
 use futures::task::AtomicWaker;
 use parking_lot::Mutex;
 use std::collections::VecDeque;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, OnceLock};
-use std::task::{Context, Poll, Wake, Waker};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock, Weak};
+use std::task::{Context, Poll};
 
 /// A drained deque up to this capacity is kept for the next batch while
 /// frames keep coming (none once they stop).
 const KEPT_CAPACITY: usize = 64;
+
+/// Ping intervals in a row without a word from the client that close it.
+const SILENT_INTERVALS: u8 = 2;
 
 /// What the senders and the writer share.
 struct Shared {
     state: Mutex<State>,
     /// Frames queued and not yet taken by the writer.
     queued: AtomicUsize,
-    /// Whether the client sent anything since the writer last looked: the
-    /// keepalive needs no timer of the reader's.
+    /// Whether the client sent anything since the keepalive last looked
+    /// (the handshake counts).
     heard: AtomicBool,
+    /// Ping intervals in a row the client was silent.
+    silent: AtomicU8,
+    /// The keepalive asks the writer for a ping.
+    ping_due: AtomicBool,
     /// Why the connection is being closed, once it is: the first reason
     /// given wins.
     closed: OnceLock<CloseReason>,
@@ -39,12 +46,6 @@ struct Shared {
     writer: AtomicWaker,
     /// The connection's reader side, when it waits for the close.
     reader: AtomicWaker,
-}
-
-impl Wake for Shared {
-    fn wake(self: Arc<Self>) {
-        self.close(close::SHUTDOWN);
-    }
 }
 
 impl Shared {
@@ -104,7 +105,9 @@ impl Peer {
                 open: true,
             }),
             queued: AtomicUsize::new(0),
-            heard: AtomicBool::new(false),
+            heard: AtomicBool::new(true),
+            silent: AtomicU8::new(0),
+            ping_due: AtomicBool::new(false),
             closed: OnceLock::new(),
             writer: AtomicWaker::new(),
             reader: AtomicWaker::new(),
@@ -167,12 +170,9 @@ impl Peer {
         self.shared.closed.get().is_some()
     }
 
-    /// A waker that closes the connection for the shutdown when woken:
-    /// what the shutdown signal, shared by every connection, wakes, where
-    /// a task would otherwise poll the signal on each of its own wakes. It
-    /// is the queue's shared state, not a new allocation.
-    pub fn shutdown_waker(&self) -> Waker {
-        Waker::from(self.shared.clone())
+    /// The connection as its protocol's keepalive holds it.
+    pub fn watched(&self) -> Watched {
+        Watched(Arc::downgrade(&self.shared))
     }
 
     /// Why the connection was closed (`CLOSED` if it was not).
@@ -191,6 +191,34 @@ impl Peer {
         match self.shared.closed.get() {
             Some(why) => Poll::Ready(*why),
             None => Poll::Pending,
+        }
+    }
+}
+
+/// A connection as its protocol's keepalive holds it: weakly, so that it
+/// keeps nothing of a connection that ended.
+pub struct Watched(Weak<Shared>);
+
+impl Watched {
+    /// A ping interval went by: the writer is asked for a ping, unless the
+    /// client was silent for too long, which closes it.
+    pub fn tick(&self) {
+        let Some(shared) = self.0.upgrade() else {
+            return;
+        };
+        if shared.heard.swap(false, Ordering::Relaxed) {
+            shared.silent.store(0, Ordering::Relaxed);
+        } else if shared.silent.fetch_add(1, Ordering::Relaxed) + 1 >= SILENT_INTERVALS {
+            return shared.close(close::PING_TIMEOUT);
+        }
+        shared.ping_due.store(true, Ordering::Relaxed);
+        shared.writer.wake();
+    }
+
+    /// Closes the connection for the shutdown.
+    pub fn shut(&self) {
+        if let Some(shared) = self.0.upgrade() {
+            shared.close(close::SHUTDOWN);
         }
     }
 }
@@ -220,9 +248,9 @@ impl Queue {
         self.shared.close(why);
     }
 
-    /// Whether the client sent anything since the last call.
-    pub fn take_heard(&self) -> bool {
-        self.shared.heard.swap(false, Ordering::Relaxed)
+    /// Whether the keepalive asked for a ping since the last call.
+    pub fn take_ping_due(&self) -> bool {
+        self.shared.ping_due.swap(false, Ordering::Relaxed)
     }
 
     /// Wakes the writer on the next frame or the close.

@@ -83,7 +83,7 @@ impl Parts {
             counts,
             guard: guard.clone(),
             auth: verifier(config, config.chat_auth)?,
-            limits: chat_limits(config),
+            limits: chat_limits(config, &shutdown),
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
             outbox: outbox.clone(),
@@ -96,7 +96,7 @@ impl Parts {
             hub: hub.clone(),
             guard: guard.clone(),
             auth: verifier(config, config.relay_auth)?,
-            limits: relay_limits(config),
+            limits: relay_limits(config, &shutdown),
             outbound_queue: config.outbound_queue as usize,
             shutdown: shutdown.clone(),
             tasks: tasks.clone(),
@@ -261,11 +261,11 @@ fn nonzero(n: u32) -> NonZeroU32 {
     NonZeroU32::new(n).unwrap_or(NonZeroU32::MIN)
 }
 
-fn chat_limits(config: &Config) -> chat::Limits {
+fn chat_limits(config: &Config, shutdown: &CancellationToken) -> chat::Limits {
     chat::Limits {
         socket: ws::Limits {
             max_message_bytes: config.max_message_bytes,
-            ping_interval: config.ping_interval(),
+            keepalive: ws::Keepalive::start(config.ping_interval(), shutdown.clone()),
             coalesce: config.write_coalesce(),
             frames: Quota::per_second(nonzero(config.chat_rate_limit_per_sec))
                 .allow_burst(nonzero(config.chat_rate_limit_burst)),
@@ -280,10 +280,10 @@ fn chat_limits(config: &Config) -> chat::Limits {
     }
 }
 
-fn relay_limits(config: &Config) -> ws::Limits {
+fn relay_limits(config: &Config, shutdown: &CancellationToken) -> ws::Limits {
     ws::Limits {
         max_message_bytes: config.max_message_bytes,
-        ping_interval: config.ping_interval(),
+        keepalive: ws::Keepalive::start(config.ping_interval(), shutdown.clone()),
         coalesce: config.write_coalesce(),
         frames: Quota::per_second(nonzero(config.relay_rate_limit_per_sec))
             .allow_burst(nonzero(config.relay_rate_limit_burst)),

@@ -1,9 +1,9 @@
 //! One WebSocket connection's life, shared by the chat and the relay and
 //! knowing neither: a writer that drains the connection's bounded queue
-//! and sends keepalive pings ([`write`]), a reader that enforces the size
-//! limit, the rate limits and the keepalive timeout and hands text frames
-//! to the protocol's [`Handler`] ([`read`]), and the close handshake with
-//! a reason (1012 on shutdown).
+//! and sends the pings its protocol's [`keepalive`] asks for ([`write`]),
+//! a reader that enforces the size limit and the rate limits and hands
+//! text frames to the protocol's [`Handler`] ([`read`]), and the close
+//! handshake with a reason (1012 on shutdown).
 //!
 //! The upgrade is taken from hyper directly ([`upgrade`]) and the
 //! connection runs on its TCP stream ([`conn`]): the client's frames are
@@ -15,6 +15,7 @@
 mod conn;
 mod decode;
 pub mod in_order;
+mod keepalive;
 mod read;
 mod tcp;
 pub mod throttle;
@@ -22,6 +23,7 @@ mod upgrade;
 mod write;
 
 pub use conn::Conn;
+pub use keepalive::Keepalive;
 pub use tcp::Tcp;
 pub use upgrade::Upgrade;
 
@@ -29,16 +31,15 @@ use crate::fanout::{close, CloseReason, Kind, Peer, Queue};
 use crate::metrics;
 use axum::extract::ws::{Message, Utf8Bytes};
 use axum::response::Response;
-use futures::stream::{SplitSink, SplitStream};
 use futures::{Sink, Stream, StreamExt};
 use governor::Quota;
+use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
+use parking_lot::Mutex;
 use std::future::{poll_fn, Future};
-use std::pin::{pin, Pin};
-use std::task::Context;
+use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::timeout;
-use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 /// How long a closing connection may take to flush its queue and close frame.
@@ -82,7 +83,8 @@ pub trait Handler: Send {
 #[derive(Clone)]
 pub struct Limits {
     pub max_message_bytes: u64,
-    pub ping_interval: Duration,
+    /// Pings the connections and closes them at the shutdown.
+    pub keepalive: Keepalive,
     /// How far apart writes are held while frames trickle in (zero: none).
     pub coalesce: Duration,
     /// Frames of any kind.
@@ -110,21 +112,38 @@ where
     // The task keeps what it captures for its whole life (a dead copy once
     // used): the upgrade's future alone, not the request's key, and the
     // session's captures boxed until the upgrade completes.
-    let on_upgrade = upgrade.on_upgrade;
-    let session = Box::new(session);
-    tasks.spawn(async move {
-        let upgraded = match on_upgrade.await {
-            Ok(upgraded) => upgraded,
-            Err(err) => return tracing::debug!(error = %err, "upgrade not completed"),
+    tasks.spawn(serve(upgrade.on_upgrade, max, place, Box::new(session)));
+    response
+}
+
+/// The connection's task: the upgrade completed, then the session. Not an
+/// `async fn`, as `run` is not.
+#[allow(clippy::manual_async_fn)]
+pub fn serve<F, Fut, P>(
+    on_upgrade: OnUpgrade,
+    max: usize,
+    place: P,
+    session: Box<F>,
+) -> impl Future<Output = ()> + Send
+where
+    F: FnOnce(Box<Conn>) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+    P: Send + 'static,
+{
+    async move {
+        let conn = {
+            let upgraded = match on_upgrade.await {
+                Ok(upgraded) => upgraded,
+                Err(err) => return tracing::debug!(error = %err, "upgrade not completed"),
+            };
+            let Ok(parts) = upgraded.downcast::<TokioIo<Tcp>>() else {
+                return tracing::error!("an upgraded connection is not a TCP stream");
+            };
+            Conn::new(parts.io.into_inner(), parts.read_buf, max)
         };
-        let Ok(parts) = upgraded.downcast::<TokioIo<Tcp>>() else {
-            return tracing::error!("an upgraded connection is not a TCP stream");
-        };
-        let conn = Conn::new(parts.io.into_inner(), parts.read_buf, max);
         session(conn).await;
         drop(place);
-    });
-    response
+    }
 }
 
 /// Whether a queued frame still goes out: a protocol may drop frames the
@@ -147,7 +166,11 @@ pub struct Outbound {
 
 /// A WebSocket as the connection layer uses it.
 pub trait Socket:
-    Stream<Item = Result<Message, axum::Error>> + Sink<Message, Error = axum::Error> + Send + 'static
+    Stream<Item = Result<Message, axum::Error>>
+    + Sink<Message, Error = axum::Error>
+    + Send
+    + Unpin
+    + 'static
 {
 }
 
@@ -155,65 +178,59 @@ impl<S> Socket for S where
     S: Stream<Item = Result<Message, axum::Error>>
         + Sink<Message, Error = axum::Error>
         + Send
+        + Unpin
         + 'static
 {
 }
 
-/// Runs the connection until either side closes it or `shutdown` fires.
-/// Returns why it ended, for the log.
+/// Runs the connection until either side closes it or the shutdown
+/// closes it. Returns why it ended, for the log, and the handler.
 ///
-/// The future is boxed: awaited in place, the caller's task would hold it
-/// next to its own state, and every idle connection costs the task's
-/// largest size. Its parts are made here and passed to it already built:
-/// an async fn keeps each argument for its whole life, so one it took
-/// apart would be kept twice.
-pub fn drive<'a, S: Socket, H: Handler>(
+/// The future is boxed, and owns the handler (the protocol's session):
+/// awaited in place, or holding a borrowed handler, it would leave the
+/// caller's task holding the session and its own largest state next to
+/// it, for every idle connection. Its parts are made here and passed to it
+/// already built: an async fn keeps each argument for its whole life, so
+/// one it took apart would be kept twice.
+pub fn drive<'a, S: Socket, H: Handler + 'a>(
     socket: S,
     outbound: Outbound,
-    handler: &'a mut H,
+    handler: H,
     limits: &'a Limits,
-    shutdown: &'a CancellationToken,
-) -> Pin<Box<impl Future<Output = String> + Send + 'a>> {
+) -> Pin<Box<impl Future<Output = (String, H)> + Send + 'a>> {
     let Outbound {
         peer,
         queue,
         preamble,
     } = outbound;
-    let (sink, stream) = socket.split();
-    let (ping, coalesce) = (limits.ping_interval, limits.coalesce);
-    let writer = write::Writer::new(sink, queue, preamble, ping, coalesce);
-    Box::pin(run(stream, writer, peer, handler, limits, shutdown))
+    let writer = write::Writer::new(queue, preamble, limits.coalesce);
+    Box::pin(run(Mutex::new(socket), writer, peer, handler, limits))
 }
 
 /// The writer is polled in the connection's own task, beside the reader:
 /// a task of its own cost every idle connection half a kilobyte. Each side
 /// does little when woken for the other (a readiness check, a queue
-/// check). The shutdown, whose token every connection shares (polling it,
-/// or asking whether it fired, takes its lock), is waited for with a waker
-/// that closes the connection: the task is woken by the close.
-async fn run<S: Socket, H: Handler>(
-    mut stream: SplitStream<S>,
-    mut writer: write::Writer<SplitSink<S, Message>>,
+/// check). They share the socket through a lock that is never contended
+/// (one task polls both), where futures' split kept a second allocation
+/// and a frame of its own. The keepalive watches the connection from its
+/// protocol's sweeper, which also closes it at the shutdown.
+#[allow(clippy::manual_async_fn)]
+fn run<'a, S: Socket, H: Handler + 'a>(
+    socket: Mutex<S>,
+    mut writer: write::Writer,
     peer: Peer,
-    handler: &mut H,
-    limits: &Limits,
-    shutdown: &CancellationToken,
-) -> String {
-    let mut writer_done = false;
-    let mut cancelled = pin!(shutdown.cancelled());
-    let closer = peer.shutdown_waker();
-    if cancelled
-        .as_mut()
-        .poll(&mut Context::from_waker(&closer))
-        .is_ready()
-    {
-        peer.close(close::SHUTDOWN);
-    }
-    let reason = {
-        let reader = read::read(&mut stream, handler, &peer, limits);
-        tokio::select! {
-            reason = reader => reason,
-            () = &mut writer => {
+    mut handler: H,
+    limits: &'a Limits,
+) -> impl Future<Output = (String, H)> + Send + 'a {
+    // Not an `async fn`: that would move its arguments into locals of its
+    // own and keep both copies for the connection's life
+    // (rust-lang/rust#62958). A block uses what it captured in place.
+    async move {
+        let _watching = limits.keepalive.watch(&peer);
+        let mut writer_done = false;
+        let reason = tokio::select! {
+            reason = read::read(&socket, &mut handler, &peer, limits) => reason,
+            () = poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock())) => {
                 writer_done = true;
                 "connection lost while writing".to_owned()
             }
@@ -221,31 +238,29 @@ async fn run<S: Socket, H: Handler>(
             // shutdown) while the reader waits for a client that may never
             // send again.
             _ = poll_fn(|cx| peer.poll_closed(cx)) => String::new(),
+        };
+        if !peer.is_closed() {
+            return (reason, handler);
         }
-    };
-    if !peer.is_closed() {
-        return reason;
-    }
-    // Counted here: the writer that closes for the ping timeout often ends
-    // in the same poll, and the select then returns its branch.
-    if peer.close_reason() == close::PING_TIMEOUT {
-        metrics::error(H::KIND.as_str(), "ping_timeout");
-    }
-    // Send the close frame, then wait for the client's, so that the socket
-    // is not reset while the client still reads our last frames. A client
-    // that reads nothing gets the socket dropped after the timeout.
-    let _ = timeout(CLOSE_FLUSH, async {
-        if !writer_done {
-            (&mut writer).await;
+        if peer.close_reason() == close::PING_TIMEOUT {
+            metrics::error(H::KIND.as_str(), "ping_timeout");
         }
-        while let Some(Ok(message)) = stream.next().await {
-            if matches!(message, Message::Close(_)) {
-                break;
+        // Send the close frame, then wait for the client's, so that the socket
+        // is not reset while the client still reads our last frames. A client
+        // that reads nothing gets the socket dropped after the timeout.
+        let _ = timeout(CLOSE_FLUSH, async {
+            if !writer_done {
+                poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock())).await;
             }
-        }
-    })
-    .await;
-    peer.close_reason().reason.to_owned()
+            while let Some(Ok(message)) = poll_fn(|cx| socket.lock().poll_next_unpin(cx)).await {
+                if matches!(message, Message::Close(_)) {
+                    break;
+                }
+            }
+        })
+        .await;
+        (peer.close_reason().reason.to_owned(), handler)
+    }
 }
 
 #[cfg(test)]

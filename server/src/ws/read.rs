@@ -7,6 +7,8 @@ use crate::fanout::{close, CloseReason, Peer};
 use crate::metrics;
 use axum::extract::ws::Message;
 use futures::{Stream, StreamExt};
+use parking_lot::Mutex;
+use std::future::poll_fn;
 
 /// The state of the limits one connection is held to.
 #[derive(Default)]
@@ -25,7 +27,7 @@ impl Gate {
 }
 
 /// Reads until the connection ends; returns why, for the log.
-pub async fn read<S, H>(stream: &mut S, handler: &mut H, peer: &Peer, limits: &Limits) -> String
+pub async fn read<S, H>(stream: &Mutex<S>, handler: &mut H, peer: &Peer, limits: &Limits) -> String
 where
     S: Stream<Item = Result<Message, axum::Error>> + Unpin,
     H: Handler,
@@ -34,7 +36,7 @@ where
     let mut gate = Gate::default();
     loop {
         let read = tokio::select! {
-            read = stream.next() => read,
+            read = poll_fn(|cx| stream.lock().poll_next_unpin(cx)) => read,
             () = handler.settle() => continue,
         };
         let message = match read {

@@ -1,18 +1,16 @@
 //! The writing half of a connection: its preamble, then its queue in
-//! batches, keepalive pings, and the close frame. It also keeps the
-//! keepalive's time: a client that sent nothing, not even a pong, for two
-//! whole ping intervals is closed ("ping timeout"), whatever the writer is
-//! doing (a client that reads nothing either leaves it waiting on a full
-//! socket).
+//! batches, the pings its keepalive asks for, and the close frame.
 //!
-//! A hand-written future rather than an `async fn`: every idle connection
-//! keeps its writer for life, and the compiler lays an `async fn` out at the
-//! size of its largest await (several hundred bytes here, with the sink's
-//! futures and a timer per select). This one holds its fields and a small
-//! step; a coalescing timer is allocated only while it runs.
+//! Hand-written rather than an `async fn`: every idle connection keeps its
+//! writer for life, and the compiler lays an `async fn` out at the size of
+//! its largest await (several hundred bytes here, with the sink's futures
+//! and a timer per select). This one holds its fields and a small step; a
+//! coalescing timer is allocated only while it runs. It is given the
+//! socket at each poll, which the reader uses between polls: the two share
+//! it without a lock of their own.
 
 use super::Preamble;
-use crate::fanout::{close, CloseReason, Queue};
+use crate::fanout::{CloseReason, Queue};
 use axum::extract::ws::{CloseFrame, Message, Utf8Bytes};
 use futures::Sink;
 use std::future::Future;
@@ -31,15 +29,12 @@ const WRITE_BATCH: u8 = 64;
 /// at once, and a dense stream never waits.
 const DENSE: u8 = 2;
 
-/// Ping intervals in a row without a word from the client that close it.
-const SILENT_INTERVALS: u8 = 2;
-
 /// Where the writer is.
 #[derive(Clone, Copy)]
 enum Step {
     /// Sending the preamble.
     Preamble,
-    /// Waiting for a frame, the close or the next ping.
+    /// Waiting for a frame, the close or a ping to send.
     Idle,
     /// Gathering frames (`written` so far) before one flush. `yielded`:
     /// once, when the queue runs dry, the tasks that are ready (senders,
@@ -68,19 +63,12 @@ impl From<axum::Error> for Done {
     }
 }
 
-pub struct Writer<S> {
-    sink: S,
+pub struct Writer {
     queue: Queue,
     preamble: std::vec::IntoIter<Utf8Bytes>,
     fresh: Option<super::Fresh>,
     /// A frame taken for the sink, waiting until it takes one more.
     pending: Option<Message>,
-    ping: Pin<Box<Sleep>>,
-    ping_every: Duration,
-    /// A ping is due, to send once the writer is idle.
-    ping_due: bool,
-    /// Ping intervals in a row the client was silent.
-    silent: u8,
     coalesce: Duration,
     /// The coalescing tick being waited for.
     hold: Option<Pin<Box<Sleep>>>,
@@ -88,27 +76,13 @@ pub struct Writer<S> {
     step: Step,
 }
 
-impl<S> Writer<S>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    pub fn new(
-        sink: S,
-        queue: Queue,
-        preamble: Preamble,
-        ping_every: Duration,
-        coalesce: Duration,
-    ) -> Self {
+impl Writer {
+    pub fn new(queue: Queue, preamble: Preamble, coalesce: Duration) -> Self {
         Writer {
-            sink,
             queue,
             preamble: preamble.frames.into_iter(),
             fresh: preamble.fresh,
             pending: None,
-            ping: Box::pin(sleep_until(Instant::now() + ping_every)),
-            ping_every,
-            ping_due: false,
-            silent: 0,
             coalesce,
             hold: None,
             last_write: None,
@@ -124,20 +98,28 @@ where
     }
 
     /// Hands the pending frame to the sink once it takes one more.
-    fn poll_pending(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), axum::Error>> {
+    fn poll_pending<S: Sink<Message, Error = axum::Error> + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut S,
+    ) -> Poll<Result<(), axum::Error>> {
         if self.pending.is_some() {
-            ready!(Pin::new(&mut self.sink).poll_ready(cx))?;
+            ready!(Pin::new(&mut *sink).poll_ready(cx))?;
             let message = self.pending.take().expect("checked above");
-            Pin::new(&mut self.sink).start_send(message)?;
+            Pin::new(sink).start_send(message)?;
         }
         Poll::Ready(Ok(()))
     }
 
     /// One step of the writer.
-    fn poll_step(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Done>> {
+    fn poll_step<S: Sink<Message, Error = axum::Error> + Unpin>(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut S,
+    ) -> Poll<Result<(), Done>> {
         match self.step {
             Step::Preamble => {
-                ready!(self.poll_pending(cx))?;
+                ready!(self.poll_pending(cx, sink))?;
                 match self.preamble.next() {
                     Some(frame) => self.pending = Some(Message::Text(frame)),
                     None => {
@@ -158,8 +140,7 @@ where
                         yielded: false,
                         waited: false,
                     };
-                } else if self.ping_due {
-                    self.ping_due = false;
+                } else if self.queue.take_ping_due() {
                     self.pending = Some(Message::Ping(Default::default()));
                     self.step = Step::Flush;
                 } else {
@@ -177,7 +158,7 @@ where
                     self.step = Step::Closing(why);
                     return Poll::Ready(Ok(()));
                 }
-                if self.poll_pending(cx)?.is_pending() {
+                if self.poll_pending(cx, sink)?.is_pending() {
                     self.queue.register(cx);
                     return Poll::Pending;
                 }
@@ -232,12 +213,12 @@ where
                 };
             }
             Step::Flush => {
-                ready!(self.poll_pending(cx))?;
-                ready!(Pin::new(&mut self.sink).poll_flush(cx))?;
+                ready!(self.poll_pending(cx, sink))?;
+                ready!(Pin::new(&mut *sink).poll_flush(cx))?;
                 self.step = Step::Idle;
             }
             Step::Closing(why) => {
-                ready!(self.poll_pending(cx))?;
+                ready!(self.poll_pending(cx, sink))?;
                 // Flush what is queued first: it often explains the close.
                 match self.queue.try_recv() {
                     Some(frame) => self.take(frame),
@@ -251,34 +232,12 @@ where
                 }
             }
             Step::Closed => {
-                ready!(self.poll_pending(cx))?;
-                ready!(Pin::new(&mut self.sink).poll_flush(cx))?;
+                ready!(self.poll_pending(cx, sink))?;
+                ready!(Pin::new(&mut *sink).poll_flush(cx))?;
                 return Poll::Ready(Err(Done));
             }
         }
         Poll::Ready(Ok(()))
-    }
-
-    /// At each ping interval: a ping is due, unless the client was silent
-    /// too long, which closes it.
-    fn poll_keepalive(&mut self, cx: &mut Context<'_>) {
-        if self.ping.as_mut().poll(cx).is_pending() {
-            return;
-        }
-        let next = Instant::now() + self.ping_every;
-        self.ping.as_mut().reset(next);
-        // Registers the timer again.
-        let _ = self.ping.as_mut().poll(cx);
-        if self.queue.take_heard() {
-            self.silent = 0;
-        } else {
-            self.silent += 1;
-        }
-        if self.silent >= SILENT_INTERVALS {
-            self.queue.close(close::PING_TIMEOUT);
-        } else {
-            self.ping_due = true;
-        }
     }
 
     /// When a batch of `written` frames should wait for the coalescing
@@ -289,15 +248,13 @@ where
     }
 }
 
-impl<S> Future for Writer<S>
-where
-    S: Sink<Message, Error = axum::Error> + Unpin,
-{
-    type Output = ();
-
-    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
-        self.poll_keepalive(cx);
-        while ready!(self.poll_step(cx)).is_ok() {}
+impl Writer {
+    /// Writes until the writer is done, on `sink`.
+    pub fn poll_write<S>(&mut self, cx: &mut Context<'_>, sink: &mut S) -> Poll<()>
+    where
+        S: Sink<Message, Error = axum::Error> + Unpin,
+    {
+        while ready!(self.poll_step(cx, sink)).is_ok() {}
         Poll::Ready(())
     }
 }
