@@ -46,7 +46,10 @@ impl ChatSession {
     fn list(&mut self, member: &Member) {
         let marks = self.member_marks(member);
         let known: Vec<String> = self.person.marks();
-        for mark in marks.into_iter().filter(|m| !known.contains(m)) {
+        let marks: Vec<String> = marks.into_iter().filter(|m| !known.contains(m)).collect();
+        // Kept for the connection's life: no room for more.
+        self.listed.reserve_exact(marks.len());
+        for mark in marks {
             self.listed
                 .push(self.chat.hub.mark(mark, &self.topic, self.id));
         }

@@ -15,24 +15,26 @@ pub struct Hub {
     topics: RwLock<HashMap<Topic, HashMap<ConnId, Peer>>>,
     /// Connections by the marks of who holds them (`crate::identity`):
     /// their token's subject, or an anonymous person's address, nickname
-    /// and identity.
-    marks: Mutex<HashMap<String, Vec<(Topic, ConnId)>>>,
+    /// and identity. A mark's name is shared with the connections listed
+    /// under it, and most marks list one connection: a room of anonymous
+    /// members spent most of a member's memory on its marks.
+    marks: Mutex<HashMap<Arc<str>, Vec<(Topic, ConnId)>>>,
 }
 
 /// A connection listed under a mark, until dropped.
 pub struct Marked {
     hub: Arc<Hub>,
-    mark: String,
+    mark: Arc<str>,
     id: ConnId,
 }
 
 impl Drop for Marked {
     fn drop(&mut self) {
         let mut marks = self.hub.marks.lock();
-        if let Some(conns) = marks.get_mut(&self.mark) {
+        if let Some(conns) = marks.get_mut(&*self.mark) {
             conns.retain(|(_, id)| *id != self.id);
             if conns.is_empty() {
-                marks.remove(&self.mark);
+                marks.remove(&*self.mark);
             }
         }
     }
@@ -90,9 +92,13 @@ impl Hub {
     /// as long as the returned value lives.
     pub fn mark(self: &Arc<Self>, mark: String, topic: &Topic, id: ConnId) -> Marked {
         let mut marks = self.marks.lock();
+        let mark: Arc<str> = match marks.get_key_value(mark.as_str()) {
+            Some((shared, _)) => shared.clone(),
+            None => mark.into(),
+        };
         marks
             .entry(mark.clone())
-            .or_default()
+            .or_insert_with(|| Vec::with_capacity(1))
             .push((topic.clone(), id));
         Marked {
             hub: self.clone(),
@@ -148,7 +154,7 @@ impl Hub {
         let listed = self.marks.lock();
         let mut found: Vec<(Topic, ConnId)> = marks
             .iter()
-            .filter_map(|mark| listed.get(mark))
+            .filter_map(|mark| listed.get(mark.as_str()))
             .flatten()
             .filter(|(t, _)| topic.is_none_or(|topic| t == topic))
             .cloned()
