@@ -21,6 +21,9 @@ const JOIN_TIMEOUT: Duration = Duration::from_secs(60);
 const SETTLE_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long memory is given to come back once everybody left.
 const AFTER_LEAVING: Duration = Duration::from_secs(8);
+/// How long after the storm the memory is read again, the members still
+/// there: longer than the server's period for giving freed memory back.
+const SETTLED: Duration = Duration::from_secs(6);
 
 /// What one member saw.
 #[derive(Default)]
@@ -87,6 +90,14 @@ pub async fn run(
     let settled_in = start.elapsed();
     let after = lab.usage(&servers)?;
     let heap_after = servers[0].heap_kib().await;
+    // What stays once the storm's garbage (each joiner's history frame,
+    // written and freed) was given back; single-instance rows only.
+    let steady = if servers.len() == 1 {
+        tokio::time::sleep(SETTLED).await;
+        Some(lab.usage(&servers)?)
+    } else {
+        None
+    };
     let exact = exact();
     let frames: Vec<u64> = members
         .iter()
@@ -125,8 +136,11 @@ pub async fn run(
         let left = lab.usage(&servers)?;
         let (start_kib, full_kib) = (before.rss_kib(), after.rss_kib());
         let per_member = full_kib.saturating_sub(start_kib) as f64 / clients.max(1) as f64;
+        let steady_kib = steady.map_or(full_kib, |steady| steady.rss_kib());
+        let steady_per_member = steady_kib.saturating_sub(start_kib) as f64 / clients.max(1) as f64;
         row.note.push_str(&format!(
-            "; RSS {start_kib} -> {full_kib} KiB, {per_member:.2} KiB per member, {} KiB after they left{}",
+            "; RSS {start_kib} -> {full_kib} KiB, {per_member:.2} KiB per member, {steady_per_member:.2} {}s later, {} KiB after they left{}",
+            SETTLED.as_secs(),
             left.rss_kib(),
             crate::idle::heap_note(heap_before, heap_after, clients)
         ));
