@@ -9,6 +9,7 @@ use super::ChatSession;
 use crate::broker::{Claim, Member, Sanction};
 use crate::fanout::{CloseReason, ConnId};
 use app::protocol::{ErrorCode, Pseudo, ServerEvent, SystemKind, DEFAULT_ROOM};
+use std::sync::Arc;
 use uuid::Uuid;
 
 impl ChatSession {
@@ -35,10 +36,10 @@ impl ChatSession {
     }
 
     /// The member as this connection's person makes it.
-    fn member(&self, pseudo: Pseudo, session: Uuid) -> Member {
+    fn member(&self, pseudo: Pseudo, session: Uuid) -> Arc<Member> {
         let id = self.person.author_id(session);
         let address = self.person.address().unwrap_or_default();
-        Member::new(pseudo, session).by(id, address)
+        Arc::new(Member::new(pseudo, session).by(id, address))
     }
 
     /// Lists this connection under the member's marks too (an anonymous

@@ -16,6 +16,7 @@ use app::protocol::{
     duration_text, ChatMessage, ErrorCode, Pseudo, ServerEvent, SystemKind, MAX_REDACT_MINUTES,
     MAX_SANCTION_SECS,
 };
+use std::sync::Arc;
 use uuid::Uuid;
 
 /// Who a sanction names, as far as the room knows them.
@@ -214,7 +215,7 @@ impl Chat {
     /// come back at once after a kick, and the closing connection is not
     /// announced as having left: the moderation event says what happened.
     async fn evict(&self, room: &str, conn: ConnId, pseudo: &Pseudo) -> Result<(), Denied> {
-        let member = Member::new(pseudo.clone(), Uuid::nil());
+        let member = Arc::new(Member::new(pseudo.clone(), Uuid::nil()));
         let seat = Seat {
             room,
             conn,

@@ -156,7 +156,7 @@ struct ChatSession {
     /// The room (a name shared with the hub and the subscription).
     topic: Topic,
     peer: Peer,
-    member: Option<Member>,
+    member: Option<Arc<Member>>,
     /// The nickname an access token gives, when tokens are required.
     name: Option<Pseudo>,
     /// The access token makes this participant a moderator.
@@ -330,7 +330,7 @@ impl ChatSession {
         }
     }
 
-    fn seat<'a>(&'a self, member: &'a Member) -> Seat<'a> {
+    fn seat<'a>(&'a self, member: &'a Arc<Member>) -> Seat<'a> {
         Seat {
             room: self.room(),
             conn: self.id,

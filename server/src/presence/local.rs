@@ -7,6 +7,7 @@ use crate::broker::{Claim, Member, Roster};
 use crate::fanout::ConnId;
 use axum::extract::ws::Utf8Bytes;
 use std::collections::HashMap;
+use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Local {
@@ -17,7 +18,7 @@ pub struct Local {
 
 #[derive(Default)]
 struct Room {
-    members: HashMap<ConnId, Member>,
+    members: HashMap<ConnId, Arc<Member>>,
     /// Lower-cased nickname -> holder.
     pseudos: HashMap<String, ConnId>,
 }
@@ -29,7 +30,7 @@ impl Local {
         &mut self,
         room: &str,
         conn: ConnId,
-        member: &Member,
+        member: &Arc<Member>,
         previous_key: Option<&str>,
     ) -> (Claim, Option<ConnId>) {
         let room = self.rooms.entry(room.to_owned()).or_default();
@@ -67,7 +68,7 @@ impl Local {
         &mut self,
         room: &str,
         conn: ConnId,
-        member: &Member,
+        member: &Arc<Member>,
         previous_key: Option<&str>,
     ) {
         let room = self.rooms.entry(room.to_owned()).or_default();
@@ -142,7 +143,7 @@ impl Local {
         self.relay.keys().cloned().collect()
     }
 
-    pub fn room_members(&self, room: &str) -> Vec<(ConnId, Member)> {
+    pub fn room_members(&self, room: &str) -> Vec<(ConnId, Arc<Member>)> {
         self.rooms.get(room).map_or_else(Vec::new, |room| {
             room.members
                 .iter()
@@ -164,8 +165,8 @@ mod tests {
     use app::protocol::Pseudo;
     use uuid::Uuid;
 
-    fn member(pseudo: &str, session: Uuid) -> Member {
-        Member::new(Pseudo::parse(pseudo).unwrap(), session)
+    fn member(pseudo: &str, session: Uuid) -> Arc<Member> {
+        Arc::new(Member::new(Pseudo::parse(pseudo).unwrap(), session))
     }
 
     #[test]

@@ -8,6 +8,7 @@ use crate::broker::{
 };
 use crate::fanout::ConnId;
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 use std::time::Instant;
 use uuid::Uuid;
 
@@ -30,7 +31,7 @@ struct Room {
 }
 
 struct Held {
-    member: Member,
+    member: Arc<Member>,
     instance: Uuid,
 }
 
@@ -75,7 +76,7 @@ impl Room {
             .collect()
     }
 
-    fn remove(&mut self, conn: ConnId) -> Option<Member> {
+    fn remove(&mut self, conn: ConnId) -> Option<Arc<Member>> {
         let held = self.members.remove(&conn)?;
         if self.pseudos.get(&held.member.key) == Some(&conn) {
             self.pseudos.remove(&held.member.key);
@@ -309,8 +310,8 @@ mod tests {
     use app::protocol::Pseudo;
     use std::time::Duration;
 
-    fn member(pseudo: &str, session: Uuid) -> Member {
-        Member::new(Pseudo::parse(pseudo).unwrap(), session)
+    fn member(pseudo: &str, session: Uuid) -> Arc<Member> {
+        Arc::new(Member::new(Pseudo::parse(pseudo).unwrap(), session))
     }
 
     fn caller(instance: Uuid, now: Instant, lease: Duration) -> Caller {
@@ -321,7 +322,7 @@ mod tests {
         }
     }
 
-    fn seat<'a>(conn: ConnId, member: &'a Member) -> Seat<'a> {
+    fn seat<'a>(conn: ConnId, member: &'a Arc<Member>) -> Seat<'a> {
         Seat {
             room: "r",
             conn,
