@@ -46,14 +46,7 @@ impl ChatSession {
     /// member's nickname and identity), so that a ban of them closes it.
     fn list(&mut self, member: &Member) {
         let marks = self.member_marks(member);
-        let known: Vec<String> = self.person.marks();
-        let marks: Vec<String> = marks.into_iter().filter(|m| !known.contains(m)).collect();
-        // Kept for the connection's life: no room for more.
-        self.listed.reserve_exact(marks.len());
-        for mark in marks {
-            self.listed
-                .push(self.chat.hub.mark(mark, &self.topic, self.id));
-        }
+        self.peer.mark(marks);
     }
 
     pub(super) async fn join(&mut self, raw: &str, session: Uuid) -> Option<CloseReason> {

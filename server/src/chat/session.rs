@@ -10,7 +10,7 @@ use super::moderation::{Actor, Denied};
 use super::sanctions::Named;
 use super::{encode, Chat, Opening};
 use crate::broker::{Member, Sanction, Seat, Subscription};
-use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
+use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::identity::Person;
 use crate::metrics;
 use crate::ws::in_order::InOrder;
@@ -74,10 +74,9 @@ async fn open(chat: Arc<Chat>, id: ConnId, opening: Box<Opening>) -> (ChatSessio
     let topic = Topic::Room(room.into());
     let room = topic.name();
     let marks = person.marks();
-    let listed = marks
-        .iter()
-        .map(|mark| chat.hub.mark(mark.clone(), &topic, id))
-        .collect();
+    // Listed under the marks of who holds it, so that a ban closes it
+    // wherever it is.
+    peer.mark(marks.iter().cloned());
     // A banned person may not even read the room: refused before anything
     // of it is read or sent.
     let (preamble, subscription) = match chat.refusal(room, &marks).await {
@@ -112,7 +111,6 @@ async fn open(chat: Arc<Chat>, id: ConnId, opening: Box<Opening>) -> (ChatSessio
         name,
         moderator,
         person,
-        listed,
         address,
         joins: Throttle::default(),
         typed: None,
@@ -162,9 +160,6 @@ struct ChatSession {
     /// The access token makes this participant a moderator.
     moderator: bool,
     person: Person,
-    /// This connection listed under the marks of who holds it, so that a
-    /// ban closes it wherever it is.
-    listed: Vec<Marked>,
     /// The client's address block, for `NEW_ROOMS_PER_MIN`.
     address: IpAddr,
     /// Join attempts on this connection.
@@ -349,7 +344,6 @@ impl ChatSession {
         let chat = &self.chat;
         chat.feeds.unlisten(self.room(), self.id);
         self.subscription.take();
-        self.listed.clear();
         // On shutdown the instance's entries are removed all at once after
         // a short wait, so that people who reconnect elsewhere meanwhile
         // reclaim their nickname instead of "leaving" and "joining".

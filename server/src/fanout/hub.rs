@@ -6,38 +6,12 @@ use super::{CloseReason, ConnId, Kind, Peer, Topic};
 use crate::identity;
 use crate::metrics;
 use axum::extract::ws::Utf8Bytes;
-use parking_lot::{Mutex, RwLock};
+use parking_lot::RwLock;
 use std::collections::HashMap;
-use std::sync::Arc;
 
 #[derive(Default)]
 pub struct Hub {
     topics: RwLock<HashMap<Topic, HashMap<ConnId, Peer>>>,
-    /// Connections by the marks of who holds them (`crate::identity`):
-    /// their token's subject, or an anonymous person's address, nickname
-    /// and identity. A mark's name is shared with the connections listed
-    /// under it, and most marks list one connection: a room of anonymous
-    /// members spent most of a member's memory on its marks.
-    marks: Mutex<HashMap<Arc<str>, Vec<(Topic, ConnId)>>>,
-}
-
-/// A connection listed under a mark, until dropped.
-pub struct Marked {
-    hub: Arc<Hub>,
-    mark: Arc<str>,
-    id: ConnId,
-}
-
-impl Drop for Marked {
-    fn drop(&mut self) {
-        let mut marks = self.hub.marks.lock();
-        if let Some(conns) = marks.get_mut(&*self.mark) {
-            conns.retain(|(_, id)| *id != self.id);
-            if conns.is_empty() {
-                marks.remove(&*self.mark);
-            }
-        }
-    }
 }
 
 impl Hub {
@@ -88,38 +62,15 @@ impl Hub {
         delivered
     }
 
-    /// Lists a connection of the topic under a mark of who holds it, for
-    /// as long as the returned value lives.
-    pub fn mark(self: &Arc<Self>, mark: String, topic: &Topic, id: ConnId) -> Marked {
-        let mut marks = self.marks.lock();
-        let mark: Arc<str> = match marks.get_key_value(mark.as_str()) {
-            Some((shared, _)) => shared.clone(),
-            None => mark.into(),
-        };
-        marks
-            .entry(mark.clone())
-            .or_insert_with(|| Vec::with_capacity(1))
-            .push((topic.clone(), id));
-        Marked {
-            hub: self.clone(),
-            mark,
-            id,
-        }
-    }
-
-    /// Lists a connection of the topic under its token's subject.
-    pub fn subject(self: &Arc<Self>, sub: &str, topic: &Topic, id: ConnId) -> Marked {
-        self.mark(identity::subject_mark(sub), topic, id)
-    }
-
     /// Closes every connection of this process whose token has the
-    /// subject; returns how many.
+    /// subject; returns how many. A rare order: it looks at each.
     pub fn close_subject(&self, sub: &str, why: CloseReason) -> usize {
-        let marked = self.marked(&[identity::subject_mark(sub)], None);
+        let marks = [identity::subject_mark(sub)];
         let topics = self.topics.read();
-        marked
-            .iter()
-            .filter_map(|(topic, id)| topics.get(topic).and_then(|l| l.get(id)))
+        topics
+            .values()
+            .flat_map(HashMap::values)
+            .filter(|peer| peer.is_marked(&marks))
             .inspect(|peer| peer.close(why))
             .count()
     }
@@ -133,35 +84,18 @@ impl Hub {
         frame: &Utf8Bytes,
         why: CloseReason,
     ) -> usize {
-        let marked = self.marked(marks, Some(topic));
         let topics = self.topics.read();
         let Some(listeners) = topics.get(topic) else {
             return 0;
         };
-        marked
-            .iter()
-            .filter_map(|(_, id)| listeners.get(id))
+        listeners
+            .values()
+            .filter(|peer| peer.is_marked(marks))
             .inspect(|peer| {
                 peer.send(frame.clone());
                 peer.close(why);
             })
             .count()
-    }
-
-    /// The connections listed under any of the marks (of one topic), each
-    /// once.
-    fn marked(&self, marks: &[String], topic: Option<&Topic>) -> Vec<(Topic, ConnId)> {
-        let listed = self.marks.lock();
-        let mut found: Vec<(Topic, ConnId)> = marks
-            .iter()
-            .filter_map(|mark| listed.get(mark.as_str()))
-            .flatten()
-            .filter(|(t, _)| topic.is_none_or(|topic| t == topic))
-            .cloned()
-            .collect();
-        found.sort_by_key(|(_, id)| *id);
-        found.dedup_by_key(|(_, id)| *id);
-        found
     }
 
     /// Sends one listener a last frame, then closes it.

@@ -7,7 +7,7 @@ mod hub;
 mod peer;
 
 pub use crate::kind::Kind;
-pub use hub::{Hub, Marked};
+pub use hub::Hub;
 pub use peer::{Peer, Queue, Watched};
 use uuid::Uuid;
 

@@ -62,6 +62,11 @@ struct State {
     senders: usize,
     /// Whether the writer still takes frames.
     open: bool,
+    /// The marks of who holds the connection (`crate::identity`), so that
+    /// a ban or a disconnection order finds it. Kept here, with the
+    /// connection, rather than in an index of every mark: a room of
+    /// anonymous members spent most of a member's memory on that index.
+    marks: Box<[Arc<str>]>,
 }
 
 /// The sending half of one connection: its bounded queue, and the way to
@@ -103,6 +108,7 @@ impl Peer {
                 frames: VecDeque::new(),
                 senders: 1,
                 open: true,
+                marks: Box::default(),
             }),
             queued: AtomicUsize::new(0),
             heard: AtomicBool::new(true),
@@ -159,6 +165,27 @@ impl Peer {
     /// the first reason given wins.
     pub fn close(&self, why: CloseReason) {
         self.shared.close(why);
+    }
+
+    /// Lists the connection under these marks too.
+    pub fn mark(&self, marks: impl IntoIterator<Item = String>) {
+        let mut state = self.shared.state.lock();
+        let mut all = std::mem::take(&mut state.marks).into_vec();
+        for mark in marks {
+            if !all.iter().any(|known| **known == *mark) {
+                all.push(mark.into());
+            }
+        }
+        state.marks = all.into_boxed_slice();
+    }
+
+    /// Whether the connection is listed under any of the marks.
+    pub fn is_marked(&self, marks: &[String]) -> bool {
+        let state = self.shared.state.lock();
+        state
+            .marks
+            .iter()
+            .any(|mark| marks.iter().any(|m| **mark == **m))
     }
 
     /// The client sent something (a frame, a pong): it is alive.

@@ -3,7 +3,7 @@
 use super::Relay;
 use crate::auth;
 use crate::broker::{self, BrokerError, Subscription};
-use crate::fanout::{close, CloseReason, ConnId, Kind, Marked, Peer, Topic};
+use crate::fanout::{close, CloseReason, ConnId, Kind, Peer, Topic};
 use crate::metrics;
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::relay::{check_frame, registration_action, RelayReply};
@@ -58,9 +58,6 @@ struct Registered {
     /// The instance follows the action for this client, once it was asked
     /// to (undone when dropped).
     subscription: Option<Subscription>,
-    /// Listed under its token's subject, so that the server API can
-    /// disconnect it.
-    _subject: Option<Marked>,
 }
 
 struct RelaySession {
@@ -202,8 +199,12 @@ impl RelaySession {
             data: relay.outbox.as_ref().map(|_| text.clone()),
             topic: topic.clone(),
             subscription: None,
-            _subject: subject.map(|sub| relay.hub.subject(&sub, &topic, self.id)),
         });
+        // Listed under its token's subject, so that the server API can
+        // disconnect it.
+        if let Some(sub) = subject {
+            self.peer.mark([crate::identity::subject_mark(&sub)]);
+        }
         relay.presence.register(&action, self.id, &text).await;
         if let Some(outbox) = &relay.outbox {
             outbox.relay("registered", &action, self.id, &text).await;
