@@ -8,7 +8,7 @@ use crate::metrics;
 use axum::extract::ws::Message;
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
-use std::future::poll_fn;
+use std::future::{poll_fn, Future};
 
 /// The state of the limits one connection is held to.
 #[derive(Default)]
@@ -26,56 +26,65 @@ impl Gate {
     }
 }
 
-/// Reads until the connection ends; returns why, for the log.
-pub async fn read<S, H>(stream: &Mutex<S>, handler: &mut H, peer: &Peer, limits: &Limits) -> String
+/// Reads until the connection ends; returns why, for the log. Not an
+/// `async fn`, which would keep a second copy of its arguments for the
+/// connection's life (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+pub fn read<'a, S, H>(
+    stream: &'a Mutex<S>,
+    handler: &'a mut H,
+    peer: &'a Peer,
+    limits: &'a Limits,
+) -> impl Future<Output = String> + Send + 'a
 where
-    S: Stream<Item = Result<Message, axum::Error>> + Unpin,
+    S: Stream<Item = Result<Message, axum::Error>> + Unpin + Send,
     H: Handler,
 {
-    let kind = H::KIND.as_str();
-    let mut gate = Gate::default();
-    loop {
-        let read = tokio::select! {
-            read = poll_fn(|cx| stream.lock().poll_next_unpin(cx)) => read,
-            () = handler.settle() => continue,
-        };
-        let message = match read {
-            None => return "client went away".to_owned(),
-            Some(Err(err)) => return failed(err, handler, peer, limits),
-            Some(Ok(message)) => message,
-        };
-        // The keepalive (kept by the writer) counts every frame.
-        peer.heard();
-        let size = match &message {
-            Message::Text(text) => text.len(),
-            Message::Binary(data) => data.len(),
-            // Through the writer, so that the close reply is flushed.
-            Message::Close(_) => return closing(peer, close::CLIENT_CLOSED),
-            Message::Ping(_) | Message::Pong(_) => continue,
-        };
-        metrics::received(H::KIND, size);
-        let verdict = gate.check(limits, size);
-        if verdict != Verdict::Allowed {
-            metrics::error(kind, "rate_limited");
-            peer.send(handler.refusal(Refusal::RateLimited));
-            if verdict == Verdict::Abuse {
-                return closing(peer, close::RATE_LIMITED);
+    async move {
+        let mut gate = Gate::default();
+        loop {
+            let read = tokio::select! {
+                read = poll_fn(|cx| stream.lock().poll_next_unpin(cx)) => read,
+                () = handler.settle() => continue,
+            };
+            let message = match read {
+                None => return "client went away".to_owned(),
+                Some(Err(err)) => return failed(err, handler, peer, limits),
+                Some(Ok(message)) => message,
+            };
+            // The keepalive (kept by the writer) counts every frame.
+            peer.heard();
+            let size = match &message {
+                Message::Text(text) => text.len(),
+                Message::Binary(data) => data.len(),
+                // Through the writer, so that the close reply is flushed.
+                Message::Close(_) => return closing(peer, close::CLIENT_CLOSED),
+                Message::Ping(_) | Message::Pong(_) => continue,
+            };
+            metrics::received(H::KIND, size);
+            let verdict = gate.check(limits, size);
+            if verdict != Verdict::Allowed {
+                metrics::error(H::KIND.as_str(), "rate_limited");
+                peer.send(handler.refusal(Refusal::RateLimited));
+                if verdict == Verdict::Abuse {
+                    return closing(peer, close::RATE_LIMITED);
+                }
+                continue;
             }
-            continue;
-        }
-        let Message::Text(text) = message else {
-            metrics::error(kind, "binary");
-            peer.send(handler.refusal(Refusal::Binary));
-            match handler.on_binary() {
-                Some(why) => return closing(peer, why),
-                None => continue,
+            let Message::Text(text) = message else {
+                metrics::error(H::KIND.as_str(), "binary");
+                peer.send(handler.refusal(Refusal::Binary));
+                match handler.on_binary() {
+                    Some(why) => return closing(peer, why),
+                    None => continue,
+                }
+            };
+            // Boxed: the protocol's work on a frame (broker calls included)
+            // would otherwise sit in every idle connection's task, which is
+            // allocated at its largest size.
+            if let Some(why) = Box::pin(handler.on_text(text)).await {
+                return closing(peer, why);
             }
-        };
-        // Boxed: the protocol's work on a frame (broker calls included)
-        // would otherwise sit in every idle connection's task, which is
-        // allocated at its largest size.
-        if let Some(why) = Box::pin(handler.on_text(text)).await {
-            return closing(peer, why);
         }
     }
 }
