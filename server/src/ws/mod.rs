@@ -37,7 +37,6 @@ use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 use parking_lot::Mutex;
 use std::future::{poll_fn, Future};
-use std::pin::Pin;
 use std::time::Duration;
 use tokio::time::timeout;
 use tokio_util::task::TaskTracker;
@@ -186,25 +185,27 @@ impl<S> Socket for S where
 /// Runs the connection until either side closes it or the shutdown
 /// closes it. Returns why it ended, for the log, and the handler.
 ///
-/// The future is boxed, and owns the handler (the protocol's session):
-/// awaited in place, or holding a borrowed handler, it would leave the
-/// caller's task holding the session and its own largest state next to
-/// it, for every idle connection. Its parts are made here and passed to it
-/// already built: an async fn keeps each argument for its whole life, so
-/// one it took apart would be kept twice.
+/// The future owns the handler (the protocol's session), and is awaited in
+/// place: the connection's task is then this future and little else, one
+/// allocation (tokio rounds a task up to 128 bytes; a boxed future beside
+/// a task cost both roundings). The caller boxes its other steps, and
+/// borrows nothing across this one, so that none of them sizes the task.
+/// Its parts are made here and passed to it already built: an async fn
+/// keeps each argument for its whole life, so one it took apart would be
+/// kept twice.
 pub fn drive<'a, S: Socket, H: Handler + 'a>(
     socket: S,
     outbound: Outbound,
     handler: H,
     limits: &'a Limits,
-) -> Pin<Box<impl Future<Output = (String, H)> + Send + 'a>> {
+) -> impl Future<Output = (String, H)> + Send + 'a {
     let Outbound {
         peer,
         queue,
         preamble,
     } = outbound;
     let writer = write::Writer::new(queue, preamble, limits.coalesce);
-    Box::pin(run(Mutex::new(socket), writer, peer, handler, limits))
+    run(Mutex::new(socket), writer, peer, handler, limits)
 }
 
 /// The writer is polled in the connection's own task, beside the reader:
