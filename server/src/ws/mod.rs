@@ -204,7 +204,7 @@ pub fn drive<'a, S: Socket, H: Handler + 'a>(
         queue,
         preamble,
     } = outbound;
-    let writer = write::Writer::new(queue, preamble, limits.coalesce);
+    let writer = write::Writer::new(queue, preamble);
     run(Mutex::new(socket), writer, peer, handler, limits)
 }
 
@@ -231,7 +231,7 @@ fn run<'a, S: Socket, H: Handler + 'a>(
         let mut writer_done = false;
         let reason = tokio::select! {
             reason = read::read(&socket, &mut handler, &peer, limits) => reason,
-            () = poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock())) => {
+            () = poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock(), limits.coalesce)) => {
                 writer_done = true;
                 "connection lost while writing".to_owned()
             }
@@ -251,7 +251,7 @@ fn run<'a, S: Socket, H: Handler + 'a>(
         // that reads nothing gets the socket dropped after the timeout.
         let _ = timeout(CLOSE_FLUSH, async {
             if !writer_done {
-                poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock())).await;
+                poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock(), limits.coalesce)).await;
             }
             while let Some(Ok(message)) = poll_fn(|cx| socket.lock().poll_next_unpin(cx)).await {
                 if matches!(message, Message::Close(_)) {

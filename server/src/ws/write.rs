@@ -65,11 +65,12 @@ impl From<axum::Error> for Done {
 
 pub struct Writer {
     queue: Queue,
-    preamble: std::vec::IntoIter<Utf8Bytes>,
+    /// Boxed, and gone once sent: the writer lives as long as the
+    /// connection.
+    preamble: Option<Box<std::vec::IntoIter<Utf8Bytes>>>,
     fresh: Option<super::Fresh>,
     /// A frame taken for the sink, waiting until it takes one more.
     pending: Option<Message>,
-    coalesce: Duration,
     /// The coalescing tick being waited for.
     hold: Option<Pin<Box<Sleep>>>,
     last_write: Option<Instant>,
@@ -77,13 +78,12 @@ pub struct Writer {
 }
 
 impl Writer {
-    pub fn new(queue: Queue, preamble: Preamble, coalesce: Duration) -> Self {
+    pub fn new(queue: Queue, preamble: Preamble) -> Self {
         Writer {
             queue,
-            preamble: preamble.frames.into_iter(),
+            preamble: Some(Box::new(preamble.frames.into_iter())),
             fresh: preamble.fresh,
             pending: None,
-            coalesce,
             hold: None,
             last_write: None,
             step: Step::Preamble,
@@ -116,14 +116,15 @@ impl Writer {
         &mut self,
         cx: &mut Context<'_>,
         sink: &mut S,
+        coalesce: Duration,
     ) -> Poll<Result<(), Done>> {
         match self.step {
             Step::Preamble => {
                 ready!(self.poll_pending(cx, sink))?;
-                match self.preamble.next() {
+                match self.preamble.as_mut().and_then(|frames| frames.next()) {
                     Some(frame) => self.pending = Some(Message::Text(frame)),
                     None => {
-                        self.preamble = Vec::new().into_iter();
+                        self.preamble = None;
                         self.step = Step::Flush;
                     }
                 }
@@ -189,7 +190,7 @@ impl Writer {
                         // the future keeps nothing else.
                         let _ = pin!(tokio::task::yield_now()).poll(cx);
                         return Poll::Pending;
-                    } else if let Some(due) = self.trickle(written, waited) {
+                    } else if let Some(due) = self.trickle(written, waited, coalesce) {
                         // Frames that trickle in close behind the last
                         // write (with WRITE_COALESCE_MS): wait for the tick,
                         // and take them all in one system call and packet.
@@ -206,7 +207,7 @@ impl Writer {
                         waited,
                     }
                 } else {
-                    if !self.coalesce.is_zero() {
+                    if !coalesce.is_zero() {
                         self.last_write = Some(Instant::now());
                     }
                     Step::Flush
@@ -242,19 +243,26 @@ impl Writer {
 
     /// When a batch of `written` frames should wait for the coalescing
     /// tick: the last write was less than a tick ago and few frames came.
-    fn trickle(&self, written: u8, waited: bool) -> Option<Instant> {
-        let due = self.last_write? + self.coalesce;
+    fn trickle(&self, written: u8, waited: bool, coalesce: Duration) -> Option<Instant> {
+        let due = self.last_write? + coalesce;
         (!waited && written < DENSE && Instant::now() < due).then_some(due)
     }
 }
 
 impl Writer {
-    /// Writes until the writer is done, on `sink`.
-    pub fn poll_write<S>(&mut self, cx: &mut Context<'_>, sink: &mut S) -> Poll<()>
+    /// Writes until the writer is done, on `sink`, holding trickling
+    /// frames for `coalesce` (the protocol's, given at each poll rather
+    /// than kept by every connection).
+    pub fn poll_write<S>(
+        &mut self,
+        cx: &mut Context<'_>,
+        sink: &mut S,
+        coalesce: Duration,
+    ) -> Poll<()>
     where
         S: Sink<Message, Error = axum::Error> + Unpin,
     {
-        while ready!(self.poll_step(cx, sink)).is_ok() {}
+        while ready!(self.poll_step(cx, sink, coalesce)).is_ok() {}
         Poll::Ready(())
     }
 }
