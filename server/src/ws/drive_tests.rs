@@ -102,7 +102,7 @@ async fn a_client_that_reads_nothing_is_closed_while_its_writer_waits() {
 }
 
 /// What every idle connection holds for its life besides its socket and
-/// its session (a debug build's figures, 168 and 480 bytes, with some
+/// its session (a debug build's figures, 168 and 416 bytes, with some
 /// room; 296 and 1,064 with a timer and a split socket, and arguments kept
 /// twice): the writer, and the future that reads and writes.
 #[test]
@@ -113,5 +113,5 @@ fn the_writer_and_the_reader_stay_small() {
         std::mem::size_of::<F>()
     }
     let connection = output(run::<Box<Conn>, Quiet>);
-    assert!(connection <= 528, "reader and writer: {connection} bytes");
+    assert!(connection <= 464, "reader and writer: {connection} bytes");
 }

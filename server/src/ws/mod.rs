@@ -249,7 +249,9 @@ fn run<'a, S: Socket, H: Handler + 'a>(
         // Send the close frame, then wait for the client's, so that the socket
         // is not reset while the client still reads our last frames. A client
         // that reads nothing gets the socket dropped after the timeout.
-        let _ = timeout(CLOSE_FLUSH, async {
+        // Boxed: its timer would otherwise take space in every idle
+        // connection's future.
+        let closed = timeout(CLOSE_FLUSH, async {
             if !writer_done {
                 poll_fn(|cx| writer.poll_write(cx, &mut *socket.lock(), limits.coalesce)).await;
             }
@@ -258,8 +260,8 @@ fn run<'a, S: Socket, H: Handler + 'a>(
                     break;
                 }
             }
-        })
-        .await;
+        });
+        let _ = Box::pin(closed).await;
         (peer.close_reason().reason.to_owned(), handler)
     }
 }

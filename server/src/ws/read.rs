@@ -5,7 +5,7 @@ use super::throttle::{Throttle, Verdict};
 use super::{Handler, Limits, Refusal};
 use crate::fanout::{close, CloseReason, Peer};
 use crate::metrics;
-use axum::extract::ws::Message;
+use axum::extract::ws::{Message, Utf8Bytes};
 use futures::{Stream, StreamExt};
 use parking_lot::Mutex;
 use std::future::{poll_fn, Future};
@@ -52,32 +52,10 @@ where
                 Some(Err(err)) => return failed(err, handler, peer, limits),
                 Some(Ok(message)) => message,
             };
-            // The keepalive (kept by the writer) counts every frame.
-            peer.heard();
-            let size = match &message {
-                Message::Text(text) => text.len(),
-                Message::Binary(data) => data.len(),
-                // Through the writer, so that the close reply is flushed.
-                Message::Close(_) => return closing(peer, close::CLIENT_CLOSED),
-                Message::Ping(_) | Message::Pong(_) => continue,
-            };
-            metrics::received(H::KIND, size);
-            let verdict = gate.check(limits, size);
-            if verdict != Verdict::Allowed {
-                metrics::error(H::KIND.as_str(), "rate_limited");
-                peer.send(handler.refusal(Refusal::RateLimited));
-                if verdict == Verdict::Abuse {
-                    return closing(peer, close::RATE_LIMITED);
-                }
-                continue;
-            }
-            let Message::Text(text) = message else {
-                metrics::error(H::KIND.as_str(), "binary");
-                peer.send(handler.refusal(Refusal::Binary));
-                match handler.on_binary() {
-                    Some(why) => return closing(peer, why),
-                    None => continue,
-                }
+            let text = match admit(&mut gate, message, &*handler, peer, limits) {
+                Admitted::Text(text) => text,
+                Admitted::Skip => continue,
+                Admitted::End(reason) => return reason,
             };
             // Boxed: the protocol's work on a frame (broker calls included)
             // would otherwise sit in every idle connection's task, which is
@@ -87,6 +65,55 @@ where
             }
         }
     }
+}
+
+/// What becomes of a frame the client sent.
+enum Admitted {
+    /// For the protocol.
+    Text(Utf8Bytes),
+    /// Answered here (a ping, a refusal), or nothing to do.
+    Skip,
+    /// The connection ends, for this reason.
+    End(String),
+}
+
+/// The limits applied to a frame, outside the reader's future: a local the
+/// future borrowed would keep its space there across the protocol's work.
+fn admit<H: Handler>(
+    gate: &mut Gate,
+    message: Message,
+    handler: &H,
+    peer: &Peer,
+    limits: &Limits,
+) -> Admitted {
+    // The keepalive counts every frame.
+    peer.heard();
+    let size = match &message {
+        Message::Text(text) => text.len(),
+        Message::Binary(data) => data.len(),
+        // Through the writer, so that the close reply is flushed.
+        Message::Close(_) => return Admitted::End(closing(peer, close::CLIENT_CLOSED)),
+        Message::Ping(_) | Message::Pong(_) => return Admitted::Skip,
+    };
+    metrics::received(H::KIND, size);
+    let verdict = gate.check(limits, size);
+    if verdict != Verdict::Allowed {
+        metrics::error(H::KIND.as_str(), "rate_limited");
+        peer.send(handler.refusal(Refusal::RateLimited));
+        if verdict == Verdict::Abuse {
+            return Admitted::End(closing(peer, close::RATE_LIMITED));
+        }
+        return Admitted::Skip;
+    }
+    let Message::Text(text) = message else {
+        metrics::error(H::KIND.as_str(), "binary");
+        peer.send(handler.refusal(Refusal::Binary));
+        return match handler.on_binary() {
+            Some(why) => Admitted::End(closing(peer, why)),
+            None => Admitted::Skip,
+        };
+    };
+    Admitted::Text(text)
 }
 
 /// Closes the connection (through its writer) and says why.
