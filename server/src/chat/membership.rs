@@ -60,7 +60,7 @@ impl ChatSession {
         }
         let pseudo = match (&self.name, Pseudo::parse(raw)) {
             // Whatever was asked for: nobody speaks as somebody else.
-            (Some(name), _) => name.clone(),
+            (Some(name), _) => Pseudo::clone(name),
             (None, Ok(pseudo)) => pseudo,
             (None, Err(err)) => {
                 self.refuse(ErrorCode::InvalidPseudo, err.to_string());

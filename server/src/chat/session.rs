@@ -18,6 +18,7 @@ use crate::ws::throttle::{Throttle, Verdict};
 use crate::ws::{self, Handler, Outbound, Preamble, Refusal, Socket};
 use app::protocol::{duration_text, ClientMessage, ErrorCode, Pseudo, ServerEvent};
 use axum::extract::ws::Utf8Bytes;
+use std::future::Future;
 use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
@@ -37,29 +38,38 @@ use allowance::{allowed, Limited};
 /// The connection's life: opening, its frames, leaving. The opening and
 /// the leaving are boxed, and nothing here borrows the session: their
 /// state, or a session kept in place, would otherwise size the task of
-/// every idle connection (the session lives in the connection's future).
-pub async fn run<S: Socket>(chat: Arc<Chat>, socket: S, opening: Box<Opening>) {
-    let id = Uuid::new_v4();
-    let started = Instant::now();
-    let (session, outbound) = Box::pin(open(chat.clone(), id, opening)).await;
-    let limits = &chat.limits.socket;
-    let (reason, session) = ws::drive(socket, outbound, session, limits).await;
-    let (topic, pseudo) = Box::pin(session.close()).await;
-    metrics::connection_closed(Kind::Chat);
-    tracing::info!(
-        conn = %id,
-        kind = "chat",
-        room = topic.name(),
-        pseudo,
-        duration_ms = started.elapsed().as_millis() as u64,
-        reason,
-        "connection closed"
-    );
+/// every idle connection (the session lives in the connection's future,
+/// and its id comes back from it). Not an `async fn`, which would keep a
+/// second copy of its arguments (rust-lang/rust#62958).
+#[allow(clippy::manual_async_fn)]
+pub fn run<S: Socket>(
+    chat: Arc<Chat>,
+    socket: S,
+    opening: Box<Opening>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let started = Instant::now();
+        let (session, outbound) = Box::pin(open(chat.clone(), opening)).await;
+        let limits = &chat.limits.socket;
+        let (reason, session) = ws::drive(socket, outbound, session, limits).await;
+        let (id, topic, pseudo) = Box::pin(session.close()).await;
+        metrics::connection_closed(Kind::Chat);
+        tracing::info!(
+            conn = %id,
+            kind = "chat",
+            room = topic.name(),
+            pseudo,
+            duration_ms = started.elapsed().as_millis() as u64,
+            reason,
+            "connection closed"
+        );
+    }
 }
 
 /// The session for `opening`, and what its connection is sent first.
-async fn open(chat: Arc<Chat>, id: ConnId, opening: Box<Opening>) -> (ChatSession, Outbound) {
+async fn open(chat: Arc<Chat>, opening: Box<Opening>) -> (ChatSession, Outbound) {
     let opening = *opening;
+    let id = Uuid::new_v4();
     let (peer, queue) = Peer::new(Kind::Chat, chat.limits.outbound_queue);
     let Opening {
         room,
@@ -108,7 +118,7 @@ async fn open(chat: Arc<Chat>, id: ConnId, opening: Box<Opening>) -> (ChatSessio
         topic,
         peer: peer.clone(),
         member: None,
-        name,
+        name: name.map(Box::new),
         moderator,
         person,
         address,
@@ -155,8 +165,9 @@ struct ChatSession {
     topic: Topic,
     peer: Peer,
     member: Option<Arc<Member>>,
-    /// The nickname an access token gives, when tokens are required.
-    name: Option<Pseudo>,
+    /// The nickname an access token gives, when tokens are required
+    /// (boxed: most connections have none, and each holds this field).
+    name: Option<Box<Pseudo>>,
     /// The access token makes this participant a moderator.
     moderator: bool,
     person: Person,
@@ -333,11 +344,12 @@ impl ChatSession {
         }
     }
 
-    /// Leaves; returns the room and the nickname it had, for the log.
-    async fn close(mut self) -> (Topic, Option<String>) {
+    /// Leaves; returns its id, the room and the nickname it had, for the
+    /// log.
+    async fn close(mut self) -> (ConnId, Topic, Option<String>) {
         let pseudo = self.member.as_ref().map(|m| m.pseudo.to_string());
         self.leave().await;
-        (self.topic, pseudo)
+        (self.id, self.topic, pseudo)
     }
 
     async fn leave(&mut self) {

@@ -66,7 +66,7 @@ struct State {
     /// a ban or a disconnection order finds it. Kept here, with the
     /// connection, rather than in an index of every mark: a room of
     /// anonymous members spent most of a member's memory on that index.
-    marks: Box<[Arc<str>]>,
+    marks: Marks,
 }
 
 /// The sending half of one connection: its bounded queue, and the way to
@@ -108,7 +108,7 @@ impl Peer {
                 frames: VecDeque::new(),
                 senders: 1,
                 open: true,
-                marks: Box::default(),
+                marks: Marks::default(),
             }),
             queued: AtomicUsize::new(0),
             heard: AtomicBool::new(true),
@@ -170,22 +170,21 @@ impl Peer {
     /// Lists the connection under these marks too.
     pub fn mark(&self, marks: impl IntoIterator<Item = String>) {
         let mut state = self.shared.state.lock();
-        let mut all = std::mem::take(&mut state.marks).into_vec();
         for mark in marks {
-            if !all.iter().any(|known| **known == *mark) {
-                all.push(mark.into());
+            if !state.marks.iter().any(|known| known == mark.as_bytes()) {
+                state.marks.push(&mark);
             }
         }
-        state.marks = all.into_boxed_slice();
     }
 
     /// Whether the connection is listed under any of the marks.
     pub fn is_marked(&self, marks: &[String]) -> bool {
         let state = self.shared.state.lock();
-        state
+        let found = state
             .marks
             .iter()
-            .any(|mark| marks.iter().any(|m| **mark == **m))
+            .any(|mark| marks.iter().any(|m| m.as_bytes() == mark));
+        found
     }
 
     /// The client sent something (a frame, a pong): it is alive.
@@ -219,6 +218,32 @@ impl Peer {
             Some(why) => Poll::Ready(*why),
             None => Poll::Pending,
         }
+    }
+}
+
+/// A connection's marks in one allocation, each its length (4 bytes) then
+/// its bytes: a box per mark and a slice of them cost a member of a room
+/// about 200 bytes.
+#[derive(Default)]
+struct Marks(Box<[u8]>);
+
+impl Marks {
+    fn push(&mut self, mark: &str) {
+        let mut all = std::mem::take(&mut self.0).into_vec();
+        let len = u32::try_from(mark.len()).expect("a mark is shorter than 4 GiB");
+        all.extend_from_slice(&len.to_le_bytes());
+        all.extend_from_slice(mark.as_bytes());
+        self.0 = all.into_boxed_slice();
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &[u8]> {
+        let mut rest = &self.0[..];
+        std::iter::from_fn(move || {
+            let (len, after) = rest.split_first_chunk::<4>()?;
+            let (mark, after) = after.split_at(u32::from_le_bytes(*len) as usize);
+            rest = after;
+            Some(mark)
+        })
     }
 }
 
@@ -389,6 +414,21 @@ mod tests {
         assert!(!peer.send("4".into()));
         assert!(peer.is_closed());
         assert_eq!(queue.closed(), Some(close::SLOW_CONSUMER));
+    }
+
+    #[test]
+    fn a_connection_is_found_under_each_of_its_marks_only() {
+        let (peer, _queue) = Peer::new(Kind::Chat, 8);
+        assert!(!peer.is_marked(&["addr:1".into()]));
+        let long = "x".repeat(70_000);
+        peer.mark(["addr:1".to_owned(), String::new()]);
+        peer.mark(["name:al".to_owned(), "addr:1".to_owned(), long.clone()]);
+        for mark in ["addr:1", "", "name:al", long.as_str()] {
+            assert!(peer.is_marked(&["other".into(), mark.into()]), "{mark:.10}");
+        }
+        assert!(!peer.is_marked(&["name:a".into(), "addr:12".into()]));
+        let listed = peer.shared.state.lock().marks.iter().count();
+        assert_eq!(listed, 4, "each mark once");
     }
 
     /// Room for frames is kept while they keep coming, and given back
