@@ -295,11 +295,6 @@ impl Queue {
         self.shared.closed.get().copied()
     }
 
-    /// Closes the connection from the writer's side (see [`Peer::close`]).
-    pub fn close(&self, why: CloseReason) {
-        self.shared.close(why);
-    }
-
     /// Whether the keepalive asked for a ping since the last call.
     pub fn take_ping_due(&self) -> bool {
         self.shared.ping_due.swap(false, Ordering::Relaxed)
